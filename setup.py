@@ -1,0 +1,32 @@
+"""e4e-jax: a JAX/Flax reimplementation of e4e (Tov et al., 2021)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="e4e-jax",
+    version="0.1.0",
+    description="Encoder for StyleGAN image manipulation (e4e) in JAX/Flax, with safe PyTorch weight converters",
+    packages=find_packages(include=["e4e_jax", "e4e_jax.*", "tools", "tools.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "numpy>=1.26",
+        "ml-collections>=0.1.1",
+        "pillow>=10",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # torch builds the PyTorch reference models of the parity tests; nothing else needs it.
+        "test": ["pytest>=8", "torch>=2.2"],
+        # Training input pipeline and metric writers; inversion and conversion need neither.
+        "train": ["tensorflow-cpu", "tensorflow-datasets", "clu", "tensorboard"],
+    },
+    entry_points={
+        "console_scripts": [
+            "e4e-jax=e4e_jax.cli:main",
+            "e4e-convert=tools.convert_weights.__main__:main",
+        ]
+    },
+)
