@@ -1,0 +1,187 @@
+"""StyleGAN2 generator converter: rosinality `.pt` (as used by official e4e) or NVlabs `.pkl`.
+
+    python -m tools.convert_weights stylegan2 stylegan2-ffhq-config-f.pt --out ffhq_g
+    python -m tools.convert_weights stylegan2 network-snapshot-000000.pkl --out ada_g
+
+The format is detected from the file's content. Key mapping: docs/params_layout.md.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+DEFAULT_W_AVG_SAMPLES = 100_000
+W_AVG_SEED = 0
+
+
+class KeyTracker:
+    """Hands out state-dict entries by name and reports what was never taken (or is missing)."""
+
+    def __init__(self, state: Mapping[str, Any], prefix: str, source: str):
+        self.state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        self.prefix, self.source, self.used = prefix, source, set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.state
+
+    def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        if key not in self.state:
+            raise KeyError(f"{self.source}: missing key {self.prefix + key!r}")
+        arr = np.asarray(self.state[key], dtype=np.float32)
+        if shape is not None and arr.shape != tuple(shape):
+            raise ValueError(f"{self.source}: {self.prefix + key} has shape {arr.shape}, expected {tuple(shape)}")
+        self.used.add(key)
+        return arr
+
+    def skip(self, key: str) -> None:
+        self.used.add(key)
+
+    def check_all_used(self) -> None:
+        left = sorted(set(self.state) - self.used)
+        if left:
+            shown = ", ".join(self.prefix + k for k in left[:10])
+            more = f" (+{len(left) - 10} more)" if len(left) > 10 else ""
+            raise KeyError(f"{self.source}: unexpected keys not matched by the converter: {shown}{more}")
+
+
+def _nchw_to_nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1)))
+
+
+def _check_fir(keys: KeyTracker, key: str, taps, gain: float) -> None:
+    """Blur/upsample buffers are fixed by the architecture: verify, don't store."""
+    if key not in keys:
+        return
+    k = keys.take(key)
+    t = np.asarray(taps, np.float64)
+    expected = np.outer(t, t) / t.sum() ** 2 * gain
+    if k.shape != expected.shape or not np.allclose(k, expected, atol=1e-6):
+        raise ValueError(f"{keys.source}: {keys.prefix + key} is not the [1,3,3,1] FIR kernel this "
+                         "converter supports")
+
+
+def _styled(keys: KeyTracker, name: str, rgb: bool = False) -> dict[str, np.ndarray]:
+    w = keys.take(f"{name}.conv.weight")  # (1, out, in, k, k)
+    if w.ndim != 5 or w.shape[0] != 1:
+        raise ValueError(f"{keys.source}: {keys.prefix}{name}.conv.weight has shape {w.shape}, expected (1, out, in, k, k)")
+    out = {
+        "weight": np.ascontiguousarray(np.transpose(w[0], (2, 3, 1, 0))),
+        "mod_weight": np.ascontiguousarray(keys.take(f"{name}.conv.modulation.weight").T),
+        "mod_bias": keys.take(f"{name}.conv.modulation.bias"),
+    }
+    if rgb:
+        out["bias"] = keys.take(f"{name}.bias").reshape(-1)
+    else:
+        out["noise_strength"] = keys.take(f"{name}.noise.weight").reshape(())
+        out["bias"] = keys.take(f"{name}.activate.bias")
+    return out
+
+
+def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: str = "checkpoint",
+                            latent_avg: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Map a rosinality Generator state dict (keys under `prefix`) onto our variables.
+
+    Returns (architecture: StyleGAN2Config.to_dict(), variables). `buffers/w_avg` is `latent_avg`
+    when given (any shape whose rows are all the same mean w: (D,), (1, D) or (n, D)), else zeros
+    (the caller fills it, see `fill_w_avg`).
+    """
+    keys = KeyTracker(state, prefix, source)
+    if not keys.state:
+        raise KeyError(f"{source}: no generator keys under prefix {prefix!r}")
+    n_mlp = len({m.group(1) for k in keys.state if (m := re.match(r"style\.(\d+)\.weight$", k))})
+    n_rgbs = len({m.group(1) for k in keys.state if (m := re.match(r"to_rgbs\.(\d+)\.bias$", k))})
+    size = 2 ** (n_rgbs + 2)
+    params: dict[str, Any] = {"mapping": {}, "synthesis": {}}
+    for i in range(n_mlp):
+        params["mapping"][f"dense_{i}"] = {"weight": np.ascontiguousarray(keys.take(f"style.{i + 1}.weight").T),
+                                           "bias": keys.take(f"style.{i + 1}.bias")}
+    lr_mlp = 0.01  # Not stored in the file; rosinality/e4e always use 0.01.
+    syn = params["synthesis"]
+    syn["input"] = _nchw_to_nhwc(keys.take("input.input"))
+    syn["conv1"] = _styled(keys, "conv1")
+    syn["to_rgb1"] = _styled(keys, "to_rgb1", rgb=True)
+    for k in range(2 * (n_rgbs)):
+        syn[f"convs_{k}"] = _styled(keys, f"convs.{k}")
+        if k % 2 == 0:
+            _check_fir(keys, f"convs.{k}.conv.blur.kernel", (1, 3, 3, 1), 4.0)
+    for j in range(n_rgbs):
+        syn[f"to_rgbs_{j}"] = _styled(keys, f"to_rgbs.{j}", rgb=True)
+        _check_fir(keys, f"to_rgbs.{j}.upsample.kernel", (1, 3, 3, 1), 4.0)
+    channels = [syn["conv1"]["weight"].shape[-1]] + [syn[f"convs_{2 * j}"]["weight"].shape[-1] for j in range(n_rgbs)]
+    style_dim = syn["conv1"]["mod_weight"].shape[0]
+    z_dim = params["mapping"]["dense_0"]["weight"].shape[0] if n_mlp else style_dim
+    noises = {}
+    for i in range(2 * n_rgbs + 1):
+        r = 2 ** ((i + 5) // 2)
+        noises[f"noise_{i}"] = _nchw_to_nhwc(keys.take(f"noises.noise_{i}", (1, 1, r, r)))
+    keys.check_all_used()
+    w_avg = np.zeros((style_dim,), np.float32)
+    if latent_avg is not None:
+        la = np.asarray(latent_avg, np.float32).reshape(-1, style_dim)
+        w_avg = la[0]
+    architecture = {"size": size, "channels": channels, "style_dim": int(style_dim), "n_mlp": n_mlp,
+                    "lr_mlp": lr_mlp, "blur_kernel": [1, 3, 3, 1], "conv_clamp": None,
+                    "z_dim": int(z_dim) if z_dim != style_dim else None}
+    return architecture, {"params": params, "buffers": {"w_avg": w_avg, "synthesis": noises}}
+
+
+def mean_w(architecture: dict, variables: dict, n_samples: int = DEFAULT_W_AVG_SAMPLES,
+           seed: int = W_AVG_SEED, chunk: int = 10_000) -> np.ndarray:
+    """Mean of mapping(z) over `n_samples` z ~ N(0, I) (the official `mean_latent`). Returns (D,)."""
+    import jax
+    import jax.numpy as jnp
+
+    from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
+
+    cfg = StyleGAN2Config.from_dict(architecture)
+    gen = Generator(cfg)
+    mapping = jax.jit(lambda v, z: gen.apply(v, z, method=Generator.map).sum(0))
+    total = jnp.zeros((cfg.style_dim,), jnp.float32)
+    key = jax.random.key(seed)
+    for start in range(0, n_samples, chunk):
+        key, sub = jax.random.split(key)
+        z = jax.random.normal(sub, (min(chunk, n_samples - start), cfg.mapping_in_dim))
+        total = total + mapping(variables, z)
+    return np.asarray(total / n_samples, np.float32)
+
+
+def convert(sources: list[Path], w_avg_samples: str | int = DEFAULT_W_AVG_SAMPLES, **options) -> tuple[dict, dict, dict]:
+    """Converter entry point (see tools/convert_weights/__main__.py)."""
+    if options:
+        raise ValueError(f"stylegan2: unknown options {sorted(options)}; supported: w_avg_samples")
+    if len(sources) != 1:
+        raise ValueError("stylegan2 takes exactly one source file")
+    from tools.convert_weights.safe_torch import load_checkpoint
+
+    path = Path(sources[0])
+    ckpt = load_checkpoint(path)
+    extra: dict[str, Any] = {}
+    if isinstance(ckpt, dict) and "G_ema" in ckpt:
+        from tools.convert_weights.stylegan2_nvlabs import convert_nvlabs
+
+        architecture, variables = convert_nvlabs(ckpt, path)
+        extra["source_format"] = "nvlabs-stylegan2-ada-pytorch"
+        return architecture, variables, extra
+    if isinstance(ckpt, dict) and "g_ema" in ckpt:
+        latent_avg = ckpt.get("latent_avg")
+        architecture, variables = rosinality_to_variables(ckpt["g_ema"], source=str(path), latent_avg=latent_avg)
+        extra["source_format"] = "rosinality-stylegan2-pytorch"
+        if latent_avg is None:
+            n = int(w_avg_samples)
+            variables["buffers"]["w_avg"] = mean_w(architecture, variables, n)
+            extra["w_avg_source"] = f"computed: mean of mapping(z) over {n} z (seed {W_AVG_SEED})"
+        else:
+            extra["w_avg_source"] = "checkpoint latent_avg"
+        return architecture, variables, extra
+    if isinstance(ckpt, dict) and "state_dict" in ckpt and any(
+            str(k).startswith("encoder.") for k in ckpt["state_dict"]):
+        raise ValueError(f"{path} is an e4e/pSp encoder checkpoint, not a StyleGAN2 generator: "
+                         f"convert it with `python -m tools.convert_weights e4e {path} --out DIR`")
+    found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise ValueError(f"{path} is not a StyleGAN2 generator checkpoint: expected a rosinality .pt with "
+                     f"'g_ema' or an NVlabs network pickle with 'G_ema', found {found}")
