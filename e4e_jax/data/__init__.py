@@ -1,0 +1,1 @@
+"""Input pipelines: a plain image-folder reader for inference (no TensorFlow) and the training data."""

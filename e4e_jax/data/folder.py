@@ -1,0 +1,261 @@
+"""Plain image-folder reader for inference: no TensorFlow, no torch.
+
+Preprocessing reproduces the official e4e test/inference transform
+(omertov/encoder4editing, configs/transforms_config.py and datasets/inference_dataset.py):
+
+    Image.open(path).convert('RGB')
+    -> transforms.Resize((H, W))      # on a PIL image torchvision calls img.resize((W, H), BILINEAR)
+    -> transforms.ToTensor()          # uint8 / 255
+    -> transforms.Normalize(0.5, 0.5) # (x - 0.5) / 0.5, i.e. [-1, 1]
+
+(H, W) is (256, 256) for faces, horses, churches and cats, (192, 256) for cars. PIL's bilinear
+resize is its own area-aware filter (it antialiases when shrinking); we call the same PIL function,
+so the result is bit-identical to the official pipeline. An image already at the target size is
+used as it is (PIL's resize to the same size is a copy anyway).
+
+Departures from `convert('RGB')`, both on inputs the official code mishandles:
+- 16-bit grayscale ('I;16*', and 'I' as older Pillow opens 16-bit PNGs): `convert('RGB')` clips
+  every value above 255 to white. We scale to 8 bits by dropping the low byte (v >> 8) instead.
+- EXIF orientation is ignored by the official code (and by default here); `exif_transpose=True`
+  applies it first.
+
+Bad files (unreadable, corrupt, truncated, empty, too small, too large) come back as `Skipped`
+rather than raising, so one bad file never stops a batch. Truncated files are never half-loaded:
+this module relies on PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` being False and refuses to run if
+another module switched it on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import collections
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+# Extensions read (case-insensitive). The official list is jpg/jpeg/png/ppm/bmp/tiff with fixed
+# case; we accept every case and add webp/tif.
+IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm'})
+
+# (height, width) fed to the encoder, per domain (official transforms_config/data_configs:
+# EncodeTransforms for ffhq/celeba/horse/church/cats, CarsEncodeTransforms for cars).
+PRESETS: dict[str, tuple[int, int]] = {
+    'ffhq': (256, 256),
+    'celeba_hq': (256, 256),
+    'horse': (256, 256),
+    'church': (256, 256),
+    'cats': (256, 256),
+    'cars': (192, 256),
+}
+
+DEFAULT_MIN_SIZE = 8
+# PIL's own decompression-bomb threshold (it warns above it and refuses above twice it).
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+_SIXTEEN_BIT_MODES = frozenset({'I;16', 'I;16L', 'I;16B', 'I;16N', 'I'})
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A file that could not be used, and why (a sentence naming the problem)."""
+    path: Path
+    reason: str
+
+
+def resolve_size(size_hw: tuple[int, int] | str) -> tuple[int, int]:
+    """A (height, width) pair, or the name of a preset in `PRESETS`."""
+    if isinstance(size_hw, str):
+        if size_hw not in PRESETS:
+            raise ValueError(f'unknown image size preset {size_hw!r}; use one of {sorted(PRESETS)} '
+                             'or an explicit (height, width)')
+        return PRESETS[size_hw]
+    h, w = (int(v) for v in size_hw)
+    if h <= 0 or w <= 0:
+        raise ValueError(f'image size must be positive (height, width), got {size_hw!r}')
+    return h, w
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files in `folder`, sorted by their path relative to it (as the official
+    `sorted(make_dataset(root))`). Only the extension is checked here; contents are checked on load."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f'image folder {str(root)!r} does not exist or is not a directory')
+    candidates = root.rglob('*') if recursive else root.iterdir()
+    found = [p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """`img.convert('RGB')` as the official code does, except for 16-bit grayscale (see module doc)."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        a = np.asarray(img).astype(np.int64)
+        a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(a).convert('RGB')  # uint8 (H, W) -> 'L'
+    return img.convert('RGB')
+
+
+def _decode(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size: int,
+            max_pixels: int) -> np.ndarray | Skipped:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError('PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (some module switched it '
+                           'on); e4e_jax refuses to half-load truncated images. Set it back to False.')
+    try:
+        if path.stat().st_size == 0:
+            return Skipped(path, 'empty file (0 bytes)')
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                return Skipped(path, f'image is {w}x{h} = {w * h} pixels, above the limit of '
+                                     f'{max_pixels} (possible decompression bomb)')
+            if w < min_size or h < min_size:
+                return Skipped(path, f'image is {w}x{h} px, smaller than the minimum '
+                                     f'{min_size}x{min_size}')
+            img.load()  # decode fully here, so truncation and corrupt data raise inside the try
+            if exif_transpose:
+                img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+    except Image.DecompressionBombError as e:
+        return Skipped(path, f'decompression bomb refused by PIL: {e}')
+    except Image.UnidentifiedImageError:
+        return Skipped(path, 'not a readable image (PIL cannot identify the file format)')
+    except Exception as e:  # noqa: BLE001 - any decoder failure means: skip this file, say why
+        return Skipped(path, f'cannot decode image: {type(e).__name__}: {e}')
+    th, tw = size_hw
+    if rgb.size != (tw, th):
+        rgb = rgb.resize((tw, th), Image.BILINEAR)
+    x = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)  # ToTensor
+    return (x - np.float32(0.5)) / np.float32(0.5)             # Normalize(0.5, 0.5)
+
+
+def load_image(path: str | os.PathLike, size_hw: tuple[int, int] | str,
+               exif_transpose: bool = False, min_size: int = DEFAULT_MIN_SIZE,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | Skipped:
+    """Load and preprocess one image as the official e4e inference transform does.
+
+    Args:
+      path: image file.
+      size_hw: target (height, width) or a `PRESETS` name.
+      exif_transpose: apply the EXIF orientation first (the official code does not).
+      min_size: images narrower or shorter than this are skipped.
+      max_pixels: images with more pixels than this are skipped (decompression bombs).
+    Returns:
+      float32 (H, W, 3) in [-1, 1], or `Skipped(path, reason)` for a file that cannot be used.
+    """
+    return _decode(Path(path), resolve_size(size_hw), exif_transpose, min_size, max_pixels)
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def iter_batches(paths: Sequence[str | os.PathLike], batch_size: int,
+                 size_hw: tuple[int, int] | str, num_workers: int | None = None,
+                 **load_kwargs) -> Iterator[tuple[np.ndarray, list[Path], list[Skipped]]]:
+    """Decode `paths` in a thread pool (PIL releases the GIL) and group them into batches.
+
+    Yields (images float32 (b, H, W, 3), their paths, files skipped since the previous batch).
+    Batches hold `batch_size` good images except the last; order follows `paths` whatever the
+    thread timing. If the files after the last full batch are all bad, a final batch with
+    b = 0 carries their `Skipped` records, so every input is accounted for exactly once.
+    `load_kwargs` go to `load_image` (exif_transpose, min_size, max_pixels).
+    """
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    size_hw = resolve_size(size_hw)
+    paths = [Path(p) for p in paths]
+    workers = _default_workers() if num_workers is None else int(num_workers)
+
+    def load(p: Path) -> np.ndarray | Skipped:
+        return load_image(p, size_hw, **load_kwargs)
+
+    def results() -> Iterator[tuple[Path, np.ndarray | Skipped]]:
+        if workers <= 0:
+            for p in paths:
+                yield p, load(p)
+            return
+        window = max(2 * batch_size, 2 * workers)  # bounded read-ahead keeps memory flat
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='e4e-read') as pool:
+            pending: collections.deque[tuple[Path, concurrent.futures.Future]] = collections.deque()
+            it = iter(paths)
+            for p in it:
+                pending.append((p, pool.submit(load, p)))
+                if len(pending) >= window:
+                    break
+            while pending:
+                p, fut = pending.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(load, nxt)))
+                yield p, fut.result()
+
+    h, w = size_hw
+    images: list[np.ndarray] = []
+    good: list[Path] = []
+    skipped: list[Skipped] = []
+    for p, r in results():
+        if isinstance(r, Skipped):
+            skipped.append(r)
+            continue
+        images.append(r)
+        good.append(p)
+        if len(images) == batch_size:
+            yield np.stack(images), good, skipped
+            images, good, skipped = [], [], []
+    if images or skipped:
+        batch = np.stack(images) if images else np.zeros((0, h, w, 3), np.float32)
+        yield batch, good, skipped
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[-1, 1] float image(s) -> uint8, rounded and clipped (NaN -> 0).
+
+    The official `tensor2im` truncates ((x + 1) / 2 * 255).astype(uint8) instead of rounding,
+    which is up to one level darker and does not round-trip; we round so that
+    `to_uint8(load_image(p))` gives back the 8-bit pixels of an unresized input.
+    """
+    x = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=-1.0)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write an (H, W, 3) or (H, W) image as PNG atomically (temp file in the same folder, then
+    os.replace), so readers never see a partial file. uint8 is written as is; floats are taken
+    to be in [-1, 1] and go through `to_uint8`."""
+    path = Path(path)
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise ValueError(f'save_png({str(path)!r}): expected an (H, W, 3) or (H, W) image, '
+                         f'got shape {a.shape}')
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f'save_png({str(path)!r}): expected uint8 or float in [-1, 1], '
+                             f'got dtype {a.dtype}')
+        a = to_uint8(a)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            Image.fromarray(a).save(f, format='PNG')
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def iter_images(folder: str | os.PathLike, batch_size: int, size_hw: tuple[int, int] | str,
+                recursive: bool = False, **kwargs) -> Iterable[tuple[np.ndarray, list[Path], list[Skipped]]]:
+    """`iter_batches(list_images(folder, recursive), ...)`."""
+    return iter_batches(list_images(folder, recursive), batch_size, size_hw, **kwargs)
