@@ -307,3 +307,9 @@ class Generator(nn.Module):
             latent = jnp.where(first, plus[0], plus[1])
         images = self.synthesize(latent, noise_mode)
         return (images, latent) if return_latents else images
+
+
+def init_variables(cfg: StyleGAN2Config, rng: jax.Array) -> dict:
+    """Random variables for every part of the generator (mapping, synthesis, buffers)."""
+    gen = Generator(cfg)
+    return jax.jit(lambda k: gen.init(k, jnp.zeros((1, cfg.mapping_in_dim))))(rng)

@@ -1,0 +1,41 @@
+"""The `e4e-jax` command (DESIGN.md §5). Each sub-command lives in `e4e_jax/commands/<name>.py`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Sub-commands in help order; a module is only imported when its command runs (JAX start-up is slow).
+COMMANDS = {
+    "quickstart": "run the whole system on the embedded default (a small fixed-seed StyleGAN2) on CPU",
+    "synthesize": "render images from latents with a stylegan2 (or e4e) bundle",
+    "invert": "invert a folder of images with an e4e bundle",
+    "edit": "edit inverted latents (InterFaceGAN, GANSpace, SeFa)",
+    "train": "train an e4e encoder",
+    "evaluate": "compute the paper's metrics",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="e4e-jax", description="e4e (Designing an Encoder for StyleGAN Image "
+                                     "Manipulation) in JAX: inversion, editing, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, help_text in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"e4e_jax.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"e4e_jax.commands.{name}":
+                raise
+            continue  # Command not available in this build.
+        module.add_parser(sub, help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Batched image synthesis from latents with a StyleGAN2 bundle (the `synthesize` command)."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e4e_jax import sharding
+from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
+    """Generator config and variables from a `stylegan2` bundle or from the generator of an `e4e` bundle."""
+    from e4e_jax import bundle
+
+    config = bundle.read_config(path)
+    if config["kind"] == "stylegan2":
+        _, variables = bundle.load(path, "stylegan2")
+        return StyleGAN2Config.from_dict(config["architecture"]), variables
+    if config["kind"] == "e4e":
+        _, variables = bundle.load(path, "e4e")
+        return StyleGAN2Config.from_dict(config["architecture"]["generator"]), variables["generator"]
+    raise bundle.BundleError(f"{path} holds a {config['kind']!r} bundle; synthesis needs a 'stylegan2' or 'e4e' bundle")
+
+
+def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents") -> np.ndarray:
+    """Accept (N, D) W codes or (N, n_latent, D) W+ codes; return (N, n_latent, D) float32."""
+    latents = np.asarray(latents, np.float32)
+    d, n = cfg.style_dim, cfg.n_latent
+    if latents.ndim == 2 and latents.shape[1] == d:
+        return np.repeat(latents[:, None], n, axis=1)
+    if latents.ndim == 3 and latents.shape[1:] == (n, d):
+        return latents
+    raise ValueError(f"{source}: latents of shape {latents.shape} do not fit this generator: expected "
+                     f"(N, {d}) W codes or (N, {n}, {d}) W+ codes")
+
+
+def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "grouped", dtype: str = "float32",
+                      noise_mode: str = "const", truncation: float = 1.0, precision: Any = None):
+    """Jitted f(variables, ws (B, n_latent, D), rng) -> images (B, size, size, 3) float32."""
+    gen = Generator(cfg, modulation=modulation, dtype=DTYPES[dtype], precision=precision)
+
+    @jax.jit
+    def synth(variables, ws, rng):
+        return gen.apply(variables, ws, input_is_latent=True, truncation=truncation, noise_mode=noise_mode,
+                         rngs={"noise": rng})
+
+    return synth
+
+
+def iter_synthesize(cfg: StyleGAN2Config, variables: dict, latents: np.ndarray, *, batch_size: int = 8,
+                    seed: int = 0, mesh: Optional[jax.sharding.Mesh] = None, **synth_kw
+                    ) -> Iterator[np.ndarray]:
+    """Yield float32 image batches (b, size, size, 3) for W+ `latents` (N, n_latent, D).
+
+    Every batch is padded to one size (a multiple of the device count) so one compilation
+    serves the whole run, and sharded over `mesh` (default: all local devices).
+    """
+    mesh = mesh or sharding.data_mesh(jax.local_devices())
+    bs = sharding.round_up(batch_size, mesh.size)
+    synth = make_synthesis_fn(cfg, **synth_kw)
+    variables = sharding.replicate(variables, mesh)
+    rng = jax.random.key(seed)
+    for start in range(0, latents.shape[0], bs):
+        chunk = latents[start:start + bs]
+        ws = sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh)
+        rng, sub = jax.random.split(rng)
+        yield np.asarray(synth(variables, ws, sub))[: chunk.shape[0]]

@@ -1,0 +1,49 @@
+"""Data-parallel placement over every local device (DESIGN.md §7): one mesh axis 'data'.
+
+Batches are sharded along axis 0 (`P('data')`), parameters are replicated (`P()`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices: list | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh over `devices` (default: all devices of all processes)."""
+    devices = devices if devices is not None else jax.devices()
+    return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Put every leaf of `tree` on all devices of `mesh`."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def shard_batch(x: np.ndarray | jax.Array, mesh: jax.sharding.Mesh) -> jax.Array:
+    """Split a host batch along axis 0 over the mesh (its size must divide evenly)."""
+    return jax.device_put(x, batch_sharding(mesh))
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad axis 0 to `size` by repeating the last row, so one compiled shape serves every batch."""
+    if x.shape[0] == size:
+        return x
+    pad = np.repeat(x[-1:], size - x.shape[0], axis=0)
+    return np.concatenate([x, pad], axis=0)
