@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 
-DEFAULT_W_AVG_SAMPLES = 100_000
+DEFAULT_W_AVG_SAMPLES = 10_000  # official pSp.__load_latent_avg: decoder.mean_latent(10000)
 W_AVG_SEED = 0
 
 
