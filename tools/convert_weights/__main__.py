@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         architecture, variables, extra = module.convert(list(args.sources), **_parse_options(args.option))
     except (CheckpointError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        # KeyError's str() adds quotes; print the message as written.
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
         return 1
     extra = dict(extra or {})
     extra["converter_version"] = CONVERTER_VERSION

@@ -161,7 +161,8 @@ def convert(sources: list[Path], w_avg_samples: str | int = DEFAULT_W_AVG_SAMPLE
     path = Path(sources[0])
     ckpt = load_checkpoint(path)
     extra: dict[str, Any] = {}
-    if isinstance(ckpt, dict) and "G_ema" in ckpt:
+    nvlabs_keys = {"G_ema", "G", "D", "augment_pipe", "training_set_kwargs"}
+    if isinstance(ckpt, dict) and nvlabs_keys & set(map(str, ckpt)):  # NVlabs network pickle
         from tools.convert_weights.stylegan2_nvlabs import convert_nvlabs
 
         architecture, variables = convert_nvlabs(ckpt, path)
