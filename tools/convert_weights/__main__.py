@@ -22,6 +22,7 @@ CONVERTERS = {
     "lpips": ("tools.convert_weights.lpips", "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict"),
     "arcface": ("tools.convert_weights.arcface", "ArcFace IR-SE50 model_ir_se50.pth"),
     "moco": ("tools.convert_weights.moco", "MoCo-v2 ResNet-50 checkpoint (moco_v2_800ep_pretrain.pt)"),
+    "inception": ("tools.convert_weights.inception", "pytorch-fid FID Inception-v3 weights (pt_inception-2015-12-05-*.pth)"),
 }
 
 
