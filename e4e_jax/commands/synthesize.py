@@ -18,8 +18,8 @@ def add_parser(sub, help_text: str) -> None:
                    help="noise inputs: the stored per-layer buffers (default), fresh random, or none")
     p.add_argument("--truncation", type=float, default=1.0, help="truncation psi towards w_avg (default 1: off)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--modulation", choices=("grouped", "activation"), default="grouped",
-                   help="modulated-conv formulation (same maths; speed differs per backend)")
+    p.add_argument("--modulation", choices=("auto", "grouped", "activation"), default="auto",
+                   help="modulated-conv formulation (same maths; 'auto' picks the faster one for the backend)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--seed", type=int, default=0, help="seed for --noise random")
     p.set_defaults(run=run)
