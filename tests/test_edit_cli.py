@@ -77,4 +77,5 @@ def test_sefa_cli_and_bad_direction_shape(setup, capsys):
         rc = cli_main(["edit", "--model", str(root / "g"), "--latents", str(root / "inv"), "--output",
                        str(root / "bad"), "--interfacegan", str(ASSETS / "interfacegan_directions" / "pose.pt"),
                        "--strengths", "1"])
-        assert rc == 2 and "error" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert rc == 2 and "pose.pt" in err and "(18, 512)" in err

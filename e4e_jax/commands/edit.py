@@ -54,7 +54,11 @@ def edited_latents(args: argparse.Namespace, latents, gen_params):
     from e4e_jax import editing
 
     if args.interfacegan:
-        return editing.interfacegan_sweep(latents, editing.load_interfacegan_direction(args.interfacegan), args.strengths)
+        try:
+            return editing.interfacegan_sweep(latents, editing.load_interfacegan_direction(args.interfacegan),
+                                              args.strengths)
+        except ValueError as e:
+            raise ValueError(f"{args.interfacegan}: {e}; use a direction made for this generator") from e
     if args.ganspace:
         if args.component is None or not args.layers or "-" not in args.layers:
             raise ValueError("--ganspace needs --component N and --layers START-END")
