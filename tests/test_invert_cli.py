@@ -1,0 +1,116 @@
+"""`e4e-jax invert` on a folder mixing the official sample photos with broken files."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from e4e_jax import bundle
+from e4e_jax.cli import main as cli_main
+from e4e_jax.models.encoder import Encoder4Editing
+from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+
+ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "e4e" / "images"
+
+
+def make_e4e_bundle(path: Path, size: int = 16, domain: str = "ffhq") -> Path:
+    """A random-weight e4e bundle (full IR-SE50 encoder, small generator) written by bundle.save."""
+    gen_cfg = StyleGAN2Config(size=size, channels=(16,) * (int(np.log2(size)) - 1), n_mlp=2)
+    gen_vars = init_variables(gen_cfg, jax.random.key(0))
+    enc = Encoder4Editing(n_styles=gen_cfg.n_latent)
+    hw = (192, 256) if domain == "cars" else (256, 256)
+    enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *hw, 3)))
+    latent_avg = np.asarray(jax.random.normal(jax.random.key(2), (gen_cfg.n_latent, 512))) * 0.1
+    arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": gen_cfg.n_latent,
+                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": list(hw)},
+            "generator": gen_cfg.to_dict(), "domain": domain}
+    variables = {"encoder": enc_vars, "generator": gen_vars, "latent_avg": latent_avg}
+    return bundle.save(path, "e4e", arch, variables)
+
+
+@pytest.fixture(scope="module")
+def e4e_bundle(tmp_path_factory):
+    return make_e4e_bundle(tmp_path_factory.mktemp("e4e") / "bundle")
+
+
+def _mixed_folder(root: Path) -> tuple[list[str], list[str]]:
+    root.mkdir()
+    good = []
+    if ASSETS.is_dir():
+        for p in sorted(ASSETS.glob("*.jpg")):
+            shutil.copy(p, root / p.name)
+            good.append(p.name)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (300, 200), np.uint8), "L").save(root / "gray.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 4), np.uint8), "RGBA").save(root / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (256, 256, 3), np.uint8)).save(root / "exact256.png")
+    good += ["gray.png", "rgba.png", "exact256.png"]
+    full = (root / "exact256.png").read_bytes()
+    (root / "truncated.png").write_bytes(full[: len(full) // 3])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.png").write_text("this is not an image")
+    Image.fromarray(rng.integers(0, 255, (4, 4, 3), np.uint8)).save(root / "tiny.png")
+    return sorted(good), sorted(["truncated.png", "empty.jpg", "notes.png", "tiny.png"])
+
+
+def test_invert_folder_with_bad_files(e4e_bundle, tmp_path, capsys):
+    good, bad = _mixed_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    rc = cli_main(["invert", "--model", str(e4e_bundle), "--images", str(tmp_path / "in"), "--output", str(out),
+                   "--batch-size", "3"])
+    assert rc == 3, "partial success must be signalled by exit status 3"
+    files = [Path(l).name for l in (out / "files.txt").read_text().splitlines()]
+    assert files == good
+    latents = np.load(out / "latents.npy")
+    assert latents.shape == (len(good), 6, 512) and latents.dtype == np.float32
+    assert len(list((out / "inversions").glob("*.png"))) == len(good)
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(Path(s["file"]).name for s in report["skipped"]) == bad
+    assert all(s["reason"] for s in report["skipped"])
+    assert "skipped" in capsys.readouterr().err
+
+    # The CLI's latents equal a direct encoder pass on the same preprocessed image.
+    from e4e_jax import inversion
+    from e4e_jax.data import folder
+
+    model = inversion.load_e4e(str(e4e_bundle))
+    x = folder.load_image(tmp_path / "in" / "exact256.png", model.input_hw)
+    direct = inversion.encode(model, model.variables, jnp.asarray(x[None]))
+    np.testing.assert_allclose(latents[files.index("exact256.png")], np.asarray(direct)[0], atol=1e-4)
+
+
+def test_invert_all_good_exits_zero_and_refuses_nonempty_output(e4e_bundle, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(src / "a.png")
+    out = tmp_path / "out"
+    assert cli_main(["invert", "--model", str(e4e_bundle), "--images", str(src), "--output", str(out),
+                     "--no-images"]) == 0
+    assert np.load(out / "latents.npy").shape[0] == 1
+    assert cli_main(["invert", "--model", str(e4e_bundle), "--images", str(src), "--output", str(out)]) == 2
+
+
+def test_invert_rejects_wrong_bundle_kind(tmp_path, capsys):
+    cfg = StyleGAN2Config(size=8, channels=(8, 8), n_mlp=1)
+    bundle.save(tmp_path / "g", "stylegan2", cfg.to_dict(), init_variables(cfg, jax.random.key(0)))
+    (tmp_path / "in").mkdir()
+    rc = cli_main(["invert", "--model", str(tmp_path / "g"), "--images", str(tmp_path / "in"),
+                   "--output", str(tmp_path / "o")])
+    assert rc == 2 and "'stylegan2' bundle, but a 'e4e' bundle" in capsys.readouterr().err
+
+
+def test_cars_latent_trim_and_crop(tmp_path):
+    from e4e_jax import inversion
+
+    path = make_e4e_bundle(tmp_path / "cars", size=16, domain="cars")
+    model = inversion.load_e4e(str(path))
+    assert model.input_hw == (192, 256) and model.is_cars
+    lat, img = inversion.make_invert_fn(model)(model.variables, jnp.zeros((1, 192, 256, 3)))
+    assert lat.shape == (1, 6, 512)
+    assert img.shape == (1, 12, 16, 3)  # rows 64:448 of 512, scaled to 16: rows 2:14.
