@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -197,10 +198,22 @@ def moco_extract_feats(net: nn.Sequential, x):
     return F.normalize(net(x), dim=1).reshape(x.shape[0], -1)
 
 
-def e4e_moco_loss(net, y_hat, y):
-    """e4e's MocoLoss.forward(y_hat, y, x)[0]: mean over the batch of 1 - <f(y_hat), f(y)>."""
-    yh, yf = moco_extract_feats(net, y_hat), moco_extract_feats(net, y).detach()
-    return sum(1 - yh[i].dot(yf[i]) for i in range(y.shape[0])) / y.shape[0]
+def e4e_moco_loss(net, y_hat, y, x):
+    """e4e's MocoLoss.forward(y_hat, y, x): (loss, sim_improvement, sim_logs)."""
+    return _e4e_similarity(lambda im: moco_extract_feats(net, im), y_hat, y, x)
+
+
+def _e4e_similarity(extract, y_hat, y, x):
+    """The loop shared by IDLoss / MocoLoss.forward: mean of 1 - <f(y_hat), f(y)>, f(y) detached."""
+    xf, yf, yhf = extract(x), extract(y).detach(), extract(y_hat)
+    n = x.shape[0]
+    loss, sim, logs = 0, 0.0, []
+    for i in range(n):
+        dt, di, dv = yhf[i].dot(yf[i]), yhf[i].dot(xf[i]), yf[i].dot(xf[i])
+        logs.append({"diff_target": dt.item(), "diff_input": di.item(), "diff_views": dv.item()})
+        loss = loss + 1 - dt
+        sim += dt.item() - dv.item()
+    return loss / n, sim / n, logs
 
 
 # ---------------------------------------------------------------------------------------------- ArcFace
@@ -233,15 +246,7 @@ def id_extract_feats(facenet, x):
 
 def e4e_id_loss(facenet, y_hat, y, x):
     """e4e's IDLoss.forward(y_hat, y, x): (loss, sim_improvement, id_logs)."""
-    xf, yf, yhf = id_extract_feats(facenet, x), id_extract_feats(facenet, y).detach(), id_extract_feats(facenet, y_hat)
-    n = x.shape[0]
-    loss, sim, logs = 0, 0.0, []
-    for i in range(n):
-        dt, di, dv = yhf[i].dot(yf[i]), yhf[i].dot(xf[i]), yf[i].dot(xf[i])
-        logs.append({"diff_target": float(dt), "diff_input": float(di), "diff_views": float(dv)})
-        loss = loss + 1 - dt
-        sim += float(dt) - float(dv)
-    return loss / n, sim / n, logs
+    return _e4e_similarity(lambda im: id_extract_feats(facenet, im), y_hat, y, x)
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -273,3 +278,67 @@ def randomize_(module: nn.Module, seed: int = 0, bn_gain: float = 1.0) -> nn.Mod
         elif isinstance(m, nn.PReLU):
             m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.4)
     return module
+
+
+@torch.no_grad()
+def calibrate_bn_(module: nn.Module, images: torch.Tensor, bias_shift: float = 0.0,
+                  var_floor: float = 0.1) -> nn.Module:
+    """Set every BatchNorm's running statistics from one forward pass over `images` (as training would),
+    after shifting the BN biases by `bias_shift`. A random ResNet with such statistics and slightly
+    negative biases gives sparse, image-dependent pooled features (cosine between different images well
+    below 1), so that similarity losses built on it are not trivially ~0."""
+    bns = [m for m in module.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    for m in bns:
+        m.bias.add_(bias_shift)
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: the stats of this one batch
+    module.train()
+    module(images)
+    for m in bns:
+        m.momentum = 0.1
+        m.num_batches_tracked.fill_(1234)
+        # Floor the variances: a channel that is ~constant on the batch would otherwise be divided by
+        # sqrt(eps) and amplify float rounding ~300x (fp32 results then disagree even with fp64 torch).
+        m.running_var.clamp_(min=var_floor)
+    return module.eval()
+
+
+def smooth_images(seed: int, n: int, size: int, cells: int = 4) -> torch.Tensor:
+    """(n, 3, size, size) images in [-1, 1]: random cells x cells colour fields, bilinearly upsampled, plus
+    10% pixel noise. The noise keeps neighbouring pixels distinct: flat regions would create exact ties
+    in max-pooling, where torch and XLA route the (equally valid) gradient to different inputs."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, cells, cells, generator=g) * 2 - 1
+    smooth = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return 0.9 * smooth + 0.1 * (torch.rand(n, 3, size, size, generator=g) * 2 - 1)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def reference_loss_and_grad(loss_fn, net, y_hat, y, x):
+    """Run an e4e loss (`e4e_moco_loss` / `e4e_id_loss`) and backprop to y_hat.
+
+    Returns (loss: float, sim_improvement: float, logs: list of dicts, d loss / d y_hat as NHWC numpy)."""
+    yt = y_hat.detach().clone().requires_grad_(True)
+    loss, sim, logs = loss_fn(net, yt, y, x)
+    loss.backward()
+    return loss.item(), sim, logs, yt.grad.numpy().transpose(0, 2, 3, 1)
+
+
+def _rel(a, b) -> float:
+    return float(np.linalg.norm((np.asarray(a, np.float64) - b).ravel()) / np.linalg.norm(np.ravel(b)))
+
+
+def assert_gradient_close(grad, ref32, ref64, margin: float = 2.0) -> dict:
+    """Check an fp32 input gradient of a deep ReLU/PReLU network against PyTorch.
+
+    Units whose pre-activation lies within rounding of a kink switch side between implementations, which
+    moves the input gradient by up to ~1% (relative L2) even between PyTorch fp32 and fp64. So ours must be
+    as close to the fp64 gradient as PyTorch's own fp32 gradient is (times `margin`), and as close to
+    the fp32 reference. Returns the measured relative errors.
+    """
+    assert np.isfinite(grad).all()
+    ref64 = np.asarray(ref64, np.float64)
+    e_ours, e_torch, e_32 = _rel(grad, ref64), _rel(ref32, ref64), _rel(grad, ref32)
+    assert e_ours <= margin * e_torch + 1e-5, (e_ours, e_torch)
+    assert e_32 <= (margin + 1) * e_torch + 1e-5, (e_32, e_torch)
+    return {"ours_vs_fp64": e_ours, "torch32_vs_fp64": e_torch, "ours_vs_torch32": e_32}

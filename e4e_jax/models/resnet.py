@@ -1,0 +1,127 @@
+"""torchvision-layout ResNet with Bottleneck blocks (ResNet-50 by default), as MoCo-v2 trains it.
+
+NHWC, BatchNorm in inference mode (running statistics; the network is a frozen feature extractor):
+
+    conv1 7x7/2 (no bias) -> bn1 -> relu -> maxpool 3/2 pad 1
+    layer{1..4}: Bottleneck x stage_sizes, width 64·2^l, expansion 4; the stride (2 in layers 2-4) sits on
+                 the 3x3 conv (torchvision "v1.5"); the first block of each layer has a 1x1 conv + BN
+                 downsample shortcut
+    global average pool -> (B, 2048) features
+    optional MoCo head: 'mlp' fc.0 (2048->2048) -> relu -> fc.2 (2048->dim), or 'linear' fc (2048->dim)
+
+Parameter tree (torch name -> ours; conv kernels (kh, kw, in, out), BN weight/bias -> scale/bias and
+running_mean/var -> batch_stats mean/var):
+    conv1, bn1                               -> conv1, bn1
+    layer{l}.{i}.conv{j} / bn{j}             -> layer{l}_{i}/conv{j} / bn{j}
+    layer{l}.{i}.downsample.0 / .1           -> layer{l}_{i}/downsample_conv / downsample_bn
+    fc.0 / fc.2 (mlp) or fc (linear)         -> head/fc_0 / fc_2 or head/fc  (Dense kernel (in, out))
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+RESNET50_STAGES = (3, 4, 6, 3)
+
+
+def _conv(features: int, k: int, stride: int, precision, dtype, name: str) -> nn.Conv:
+    p = k // 2  # torch pads k//2 symmetrically (flax 'SAME' would pad (0, 1) at stride 2).
+    return nn.Conv(features, (k, k), strides=(stride, stride), padding=((p, p), (p, p)), use_bias=False,
+                   precision=precision, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def _bn(dtype, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=True, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+                        name=name)
+
+
+class Bottleneck(nn.Module):
+    """(B, H, W, in) -> (B, H/s, W/s, 4·width)."""
+
+    width: int
+    stride: int = 1
+    downsample: bool = False
+    precision: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(precision=self.precision, dtype=self.dtype)
+        out = nn.relu(_bn(self.dtype, "bn1")(_conv(self.width, 1, 1, name="conv1", **kw)(x)))
+        out = nn.relu(_bn(self.dtype, "bn2")(_conv(self.width, 3, self.stride, name="conv2", **kw)(out)))
+        out = _bn(self.dtype, "bn3")(_conv(4 * self.width, 1, 1, name="conv3", **kw)(out))
+        if self.downsample:
+            x = _bn(self.dtype, "downsample_bn")(_conv(4 * self.width, 1, self.stride, name="downsample_conv", **kw)(x))
+        return nn.relu(out + x)
+
+
+class ResNet(nn.Module):
+    """torchvision ResNet (Bottleneck) trunk returning pooled features, optionally a MoCo head.
+
+    Attributes:
+      stage_sizes: blocks per layer; (3, 4, 6, 3) is ResNet-50.
+      head: None (features only), 'mlp' (MoCo-v2: fc.0, relu, fc.2) or 'linear' (MoCo-v1 / classifier fc).
+      head_dims: output sizes of the head's dense layers ((2048, 128) for MoCo-v2 'mlp', (128,) 'linear').
+      precision: lax precision of convs and dense layers.
+
+    __call__(x, with_head=False): x (B, H, W, 3) -> (B, 2048) pooled features, or the head's output.
+    """
+
+    stage_sizes: Sequence[int] = RESNET50_STAGES
+    head: str | None = None
+    head_dims: Sequence[int] = ()
+    precision: Any = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, with_head: bool = False):
+        kw = dict(precision=self.precision, dtype=self.dtype)
+        x = x.astype(self.dtype)
+        x = nn.relu(_bn(self.dtype, "bn1")(_conv(64, 7, 2, name="conv1", **kw)(x)))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # -inf padding, as torch
+        for l, n in enumerate(self.stage_sizes):
+            for i in range(n):
+                x = Bottleneck(64 * 2 ** l, stride=2 if (l > 0 and i == 0) else 1, downsample=i == 0,
+                               name=f"layer{l + 1}_{i}", **kw)(x)
+        feats = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        if not with_head:
+            return feats
+        if self.head is None:
+            raise ValueError("this ResNet has no head (head=None); call it with with_head=False")
+        return ProjectionHead(self.head, tuple(self.head_dims), self.precision, name="head")(feats)
+
+
+class ProjectionHead(nn.Module):
+    """MoCo projection: 'mlp' = fc_0 -> relu -> fc_2; 'linear' = fc. (B, 2048) -> (B, head_dims[-1])."""
+
+    kind: str
+    dims: Sequence[int]
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        if self.kind == "mlp":
+            x = nn.relu(nn.Dense(self.dims[0], precision=self.precision, name="fc_0")(x))
+            return nn.Dense(self.dims[1], precision=self.precision, name="fc_2")(x)
+        if self.kind == "linear":
+            return nn.Dense(self.dims[0], precision=self.precision, name="fc")(x)
+        raise ValueError(f"head must be 'mlp' or 'linear', got {self.kind!r}")
+
+
+def architecture_of(params: Mapping[str, Any]) -> dict[str, Any]:
+    """stage_sizes / head / head_dims of ResNet `params` (the 'params' collection), from their names."""
+    sizes = []
+    for l in range(1, 5):
+        n = sum(1 for k in params if str(k).startswith(f"layer{l}_"))
+        if n == 0:
+            raise ValueError(f"ResNet params have no layer{l}_* blocks; not a torchvision-layout ResNet")
+        sizes.append(n)
+    head = params.get("head")
+    if head is None:
+        return {"stage_sizes": sizes, "head": None, "head_dims": []}
+    if "fc_0" in head:
+        return {"stage_sizes": sizes, "head": "mlp",
+                "head_dims": [int(head["fc_0"]["kernel"].shape[1]), int(head["fc_2"]["kernel"].shape[1])]}
+    return {"stage_sizes": sizes, "head": "linear", "head_dims": [int(head["fc"]["kernel"].shape[1])]}
