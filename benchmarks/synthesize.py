@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--paths", nargs="+", default=["grouped", "activation"])
+    p.add_argument("--upsample", nargs="+", default=["transpose"], help="transpose and/or subpixel")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -36,14 +37,14 @@ def main() -> None:
     cfg = StyleGAN2Config.rosinality(args.size, args.channel_multiplier)
     variables = init_variables(cfg, jax.random.key(0))
     rows = []
-    for path in args.paths:
+    for path, up in [(p_, u) for p_ in args.paths for u in args.upsample]:
         for dtype in args.dtypes:
-            synth = generate.make_synthesis_fn(cfg, modulation=path, dtype=dtype)
+            synth = generate.make_synthesis_fn(cfg, modulation=path, dtype=dtype, upsample=up)
             for b in args.batches:
                 inputs = [jax.random.normal(jax.random.key(i), (b, cfg.n_latent, cfg.style_dim)) for i in range(3)]
                 rng = jax.random.key(0)
                 t = time_fn(lambda i: synth(variables, inputs[i % 3], rng).block_until_ready(), iters=args.iters)
-                rows.append({"path": path, "dtype": dtype, "batch": b, "ms_per_batch": round(t["median_s"] * 1e3, 2),
+                rows.append({"path": path, "upsample": up, "dtype": dtype, "batch": b, "ms_per_batch": round(t["median_s"] * 1e3, 2),
                              "img_per_s": round(b / t["median_s"], 1), "compile_s": round(t["first_call_s"], 1)})
                 print(rows[-1], flush=True)
     # bf16 drift against fp32 on the same inputs (max abs, images in about [-1, 1]).

@@ -51,10 +51,12 @@ def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents")
                      f"(N, {d}) W codes or (N, {n}, {d}) W+ codes")
 
 
-def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "grouped", dtype: str = "float32",
-                      noise_mode: str = "const", truncation: float = 1.0, precision: Any = None):
+def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "auto", dtype: str = "float32",
+                      noise_mode: str = "const", truncation: float = 1.0, precision: Any = None,
+                      upsample: str = "transpose"):
     """Jitted f(variables, ws (B, n_latent, D), rng) -> images (B, size, size, 3) float32."""
-    gen = Generator(cfg, modulation=resolve_modulation(modulation), dtype=DTYPES[dtype], precision=precision)
+    gen = Generator(cfg, modulation=resolve_modulation(modulation), dtype=DTYPES[dtype], precision=precision,
+                    upsample=upsample)
 
     @jax.jit
     def synth(variables, ws, rng):

@@ -42,7 +42,8 @@ class E4EModel:
         return self.domain == "cars"
 
 
-def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None) -> E4EModel:
+def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None,
+             upsample: str = "transpose") -> E4EModel:
     """Build the encoder and generator of an `e4e` bundle (raises BundleError for other kinds)."""
     from e4e_jax import bundle
 
@@ -53,7 +54,7 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
                               backbone_mode=enc.get("backbone_mode", "ir_se"), dtype=DTYPES[dtype],
                               precision=precision)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
-                          dtype=DTYPES[dtype], precision=precision)
+                          dtype=DTYPES[dtype], precision=precision, upsample=upsample)
     return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))
 
 

@@ -54,8 +54,8 @@ def converted(request, tmp_path_factory):
     return tg, latent_avg, cfg, variables, out
 
 
-def _gen(cfg, path="grouped"):
-    return Generator(cfg, modulation=path, precision="highest")
+def _gen(cfg, path="grouped", upsample="transpose"):
+    return Generator(cfg, modulation=path, precision="highest", upsample=upsample)
 
 
 @pytest.mark.parametrize("path", ["grouped", "activation"])
@@ -69,9 +69,9 @@ def test_z_input_truncation_const_noise(converted, path):
 
 
 @pytest.mark.parametrize("path", ["grouped", "activation"])
-def test_w_and_wplus_input(converted, path):
+def test_w_and_wplus_input_subpixel_upsampling(converted, path):
     tg, _, cfg, variables, _ = converted
-    gen = _gen(cfg, path)
+    gen = _gen(cfg, path, upsample="subpixel")
     wplus = torch.randn(BATCH, cfg.n_latent, cfg.style_dim)
     w = torch.randn(BATCH, cfg.style_dim)
     with torch.no_grad():
@@ -107,12 +107,14 @@ def test_random_noise_is_seeded_and_differs_from_const(converted):
     assert float(jnp.abs(a - c).max()) > 1e-3
 
 
-def test_modulation_paths_agree(converted):
+@pytest.mark.parametrize("path,upsample", [("activation", "transpose"), ("grouped", "subpixel"),
+                                           ("activation", "subpixel")])
+def test_modulation_and_upsampling_paths_agree(converted, path, upsample):
     _, _, cfg, variables, _ = converted
     ws = jax.random.normal(jax.random.key(2), (BATCH, cfg.n_latent, cfg.style_dim))
-    grouped = _gen(cfg, "grouped").apply(variables, ws, input_is_latent=True)
-    activation = _gen(cfg, "activation").apply(variables, ws, input_is_latent=True)
-    assert_close(activation, grouped, "activation vs grouped")
+    reference = _gen(cfg, "grouped", "transpose").apply(variables, ws, input_is_latent=True)
+    other = _gen(cfg, path, upsample).apply(variables, ws, input_is_latent=True)
+    assert_close(other, reference, f"{path}/{upsample} vs grouped/transpose")
 
 
 def test_jit_compiles_once_per_shape(converted):

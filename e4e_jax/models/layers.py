@@ -16,6 +16,7 @@ import math
 from typing import Optional, Sequence
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
@@ -24,6 +25,11 @@ LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
 PIXELNORM_EPS = 1e-8
 MODULATION_PATHS = ("grouped", "activation")
+# How the ×2 up-sampling conv (stride-2 transposed conv, then the FIR blur) is computed:
+#   'transpose' – a conv over the zero-dilated input (lhs_dilation), then the blur: the official order;
+#   'subpixel'  – both folded into one dense conv with 4× output channels at the input resolution,
+#                 then a depth-to-space shuffle (same maths; no dilated conv, no separate blur pass).
+UPSAMPLE_IMPLS = ("transpose", "subpixel")
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -126,21 +132,83 @@ def _conv_or_transpose(x, w, up: bool, groups: int, precision):
     return _conv(x, w, k // 2, groups, precision=precision)
 
 
+def up_blur_pad(kernel_size: int, n_taps: int, factor: int = 2) -> tuple[int, int]:
+    """Padding of the blur that follows rosinality's transposed conv (output then 2H×2W)."""
+    p = (n_taps - factor) - (kernel_size - 1)
+    return (p + 1) // 2 + factor - 1, p // 2 + 1
+
+
+def _subpixel_phase_matrices(kernel_size: int, taps: Sequence[float], gain: float) -> tuple[np.ndarray, int]:
+    """B[r][d + off, j]: weight of conv tap j reaching output phase r from input offset d.
+
+    Derivation: out[n] = Σ_j W[j]·x[(n − j)/2] (transposed conv, stride 2) and
+    final[Y] = Σ_k g·b[L−1−k]·out[Y + k − pad0] (blur). With Y = 2t + r and input index t + d,
+    the constraint is 2d = r + k − pad0 − j. Returns (B (2, D, K), off) with D taps at offsets
+    −off … D−1−off.
+    """
+    n_taps, pad0 = len(taps), up_blur_pad(kernel_size, len(taps))[0]
+    b = np.asarray(taps, np.float64) * math.sqrt(gain)
+    entries = {}
+    for r in range(2):
+        for j in range(kernel_size):
+            for k in range(n_taps):
+                twice_d = r + k - pad0 - j
+                if twice_d % 2 == 0:
+                    entries[(r, twice_d // 2, j)] = entries.get((r, twice_d // 2, j), 0.0) + b[n_taps - 1 - k]
+    ds = [d for (_, d, _) in entries]
+    off, n_d = -min(ds), max(ds) - min(ds) + 1
+    mats = np.zeros((2, n_d, kernel_size))
+    for (r, d, j), v in entries.items():
+        mats[r, d + off, j] = v
+    return mats, off
+
+
+def subpixel_up_kernel(weight: jax.Array, taps: Sequence[float], gain: float = 4.0) -> tuple[jax.Array, tuple[int, int]]:
+    """Fold (stride-2 transposed conv with `weight`, then the ×2 blur) into one dense conv.
+
+    weight: (..., K, K, Cin, Cout) (leading batch dims allowed). Returns the kernel
+    (..., D, D, Cin, 4·Cout) whose output channels are ordered (row phase, column phase, Cout), and
+    the conv padding (lo, hi) for both spatial axes.
+    """
+    k = weight.shape[-4]
+    mats, off = _subpixel_phase_matrices(k, taps, gain)
+    m = jnp.asarray(mats, weight.dtype)
+    comp = jnp.einsum("rdj,sek,...jkio->...deirso", m, m, weight, precision=lax.Precision.HIGHEST)
+    shape = comp.shape
+    kernel = comp.reshape(shape[:-3] + (4 * shape[-1],))
+    return kernel, (off, mats.shape[1] - 1 - off)
+
+
+def depth_to_space2(y: jax.Array, cout: int) -> jax.Array:
+    """(B, H, W, 2·2·Cout) with channels (row phase, col phase, c) → (B, 2H, 2W, Cout)."""
+    b, h, w, _ = y.shape
+    y = y.reshape(b, h, w, 2, 2, cout)
+    return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, cout)
+
+
 def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demodulate: bool = True,
-                     up: bool = False, path: str = "grouped", precision=None) -> jax.Array:
+                     up: bool = False, path: str = "grouped", precision=None,
+                     up_impl: str = "transpose", blur_taps: Sequence[float] = (0.125, 0.375, 0.375, 0.125)
+                     ) -> jax.Array:
     """Modulated (and demodulated) convolution.
 
     Args:
       x: (B, H, W, Cin) activations (compute dtype).
       weight: (k, k, Cin, Cout) effective weight (equalized-lr scale already applied), float32.
       styles: (B, Cin) per-sample channel scales, float32.
-      up: transposed stride-2 conv (output (B, 2H+1, 2W+1, Cout); the caller blurs it).
+      up: ×2 up-sampling conv. With up_impl 'transpose' the output is the transposed conv's
+        (B, 2H+1, 2W+1, Cout) and the caller blurs it; with 'subpixel' the blur (`blur_taps`,
+        gain 4) is folded in and the output is the final (B, 2H, 2W, Cout).
       path: 'grouped' or 'activation' (same maths, see module docstring).
     Returns (B, H', W', Cout) in x.dtype.
     """
     b, h, w_, cin = x.shape
     k, cout = weight.shape[0], weight.shape[-1]
     dtype = x.dtype
+    if up and up_impl == "subpixel":
+        return _modulated_subpixel_up(x, weight, styles, demodulate, path, precision, blur_taps)
+    if up_impl not in UPSAMPLE_IMPLS:
+        raise ValueError(f"unknown up-sampling implementation {up_impl!r}; expected one of {UPSAMPLE_IMPLS}")
     if path == "grouped":
         wmod = weight[None] * styles[:, None, None, :, None]  # (B, k, k, Cin, Cout)
         if demodulate:
@@ -154,8 +222,38 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demo
     if path == "activation":
         y = _conv_or_transpose(x * styles[:, None, None, :].astype(dtype), weight.astype(dtype), up, 1, precision)
         if demodulate:
-            wsq = jnp.sum(jnp.square(weight), axis=(0, 1))  # (Cin, Cout)
-            d = lax.rsqrt(jnp.dot(jnp.square(styles), wsq, precision=precision) + DEMOD_EPS)  # (B, Cout)
-            y = y * d[:, None, None, :].astype(dtype)
+            y = y * _demod(weight, styles, precision)[:, None, None, :].astype(dtype)
         return y
+    raise ValueError(f"unknown modulation path {path!r}; expected one of {MODULATION_PATHS}")
+
+
+def _demod(weight: jax.Array, styles: jax.Array, precision) -> jax.Array:
+    """(B, Cout) demodulation coefficients of `weight` (k, k, Cin, Cout) modulated by `styles`."""
+    wsq = jnp.sum(jnp.square(weight), axis=(0, 1))
+    return lax.rsqrt(jnp.dot(jnp.square(styles), wsq, precision=precision) + DEMOD_EPS)
+
+
+def _modulated_subpixel_up(x, weight, styles, demodulate, path, precision, blur_taps):
+    """Up-sampling modulated conv as one dense conv at the input resolution + depth-to-space."""
+    b, h, w_, cin = x.shape
+    cout, dtype = weight.shape[-1], x.dtype
+    d = _demod(weight, styles, precision) if demodulate else None  # (B, Cout): commutes with the blur.
+    if path == "grouped":
+        wmod = weight[None] * styles[:, None, None, :, None]
+        if d is not None:
+            wmod = wmod * d[:, None, None, None, :]
+        kern, (lo, hi) = subpixel_up_kernel(wmod, blur_taps)               # (B, D, D, Cin, 4Cout)
+        n_d = kern.shape[1]
+        xg = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, h, w_, b * cin)
+        kg = jnp.transpose(kern, (1, 2, 3, 0, 4)).reshape(n_d, n_d, cin, b * 4 * cout).astype(dtype)
+        y = lax.conv_general_dilated(xg, kg, (1, 1), [(lo, hi)] * 2, dimension_numbers=_DN,
+                                     feature_group_count=b, precision=precision)
+        y = jnp.transpose(y.reshape(h, w_, b, 4 * cout), (2, 0, 1, 3))
+        return depth_to_space2(y, cout)
+    if path == "activation":
+        kern, (lo, hi) = subpixel_up_kernel(weight, blur_taps)
+        y = lax.conv_general_dilated(x * styles[:, None, None, :].astype(dtype), kern.astype(dtype), (1, 1),
+                                     [(lo, hi)] * 2, dimension_numbers=_DN, precision=precision)
+        y = depth_to_space2(y, cout)
+        return y if d is None else y * d[:, None, None, :].astype(dtype)
     raise ValueError(f"unknown modulation path {path!r}; expected one of {MODULATION_PATHS}")

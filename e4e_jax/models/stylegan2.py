@@ -149,6 +149,7 @@ class StyledConv(nn.Module):
     dtype: Any = jnp.float32
     precision: Any = None
     kernel_size: int = 3
+    up_impl: str = "transpose"
 
     @nn.compact
     def __call__(self, x: jax.Array, w: jax.Array, noise: Optional[jax.Array]) -> jax.Array:
@@ -161,13 +162,12 @@ class StyledConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
         styles = layers.equal_linear(w, mod_w, mod_b, precision=self.precision)
         scale = 1.0 / math.sqrt(cin * k * k)
+        taps = layers.fir_taps(self.blur_kernel)
         y = layers.modulated_conv2d(x.astype(self.dtype), weight * scale, styles, demodulate=True,
-                                    up=self.upsample, path=self.path, precision=self.precision)
-        if self.upsample:
-            factor = 2
-            p = (len(self.blur_kernel) - factor) - (k - 1)
-            y = layers.blur(y, layers.fir_taps(self.blur_kernel), pad=((p + 1) // 2 + factor - 1, p // 2 + 1),
-                            gain=factor ** 2)
+                                    up=self.upsample, path=self.path, precision=self.precision,
+                                    up_impl=self.up_impl, blur_taps=taps)
+        if self.upsample and self.up_impl == "transpose":
+            y = layers.blur(y, taps, pad=layers.up_blur_pad(k, len(taps)), gain=4)
         if noise is not None:
             y = y + (strength * noise).astype(y.dtype)
         return layers.fused_leaky_relu(y, bias, clamp=self.conv_clamp)
@@ -209,6 +209,7 @@ class SynthesisNetwork(nn.Module):
     path: str = "grouped"
     dtype: Any = jnp.float32
     precision: Any = None
+    up_impl: str = "transpose"
 
     def _noise(self, i: int, batch: int, mode: str) -> Optional[jax.Array]:
         r = noise_resolution(i)
@@ -236,7 +237,7 @@ class SynthesisNetwork(nn.Module):
         skip = ToRGB(upsample=False, name="to_rgb1", **kw)(x, ws[:, 1], None)
         for j in range(cfg.log_size - 2):
             c = cfg.channels[j + 1]
-            x = StyledConv(c, upsample=True, name=f"convs_{2 * j}", **kw)(
+            x = StyledConv(c, upsample=True, up_impl=self.up_impl, name=f"convs_{2 * j}", **kw)(
                 x, ws[:, 2 * j + 1], self._noise(2 * j + 1, b, noise_mode))
             x = StyledConv(c, name=f"convs_{2 * j + 1}", **kw)(
                 x, ws[:, 2 * j + 2], self._noise(2 * j + 2, b, noise_mode))
@@ -252,19 +253,25 @@ class Generator(nn.Module):
       modulation: 'grouped' (per-sample weights as a grouped conv) or 'activation'.
       dtype: compute dtype of the synthesis convolutions (params stay float32).
       precision: lax precision for convs/matmuls (None = backend default, TF32 on GPU).
+      upsample: 'transpose' (official order: dilated conv, then blur) or 'subpixel' (both folded
+        into one dense conv + depth-to-space; same maths, see layers.UPSAMPLE_IMPLS).
     """
 
     config: StyleGAN2Config
     modulation: str = "grouped"
     dtype: Any = jnp.float32
     precision: Any = None
+    upsample: str = "transpose"
 
     def setup(self):
         if self.modulation not in layers.MODULATION_PATHS:
             raise ValueError(f"modulation must be one of {layers.MODULATION_PATHS}, got {self.modulation!r}")
         cfg = self.config
         self.mapping = MappingNetwork(cfg.style_dim, cfg.n_mlp, cfg.lr_mlp, precision=self.precision)
-        self.synthesis = SynthesisNetwork(cfg, path=self.modulation, dtype=self.dtype, precision=self.precision)
+        if self.upsample not in layers.UPSAMPLE_IMPLS:
+            raise ValueError(f"upsample must be one of {layers.UPSAMPLE_IMPLS}, got {self.upsample!r}")
+        self.synthesis = SynthesisNetwork(cfg, path=self.modulation, dtype=self.dtype, precision=self.precision,
+                                          up_impl=self.upsample)
         self.w_avg = self.variable("buffers", "w_avg", jnp.zeros, (cfg.style_dim,))
 
     def map(self, z: jax.Array) -> jax.Array:
