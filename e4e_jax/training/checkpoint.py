@@ -1,0 +1,43 @@
+"""orbax checkpoints of the train state (DESIGN.md §7).
+
+WORKDIR/checkpoints/<step>/{state, meta}: `state` is the whole TrainState (StandardSave), `meta` a JSON
+record (step, config, e4e-jax version). Saves are asynchronous; every process calls `save` (orbax
+coordinates who writes what). The saved arrays are a private on-device copy of the state, so the live
+state can be donated to the next step while the save is still reading (no reliance on when orbax
+finishes its device-to-host transfers). Restores take an abstract target (jax.eval_shape of the
+initialiser, each leaf carrying its sharding), so arrays come back already placed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep if keep > 0 else None, create=True,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints", options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+    """Start an asynchronous save of `state` at `step` (returns once the copy is taken)."""
+    snapshot = _copy(state)
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(snapshot), meta=ocp.args.JsonSave(meta)),
+              force=True)
+
+
+def restore(mngr: ocp.CheckpointManager, step: Optional[int], abstract_state: Any) -> tuple[Any, dict]:
+    """(state, meta) of `step` (default: the latest)."""
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                     meta=ocp.args.JsonRestore()))
+    return out["state"], dict(out["meta"])

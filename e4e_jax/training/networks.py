@@ -1,0 +1,189 @@
+"""Build the networks, frozen inputs and step hyper-parameters of a run from its config.
+
+Frozen networks come from bundles (DESIGN.md §3): the generator ('stylegan2', or the generator of an
+'e4e' bundle), LPIPS ('lpips'), ArcFace ('arcface') or MoCo ('moco'). The toy configuration builds a
+fixed-seed random generator (and optionally a random LPIPS) instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
+from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
+from e4e_jax.training import objectives_wip as obj
+from e4e_jax.training.step import Networks, StepConfig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+W_AVG_SAMPLES, W_AVG_SEED = 10_000, 0
+
+
+def _e4e_encoder(n_styles: int, mode: str, dtype, **kwargs):
+    from e4e_jax.models.encoder import Encoder4Editing
+
+    return Encoder4Editing(n_styles=n_styles, mode=mode, dtype=dtype, **kwargs)
+
+
+# Encoder factories: (n_styles, mode, dtype, **config.encoder.kwargs) -> module with the e4e interface
+# __call__(x, progressive_stage, train) -> (B, n_styles, D). Tests and toy setups may register more.
+ENCODERS: dict[str, Callable[..., Any]] = {"e4e": _e4e_encoder}
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything static about a run: modules, frozen inputs, step hyper-parameters."""
+
+    nets: Networks
+    step_cfg: StepConfig
+    frozen: dict            # {'generator', 'latent_avg', 'losses'}
+    gen_cfg: StyleGAN2Config
+    encoder_arch: dict      # JSON-able, for the exported e4e bundle
+    init_encoder_variables: dict | None
+
+
+def _bundle_error(key: str, kind: str, why: str) -> ValueError:
+    return ValueError(f"config.{key}: {why}. Convert the official checkpoint first "
+                      f"(python -m tools.convert_weights {kind} SRC --out DIR) and pass --config.{key}=DIR")
+
+
+def load_generator(config) -> tuple[StyleGAN2Config, dict]:
+    """(config, variables) of the frozen generator."""
+    tiny = config.generator.tiny
+    if tiny:
+        tiny = dict(tiny)
+        seed = int(tiny.pop("seed", 0))
+        cfg = StyleGAN2Config(**tiny)
+        gen = Generator(cfg)
+        variables = jax.jit(lambda k: gen.init(k, jnp.zeros((1, cfg.mapping_in_dim))))(jax.random.key(seed))
+        return cfg, jax.tree.map(np.asarray, variables)
+    if not config.generator.bundle:
+        raise _bundle_error("generator.bundle", "stylegan2", "no generator given")
+    from e4e_jax import generate
+
+    return generate.load_generator(config.generator.bundle)
+
+
+def compute_latent_avg(gen: Generator, gen_vars, n_styles: int) -> np.ndarray:
+    """(n_styles, D) latent_avg: the generator's stored w_avg if set, else the mean of mapped N(0, I) codes
+    (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples), repeated per layer."""
+    w_avg = np.asarray(gen_vars.get("buffers", {}).get("w_avg", 0.0))
+    if w_avg.ndim == 1 and np.any(w_avg != 0):
+        mean = w_avg
+    else:
+        z = jax.random.normal(jax.random.key(W_AVG_SEED), (W_AVG_SAMPLES, gen.config.mapping_in_dim))
+        mean = np.asarray(jax.jit(lambda v, z: jnp.mean(gen.apply(v, z, method="map"), axis=0))(gen_vars, z))
+    return np.broadcast_to(mean[None], (n_styles, mean.shape[-1])).astype(np.float32).copy()
+
+
+def _load_bundle(path: str, kind: str, key: str) -> dict:
+    from e4e_jax import bundle
+
+    if not path:
+        raise _bundle_error(key, kind, "a loss uses this network but no bundle is given")
+    return bundle.load(path, kind)[1]
+
+
+def build_losses(config, dtype) -> tuple[dict, dict, dict]:
+    """(lambdas, {name: LossFn}, {name: frozen params}) of the distortion terms (Eq. 5)."""
+    from e4e_jax import losses as losses_lib  # deferred: pulls in every perceptual network
+
+    lambdas = {"l2": float(config.l2_lambda), "lpips": float(config.lpips_lambda)}
+    fns: dict[str, Any] = {"l2": lambda p, a, b: obj.l2_loss(a, b)}
+    params: dict[str, Any] = {}
+    if config.lpips_lambda > 0:
+        fns["lpips"] = functools.partial(losses_lib.lpips_loss, net=config.lpips_type)
+        if config.lpips_random_init:
+            from e4e_jax.models.lpips import LPIPS
+
+            x = jnp.zeros((1, 64, 64, 3))
+            params["lpips"] = jax.tree.map(np.asarray, LPIPS(net=config.lpips_type).init(
+                jax.random.key(config.seed + 1), x, x))
+            log.warning("LPIPS uses random weights (lpips_random_init): a stand-in for toy runs only")
+        else:
+            params["lpips"] = _load_bundle(config.lpips_bundle, "lpips", "lpips_bundle")
+    if config.id_lambda > 0:
+        if config.similarity == "id":
+            fns["id"] = losses_lib.id_loss
+            params["id"] = _load_bundle(config.id_bundle, "arcface", "id_bundle")
+        elif config.similarity == "moco":
+            fns["moco"] = losses_lib.moco_loss
+            params["moco"] = _load_bundle(config.moco_bundle, "moco", "moco_bundle")
+        else:
+            raise ValueError(f"config.similarity must be 'id' or 'moco', got {config.similarity!r}")
+        lambdas[config.similarity] = float(config.id_lambda)
+    return lambdas, fns, params
+
+
+def _initial_encoder_variables(config, n_styles: int) -> dict | None:
+    from e4e_jax import bundle
+
+    if config.encoder.init_bundle:
+        cfg, variables = bundle.load(config.encoder.init_bundle, "e4e")
+        have = cfg["architecture"]["encoder"].get("n_styles")
+        if have != n_styles:
+            raise ValueError(f"config.encoder.init_bundle {config.encoder.init_bundle}: encoder has {have} styles, "
+                             f"the generator needs {n_styles}")
+        return variables["encoder"]
+    return None
+
+
+def build(config) -> Run:
+    dtype = DTYPES[config.compute_dtype]
+    gen_cfg, gen_vars = load_generator(config)
+    n_styles = gen_cfg.n_latent
+    generator = Generator(gen_cfg, modulation=config.generator.modulation, dtype=dtype)
+    kwargs = dict(config.encoder.kwargs)
+    if config.encoder.arch not in ENCODERS:
+        raise ValueError(f"config.encoder.arch {config.encoder.arch!r} unknown; one of {sorted(ENCODERS)}")
+    encoder = ENCODERS[config.encoder.arch](n_styles, config.encoder.mode, dtype, **kwargs)
+    discriminator = LatentCodesDiscriminator(style_dim=gen_cfg.style_dim, dtype=dtype)
+    lambdas, fns, loss_params = build_losses(config, dtype)
+    step_cfg = StepConfig(
+        n_styles=n_styles,
+        progressive_start=int(config.progressive_start) if config.use_progressive else None,
+        progressive_every=int(config.progressive_step_every),
+        lambdas=lambdas,
+        lambda_d_reg=float(config.delta_norm_lambda),
+        lambda_adv=float(config.w_discriminator_lambda),
+        lambda_edit=float(config.edit_lambda),
+        use_delta_reg=bool(config.use_delta_reg),
+        use_w_pool=bool(config.use_w_pool),
+        r1_gamma=float(config.r1),
+        d_reg_every=int(config.d_reg_every),
+        start_from_latent_avg=bool(config.start_from_latent_avg),
+        output_size=tuple(config.output_size),
+        crop_rows=tuple(config.crop_rows) if config.crop_rows else None,
+        noise_mode=config.train_noise,
+    )
+    latent_avg = compute_latent_avg(generator, gen_vars, n_styles) if config.start_from_latent_avg else None
+    frozen = {"generator": gen_vars, "latent_avg": latent_avg, "losses": loss_params}
+    init_vars = _initial_encoder_variables(config, n_styles)
+    encoder_arch = {"arch": config.encoder.arch, "mode": config.encoder.mode, "n_styles": n_styles,
+                    "input_size": list(config.data.image_size), **{k: v for k, v in kwargs.items()}}
+    nets = Networks(encoder=encoder, generator=generator, discriminator=discriminator, losses=fns)
+    return Run(nets, step_cfg, frozen, gen_cfg, encoder_arch, init_vars)
+
+
+def backbone_from_arcface(encoder_variables: dict, arcface_variables: dict, source: str) -> dict:
+    """Official init: the encoder's IR-SE50 backbone takes the ArcFace IR-SE50 weights (input_layer, body)
+    and BatchNorm statistics; the FPN and style blocks keep their random init."""
+    params = dict(encoder_variables["params"])
+    stats = dict(encoder_variables.get("batch_stats", {}))
+    want, got = params.get("backbone"), arcface_variables["params"].get("backbone")
+    if got is None or jax.tree.structure(want) != jax.tree.structure(got):
+        raise ValueError(f"{source}: its 'backbone' does not match the encoder's IR-SE backbone")
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        if a.shape != b.shape:
+            raise ValueError(f"{source}: backbone shapes differ ({a.shape} vs {b.shape})")
+    params["backbone"] = got
+    if "backbone" in arcface_variables.get("batch_stats", {}):
+        stats["backbone"] = arcface_variables["batch_stats"]["backbone"]
+    return {"params": params, "batch_stats": stats}

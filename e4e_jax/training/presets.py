@@ -1,0 +1,200 @@
+"""Training configurations (ml_collections) for every domain, importable from the installed package.
+
+`configs/<name>.py` in the repository are thin `get_config()` wrappers around these, in the flax-examples
+convention (`e4e-jax train --config configs/ffhq.py --config.batch_size=16`).
+
+Official option names (omertov/encoder4editing options/train_options.py) are kept for the fields that
+exist there; defaults are the official ones and the command line of the official README
+(`--start_from_latent_avg --use_w_pool --w_discriminator_lambda 0.1 --progressive_start 20000
+--val_interval 10000 --batch_size 8`), i.e. the paper's appendix weights: λ_l2 1, λ_lpips 0.8,
+λ_sim 0.1 (faces, ArcFace ID loss) / 0.5 (other domains, MoCo), λ_adv 0.1, λ_d-reg 2e-4, λ_edit 1.
+
+Ablations of the paper (Table 2) are the switches `use_progressive`, `use_delta_reg`,
+`w_discriminator_lambda` and `encoder.mode`; `ablation='A'|'B'|'C'|'D'` sets them together
+(see `apply_ablation`).
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.dataset_type = "ffhq_encode"        # official --dataset_type (domain label, selects nothing by itself)
+
+    # ------------------------------------------------------------------ data
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "folder"               # 'folder' (train_dir/test_dir) or 'synthetic' (samples of G)
+    c.data.train_dir = ""
+    c.data.test_dir = ""
+    c.data.image_size = (256, 256)         # (H, W) encoder input; cars (192, 256)
+    c.data.random_flip = True              # official train transform: RandomHorizontalFlip(0.5)
+    c.data.loader = "auto"                 # 'auto' (tfds if tensorflow imports, else numpy), 'tfds', 'numpy'
+    c.data.num_workers = 8                 # decoding threads of the numpy loader
+    c.data.prefetch = 2                    # batches prepared ahead on the devices
+    c.data.synthetic_truncation = 1.0      # synthetic source: ψ of the sampled codes
+    c.data.num_eval_samples = 64           # synthetic source: held-out samples for validation
+
+    # ------------------------------------------------------------------ networks
+    c.generator = ml_collections.ConfigDict()
+    c.generator.bundle = ""                # 'stylegan2' (or 'e4e') bundle: the frozen, pretrained G
+    c.generator.tiny = config_dict.placeholder(dict)  # or a StyleGAN2Config dict + 'seed': fixed-seed random G
+    # 'activation' (modulate activations, shared-weight conv) or 'grouped' (per-sample weights as a grouped
+    # conv). Same maths; 'grouped' cannot run on a batch sharded over several devices (XLA's partitioner
+    # rejects the batch-folded feature_group_count), so training uses 'activation'.
+    c.generator.modulation = "activation"
+    c.encoder = ml_collections.ConfigDict()
+    c.encoder.arch = "e4e"                 # key of e4e_jax.training.networks.ENCODERS
+    c.encoder.mode = "e4e"                 # 'e4e' (w + Δ_i) or 'psp' (ablation A)
+    c.encoder.kwargs = ml_collections.ConfigDict()  # extra keyword arguments of the encoder module
+    c.encoder.init_bundle = ""             # an 'e4e' bundle to start from (official --checkpoint_path)
+    c.encoder.backbone_init_bundle = ""    # an 'arcface' IR-SE50 bundle for the backbone (official init)
+    c.start_from_latent_avg = True
+
+    # ------------------------------------------------------------------ losses (official names)
+    c.l2_lambda = 1.0
+    c.lpips_lambda = 0.8
+    c.lpips_type = "alex"
+    c.lpips_bundle = ""                    # 'lpips' bundle; '' with lpips_random_init for toy runs only
+    c.lpips_random_init = False
+    c.id_lambda = 0.1                      # λ_sim; the network is chosen by `similarity`
+    c.similarity = "id"                    # 'id' (ArcFace, faces) or 'moco' (other domains)
+    c.id_bundle = ""                       # 'arcface' bundle (similarity='id')
+    c.moco_bundle = ""                     # 'moco' bundle (similarity='moco')
+    c.w_discriminator_lambda = 0.1         # λ_adv
+    c.delta_norm_lambda = 2e-4             # λ_d-reg
+    c.edit_lambda = 1.0                    # λ_edit (paper Eq. 7)
+    c.use_delta_reg = True
+    c.output_size = (256, 256)             # pSp.face_pool
+    c.crop_rows = config_dict.placeholder(tuple)  # cars: (32, 224)
+    c.train_noise = "random"               # official randomize_noise=True while training
+
+    # ------------------------------------------------------------------ discriminator
+    c.w_discriminator_lr = 2e-5
+    c.r1 = 10.0
+    c.d_reg_every = 16
+    c.use_w_pool = True
+    c.w_pool_size = 50
+
+    # ------------------------------------------------------------------ optimisation and schedule
+    c.optim_name = "ranger"
+    c.learning_rate = 1e-4
+    c.batch_size = 8
+    c.test_batch_size = 4
+    c.max_steps = 500_000
+    c.use_progressive = True
+    c.progressive_start = 20_000
+    c.progressive_step_every = 2_000
+    c.compute_dtype = "float32"            # or 'bfloat16' (params stay float32)
+
+    # ------------------------------------------------------------------ logging / checkpoints
+    c.board_interval = 50
+    c.image_interval = 100
+    c.val_interval = 10_000
+    c.save_interval = 10_000
+    c.max_val_batches = -1                 # -1: the whole test set
+    c.keep_checkpoints = 3
+    c.export_bundle = True                 # write an 'e4e' bundle to WORKDIR/model at the end
+
+    # ------------------------------------------------------------------ multi-host
+    c.distributed = False                  # call jax.distributed.initialize() (also when env vars ask)
+    c.ablation = ""
+    return c
+
+
+def ffhq() -> ml_collections.ConfigDict:
+    return base()
+
+
+def cars() -> ml_collections.ConfigDict:
+    c = base()
+    c.dataset_type = "cars_encode"
+    c.data.image_size = (192, 256)
+    c.crop_rows = (32, 224)
+    c.similarity = "moco"
+    c.id_lambda = 0.5
+    c.max_steps = 200_000                  # official README command for cars
+    return c
+
+
+def _other(dataset_type: str) -> ml_collections.ConfigDict:
+    c = base()
+    c.dataset_type = dataset_type
+    c.similarity = "moco"
+    c.id_lambda = 0.5
+    return c
+
+
+def horse() -> ml_collections.ConfigDict:
+    return _other("horse_encode")
+
+
+def church() -> ml_collections.ConfigDict:
+    return _other("church_encode")
+
+
+def cats() -> ml_collections.ConfigDict:
+    return _other("cats_encode")
+
+
+def tiny() -> ml_collections.ConfigDict:
+    """CPU-minutes run of the whole system: a fixed-seed 32×32 StyleGAN2 stands in for the pretrained
+    generator and its samples are the training data; every loss of the paper is on, with small
+    schedules (progressive stages every few steps, R1 every 4 steps)."""
+    c = base()
+    c.dataset_type = "tiny_synthetic"
+    c.data.source = "synthetic"
+    c.data.image_size = (32, 32)
+    c.data.num_eval_samples = 16
+    c.generator.tiny = dict(size=32, channels=(64, 64, 32, 16), style_dim=512, n_mlp=2, seed=0)
+    c.output_size = (32, 32)
+    c.lpips_random_init = True
+    c.lpips_lambda = 0.8
+    c.id_lambda = 0.0                      # ArcFace/MoCo need 112-224 px inputs: off for the toy run
+    c.similarity = "moco"
+    c.learning_rate = 1e-4
+    c.batch_size = 4
+    c.test_batch_size = 4
+    c.max_steps = 200
+    c.progressive_start = 20
+    c.progressive_step_every = 10
+    c.d_reg_every = 4
+    c.w_pool_size = 8
+    c.board_interval = 10
+    c.image_interval = 50
+    c.val_interval = 100
+    c.save_interval = 100
+    c.max_val_batches = 4
+    return c
+
+
+PRESETS = {"default": base, "ffhq": ffhq, "cars": cars, "horse": horse, "church": church, "cats": cats,
+           "tiny": tiny}
+
+# Paper Table 2 (ablation of the editability components), as switches.
+ABLATIONS = {
+    "A": dict(encoder_mode="psp", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.0),
+    "B": dict(encoder_mode="e4e", use_progressive=True, use_delta_reg=True, w_discriminator_lambda=0.0),
+    "C": dict(encoder_mode="e4e", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.1),
+    "D": dict(encoder_mode="e4e", use_progressive=True, use_delta_reg=True, w_discriminator_lambda=0.1),
+}
+
+
+def apply_ablation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Set the switches of configuration `c.ablation` (paper Table 2):
+    A: pSp-style W+ encoder, no L_d-reg, no L_adv;  B: + progressive deltas with L_d-reg (W^k);
+    C: L_adv only (all deltas from the start, no L_d-reg);  D: both (full e4e, W^k_*)."""
+    if not c.ablation:
+        return c
+    key = str(c.ablation).upper()
+    if key not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {sorted(ABLATIONS)} (paper Table 2), got {c.ablation!r}")
+    a = ABLATIONS[key]
+    c.encoder.mode = a["encoder_mode"]
+    c.use_progressive = a["use_progressive"]
+    c.use_delta_reg = a["use_delta_reg"]
+    if a["w_discriminator_lambda"] == 0.0 or c.w_discriminator_lambda == 0.0:
+        c.w_discriminator_lambda = a["w_discriminator_lambda"]
+    return c

@@ -1,0 +1,272 @@
+"""One e4e training step (official training/coach.py, one iteration of `Coach.train`), as a pure function.
+
+Order, as the official coach runs it:
+  1. progressive stage from the step (schedule.py);
+  2. discriminator update (λ_adv > 0): real w = mapping(z ~ N(0, I)), fake w = the encoder's codes
+     (+ latent_avg), one layer per item among the discriminated ones, both through their LatentCodesPool;
+     Adam step on softplus losses (Eq. 2); on steps with step % d_reg_every == 0 a second Adam step on the
+     lazy R1 loss γ/2·E||∇_w D(w_real)||²·d_reg_every, with D as updated by the first;
+  3. encoder update with the freshly updated D: the generator renders the codes (noise re-sampled, as
+     official `randomize_noise=True`), the output is average-pooled to 256×256 (cars: rows 32:224), and
+     L = L_dist + λ_edit (λ_d-reg L_d-reg + λ_adv L_adv) (Eq. 5-7) drives one optimizer step.
+
+The encoder runs once per step (`jax.vjp`): its codes feed the discriminator step through stop_gradient
+and the encoder loss through the VJP. The official code runs it twice in train mode on the same batch,
+which updates BatchNorm's running statistics twice; we apply that second (identical) EMA update in
+closed form: s2 = s1 + m·(s1 − s0), m the BatchNorm momentum.
+
+Data parallelism: the step is written for the global batch; under `jit` with the batch sharded P('data')
+and the state replicated P(), XLA partitions it and inserts the gradient all-reduce. BatchNorm therefore
+uses the statistics of the *global* batch — the same numbers as one device (or one official GPU) seeing
+that batch, independent of the device count (pinned by tests/test_training_step.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from e4e_jax.training import objectives_wip as obj
+from e4e_jax.training import optim, pool, schedule
+from e4e_jax.training.state import TrainState
+
+# A pluggable distortion term: (frozen params of its network or None, y_hat, y) -> scalar.
+LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Static hyper-parameters of the step (official option names in comments)."""
+
+    n_styles: int
+    progressive_start: Optional[int] = None     # --progressive_start
+    progressive_every: int = 2000               # --progressive_step_every
+    lambdas: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"l2": 1.0})  # distortion λs
+    lambda_d_reg: float = 2e-4                  # --delta_norm_lambda
+    lambda_adv: float = 0.0                     # --w_discriminator_lambda
+    lambda_edit: float = 1.0                    # paper Eq. 7 (official: implicit 1)
+    use_delta_reg: bool = True                  # only applies with progressive training (official)
+    use_w_pool: bool = True                     # --use_w_pool
+    r1_gamma: float = 10.0                      # --r1
+    d_reg_every: int = 16                       # --d_reg_every
+    start_from_latent_avg: bool = True          # --start_from_latent_avg
+    output_size: tuple[int, int] = (256, 256)   # pSp.face_pool
+    crop_rows: Optional[tuple[int, int]] = None  # cars: (32, 224)
+    noise_mode: str = "random"                  # official trains with randomize_noise=True
+    bn_momentum: float = 0.9                    # flax momentum of the encoder's BatchNorm (torch 0.1)
+
+    @property
+    def progressive(self) -> bool:
+        return self.progressive_start is not None
+
+    @property
+    def use_discriminator(self) -> bool:
+        return self.lambda_adv > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The modules of a run. `encoder(x, progressive_stage, train)` -> (B, n_styles, D) codes;
+    `losses` maps a distortion term name (a key of StepConfig.lambdas) to its LossFn."""
+
+    encoder: nn.Module
+    generator: nn.Module
+    discriminator: nn.Module
+    losses: Mapping[str, LossFn]
+
+
+def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """torch AdaptiveAvgPool2d on NHWC: bins [floor(i·H/o), ceil((i+1)·H/o)). (B, H, W, C) -> (B, oh, ow, C)."""
+    b, h, w, c = x.shape
+    oh, ow = out_hw
+    if (h, w) == (oh, ow):
+        return x
+    if h % oh == 0 and w % ow == 0:
+        return x.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
+
+    def matrix(n_in, n_out):
+        m = np.zeros((n_out, n_in), np.float32)
+        for i in range(n_out):
+            s, e = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+            m[i, s:e] = 1.0 / (e - s)
+        return jnp.asarray(m)
+
+    x = jnp.einsum("oh,bhwc->bowc", matrix(h, oh), x, precision="highest")
+    return jnp.einsum("pw,bowc->bopc", matrix(w, ow), x, precision="highest")
+
+
+def render(generator: nn.Module, gen_vars, codes: jax.Array, cfg: StepConfig, key: jax.Array) -> jax.Array:
+    """Codes (B, n, D) -> the image the losses compare: pooled to cfg.output_size and cropped (cars)."""
+    images = generator.apply(gen_vars, codes, input_is_latent=True, noise_mode=cfg.noise_mode,
+                             rngs={"noise": key})
+    y_hat = adaptive_avg_pool(images, cfg.output_size)
+    if cfg.crop_rows is not None:
+        y_hat = y_hat[:, cfg.crop_rows[0]:cfg.crop_rows[1]]
+    return y_hat
+
+
+def encoder_codes(nets: Networks, params, batch_stats, x, stage, latent_avg, train: bool):
+    """(codes (B, n, D) with latent_avg added if given, new batch_stats)."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    if train:
+        codes, upd = nets.encoder.apply(variables, x, stage, train=True, mutable=["batch_stats"])
+        new_stats = upd["batch_stats"]
+    else:
+        codes, new_stats = nets.encoder.apply(variables, x, stage, train=False), batch_stats
+    if latent_avg is not None:
+        codes = codes + latent_avg[None].astype(codes.dtype)
+    return codes.astype(jnp.float32), new_stats
+
+
+def distortion_terms(nets: Networks, loss_params: Mapping[str, Any], cfg: StepConfig, y_hat, y) -> dict:
+    """{name: scalar} for every distortion term with a non-zero λ (Eq. 5's L_2, L_lpips, L_sim)."""
+    terms = {}
+    for name, lam in cfg.lambdas.items():
+        if lam > 0:
+            if name not in nets.losses:
+                raise KeyError(f"loss term {name!r} has λ={lam} but no loss function; known: {sorted(nets.losses)}")
+            terms[name] = nets.losses[name](loss_params.get(name), y_hat, y).astype(jnp.float32)
+    return terms
+
+
+def _step_keys(state: TrainState):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    names = ("noise", "z", "layer", "real_pool", "fake_pool")
+    return dict(zip(names, jax.random.split(key, len(names))))
+
+
+def discriminator_update(nets: Networks, cfg: StepConfig, disc_tx, state: TrainState, gen_vars, fake_codes,
+                         n_sel, keys) -> tuple[Any, Any, pool.PoolState, pool.PoolState, dict]:
+    """Official `train_discriminator`. fake_codes: (B, n, D), no gradient. Returns new
+    (disc_params, disc_opt_state, real_pool, fake_pool, metrics)."""
+    b, _, d = fake_codes.shape
+    z = jax.random.normal(keys["z"], (b, d), jnp.float32)
+    real_w = nets.generator.apply(gen_vars, z, method="map")
+    if cfg.use_w_pool:
+        fake_w = pool.select_layers(fake_codes, n_sel, keys["layer"])
+        real_w, real_pool = pool.query(state.real_pool, real_w, keys["real_pool"])
+        fake_w, fake_pool = pool.query(state.fake_pool, fake_w, keys["fake_pool"])
+    else:
+        fake_w, real_pool, fake_pool = fake_codes[:, 0], state.real_pool, state.fake_pool
+
+    d_apply = lambda p, w: nets.discriminator.apply({"params": p}, w)  # noqa: E731
+
+    def d_loss_fn(p):
+        return obj.discriminator_adv_loss(d_apply(p, real_w), d_apply(p, fake_w))
+
+    (d_loss, parts), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.disc_params)
+    updates, opt_state = disc_tx.update(grads, state.disc_opt_state, state.disc_params)
+    params = optax.apply_updates(state.disc_params, updates)
+
+    def with_r1(args):
+        p, o = args
+        r1, g = jax.value_and_grad(
+            lambda q: obj.r1_loss(lambda w: d_apply(q, w), real_w, cfg.r1_gamma, cfg.d_reg_every))(p)
+        u, o = disc_tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, r1
+
+    def without_r1(args):
+        p, o = args
+        return p, o, jnp.zeros((), jnp.float32)
+
+    regularize = state.step % cfg.d_reg_every == 0
+    params, opt_state, r1 = jax.lax.cond(regularize, with_r1, without_r1, (params, opt_state))
+    metrics = {"discriminator_loss": d_loss, **parts, "discriminator_r1_loss": r1,
+               "discriminator_r1_applied": regularize.astype(jnp.float32)}
+    return params, opt_state, real_pool, fake_pool, metrics
+
+
+def train_step(nets: Networks, cfg: StepConfig, encoder_tx, disc_tx, state: TrainState, frozen: Mapping[str, Any],
+               batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:
+    """One update of D_W and the encoder.
+
+    frozen: {'generator': generator variables, 'latent_avg': (n, D) or None, 'losses': {name: params}}.
+    batch: {'image': (B, H, W, 3) float32 in [-1, 1]} (source = target, as official ImagesDataset).
+    Returns (new state, metrics {name: float32 scalar}).
+    """
+    keys = _step_keys(state)
+    x = y = batch["image"]
+    stage = schedule.progressive_stage(state.step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
+    active = schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None
+    gen_vars, latent_avg = frozen["generator"], (frozen.get("latent_avg") if cfg.start_from_latent_avg else None)
+
+    params = optim.fast_params(state.encoder_params)
+    codes, enc_vjp, new_stats = jax.vjp(
+        lambda p: encoder_codes(nets, p, state.encoder_batch_stats, x, stage, latent_avg, train=True),
+        params, has_aux=True)
+
+    metrics = {}
+    disc_params, disc_opt, real_pool, fake_pool = (state.disc_params, state.disc_opt_state, state.real_pool,
+                                                   state.fake_pool)
+    if cfg.use_discriminator:
+        n_sel = stage + 1 if cfg.progressive else cfg.n_styles
+        disc_params, disc_opt, real_pool, fake_pool, d_metrics = discriminator_update(
+            nets, cfg, disc_tx, state, gen_vars, jax.lax.stop_gradient(codes), n_sel, keys)
+        metrics.update(d_metrics)
+        # The official D step ran the encoder in train mode too: a second identical BatchNorm EMA update.
+        m = cfg.bn_momentum
+        new_stats = jax.tree.map(lambda s1, s0: s1 + m * (s1 - s0), new_stats, state.encoder_batch_stats)
+
+    def loss_from_codes(c):
+        y_hat = render(nets.generator, gen_vars, c, cfg, keys["noise"])
+        terms = distortion_terms(nets, frozen.get("losses", {}), cfg, y_hat, y)
+        dist = obj.distortion_loss(terms, cfg.lambdas)
+        aux = {f"loss_{k}": v for k, v in terms.items()}
+        d_reg = adv = None
+        if cfg.progressive and cfg.use_delta_reg:
+            d_reg, per = obj.delta_reg_loss(c, active)
+            aux["total_delta_loss"] = d_reg
+        if cfg.use_discriminator:
+            adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": disc_params}, c), active)
+            aux["encoder_discriminator_loss"] = adv
+        edit = obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv)
+        loss = obj.total_loss(dist, edit, cfg.lambda_edit)
+        aux.update(loss=loss, loss_dist=dist, loss_edit=edit)
+        return loss, aux
+
+    (loss, aux), g_codes = jax.value_and_grad(loss_from_codes, has_aux=True)(codes)
+    (grads,) = enc_vjp(g_codes)
+    updates, enc_opt = encoder_tx.update(grads, state.encoder_opt_state, state.encoder_params)
+    enc_params = optax.apply_updates(state.encoder_params, updates)
+    metrics.update(aux)
+    metrics["progressive_stage"] = jnp.asarray(stage, jnp.float32)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    # Counted on device so the loop never checkpoints a state whose update overflowed.
+    metrics["nonfinite_params"] = sum(jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves((enc_params, disc_params)))
+
+    new_state = state.replace(step=state.step + 1, encoder_params=enc_params, encoder_batch_stats=new_stats,
+                              encoder_opt_state=enc_opt, disc_params=disc_params, disc_opt_state=disc_opt,
+                              real_pool=real_pool, fake_pool=fake_pool)
+    return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def eval_step(nets: Networks, cfg: StepConfig, state: TrainState, frozen: Mapping[str, Any],
+              batch: Mapping[str, jax.Array]) -> tuple[dict, jax.Array]:
+    """Official `validate`: encoder in eval mode (running statistics), the same loss terms (no updates).
+    Returns (metrics, y_hat) for logging image grids."""
+    keys = _step_keys(state)
+    x = y = batch["image"]
+    stage = schedule.progressive_stage(state.step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
+    active = schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None
+    latent_avg = frozen.get("latent_avg") if cfg.start_from_latent_avg else None
+    codes, _ = encoder_codes(nets, optim.fast_params(state.encoder_params), state.encoder_batch_stats, x, stage,
+                             latent_avg, train=False)
+    y_hat = render(nets.generator, frozen["generator"], codes, cfg, keys["noise"])
+    terms = distortion_terms(nets, frozen.get("losses", {}), cfg, y_hat, y)
+    metrics = {f"loss_{k}": v for k, v in terms.items()}
+    dist = obj.distortion_loss(terms, cfg.lambdas)
+    d_reg = adv = None
+    if cfg.progressive and cfg.use_delta_reg:
+        d_reg, _ = obj.delta_reg_loss(codes, active)
+        metrics["total_delta_loss"] = d_reg
+    if cfg.use_discriminator:
+        adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": state.disc_params}, codes), active)
+        metrics["encoder_discriminator_loss"] = adv
+    metrics["loss"] = obj.total_loss(dist, obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv),
+                                     cfg.lambda_edit)
+    return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, y_hat
