@@ -139,7 +139,8 @@ def build(config) -> Run:
     dtype = DTYPES[config.compute_dtype]
     gen_cfg, gen_vars = load_generator(config)
     n_styles = gen_cfg.n_latent
-    generator = Generator(gen_cfg, modulation=config.generator.modulation, dtype=dtype)
+    generator = Generator(gen_cfg, modulation=config.generator.modulation, dtype=dtype,
+                          upsample=config.generator.get("upsample", "transpose"))
     kwargs = dict(config.encoder.kwargs)
     if config.encoder.arch not in ENCODERS:
         raise ValueError(f"config.encoder.arch {config.encoder.arch!r} unknown; one of {sorted(ENCODERS)}")

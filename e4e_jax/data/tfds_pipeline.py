@@ -1,0 +1,105 @@
+"""tf.data / tensorflow-datasets training pipeline over a folder of images (used where TensorFlow exists:
+TPU pods, CI). The GPU machines have no TensorFlow: e4e_jax.data.train_input then falls back to its
+numpy/PIL loader, which reads the same batches in the same order (up to resize and decode rounding).
+
+The official train transform (omertov/encoder4editing configs/transforms_config.py): Resize((H, W)) —
+(256, 256), cars (192, 256) — RandomHorizontalFlip(0.5), ToTensor, Normalize(0.5, 0.5) to [-1, 1].
+TF's bilinear resize with antialias=True stands in for PIL's bilinear (area-aware when shrinking).
+
+Order: the global batch of step s is permutation(seed, epoch)[k·B:(k+1)·B] with epoch, k = divmod(s,
+n // B) — the same numpy permutation as the numpy loader (train_input.EpochOrder), computed on the host
+per epoch — so a run resumed at step s starts reading at step s with no iterator state. Each process
+reads only its rows of every global batch. Files that fail to decode are dropped by
+`Dataset.ignore_errors` (logged by TF), which shifts the later rows of that batch.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def tf_available() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+        import tensorflow_datasets  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means: no TF path
+        return False
+    return True
+
+
+def _tf():
+    import tensorflow as tf
+
+    # TF must never grab the accelerators JAX uses.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        tf.config.set_visible_devices([], "TPU")
+    except (RuntimeError, ValueError):  # already initialised / no such device type
+        pass
+    return tf
+
+
+def _epoch_rows(files: list[Path], global_batch: int, seed: int, start_step: int, process_index: int,
+                process_count: int) -> Iterator[tuple[list[str], list[bool]]]:
+    """(paths, flips) of this process's rows, one global batch after another, from `start_step` on."""
+    from e4e_jax.data.train_input import EpochOrder, flip_draw
+
+    order = EpochOrder(len(files), global_batch, seed)
+    local = global_batch // process_count
+    rows = slice(process_index * local, (process_index + 1) * local)
+    step = start_step
+    while True:
+        epoch, idx = order.indices(step)
+        mine = [int(i) for i in idx[rows]]
+        yield [str(files[i]) for i in mine], [flip_draw(seed, epoch, i) for i in mine]
+        step += 1
+
+
+def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
+                  random_flip: bool, start_step: int, process_index: int, process_count: int):
+    """A tf.data.Dataset of this process's (local_batch, H, W, 3) float32 batches in [-1, 1]."""
+    tf = _tf()
+    h, w = image_size
+    if global_batch % process_count:
+        raise ValueError(f"batch_size {global_batch} must be divisible by the process count {process_count}")
+    local = global_batch // process_count
+
+    def items():
+        for paths, flips in _epoch_rows(files, global_batch, seed, start_step, process_index, process_count):
+            for p, f in zip(paths, flips):
+                yield p, bool(f and random_flip)
+
+    ds = tf.data.Dataset.from_generator(
+        items, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.bool)))
+
+    def decode(path, flip):
+        raw = tf.io.read_file(path)
+        img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+        img = tf.image.resize(tf.cast(img, tf.float32), (h, w), method="bilinear", antialias=True)
+        img = tf.cond(flip, lambda: tf.reverse(img, axis=[1]), lambda: img)
+        img = tf.clip_by_value(img, 0.0, 255.0) / 255.0
+        return (img - 0.5) / 0.5
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)
+    ds = ds.batch(local, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def local_batches(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
+                  random_flip: bool, start_step: int, process_index: int, process_count: int
+                  ) -> Iterator[np.ndarray]:
+    """numpy (local_batch, H, W, 3) float32 batches of the pipeline (tfds.as_numpy)."""
+    import tensorflow_datasets as tfds
+
+    ds = build_dataset(files, global_batch, image_size, seed, random_flip, start_step, process_index,
+                       process_count)
+    for x in tfds.as_numpy(ds):
+        yield np.asarray(x, np.float32)

@@ -1,0 +1,317 @@
+"""Training input: global batches sharded P('data') for step s, s+1, … (DESIGN.md §7).
+
+Sources (config.data.source):
+  'folder'    a folder of images with the official train transform (resize to (H, W), horizontal flip
+              with p 0.5, scale to [-1, 1]); read by the tensorflow-datasets pipeline
+              (e4e_jax/data/tfds_pipeline.py) where TensorFlow imports, else by a numpy/PIL loader over
+              e4e_jax/data/folder.py (config.data.loader = 'auto' | 'tfds' | 'numpy').
+  'synthetic' samples of the frozen generator itself (z ~ N(0, I), random noise), pooled/cropped like
+              the reconstructions; generated on the devices, already sharded.
+
+Every batch is a pure function of (seed, step): epoch e uses permutation(seed, e) of the sorted file list,
+drops the last partial batch (official DataLoader drop_last=True), and flips by a per-position draw.
+So a resumed run reads exactly the batches the uninterrupted run would have read, with no iterator state
+in the checkpoint. Each process loads only its slice of every global batch and the global array is built
+with `jax.make_array_from_process_local_data`.
+
+A file that cannot be decoded is logged once and replaced by the next readable file of the same epoch's
+order (numpy loader), or dropped by `ignore_errors` (tfds pipeline).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from e4e_jax import sharding
+from e4e_jax.data import folder
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- deterministic order
+
+class EpochOrder:
+    """Global positions of step s: permutation(seed, epoch)[k·B:(k+1)·B], epoch = s // (n // B)."""
+
+    def __init__(self, n: int, global_batch: int, seed: int):
+        if n < global_batch:
+            raise ValueError(f"{n} training images are fewer than one global batch of {global_batch}")
+        self.n, self.batch, self.seed = n, global_batch, seed
+        self.steps_per_epoch = n // global_batch
+        self._cache: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return self._perm(epoch)[0]
+
+    def position(self, epoch: int, index: int) -> int:
+        """Where file `index` sits in `epoch`'s order."""
+        return int(self._perm(epoch)[1][index])
+
+    def _perm(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is None or self._cache[0] != epoch:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._cache = (epoch, (perm, np.argsort(perm)))
+        return self._cache[1]
+
+    def indices(self, step: int) -> tuple[int, np.ndarray]:
+        """(epoch, file indices (B,)) of the global batch of `step`."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        return epoch, self.permutation(epoch)[k * self.batch:(k + 1) * self.batch]
+
+
+def flip_draw(seed: int, epoch: int, index: int) -> bool:
+    """The horizontal-flip coin of file `index` in `epoch` (p = 0.5)."""
+    return bool(np.random.default_rng([seed, epoch, index, 7]).random() < 0.5)
+
+
+def process_slice(global_batch: int, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> slice:
+    """Rows of a global batch that process `process_index` (default: this one) loads."""
+    i = jax.process_index() if process_index is None else process_index
+    n = jax.process_count() if process_count is None else process_count
+    if global_batch % n:
+        raise ValueError(f"batch_size {global_batch} must be divisible by the number of processes {n}")
+    local = global_batch // n
+    return slice(i * local, (i + 1) * local)
+
+
+# ----------------------------------------------------------------------------- numpy / PIL loader
+
+class NumpyFolderLoader:
+    """TF-free loader: PIL decoding (e4e_jax.data.folder) in a thread pool, this process's rows only."""
+
+    def __init__(self, files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
+                 random_flip: bool = True, num_workers: int = 8, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None):
+        self.files, self.size, self.seed, self.flip = files, tuple(image_size), seed, random_flip
+        self.order = EpochOrder(len(files), global_batch, seed)
+        self.rows = process_slice(global_batch, process_index, process_count)
+        self.bad: dict[int, str] = {}
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
+
+    def _load(self, epoch: int, index: int) -> np.ndarray:
+        perm = self.order.permutation(epoch)
+        start = self.order.position(epoch, index)
+        for j in range(self.order.n):  # the next readable file of this epoch's order
+            i = int(perm[(start + j) % self.order.n])
+            if i in self.bad:
+                continue
+            x = folder.load_image(self.files[i], self.size)
+            if isinstance(x, folder.Skipped):
+                self.bad[i] = x.reason
+                log.warning("skipping training image %s: %s", x.path, x.reason)
+                continue
+            return x[:, ::-1] if self.flip and flip_draw(self.seed, epoch, i) else x
+        raise RuntimeError(f"none of the {self.order.n} training images can be read (e.g. {self.bad})")
+
+    def local_batch(self, step: int) -> np.ndarray:
+        epoch, idx = self.order.indices(step)
+        mine = idx[self.rows]
+        return np.stack(list(self.pool.map(lambda i: self._load(epoch, int(i)), mine))).astype(np.float32)
+
+    def close(self):
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- synthetic source
+
+def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int, int], jax.Array]:
+    """f(step or sample-seed, batch) -> (B, H, W, 3) images of the frozen generator, sharded P('data').
+
+    z ~ N(0, I) from fold_in(data key of `stream`, step) (stream 0: training, 1: validation); truncation ψ towards latent_avg; random noise; pooled and
+    cropped as the reconstructions are; optional horizontal flip; clipped to [-1, 1] like image data.
+    """
+    from e4e_jax.training.step import adaptive_avg_pool
+
+    gen, cfg = run.nets.generator, run.step_cfg
+    psi = float(config.data.synthetic_truncation)
+    flip = bool(config.data.random_flip) and stream == 0  # validation samples are not flipped
+    center = None if run.frozen["latent_avg"] is None else jnp.asarray(run.frozen["latent_avg"][0])
+    zdim = run.gen_cfg.mapping_in_dim
+    out_sharding = sharding.batch_sharding(mesh)
+
+    def sample(gen_vars, key, batch: int):
+        kz, kn, kf = jax.random.split(key, 3)
+        w = gen.apply(gen_vars, jax.random.normal(kz, (batch, zdim)), method="map")
+        if psi != 1.0 and center is not None:
+            w = center + psi * (w - center)
+        img = gen.apply(gen_vars, w, input_is_latent=True, noise_mode="random", rngs={"noise": kn})
+        img = adaptive_avg_pool(img.astype(jnp.float32), cfg.output_size)
+        if cfg.crop_rows is not None:
+            img = img[:, cfg.crop_rows[0]:cfg.crop_rows[1]]
+        if flip:
+            img = jnp.where(jax.random.bernoulli(kf, 0.5, (batch, 1, 1, 1)), img[:, :, ::-1], img)
+        return jnp.clip(img, -1.0, 1.0)
+
+    jitted = jax.jit(sample, static_argnums=2, out_shardings=out_sharding)
+    gen_vars = sharding.replicate(run.frozen["generator"], mesh)
+    base = jax.random.fold_in(jax.random.key(config.seed + 1000), stream)
+
+    def fn(step: int, batch: int) -> jax.Array:
+        return jitted(gen_vars, jax.random.fold_in(base, step), batch)
+
+    return fn
+
+
+# ----------------------------------------------------------------------------- dispatch + prefetch
+
+def _choose_loader(config) -> str:
+    want = config.data.loader
+    if want not in ("auto", "tfds", "numpy"):
+        raise ValueError(f"config.data.loader must be 'auto', 'tfds' or 'numpy', got {want!r}")
+    if want == "numpy":
+        return "numpy"
+    from e4e_jax.data import tfds_pipeline
+
+    if tfds_pipeline.tf_available():
+        return "tfds"
+    if want == "tfds":
+        raise RuntimeError("config.data.loader='tfds' but tensorflow / tensorflow-datasets cannot be imported; "
+                           "pip install 'e4e-jax[train]' or use --config.data.loader=numpy")
+    log.info("tensorflow is not importable: using the numpy/PIL training loader")
+    return "numpy"
+
+
+def train_files(config) -> list[Path]:
+    if not config.data.train_dir:
+        raise ValueError("config.data.train_dir is empty: pass --config.data.train_dir=/path/to/images "
+                         "(or use a synthetic-data config such as configs/tiny.py)")
+    files = folder.list_images(config.data.train_dir)
+    if not files:
+        raise ValueError(f"config.data.train_dir {config.data.train_dir}: no image files found")
+    return files
+
+
+def _prefetch(gen: Iterator[Any], size: int) -> Iterator[Any]:
+    """Run `gen` in a background thread, `size` items ahead (host loading and H2D overlap the step)."""
+    if size <= 0:
+        yield from gen
+        return
+    q: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    sentinel = object()
+
+    def worker():
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put(e)
+            return
+        q.put(sentinel)
+
+    t = threading.Thread(target=worker, daemon=True, name="train-input-prefetch")
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is sentinel:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()  # never leave a thread inside a JAX call at interpreter exit
+
+
+def _sampler(config, run, mesh, stream: int, cache: Optional[dict]):
+    if cache is None:
+        return make_synthetic_sampler(run, config, mesh, stream)
+    if stream not in cache:
+        cache[stream] = make_synthetic_sampler(run, config, mesh, stream)
+    return cache[stream]
+
+
+def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[dict] = None) -> Iterator[dict]:
+    """Global batches {'image': (B, H, W, 3)} for steps start_step, start_step + 1, … (endless).
+    `sampler_cache` (a dict kept by the caller) reuses compiled synthetic samplers across runs."""
+    b = int(config.batch_size)
+    if b % mesh.size:
+        raise ValueError(f"batch_size {b} must be divisible by the number of devices {mesh.size}")
+    bsh = sharding.batch_sharding(mesh)
+    if config.data.source == "synthetic":
+        sample = _sampler(config, run, mesh, 0, sampler_cache)
+
+        def gen():
+            step = start_step
+            while True:
+                yield {"image": sample(step, b)}
+                step += 1
+
+        return _prefetch(gen(), int(config.data.prefetch))
+    if config.data.source != "folder":
+        raise ValueError(f"config.data.source must be 'folder' or 'synthetic', got {config.data.source!r}")
+    files = train_files(config)
+    size = tuple(config.data.image_size)
+    if _choose_loader(config) == "tfds":
+        from e4e_jax.data import tfds_pipeline
+
+        local = tfds_pipeline.local_batches(files, b, size, config.seed, config.data.random_flip, start_step,
+                                            jax.process_index(), jax.process_count())
+    else:
+        loader = NumpyFolderLoader(files, b, size, config.seed, config.data.random_flip, config.data.num_workers)
+
+        def local_gen():
+            step = start_step
+            try:
+                while True:
+                    yield loader.local_batch(step)
+                    step += 1
+            finally:
+                loader.close()
+
+        local = local_gen()
+
+    def gen():
+        for x in local:
+            yield {"image": jax.make_array_from_process_local_data(bsh, np.ascontiguousarray(x))}
+
+    return _prefetch(gen(), int(config.data.prefetch))
+
+
+def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> list[dict]:
+    """Held-out batches for validation (no flip): the test folder in sorted order, batches of
+    test_batch_size rounded up to the device count, last partial batch dropped (official drop_last);
+    or `num_eval_samples` synthetic samples from a seed the training stream never uses."""
+    b = sharding.round_up(int(config.test_batch_size), mesh.size)
+    limit = int(config.max_val_batches)
+    if config.data.source == "synthetic":
+        sample = _sampler(config, run, mesh, 1, sampler_cache)
+        n = max(1, int(config.data.num_eval_samples) // b)
+        n = n if limit < 0 else min(n, limit)
+        return [{"image": sample(i, b)} for i in range(n)]
+    if not config.data.test_dir:
+        return []
+    files = folder.list_images(config.data.test_dir)
+    rows = process_slice(b)
+    bsh = sharding.batch_sharding(mesh)
+    batches = []
+    good = []
+    for p in files:
+        x = folder.load_image(p, tuple(config.data.image_size))
+        if isinstance(x, folder.Skipped):
+            log.warning("skipping test image %s: %s", x.path, x.reason)
+            continue
+        good.append(x)
+        if len(good) == b:
+            batches.append({"image": jax.make_array_from_process_local_data(bsh, np.stack(good)[rows])})
+            good = []
+            if 0 <= limit <= len(batches):
+                break
+    return batches
