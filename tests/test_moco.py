@@ -1,6 +1,4 @@
 """MoCo-v2 ResNet-50: converter on the official checkpoint layout, features, head, and e4e's MoCo loss."""
-import copy
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -96,9 +94,6 @@ def test_loss_logs_and_gradient_match_reference(moco_ckpt, converted, images):
     y_hat, y, x = images
     net = moco_feature_net(moco)
     ref_loss, ref_sim, ref_logs, ref_grad = reference_loss_and_grad(e4e_moco_loss, net, y_hat, y, x)
-    # PyTorch in float64: the yardstick for how precise a float32 gradient of this deep net can be.
-    _, _, _, ref_grad64 = reference_loss_and_grad(e4e_moco_loss, copy.deepcopy(net).double(), y_hat.double(),
-                                                  y.double(), x.double())
 
     def f(v, a, b, c):
         return moco_loss(v, a, b, c, with_logs=True, precision=HI)
@@ -110,8 +105,8 @@ def test_loss_logs_and_gradient_match_reference(moco_ckpt, converted, images):
     assert abs(float(logs["sim_improvement"]) - ref_sim) <= 1e-4
     for key in ("diff_target", "diff_input", "diff_views"):
         np.testing.assert_allclose(np.asarray(logs[key]), [d[key] for d in ref_logs], atol=1e-4)
-    errs = assert_gradient_close(np.asarray(grad), ref_grad, ref_grad64)
-    print('moco gradient relative L2 errors', errs)
+    err = assert_gradient_close(grad, ref_grad, rtol_l2=3e-2)  # kink noise floor ~1.5e-2, see the helper
+    print(f"moco_loss gradient: relative L2 error {err:.2e}")
 
 
 def test_converter_errors_and_cli(moco_ckpt, converted, tmp_path):

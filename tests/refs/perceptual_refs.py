@@ -324,21 +324,24 @@ def reference_loss_and_grad(loss_fn, net, y_hat, y, x):
     return loss.item(), sim, logs, yt.grad.numpy().transpose(0, 2, 3, 1)
 
 
-def _rel(a, b) -> float:
+def relative_l2(a, b) -> float:
+    """||a - b|| / ||b|| over all entries."""
     return float(np.linalg.norm((np.asarray(a, np.float64) - b).ravel()) / np.linalg.norm(np.ravel(b)))
 
 
-def assert_gradient_close(grad, ref32, ref64, margin: float = 2.0) -> dict:
-    """Check an fp32 input gradient of a deep ReLU/PReLU network against PyTorch.
+def assert_gradient_close(grad, ref, rtol_l2: float) -> float:
+    """Check an fp32 input gradient of a deep ReLU/PReLU network against PyTorch's (relative L2 error).
 
-    Units whose pre-activation lies within rounding of a kink switch side between implementations, which
-    moves the input gradient by up to ~1% (relative L2) even between PyTorch fp32 and fp64. So ours must be
-    as close to the fp64 gradient as PyTorch's own fp32 gradient is (times `margin`), and as close to
-    the fp32 reference. Returns the measured relative errors.
+    Such gradients are discontinuous at the scale of float rounding: a unit whose pre-activation lies
+    within rounding of its kink flips side between implementations and moves the input gradient. Measured
+    on the test networks: perturbing y_hat by 1e-6 changes PyTorch's *float64* gradient by 2e-3..5e-3
+    (ArcFace IR-SE50) and ~1.5e-2 (ResNet-50) relative L2. So gradients are compared in relative L2 with
+    a tolerance a little above that floor; an actual error (a missing term, a wrong resampling or
+    stop-gradient) shows up as O(1). Returns the measured error.
     """
-    assert np.isfinite(grad).all()
-    ref64 = np.asarray(ref64, np.float64)
-    e_ours, e_torch, e_32 = _rel(grad, ref64), _rel(ref32, ref64), _rel(grad, ref32)
-    assert e_ours <= margin * e_torch + 1e-5, (e_ours, e_torch)
-    assert e_32 <= (margin + 1) * e_torch + 1e-5, (e_32, e_torch)
-    return {"ours_vs_fp64": e_ours, "torch32_vs_fp64": e_torch, "ours_vs_torch32": e_32}
+    grad = np.asarray(grad)
+    assert grad.shape == ref.shape and np.isfinite(grad).all()
+    assert np.abs(ref).max() > 0
+    err = relative_l2(grad, ref)
+    assert err <= rtol_l2, (err, rtol_l2)
+    return err
