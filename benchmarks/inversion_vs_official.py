@@ -82,7 +82,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--modulation", default="auto")
-    p.add_argument("--upsample", default="transpose")
+    p.add_argument("--upsample", default="auto")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--skip-official-timing", action="store_true")
     p.add_argument("--json", default=None)
@@ -149,7 +149,42 @@ def main() -> None:
                          "compile_s": round(t["first_call_s"], 1)})
             print(rows[-1], flush=True)
         torch.cuda.empty_cache()
+    drift(tmp, args, rng)
     emit(rows, args.json)
+
+
+def drift(tmp: Path, args, rng) -> None:
+    """bf16 vs fp32 inversion of the same 16 inputs: latent and image drift, MSE and LPIPS at 256².
+
+    LPIPS uses the real v0.1 alex heads (tests/data) on a random-weight torchvision AlexNet (no
+    pretrained backbone can be downloaded here), so it is a relative measure only.
+    """
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import torchvision
+
+    from e4e_jax import bundle, inversion
+    from e4e_jax.losses import adaptive_avg_pool2d
+    from e4e_jax.models.lpips import LPIPS
+    from tools.convert_weights.__main__ import main as convert_main
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp / "alexnet.pth")
+    assert convert_main(["lpips", str(ROOT / "tests/data/lpips_v0.1/alex.pth"), str(tmp / "alexnet.pth"),
+                         "--out", str(tmp / "lpips")]) == 0
+    _, lp_vars = bundle.load(tmp / "lpips", "lpips")
+    lpips = jax.jit(lambda a, b: LPIPS("alex").apply(lp_vars, a, b))
+    x = jnp.asarray(rng.uniform(-1, 1, (16, 256, 256, 3)).astype(np.float32))
+    outs = {}
+    for dtype in ("float32", "bfloat16"):
+        m = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, dtype=dtype, upsample=args.upsample)
+        outs[dtype] = inversion.make_invert_fn(m)(m.variables, x)
+    (l32, i32), (l16, i16) = outs["float32"], outs["bfloat16"]
+    p32, p16 = adaptive_avg_pool2d(i32, (256, 256)), adaptive_avg_pool2d(i16, (256, 256))
+    print(f"bf16 drift vs fp32 (16 inputs): latents max|d| {float(jnp.abs(l16 - l32).max()):.4f}; "
+          f"images mean|d| {float(jnp.abs(i16 - i32).mean()):.4f}; MSE@256 {float(jnp.mean((p16 - p32) ** 2)):.2e}; "
+          f"LPIPS@256 mean {float(jnp.mean(lpips(p16, p32))):.4f} max {float(jnp.max(lpips(p16, p32))):.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
-from e4e_jax.generate import DTYPES, resolve_modulation
+from e4e_jax.generate import DTYPES, resolve_modulation, resolve_upsample
 from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 
@@ -43,7 +43,7 @@ class E4EModel:
 
 
 def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None,
-             upsample: str = "transpose") -> E4EModel:
+             upsample: str = "auto") -> E4EModel:
     """Build the encoder and generator of an `e4e` bundle (raises BundleError for other kinds)."""
     from e4e_jax import bundle
 
@@ -54,7 +54,7 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
                               backbone_mode=enc.get("backbone_mode", "ir_se"), dtype=DTYPES[dtype],
                               precision=precision)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
-                          dtype=DTYPES[dtype], precision=precision, upsample=upsample)
+                          dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
     return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))
 
 
