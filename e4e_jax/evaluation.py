@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax.losses import adaptive_avg_pool2d
 from e4e_jax.models.inception import FIDInceptionV3
 from e4e_jax.models.lpips import LPIPS
 
@@ -49,21 +50,9 @@ POOL_SIZE = (256, 256)  # pSp face_pool
 
 
 # ------------------------------------------------------------------------------------------- framing
-def _adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights of torch AdaptiveAvgPool along one axis: bin i averages
-    [floor(i·n_in/n_out), ceil((i+1)·n_in/n_out)) (so it also upsamples, by repetition)."""
-    m = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        s, e = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
-        m[i, s:e] = 1.0 / (e - s)
-    return m
-
-
 def adaptive_avg_pool(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """torch.nn.AdaptiveAvgPool2d(size) on NHWC: (B, H, W, C) -> (B, size[0], size[1], C)."""
-    hi = jax.lax.Precision.HIGHEST  # an average, not a TF32 approximation of one
-    x = jnp.einsum("oh,bhwc->bowc", _adaptive_pool_matrix(images.shape[1], size[0]), images, precision=hi)
-    return jnp.einsum("pw,bowc->bopc", _adaptive_pool_matrix(images.shape[2], size[1]), x, precision=hi)
+    """torch.nn.AdaptiveAvgPool2d(size) on NHWC (the one implementation lives in losses.py)."""
+    return adaptive_avg_pool2d(images, size)
 
 
 def to_encoder_frame(images: jax.Array, input_hw: tuple[int, int]) -> jax.Array:
