@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
-from e4e_jax.training import objectives_wip as obj
+from e4e_jax import losses as obj
 from e4e_jax.training import optim
 
 HI = "highest"

@@ -154,6 +154,20 @@ def test_progressive_stage_and_losses_follow_the_step(setup):
     assert deltas[0] == 0.0 and deltas[1] > 0
 
 
+def test_bfloat16_compute_keeps_float32_state():
+    from tests.training_helpers import small_config
+    from e4e_jax.training.step import train_step
+
+    config = small_config(batch_size=4, compute_dtype="bfloat16", use_w_pool=False)
+    run, enc_tx, disc_tx, state = _setup(config)
+    fn = jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx))
+    x = jnp.asarray(np.random.default_rng(3).uniform(-1, 1, size=(4, 8, 8, 3)).astype(np.float32))
+    new, m = fn(state, run.frozen, {"image": x})
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.encoder_params) if jnp.issubdtype(a.dtype, jnp.floating))
+    assert np.isfinite(float(m["loss"])) and float(m["nonfinite_params"]) == 0
+    assert 0.5 < float(m["loss_l2"]) < 2.0  # images in [-1, 1] vs a random-init reconstruction
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["one_vs_many"]:
         print(json.dumps(_worker_one_vs_many()))

@@ -47,7 +47,7 @@ def small_config(**overrides):
     """The tiny preset shrunk further for tests: 8x8 generator (4 codes), small encoder, every loss on
     except LPIPS (random LPIPS needs >= 32 px inputs); progressive stages and R1 every few steps."""
     c = presets.tiny()
-    c.generator.tiny = dict(size=8, channels=(16, 16), style_dim=512, n_mlp=2, seed=0)
+    c.generator.random_init = dict(size=8, channels=(16, 16), style_dim=512, n_mlp=2, seed=0)
     c.data.image_size = (8, 8)
     c.output_size = (8, 8)
     c.encoder.arch = "small_test"

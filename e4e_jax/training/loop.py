@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
@@ -98,6 +97,9 @@ def _export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Pa
             "generator": run.gen_cfg.to_dict(),
             "opts": {"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)},
             "dataset_type": config.dataset_type}
+    domain = str(config.dataset_type).split("_")[0]
+    if domain in ("ffhq", "cars", "horse", "church", "cats"):
+        arch["domain"] = domain
     la = run.frozen["latent_avg"]
     latent_avg = np.zeros((n, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
     variables = {"encoder": jax.device_get(encoder_variables(state)), "generator": run.frozen["generator"],

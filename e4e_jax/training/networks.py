@@ -17,7 +17,7 @@ import numpy as np
 
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
-from e4e_jax.training import objectives_wip as obj
+from e4e_jax import losses as obj
 from e4e_jax.training.step import Networks, StepConfig
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ def _bundle_error(key: str, kind: str, why: str) -> ValueError:
 
 def load_generator(config) -> tuple[StyleGAN2Config, dict]:
     """(config, variables) of the frozen generator."""
-    tiny = config.generator.tiny
-    if tiny:
-        tiny = dict(tiny)
-        seed = int(tiny.pop("seed", 0))
-        cfg = StyleGAN2Config(**tiny)
+    spec = config.generator.random_init
+    if spec:
+        spec = dict(spec)
+        seed = int(spec.pop("seed", 0))
+        cfg = StyleGAN2Config(**spec)
         gen = Generator(cfg)
         variables = jax.jit(lambda k: gen.init(k, jnp.zeros((1, cfg.mapping_in_dim))))(jax.random.key(seed))
         return cfg, jax.tree.map(np.asarray, variables)
@@ -91,6 +91,28 @@ def _load_bundle(path: str, kind: str, key: str) -> dict:
     return bundle.load(path, kind)[1]
 
 
+def random_loss_network(kind: str, seed: int, lpips_type: str = "alex") -> dict:
+    """Variables of a randomly initialised LPIPS / ArcFace / MoCo ResNet-50 (toy runs, benchmarks)."""
+    key = jax.random.key(seed)
+    if kind == "lpips":
+        from e4e_jax.models.lpips import LPIPS
+
+        x = jnp.zeros((1, 64, 64, 3))
+        v = jax.jit(LPIPS(net=lpips_type).init)(key, x, x)
+    elif kind == "arcface":
+        from e4e_jax.models.arcface import ArcFace
+
+        v = jax.jit(ArcFace().init)(key, jnp.zeros((1, 112, 112, 3)))
+    elif kind == "moco":
+        from e4e_jax.models.resnet import ResNet
+
+        v = jax.jit(ResNet().init)(key, jnp.zeros((1, 224, 224, 3)))
+    else:
+        raise ValueError(f"no random stand-in for {kind!r}")
+    log.warning("%s loss network has random weights (random_loss_networks): for toy runs and benchmarks only", kind)
+    return jax.tree.map(np.asarray, v)
+
+
 def build_losses(config, dtype) -> tuple[dict, dict, dict]:
     """(lambdas, {name: LossFn}, {name: frozen params}) of the distortion terms (Eq. 5)."""
     from e4e_jax import losses as losses_lib  # deferred: pulls in every perceptual network
@@ -100,22 +122,20 @@ def build_losses(config, dtype) -> tuple[dict, dict, dict]:
     params: dict[str, Any] = {}
     if config.lpips_lambda > 0:
         fns["lpips"] = functools.partial(losses_lib.lpips_loss, net=config.lpips_type)
-        if config.lpips_random_init:
-            from e4e_jax.models.lpips import LPIPS
-
-            x = jnp.zeros((1, 64, 64, 3))
-            params["lpips"] = jax.tree.map(np.asarray, LPIPS(net=config.lpips_type).init(
-                jax.random.key(config.seed + 1), x, x))
-            log.warning("LPIPS uses random weights (lpips_random_init): a stand-in for toy runs only")
+        if config.random_loss_networks:
+            params["lpips"] = random_loss_network("lpips", config.seed + 1, config.lpips_type)
         else:
             params["lpips"] = _load_bundle(config.lpips_bundle, "lpips", "lpips_bundle")
     if config.id_lambda > 0:
+        random = config.random_loss_networks
         if config.similarity == "id":
             fns["id"] = losses_lib.id_loss
-            params["id"] = _load_bundle(config.id_bundle, "arcface", "id_bundle")
+            params["id"] = (random_loss_network("arcface", config.seed + 2) if random else
+                            _load_bundle(config.id_bundle, "arcface", "id_bundle"))
         elif config.similarity == "moco":
             fns["moco"] = losses_lib.moco_loss
-            params["moco"] = _load_bundle(config.moco_bundle, "moco", "moco_bundle")
+            params["moco"] = (random_loss_network("moco", config.seed + 3) if random else
+                              _load_bundle(config.moco_bundle, "moco", "moco_bundle"))
         else:
             raise ValueError(f"config.similarity must be 'id' or 'moco', got {config.similarity!r}")
         lambdas[config.similarity] = float(config.id_lambda)
@@ -145,7 +165,8 @@ def build(config) -> Run:
     if config.encoder.arch not in ENCODERS:
         raise ValueError(f"config.encoder.arch {config.encoder.arch!r} unknown; one of {sorted(ENCODERS)}")
     encoder = ENCODERS[config.encoder.arch](n_styles, config.encoder.mode, dtype, **kwargs)
-    discriminator = LatentCodesDiscriminator(style_dim=gen_cfg.style_dim, dtype=dtype)
+    # D_W stays float32 under bf16 compute: it is tiny, and R1 differentiates through it twice.
+    discriminator = LatentCodesDiscriminator(style_dim=gen_cfg.style_dim)
     lambdas, fns, loss_params = build_losses(config, dtype)
     step_cfg = StepConfig(
         n_styles=n_styles,

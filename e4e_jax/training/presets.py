@@ -40,7 +40,9 @@ def base() -> ml_collections.ConfigDict:
     # ------------------------------------------------------------------ networks
     c.generator = ml_collections.ConfigDict()
     c.generator.bundle = ""                # 'stylegan2' (or 'e4e') bundle: the frozen, pretrained G
-    c.generator.tiny = config_dict.placeholder(dict)  # or a StyleGAN2Config dict + 'seed': fixed-seed random G
+    # Instead of a bundle: a StyleGAN2Config dict (+ 'seed') for a fixed-seed random generator (toy runs,
+    # benchmarks).
+    c.generator.random_init = config_dict.placeholder(dict)
     # 'activation' (modulate activations, shared-weight conv) or 'grouped' (per-sample weights as a grouped
     # conv). Same maths; 'grouped' cannot run on a batch sharded over several devices (XLA's partitioner
     # rejects the batch-folded feature_group_count), so training uses 'activation'.
@@ -58,8 +60,7 @@ def base() -> ml_collections.ConfigDict:
     c.l2_lambda = 1.0
     c.lpips_lambda = 0.8
     c.lpips_type = "alex"
-    c.lpips_bundle = ""                    # 'lpips' bundle; '' with lpips_random_init for toy runs only
-    c.lpips_random_init = False
+    c.lpips_bundle = ""                    # 'lpips' bundle
     c.id_lambda = 0.1                      # λ_sim; the network is chosen by `similarity`
     c.similarity = "id"                    # 'id' (ArcFace, faces) or 'moco' (other domains)
     c.id_bundle = ""                       # 'arcface' bundle (similarity='id')
@@ -70,6 +71,7 @@ def base() -> ml_collections.ConfigDict:
     c.use_delta_reg = True
     c.output_size = (256, 256)             # pSp.face_pool
     c.crop_rows = config_dict.placeholder(tuple)  # cars: (32, 224)
+    c.random_loss_networks = False         # LPIPS/ArcFace/MoCo with random weights: toy runs and benchmarks only
     c.train_noise = "random"               # official randomize_noise=True while training
 
     # ------------------------------------------------------------------ discriminator
@@ -149,9 +151,9 @@ def tiny() -> ml_collections.ConfigDict:
     c.data.source = "synthetic"
     c.data.image_size = (32, 32)
     c.data.num_eval_samples = 16
-    c.generator.tiny = dict(size=32, channels=(64, 64, 32, 16), style_dim=512, n_mlp=2, seed=0)
+    c.generator.random_init = dict(size=32, channels=(64, 64, 32, 16), style_dim=512, n_mlp=2, seed=0)
     c.output_size = (32, 32)
-    c.lpips_random_init = True
+    c.random_loss_networks = True
     c.lpips_lambda = 0.8
     c.id_lambda = 0.0                      # ArcFace/MoCo need 112-224 px inputs: off for the toy run
     c.similarity = "moco"
