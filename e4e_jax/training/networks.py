@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax.generate import resolve_upsample
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 from e4e_jax import losses as obj
@@ -160,7 +161,7 @@ def build(config) -> Run:
     gen_cfg, gen_vars = load_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(gen_cfg, modulation=config.generator.modulation, dtype=dtype,
-                          upsample=config.generator.get("upsample", "transpose"))
+                          upsample=resolve_upsample(config.generator.get("upsample", "auto")))
     kwargs = dict(config.encoder.kwargs)
     if config.encoder.arch not in ENCODERS:
         raise ValueError(f"config.encoder.arch {config.encoder.arch!r} unknown; one of {sorted(ENCODERS)}")

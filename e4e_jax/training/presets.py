@@ -47,7 +47,9 @@ def base() -> ml_collections.ConfigDict:
     # conv). Same maths; 'grouped' cannot run on a batch sharded over several devices (XLA's partitioner
     # rejects the batch-folded feature_group_count), so training uses 'activation'.
     c.generator.modulation = "activation"
-    c.generator.upsample = "transpose"     # or 'subpixel' (same maths, see e4e_jax.models.layers)
+    # 'auto': sub-pixel on accelerators (no transposed-conv gradients, which XLA handles badly on GPU),
+    # the official order on CPU; or 'transpose' / 'subpixel' (same maths, see e4e_jax.models.layers).
+    c.generator.upsample = "auto"
     c.encoder = ml_collections.ConfigDict()
     c.encoder.arch = "e4e"                 # key of e4e_jax.training.networks.ENCODERS
     c.encoder.mode = "e4e"                 # 'e4e' (w + Δ_i) or 'psp' (ablation A)
