@@ -65,17 +65,25 @@ def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents")
 
 def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "auto", dtype: str = "float32",
                       noise_mode: str = "const", truncation: float = 1.0, precision: Any = None,
-                      upsample: str = "auto"):
-    """Jitted f(variables, ws (B, n_latent, D), rng) -> images (B, size, size, 3) float32."""
+                      upsample: str = "auto", mesh: Optional[jax.sharding.Mesh] = None):
+    """f(variables, ws (B, n_latent, D), rng) -> images (B, size, size, 3) float32, jitted.
+
+    With a `mesh`, each device renders its slice of the batch (B must divide evenly); random noise
+    then differs per device (the key is folded with the device index).
+    """
     gen = Generator(cfg, modulation=resolve_modulation(modulation), dtype=DTYPES[dtype], precision=precision,
                     upsample=resolve_upsample(upsample))
 
-    @jax.jit
     def synth(variables, ws, rng):
+        if mesh is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(sharding.DATA_AXIS))
         return gen.apply(variables, ws, input_is_latent=True, truncation=truncation, noise_mode=noise_mode,
                          rngs={"noise": rng})
 
-    return synth
+    if mesh is None:
+        return jax.jit(synth)
+    return sharding.per_device(synth, mesh, (sharding.P(), sharding.P(sharding.DATA_AXIS), sharding.P()),
+                               sharding.P(sharding.DATA_AXIS))
 
 
 def iter_synthesize(cfg: StyleGAN2Config, variables: dict, latents: np.ndarray, *, batch_size: int = 8,
@@ -88,7 +96,7 @@ def iter_synthesize(cfg: StyleGAN2Config, variables: dict, latents: np.ndarray, 
     """
     mesh = mesh or sharding.data_mesh(jax.local_devices())
     bs = sharding.round_up(batch_size, mesh.size)
-    synth = make_synthesis_fn(cfg, **synth_kw)
+    synth = make_synthesis_fn(cfg, mesh=mesh, **synth_kw)
     variables = sharding.replicate(variables, mesh)
     rng = jax.random.key(seed)
     for start in range(0, latents.shape[0], bs):

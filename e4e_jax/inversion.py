@@ -74,16 +74,19 @@ def crop_output(model: E4EModel, images: jax.Array) -> jax.Array:
     return images[:, top:bottom]
 
 
-def make_invert_fn(model: E4EModel):
-    """Jitted f(variables, x) -> (latents (B, n_latent, 512), images (B, H', W', 3) float32)."""
+def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None):
+    """f(variables, x) -> (latents (B, n_latent, 512), images (B, H', W', 3) float32), jitted;
+    with a `mesh`, each device inverts its slice of the batch."""
 
-    @jax.jit
     def invert(variables, x):
         codes = encode(model, variables, x)
         images = model.generator.apply(variables["generator"], codes, input_is_latent=True, noise_mode="const")
         return codes, crop_output(model, images)
 
-    return invert
+    if mesh is None:
+        return jax.jit(invert)
+    data = sharding.P(sharding.DATA_AXIS)
+    return sharding.per_device(invert, mesh, (sharding.P(), data), (data, data))
 
 
 def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, Sequence]], batch_size: int,
@@ -96,13 +99,17 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
     """
     mesh = mesh or sharding.data_mesh(jax.local_devices())
     bs = sharding.round_up(batch_size, mesh.size)
-    invert = make_invert_fn(model)
+    invert = make_invert_fn(model, mesh)
     variables = sharding.replicate(model.variables, mesh)
     for images, paths, skipped in batches:
         b = images.shape[0]
         if b == 0:
             yield np.zeros((0, model.gen_config.n_latent, 512), np.float32), None, paths, skipped
             continue
-        x = sharding.shard_batch(sharding.pad_batch(images, bs), mesh)
-        latents, recon = invert(variables, x)
-        yield np.asarray(latents)[:b], np.asarray(recon)[:b], paths, skipped
+        lat_parts, img_parts = [], []
+        for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
+            chunk = images[start:start + bs]
+            latents, recon = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
+            lat_parts.append(np.asarray(latents)[: len(chunk)])
+            img_parts.append(np.asarray(recon)[: len(chunk)])
+        yield np.concatenate(lat_parts), np.concatenate(img_parts), paths, skipped

@@ -37,6 +37,16 @@ def shard_batch(x: np.ndarray | jax.Array, mesh: jax.sharding.Mesh) -> jax.Array
     return jax.device_put(x, batch_sharding(mesh))
 
 
+def per_device(fn, mesh: jax.sharding.Mesh, in_specs: tuple, out_specs: Any):
+    """jit(shard_map(fn)): `fn` sees each device's slice of the batch (specs: P() replicated,
+    P(DATA_AXIS) split along axis 0).
+
+    Inference uses this rather than letting XLA partition a global computation: the grouped
+    modulated conv folds the batch into its channels, which the SPMD partitioner cannot split.
+    """
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs))
+
+
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
