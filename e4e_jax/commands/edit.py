@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
+
 
 def add_parser(sub, help_text: str) -> None:
     p = sub.add_parser("edit", help=help_text, description=__doc__.split("\n\n")[0] + ".",
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         row.append(inversions[i])
         row.extend(edited[f, i] for f in range(n_f))
         rows.append(row)
-    save_png(args.output / "grid.png", make_grid(rows))
+    h, w = inversions.shape[1:3]
+    zoom = max(1, -(-GRID_MIN_CELL // max(h, w)))  # small generators: enlarge cells so the grid is viewable
+    save_png(args.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom)))
     print(f"wrote {n_f} x {n} edited images, latents and grid.png to {args.output}")
     return 0

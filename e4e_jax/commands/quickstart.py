@@ -1,0 +1,131 @@
+"""`e4e-jax quickstart`: the whole system on the embedded default, on CPU, in minutes (DESIGN.md §6).
+
+1. train   – an e4e encoder (every loss of the paper; configs/tiny.py) learns to invert the samples of
+             a small fixed-seed StyleGAN2 that stands in for a pretrained generator;
+2. invert  – held-out samples of that generator (never seen in training) go through `e4e-jax invert`;
+3. edit    – the inversions are edited along the generator's strongest SeFa direction (`e4e-jax edit`);
+4. report  – WORKDIR/quickstart_grid.png (source | inversion | edits) and WORKDIR/metrics.json
+             (reconstruction L2, latent recovery ‖E(G(w)) − w‖, latent variation, training losses).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+HELDOUT_SEED = 10_000  # far from the training stream's seeds
+N_HELDOUT = 8
+
+
+def add_parser(sub, help_text: str) -> None:
+    p = sub.add_parser("quickstart", help=help_text, description=__doc__.split("\n\n")[0] + ".",
+                       epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, type=Path, help="output folder (created; must be new or empty)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: configs/tiny.py's max_steps)")
+    p.add_argument("--heldout", type=int, default=N_HELDOUT, help="held-out samples to invert and edit")
+    p.set_defaults(run=run)
+
+
+def write_heldout_samples(model_dir: Path, out: Path, n: int) -> "np.ndarray":
+    """Render n samples G(mapping(z)) of the bundle's generator, z from a held-out seed, as PNGs.
+
+    Returns their true W+ codes (n, n_latent, D).
+    """
+    import jax
+    import numpy as np
+
+    from e4e_jax import generate
+    from e4e_jax.data.folder import save_png
+    from e4e_jax.models.stylegan2 import Generator
+
+    cfg, variables = generate.load_generator(str(model_dir))
+    z = jax.random.normal(jax.random.key(HELDOUT_SEED), (n, cfg.mapping_in_dim))
+    w = Generator(cfg).apply(variables, z, method=Generator.map)
+    ws = np.repeat(np.asarray(w)[:, None], cfg.n_latent, axis=1)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(np.concatenate(list(generate.iter_synthesize(cfg, variables, ws)))):
+        save_png(out / f"sample_{i:03d}.png", img)
+    return ws
+
+
+def latent_metrics(true_ws, inverted_ws) -> dict:
+    """Latent recovery ‖E(G(w)) − w‖ (held-out w known exactly) and latent variation of the codes."""
+    import numpy as np
+
+    from e4e_jax import evaluation
+
+    rec = np.asarray(evaluation.latent_distance(inverted_ws, true_ws))
+    var = np.asarray(evaluation.latent_variation(inverted_ws))
+    return {"latent_recovery_mean": float(rec.mean()), "latent_variation_mean": float(var.mean()),
+            "delta_norm_mean": float(np.asarray(evaluation.delta_norm(inverted_ws)).mean())}
+
+
+def image_metrics(heldout: Path, inversion: Path) -> dict:
+    """Per-pixel L2 (MSE in [-1, 1]) between each held-out sample and its inversion."""
+    import numpy as np
+
+    from e4e_jax.data.folder import load_image
+
+    files = [Path(p) for p in (inversion / "files.txt").read_text().splitlines()]
+    recon = sorted((inversion / "inversions").glob("*.png"))
+    errs = []
+    for src, rec in zip(files, recon):
+        hw = load_image_size(rec)
+        a, b = load_image(src, hw), load_image(rec, hw)
+        errs.append(float(np.mean((a - b) ** 2)))
+    return {"l2_mean": float(np.mean(errs)), "n_images": len(errs)}
+
+
+def load_image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from e4e_jax.cli import main as cli_main
+    from e4e_jax.training import presets, train_and_evaluate
+
+    work = args.workdir.resolve()
+    if work.exists() and any(work.iterdir()):
+        print(f"error: --workdir {work} is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    config = presets.tiny()
+    if args.steps is not None:
+        config.max_steps = args.steps
+    print(f"[1/4] training an e4e encoder on samples of a fixed-seed {config.generator.random_init['size']}² "
+          f"StyleGAN2 for {config.max_steps} steps (every loss of the paper)", flush=True)
+    train_metrics = train_and_evaluate(config, work / "train")
+    model = work / "train" / "model"
+
+    print(f"[2/4] inverting {args.heldout} held-out samples", flush=True)
+    true_ws = write_heldout_samples(model, work / "heldout", args.heldout)
+    rc = cli_main(["invert", "--model", str(model), "--images", str(work / "heldout"),
+                   "--output", str(work / "inversion"), "--batch-size", str(args.heldout)])
+    if rc != 0:
+        print(f"error: inversion failed with exit status {rc}", file=sys.stderr)
+        return 1
+
+    print("[3/4] editing the inversions along the strongest SeFa direction", flush=True)
+    rc = cli_main(["edit", "--model", str(model), "--latents", str(work / "inversion"), "--output",
+                   str(work / "edits"), "--sefa", "0", "--layers", "all", "--strengths", "-6", "-3", "3", "6"])
+    if rc != 0:
+        print(f"error: editing failed with exit status {rc}", file=sys.stderr)
+        return 1
+    shutil.copy(work / "edits" / "grid.png", work / "quickstart_grid.png")
+
+    print("[4/4] metrics", flush=True)
+    inverted_ws = np.load(work / "inversion" / "latents.npy")
+    metrics = {"training": {k: float(v) for k, v in (train_metrics or {}).items()
+                            if isinstance(v, (int, float, np.floating))},
+               "heldout": {**image_metrics(work / "heldout", work / "inversion"),
+                           **latent_metrics(true_ws, inverted_ws)}}
+    (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics["heldout"], indent=2))
+    print(f"done: {work / 'quickstart_grid.png'} (source | inversion | SeFa edits), {work / 'metrics.json'}")
+    return 0
