@@ -80,14 +80,8 @@ class Networks:
 
 
 def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
-    """torch AdaptiveAvgPool2d on NHWC: bins [floor(i·H/o), ceil((i+1)·H/o)). (B, H, W, C) -> (B, oh, ow, C)."""
-    b, h, w, c = x.shape
-    oh, ow = out_hw
-    if (h, w) == (oh, ow):
-        return x
-    if h % oh == 0 and w % ow == 0:  # exact and cheap: a reshape-mean (1024 -> 256 is 4x4 blocks)
-        return x.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
-    return obj.adaptive_avg_pool2d(x, (oh, ow))
+    """torch AdaptiveAvgPool2d on NHWC (losses.adaptive_avg_pool2d). (B, H, W, C) -> (B, oh, ow, C)."""
+    return obj.adaptive_avg_pool2d(x, tuple(out_hw))
 
 
 def render(generator: nn.Module, gen_vars, codes: jax.Array, cfg: StepConfig, key: jax.Array) -> jax.Array:
