@@ -13,13 +13,10 @@ from tests.refs.perceptual_refs import (ArcFaceBackbone, assert_gradient_close, 
                                         id_extract_feats, randomize_, reference_loss_and_grad, smooth_images)
 from tools.convert_weights import arcface as arcface_conv
 from tools.convert_weights.__main__ import main as convert_main
+from tests.parity import tolerance as _tol  # noqa: E402
 
 HI = "highest"
 ARCH = {"num_layers": 50, "mode": "ir_se", "input_size": 112}
-
-
-def _tol(ref):
-    return 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
 def _nhwc(t):

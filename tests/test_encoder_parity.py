@@ -18,20 +18,13 @@ from tests.refs import psp_encoders as ref
 from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator
 from tools.convert_weights import e4e as e4e_conv
 from tools.convert_weights.__main__ import main as convert_main
+from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 
 SIZE = 64
 N_STYLES = 2 * int(math.log2(SIZE)) - 2
 OPTS = {"encoder_type": "Encoder4Editing", "dataset_type": "ffhq_encode", "stylegan_size": SIZE,
         "start_from_latent_avg": True, "input_nc": 3, "lpips_lambda": 0.8, "progressive_steps": [0, 20000],
         "device": "cuda:0", "checkpoint_path": None, "learning_rate": 1e-4}
-
-
-def _tol(r):
-    return 1e-4 * max(1.0, float(np.abs(r).max()))
-
-
-def _err(ours, r):
-    return float(np.abs(np.asarray(ours, np.float64) - np.asarray(r, np.float64)).max())
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ import torch
 from PIL import Image
 
 from e4e_jax import evaluation as ev
-
-
-def _tol(r):
-    return 1e-4 * max(1.0, float(np.abs(r).max()))
-
-
-def _err(ours, r):
-    return float(np.abs(np.asarray(ours, np.float64) - np.asarray(r, np.float64)).max())
+from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ FID

@@ -9,14 +9,7 @@ from e4e_jax import bundle
 from e4e_jax.models.inception import FIDInceptionV3, bilinear_matrix, resize_bilinear
 from tests.refs.inception_ref import FIDInceptionRef
 from tools.convert_weights.__main__ import main as convert_main
-
-
-def _tol(r):
-    return 1e-4 * max(1.0, float(np.abs(r).max()))
-
-
-def _err(ours, r):
-    return float(np.abs(np.asarray(ours, np.float64) - np.asarray(r, np.float64)).max())
+from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,9 @@ import torch
 from e4e_jax.models.irse import IRSEBackbone, unit_specs
 from tests.refs.psp_encoders import IRSEBody, randomize_
 from tools.convert_weights.e4e import KeyTracker, detect_backbone, irse_to_variables
+from tests.parity import tolerance as _tol  # noqa: E402
 
 TAPS = (6, 20, 23)
-
-
-def _tol(ref):
-    return 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
 def _convert(body):

@@ -15,15 +15,12 @@ from tests.refs.perceptual_refs import LPIPSRef, TorchvisionFeatures, e4e_lpips_
 from tools.convert_weights import lpips as lpips_conv
 from tools.convert_weights.__main__ import main as convert_main
 from tools.convert_weights.safe_torch import load_checkpoint
+from tests.parity import tolerance as _tol  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "lpips_v0.1"
 SHA256 = {"alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
           "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"}
 CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
-
-
-def _tol(ref):
-    return 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
 def _nhwc(a):

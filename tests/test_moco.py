@@ -13,12 +13,9 @@ from tests.refs.perceptual_refs import (DDPWrapper, MoCo, assert_gradient_close,
                                         smooth_images)
 from tools.convert_weights import moco as moco_conv
 from tools.convert_weights.__main__ import main as convert_main
+from tests.parity import tolerance as _tol  # noqa: E402
 
 HI = "highest"
-
-
-def _tol(ref):
-    return 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 
 def _nhwc(t):

@@ -11,19 +11,12 @@ import jax.numpy as jnp  # noqa: E402
 
 from e4e_jax import bundle  # noqa: E402
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config  # noqa: E402
+from tests.parity import assert_close  # noqa: E402
 from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator, channel_table  # noqa: E402
 from tools.convert_weights.__main__ import main as convert_main  # noqa: E402
 
 STYLE_DIM = 64
 BATCH = 2
-
-
-def assert_close(ours, ref, what=""):
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    assert ours.shape == ref.shape, (what, ours.shape, ref.shape)
-    tol = 1e-4 * max(1.0, float(np.abs(ref).max()))
-    err = float(np.abs(ours - ref).max())
-    assert err <= tol, f"{what}: max abs error {err:.3g} > {tol:.3g}"
 
 
 def nhwc(t):
