@@ -12,6 +12,13 @@ latent_avg is NOT added here (official pSp.forward adds it): see `add_latent_avg
 Parameter tree: {'backbone': IRSEBackbone params, 'latlayer1': {kernel, bias}, 'latlayer2': ...,
 'styles_{i}': {'convs_{j}': {kernel (3,3,512,512), bias}, 'linear': {weight (512, 512) as (in, out), bias}}};
 BatchNorm statistics live in the 'batch_stats' collection under 'backbone'.
+
+Small encoders for toy runs (not in the official code): `widths` and `units` of the backbone stages and
+`style_channels` (FPN and style-block width; must equal widths[3], the width of c3, because p2 adds
+upsample(c3) to latlayer1(c2)). The taps move to the last unit of stages 2-4, and each style block's
+number of stride-2 convs follows the actual feature map (ceil(log2(max side))) so that small inputs reach
+1x1 without convs on 1x1 maps. The final EqualLinear always maps to W (512). Defaults (None) give the
+official network: same parameter tree, same numerics, and the official conv counts at any input size.
 """
 from __future__ import annotations
 
@@ -22,15 +29,27 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.models.irse import IRSEBackbone
+from e4e_jax.models.irse import UNITS, WIDTHS, IRSEBackbone, resolve_sizes
 
 Dtype = Any
 
 COARSE_IND = 3
 MIDDLE_IND = 7
-# Body indices of c1, c2, c3. The official code hard-codes them; only for IR-SE50 do they land on the
-# last unit of stages 2-4 (for 100/152 layers c3 would have 256 channels and the style blocks fail).
-TAPS = (6, 20, 23)
+STYLE_DIM = 512  # W of the generator (rosinality/official style_dim)
+# Nominal square side of c3, p2, p1 for the official 256x256 input: log2 gives the convs of a style block.
+NOMINAL_SPATIAL = (16, 32, 64)
+
+
+def stage_taps(units) -> tuple[int, int, int]:
+    """Body indices of c1, c2, c3: the last unit of stages 2, 3 and 4."""
+    ends = np.cumsum(units)
+    return int(ends[1] - 1), int(ends[2] - 1), int(ends[3] - 1)
+
+
+# The official code hard-codes these; only for IR-SE50 do they land on the last unit of stages 2-4 (for
+# 100/152 layers c3 would have 256 channels and the style blocks fail).
+TAPS = stage_taps(UNITS[50])
+assert TAPS == (6, 20, 23)
 
 
 def n_styles_for(stylegan_size: int) -> int:
@@ -82,17 +101,27 @@ class EqualLinear(nn.Module):
         return jnp.dot(x.astype(self.dtype), w, precision=self.precision) + (b * self.lr_mul).astype(self.dtype)
 
 
-class GradualStyleBlock(nn.Module):
-    """log2(spatial) x [Conv3x3 stride 2 (pad 1) + LeakyReLU(0.01)] then EqualLinear(out, out).
+def style_block_spatial(hw: tuple[int, int], nominal: int, follow_map: bool) -> int:
+    """The `spatial` of a GradualStyleBlock on an (H, W) map: the official nominal size, or (follow_map)
+    the smallest power of two >= max(H, W) (at least 2: one conv), so that ceil-halving reaches 1x1."""
+    if not follow_map:
+        return nominal
+    return max(2, 1 << (max(hw) - 1).bit_length())
 
-    (B, H, W, in) -> (B, out). The convs must reduce the map to 1x1 (official code then does
+
+class GradualStyleBlock(nn.Module):
+    """log2(spatial) x [Conv3x3 stride 2 (pad 1) + LeakyReLU(0.01)] then EqualLinear(out_c, w_dim).
+
+    (B, H, W, in) -> (B, w_dim). The convs must reduce the map to 1x1 (official code then does
     `view(-1, out_c)`); a non-square input such as cars' 192x256 reaches 1x1 as well (ceil halving).
+    w_dim None = out_c (official: 512 -> 512).
     """
 
     out_c: int = 512
     spatial: int = 16
     dtype: Dtype = jnp.float32
     precision: Any = None
+    w_dim: int | None = None
 
     @nn.compact
     def __call__(self, x):
@@ -105,7 +134,8 @@ class GradualStyleBlock(nn.Module):
                 f"GradualStyleBlock(spatial={self.spatial}) left a {x.shape[1]}x{x.shape[2]} map; the "
                 f"input image is too large for this encoder (official inputs: 256x256, cars 192x256)")
         x = x.reshape(x.shape[0], self.out_c)
-        return EqualLinear(self.out_c, 1.0, self.dtype, self.precision, name="linear")(x)
+        w_dim = self.out_c if self.w_dim is None else self.w_dim
+        return EqualLinear(w_dim, 1.0, self.dtype, self.precision, name="linear")(x)
 
 
 def stage_mask(n_styles: int, progressive_stage) -> jnp.ndarray:
@@ -131,6 +161,11 @@ class Encoder4Editing(nn.Module):
       num_layers, backbone_mode: IR-SE backbone (official: 50, 'ir_se').
       dtype: compute dtype (params stay float32); precision: lax precision of convs/matmuls.
       axis_name: mapped axis for training-mode BatchNorm statistics (None: per device).
+      widths, units: backbone stage depths and units per stage (None: official IR-SE50, see irse.py);
+        custom `units` lift the num_layers=50 requirement (taps follow the stage ends).
+      style_channels: FPN and style-block conv width (None: widths[3], official 512); must be widths[3].
+      Any non-official size makes the style blocks' conv counts follow the feature maps (see
+      `style_block_spatial`), so the parameter tree then depends on the input size.
 
     x: (B, H, W, Cin) images in [-1, 1] (official: 256x256; cars 192x256).
     progressive_stage: see `stage_mask`; ignored in 'psp' mode. A traced int gives the same result as
@@ -144,20 +179,35 @@ class Encoder4Editing(nn.Module):
     dtype: Dtype = jnp.float32
     precision: Any = None
     axis_name: str | None = None
+    widths: tuple[int, ...] | None = None
+    units: tuple[int, ...] | None = None
+    style_channels: int | None = None
+
+    def sizes(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """Resolved (widths, units, style_channels); raises ValueError for unusable combinations."""
+        if self.units is None and self.num_layers != 50:
+            raise ValueError(f"the e4e/pSp feature pyramid taps body[6, 20, 23] and needs num_layers=50, "
+                             f"got {self.num_layers} (or pass custom `units`)")
+        widths, units = resolve_sizes(self.num_layers, self.widths, self.units)
+        channels = widths[3] if self.style_channels is None else int(self.style_channels)
+        if channels != widths[3]:
+            raise ValueError(f"style_channels={channels} must equal widths[3]={widths[3]}: the FPN adds "
+                             f"upsample(c3) to latlayer1(c2); set style_channels={widths[3]} or change widths")
+        return widths, units, channels
 
     @nn.compact
     def __call__(self, x, progressive_stage=None, train: bool = False):
         if self.mode not in ("e4e", "psp"):
             raise ValueError(f"mode must be 'e4e' or 'psp', got {self.mode!r}")
-        if self.num_layers != 50:
-            raise ValueError(f"the e4e/pSp feature pyramid taps body[6, 20, 23] and needs num_layers=50, "
-                             f"got {self.num_layers}")
+        widths, units, channels = self.sizes()
+        official = (widths, units, channels) == (WIDTHS, UNITS[50], 512)
         kw = dict(dtype=self.dtype, precision=self.precision)
-        _, (c1, c2, c3) = IRSEBackbone(self.num_layers, self.backbone_mode, axis_name=self.axis_name,
-                                       name="backbone", **kw)(x, train, TAPS)
+        backbone = IRSEBackbone(self.num_layers, self.backbone_mode, axis_name=self.axis_name, name="backbone",
+                                widths=widths, units=units, **kw)
+        _, (c1, c2, c3) = backbone(x, train, stage_taps(units))
 
         def lateral(name):
-            return nn.Conv(512, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+            return nn.Conv(channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
                            precision=self.precision, name=name)
 
         p2 = upsample_bilinear_align_corners(c3, c2.shape[1:3], self.precision) + lateral("latlayer1")(c2)
@@ -165,8 +215,11 @@ class Encoder4Editing(nn.Module):
 
         styles = []
         for i in range(self.n_styles):
-            feat, spatial = (c3, 16) if i < COARSE_IND else (p2, 32) if i < MIDDLE_IND else (p1, 64)
-            styles.append(GradualStyleBlock(512, spatial, name=f"styles_{i}", **kw)(feat).astype(jnp.float32))
+            level = 0 if i < COARSE_IND else 1 if i < MIDDLE_IND else 2
+            feat = (c3, p2, p1)[level]
+            spatial = style_block_spatial(feat.shape[1:3], NOMINAL_SPATIAL[level], follow_map=not official)
+            block = GradualStyleBlock(channels, spatial, w_dim=STYLE_DIM, name=f"styles_{i}", **kw)
+            styles.append(block(feat).astype(jnp.float32))
         s = jnp.stack(styles, axis=1)  # (B, n_styles, 512)
         if self.mode == "psp":
             return s

@@ -14,6 +14,11 @@ BatchNorm uses the stored running statistics unless `train=True` (then batch sta
 the 'batch_stats' collection). Note: flax updates the running variance with the biased batch variance,
 torch with the unbiased one; this only matters for training from scratch.
 
+Non-official sizes (small encoders for toy runs): `widths` (the four stage depths, official
+(64, 128, 256, 512)) and `units` (units per stage) of IRSEBackbone; None = the official network for
+`num_layers`, with the same parameter tree and numerics. The input layer has widths[0] channels and the SE
+bottleneck keeps reduction 16 (at least one channel).
+
 Parameter tree (torch name -> ours, see tools/convert_weights/e4e.py for the full mapping):
     input_layer.{0,1,2}        -> input_layer/{conv, bn, prelu}
     body.{i}.shortcut_layer.*  -> body_{i}/{shortcut_conv, shortcut_bn}
@@ -28,20 +33,34 @@ import jax.numpy as jnp
 
 Dtype = Any
 
-# (in_channel, depth, num_units) of the four stages; the first unit of each stage has stride 2.
-_STAGES = {
-    50: ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3)),
-    100: ((64, 64, 3), (64, 128, 13), (128, 256, 30), (256, 512, 3)),
-    152: ((64, 64, 3), (64, 128, 8), (128, 256, 36), (256, 512, 3)),
-}
+# Official stage depths and units per stage (`get_blocks`); the first unit of each stage has stride 2.
+WIDTHS = (64, 128, 256, 512)
+UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 
 
-def unit_specs(num_layers: int) -> list[tuple[int, int, int]]:
-    """(in_channel, depth, stride) of every bottleneck unit, in body order (official `get_blocks`)."""
-    if num_layers not in _STAGES:
-        raise ValueError(f"num_layers must be one of {sorted(_STAGES)}, got {num_layers}")
+def _four_positive(name: str, value) -> tuple[int, ...]:
+    value = tuple(int(v) for v in value)
+    if len(value) != 4 or min(value) < 1:
+        raise ValueError(f"{name} must be four positive ints (one per stage), got {value}")
+    return value
+
+
+def resolve_sizes(num_layers: int, widths=None, units=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(widths, units) of the four stages; None = official (`units` overrides `num_layers`)."""
+    widths = WIDTHS if widths is None else _four_positive("widths", widths)
+    if units is None:
+        if num_layers not in UNITS:
+            raise ValueError(f"num_layers must be one of {sorted(UNITS)}, got {num_layers}")
+        units = UNITS[num_layers]
+    return widths, _four_positive("units", units)
+
+
+def unit_specs(num_layers: int, widths=None, units=None) -> list[tuple[int, int, int]]:
+    """(in_channel, depth, stride) of every bottleneck unit, in body order (official `get_blocks`).
+    The first stage's input is the input layer's widths[0] channels."""
+    widths, units = resolve_sizes(num_layers, widths, units)
     specs = []
-    for in_c, depth, n in _STAGES[num_layers]:
+    for in_c, depth, n in zip((widths[0],) + widths[:-1], widths, units):
         specs.append((in_c, depth, 2))
         specs.extend((depth, depth, 1) for _ in range(n - 1))
     return specs
@@ -86,7 +105,8 @@ class SEModule(nn.Module):
     @nn.compact
     def __call__(self, x):
         s = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
-        s = _conv(self.channels // self.reduction, 1, 1, use_bias=False, dtype=self.dtype,
+        # max(1, .): narrow toy networks keep a one-channel bottleneck (official widths divide by 16).
+        s = _conv(max(1, self.channels // self.reduction), 1, 1, use_bias=False, dtype=self.dtype,
                   precision=self.precision, name="fc1")(s)
         s = nn.relu(s)
         s = _conv(self.channels, 1, 1, use_bias=False, dtype=self.dtype, precision=self.precision,
@@ -124,15 +144,17 @@ class BottleneckIR(nn.Module):
 
 
 class InputLayer(nn.Module):
-    """Conv3x3(Cin->64, no bias) -> BatchNorm(64) -> PReLU(64)."""
+    """Conv3x3(Cin->features, no bias) -> BatchNorm -> PReLU (official features 64)."""
 
+    features: int = 64
     dtype: Dtype = jnp.float32
     precision: Any = None
     axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = _conv(64, 3, 1, use_bias=False, dtype=self.dtype, precision=self.precision, name="conv")(x)
+        x = _conv(self.features, 3, 1, use_bias=False, dtype=self.dtype, precision=self.precision,
+                  name="conv")(x)
         x = _bn(train, self.axis_name, self.dtype, "bn")(x)
         return PReLU(dtype=self.dtype, name="prelu")(x)
 
@@ -146,10 +168,12 @@ class IRSEBackbone(nn.Module):
       dtype: compute dtype (params stay float32).
       precision: lax precision of convs (tests use 'highest').
       axis_name: mapped axis over which training-mode BatchNorm averages statistics (None: per device).
+      widths: the four stage depths; None = official (64, 128, 256, 512). The input layer has widths[0].
+      units: units per stage; None = official for `num_layers` (50: (3, 4, 14, 3)); overrides num_layers.
 
     __call__(x, train=False, taps=()):
       x: (B, H, W, Cin) images. Returns (y, feats): y the output of the last unit
-      (B, H/16, W/16, 512) and feats the outputs of the units listed in `taps` (body indices), in
+      (B, H/16, W/16, widths[3]) and feats the outputs of the units listed in `taps` (body indices), in
       the order given. For IR-SE50 the e4e taps are (6, 20, 23): 128ch H/4, 256ch H/8, 512ch H/16.
     """
 
@@ -158,17 +182,19 @@ class IRSEBackbone(nn.Module):
     dtype: Dtype = jnp.float32
     precision: Any = None
     axis_name: str | None = None
+    widths: tuple[int, ...] | None = None
+    units: tuple[int, ...] | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, taps: Sequence[int] = ()):
         if self.mode not in ("ir", "ir_se"):
             raise ValueError(f"mode must be 'ir' or 'ir_se', got {self.mode!r}")
-        specs = unit_specs(self.num_layers)
+        specs = unit_specs(self.num_layers, self.widths, self.units)
         bad = [t for t in taps if not 0 <= t < len(specs)]
         if bad:
-            raise ValueError(f"taps {bad} out of range for IR-{self.num_layers} ({len(specs)} units)")
+            raise ValueError(f"taps {bad} out of range for this IR backbone ({len(specs)} units)")
         x = x.astype(self.dtype)
-        x = InputLayer(dtype=self.dtype, precision=self.precision, axis_name=self.axis_name,
+        x = InputLayer(specs[0][0], dtype=self.dtype, precision=self.precision, axis_name=self.axis_name,
                        name="input_layer")(x, train)
         feats = {}
         for i, (in_c, depth, stride) in enumerate(specs):
