@@ -44,8 +44,11 @@ class E4EModel:
 
 
 def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None,
-             upsample: str = "auto") -> E4EModel:
-    """Build the encoder and generator of an `e4e` bundle (raises BundleError for other kinds)."""
+             upsample: str = "auto", fuse_style_blocks: bool = False) -> E4EModel:
+    """Build the encoder and generator of an `e4e` bundle (raises BundleError for other kinds).
+
+    fuse_style_blocks: run the style blocks that share a feature map as one stack (inference only; same
+    parameters and maths, see e4e_jax/models/fused_styles.py)."""
     from e4e_jax import bundle
 
     config, variables = bundle.load(path, "e4e")
@@ -55,7 +58,7 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
     sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items() if k in ENCODER_SIZE_KEYS}
     encoder = Encoder4Editing(n_styles=enc["n_styles"], mode=enc["mode"], num_layers=enc["num_layers"],
                               backbone_mode=enc.get("backbone_mode", "ir_se"), dtype=DTYPES[dtype],
-                              precision=precision, **sizes)
+                              precision=precision, fuse_style_blocks=fuse_style_blocks, **sizes)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
                           dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
     return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))

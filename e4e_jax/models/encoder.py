@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax.models.fused_styles import fused_style_blocks
 from e4e_jax.models.irse import UNITS, WIDTHS, IRSEBackbone, resolve_sizes
 
 Dtype = Any
@@ -166,6 +167,8 @@ class Encoder4Editing(nn.Module):
       style_channels: FPN and style-block conv width (None: widths[3], official 512); must be widths[3].
       Any non-official size makes the style blocks' conv counts follow the feature maps (see
       `style_block_spatial`), so the parameter tree then depends on the input size.
+      fuse_style_blocks: run the style blocks that share a feature map as one stack (fused_styles.py;
+        same parameters, same maths); used by `apply` only (`init` builds the per-block tree).
 
     x: (B, H, W, Cin) images in [-1, 1] (official: 256x256; cars 192x256).
     progressive_stage: see `stage_mask`; ignored in 'psp' mode. A traced int gives the same result as
@@ -182,6 +185,7 @@ class Encoder4Editing(nn.Module):
     widths: tuple[int, ...] | None = None
     units: tuple[int, ...] | None = None
     style_channels: int | None = None
+    fuse_style_blocks: bool = False
 
     def sizes(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         """Resolved (widths, units, style_channels); raises ValueError for unusable combinations."""
@@ -213,14 +217,18 @@ class Encoder4Editing(nn.Module):
         p2 = upsample_bilinear_align_corners(c3, c2.shape[1:3], self.precision) + lateral("latlayer1")(c2)
         p1 = upsample_bilinear_align_corners(p2, c1.shape[1:3], self.precision) + lateral("latlayer2")(c1)
 
-        styles = []
-        for i in range(self.n_styles):
-            level = 0 if i < COARSE_IND else 1 if i < MIDDLE_IND else 2
-            feat = (c3, p2, p1)[level]
-            spatial = style_block_spatial(feat.shape[1:3], NOMINAL_SPATIAL[level], follow_map=not official)
-            block = GradualStyleBlock(channels, spatial, w_dim=STYLE_DIM, name=f"styles_{i}", **kw)
-            styles.append(block(feat).astype(jnp.float32))
-        s = jnp.stack(styles, axis=1)  # (B, n_styles, 512)
+        feats = (c3, p2, p1)
+        levels = [0 if i < COARSE_IND else 1 if i < MIDDLE_IND else 2 for i in range(self.n_styles)]
+        if self.fuse_style_blocks and not self.is_initializing():
+            s = fused_style_blocks(self.variables["params"], feats, levels, self.dtype, self.precision)
+        else:
+            styles = []
+            for i, level in enumerate(levels):
+                spatial = style_block_spatial(feats[level].shape[1:3], NOMINAL_SPATIAL[level],
+                                              follow_map=not official)
+                block = GradualStyleBlock(channels, spatial, w_dim=STYLE_DIM, name=f"styles_{i}", **kw)
+                styles.append(block(feats[level]).astype(jnp.float32))
+            s = jnp.stack(styles, axis=1)  # (B, n_styles, 512)
         if self.mode == "psp":
             return s
         w0 = s[:, :1]

@@ -1,0 +1,71 @@
+"""Inference-time fusion of the GradualStyleBlocks that read the same feature map.
+
+The e4e encoder runs one GradualStyleBlock per style (18 at 1024²): 3 read c3, 4 read p2 and 11 read p1,
+each a stack of 3x3 stride-2 convs of `C` channels, LeakyReLU(0.01) and an EqualLinear. Run one by one,
+the blocks of a level read their shared input once each and issue many small kernels. Here the blocks
+of a level run together on the same parameters (no new weights, same maths, float sums reordered):
+
+  conv 0:     one dense conv C -> n*C (the n kernels concatenated on the output axis);
+  conv j > 0: one grouped conv, feature_group_count=n (block g sees only its own C channels);
+  linear:     one batched matmul 'bnc,ncd->bnd'.
+
+`fused_style_blocks` is a pure function of the 'styles_{i}' parameter trees of `Encoder4Editing`
+(see encoder.py for their layout); the encoder calls it when `fuse_style_blocks=True` (inference).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+from jax import lax
+
+Dtype = Any
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _n_convs(block_params: dict) -> int:
+    return sum(k.startswith("convs_") for k in block_params)
+
+
+def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision: Any = None):
+    """Run n GradualStyleBlocks with the same conv count on the same map as one stack.
+
+    blocks: n parameter trees {'convs_{j}': {'kernel' (3,3,C,C), 'bias' (C,)}, 'linear': {'weight' (C,D),
+    'bias' (D,)}}; x: (B, H, W, C). Returns (B, n, D) in `dtype`, equal (up to float rounding) to
+    stacking the blocks' outputs.
+    """
+    n = len(blocks)
+    depth = _n_convs(blocks[0])
+    if any(_n_convs(b) != depth for b in blocks):
+        raise ValueError("fused style blocks of one level must have the same number of convs")
+    x = x.astype(dtype)
+    for j in range(depth):
+        name = f"convs_{j}"
+        kernel = jnp.concatenate([b[name]["kernel"] for b in blocks], axis=-1).astype(dtype)
+        bias = jnp.concatenate([b[name]["bias"] for b in blocks]).astype(dtype)
+        x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS,
+                                     feature_group_count=1 if j == 0 else n, precision=precision)
+        x = x + bias
+        x = jnp.where(x >= 0, x, 0.01 * x)  # LeakyReLU(0.01), as nn.leaky_relu
+    if x.shape[1:3] != (1, 1):
+        raise ValueError(f"fused style blocks left a {x.shape[1]}x{x.shape[2]} map; the input image is too "
+                         f"large for this encoder (official inputs: 256x256, cars 192x256)")
+    c = x.shape[-1] // n
+    x = x.reshape(x.shape[0], n, c)
+    weight = jnp.stack([b["linear"]["weight"] for b in blocks]) * (1.0 / math.sqrt(c))  # EqualLinear, lr_mul 1
+    bias = jnp.stack([b["linear"]["bias"] for b in blocks])
+    return jnp.einsum("bnc,ncd->bnd", x, weight.astype(dtype), precision=precision) + bias.astype(dtype)
+
+
+def fused_style_blocks(params: dict, feats: Sequence, levels: Sequence[int], dtype: Dtype = jnp.float32,
+                       precision: Any = None):
+    """All styles of the encoder: params holds 'styles_{i}' for i < len(levels); levels[i] indexes `feats`
+    (0: c3, 1: p2, 2: p1). Returns (B, n_styles, D) float32, styles in order."""
+    out = [None] * len(levels)
+    for level in sorted(set(levels)):
+        idx = [i for i, lv in enumerate(levels) if lv == level]
+        y = fused_level([params[f"styles_{i}"] for i in idx], feats[level], dtype, precision)
+        for k, i in enumerate(idx):
+            out[i] = y[:, k].astype(jnp.float32)
+    return jnp.stack(out, axis=1)
