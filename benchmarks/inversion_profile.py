@@ -47,10 +47,13 @@ def build(dtype: str, fuse: bool, modulation: str = "auto", upsample: str = "aut
 
     cfg = StyleGAN2Config.rosinality(SIZE, 2)
     encoder = Encoder4Editing(n_styles=N_STYLES, dtype=DTYPES[dtype], fuse_style_blocks=fuse)
-    enc_vars = jax.jit(Encoder4Editing(n_styles=N_STYLES).init)(jax.random.key(1), jnp.zeros((1, INPUT, INPUT, 3)))
+    # Initialised on the host: on the GPU, init's forward pass would autotune every conv once more.
+    with jax.default_device(jax.devices("cpu")[0]):
+        enc_vars = jax.jit(Encoder4Editing(n_styles=N_STYLES).init)(jax.random.key(1), jnp.zeros((1, INPUT, INPUT, 3)))
+        gen_vars = init_variables(cfg, jax.random.key(0))
     generator = Generator(cfg, modulation=resolve_modulation(modulation), dtype=DTYPES[dtype],
                           upsample=resolve_upsample(upsample))
-    variables = {"encoder": enc_vars, "generator": init_variables(cfg, jax.random.key(0)),
+    variables = {"encoder": enc_vars, "generator": gen_vars,
                  "latent_avg": jnp.asarray(np.random.default_rng(0).normal(0, 0.1, (cfg.n_latent, 512)), jnp.float32)}
     return E4EModel(encoder, generator, variables, (INPUT, INPUT), None, "random")
 
@@ -75,6 +78,10 @@ def top_kernels(trace_dir: str, iters: int, n: int = 25) -> list[dict]:
                 for ev in line.events:
                     totals[ev.name] += ev.duration_ns
                     counts[ev.name] += 1
+    if not totals:
+        names = [(plane.name, [l.name for l in plane.lines]) for path in glob.glob(
+            os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True) for plane in ProfileData.from_file(path).planes]
+        return [{"op": "no GPU op events found", "planes": str(names)[:2000]}]
     total = sum(totals.values()) or 1
     rows = [{"op": name, "ms_per_call": round(ns / iters / 1e6, 3), "share": round(ns / total, 3),
              "launches_per_call": counts[name] // iters} for name, ns in totals.most_common(n)]
@@ -88,7 +95,14 @@ def top_kernels(trace_dir: str, iters: int, n: int = 25) -> list[dict]:
     return rows
 
 
-def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool) -> dict:
+def log(msg: str, _t0=[None]) -> None:
+    import time
+
+    _t0[0] = _t0[0] or time.time()
+    print(f"[{time.time() - _t0[0]:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool, count_flops: bool = True) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -96,25 +110,42 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool) -> dict
     from benchmarks.common import peak_memory_bytes, time_fn
     from e4e_jax import inversion
 
+    log(f"{dtype} fuse={fuse} batch={batch}: building")
     model = build(dtype, fuse)
-    v = jax.device_put(model.variables)
+    v = jax.device_put(model.variables, jax.devices()[0])  # built on the host: move them once
     rng = np.random.default_rng(0)
-    xs = [jax.device_put(rng.uniform(-1, 1, (batch, INPUT, INPUT, 3)).astype(np.float32)) for _ in range(3)]
+    xs = [jax.device_put(rng.uniform(-1, 1, (batch, INPUT, INPUT, 3)).astype(np.float32), jax.devices()[0])
+          for _ in range(3)]
     invert = inversion.make_invert_fn(model)
     enc = jax.jit(lambda v, x: inversion.encode(model, v, x))
     gen = jax.jit(lambda v, w: model.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const"))
     ws = [enc(v, x) for x in xs]
+    log("encoder compiled and run")
     row = {"dtype": dtype, "fuse_style_blocks": fuse, "batch": batch}
     t = time_fn(lambda i: jax.block_until_ready(invert(v, xs[i % 3])), iters=iters)
     row.update(ms=round(t["median_s"] * 1e3, 2), img_per_s=round(batch / t["median_s"], 1),
                compile_s=round(t["first_call_s"], 1))
+    log(f"inversion timed: {row['ms']} ms")
     row["peak_mem_gib"] = round((peak_memory_bytes() or 0) / 2 ** 30, 2)
     te = time_fn(lambda i: jax.block_until_ready(enc(v, xs[i % 3])), iters=iters)
     tg = time_fn(lambda i: jax.block_until_ready(gen(v, ws[i % 3])), iters=iters)
+    log("encoder and generator timed")
     row.update(encoder_ms=round(te["median_s"] * 1e3, 2), generator_ms=round(tg["median_s"] * 1e3, 2))
+    print("ROW " + json.dumps(row), flush=True)  # timings first: the rest may be cut short
+    if trace:
+        d = tempfile.mkdtemp()
+        with jax.profiler.trace(d):
+            for i in range(3):
+                jax.block_until_ready(invert(v, xs[i % 3]))
+        log("traced")
+        for k in top_kernels(d, 3):
+            print("KERNEL " + json.dumps(k), flush=True)
+        log("trace read")
     # Model FLOPs of the official formulation (per-block style convs, transposed conv + blur), whatever
     # the timed program's implementation, so that every row divides the same work.
     ref = build("float32", False, modulation="activation", upsample="transpose")
+    if not count_flops:
+        return row
     x1 = jnp.zeros((1, INPUT, INPUT, 3))
     f_enc = flops_per_image(jax.jit(lambda v, x: inversion.encode(ref, v, x)), ref.variables, x1)
     f_gen = flops_per_image(jax.jit(lambda v, w: ref.generator.apply(v["generator"], w, input_is_latent=True,
@@ -127,12 +158,7 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool) -> dict
                frac_of_peak=round(tflops / PEAK_TFLOPS[dtype], 3),
                encoder_tflop_s=round(f_enc * batch / te["median_s"] / 1e12, 1),
                generator_tflop_s=round(f_gen * batch / tg["median_s"] / 1e12, 1))
-    if trace:
-        d = tempfile.mkdtemp()
-        with jax.profiler.trace(d):
-            for i in range(3):
-                jax.block_until_ready(invert(v, xs[i % 3]))
-        row["top_kernels"] = top_kernels(d, 3)
+    log("FLOPs counted")
     return row
 
 
@@ -144,10 +170,11 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--trace", action="store_true", help="kernel profile of each configuration")
     p.add_argument("--json", default=None)
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (device independent)")
     p.add_argument("--one", nargs=2, metavar=("DTYPE", "FUSE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        row = run_one(args.one[0], bool(int(args.one[1])), args.batch, args.iters, args.trace)
+        row = run_one(args.one[0], bool(int(args.one[1])), args.batch, args.iters, args.trace, not args.no_flops)
         print("ROW " + json.dumps(row), flush=True)
         return
     from benchmarks.common import device_info
@@ -158,14 +185,15 @@ def main() -> None:
     for dtype in args.dtypes:
         for fuse in args.fuse:
             cmd = [sys.executable, __file__, "--one", dtype, str(fuse), "--batch", str(args.batch),
-                   "--iters", str(args.iters)] + (["--trace"] if args.trace else [])
+                   "--iters", str(args.iters)] + (["--trace"] if args.trace else []) + \
+                  (["--no-flops"] if args.no_flops else [])
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             lines = [l for l in out.stdout.splitlines() if l.startswith("ROW ")]
             if out.returncode or not lines:
                 print(f"{dtype} fuse={fuse} failed:\n{out.stderr[-3000:]}", flush=True)
                 continue
             row = json.loads(lines[-1][4:])
-            kernels = row.pop("top_kernels", None)
+            kernels = [json.loads(l[7:]) for l in out.stdout.splitlines() if l.startswith("KERNEL ")]
             rows.append(row)
             print(json.dumps(row), flush=True)
             for k in kernels or []:

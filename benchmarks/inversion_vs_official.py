@@ -85,6 +85,8 @@ def main() -> None:
     p.add_argument("--upsample", default="auto")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--skip-official-timing", action="store_true")
+    p.add_argument("--fuse-style-blocks", type=int, nargs="+", default=[0],
+                   help="time ours with these fuse_style_blocks values (0/1)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
@@ -122,7 +124,8 @@ def main() -> None:
     x = rng.uniform(-1, 1, (2, 256, 256, 3)).astype(np.float32)
     ref_codes, ref_img = official_invert(torch.from_numpy(x.transpose(0, 3, 1, 2)).cuda())
     ref_codes, ref_img = ref_codes.cpu().numpy(), ref_img.cpu().numpy().transpose(0, 2, 3, 1)
-    model = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, precision="highest")
+    model = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, precision="highest",
+                               fuse_style_blocks=bool(max(args.fuse_style_blocks)))
     codes, img = inversion.make_invert_fn(model)(model.variables, jnp.asarray(x))
     print(f"parity (fp32 'highest' ours vs official TF32): latents max|d| {np.abs(np.asarray(codes) - ref_codes).max():.2e} "
           f"(max|ref| {np.abs(ref_codes).max():.2f}); images max|d| {np.abs(np.asarray(img) - ref_img).max():.2e} "
@@ -134,17 +137,21 @@ def main() -> None:
         if not args.skip_official_timing:
             tx = [torch.from_numpy(a.transpose(0, 3, 1, 2)).cuda() for a in xs]
             it = iter(range(10 ** 9))
+            torch.cuda.reset_peak_memory_stats()
             t = time_torch(lambda: official_invert(tx[next(it) % 3]), args.iters)
             rows.append({"impl": "official-pytorch", "dtype": "float32(tf32)", "batch": b,
-                         "ms": round(t * 1e3, 2), "img_per_s": round(b / t, 1)})
+                         "ms": round(t * 1e3, 2), "img_per_s": round(b / t, 1),
+                         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)})
             print(rows[-1], flush=True)
-        for dtype in args.dtypes:
-            m = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, dtype=dtype, upsample=args.upsample)
+        for dtype, fuse in [(d, f) for d in args.dtypes for f in args.fuse_style_blocks]:
+            m = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, dtype=dtype, upsample=args.upsample,
+                                   fuse_style_blocks=bool(fuse))
             fn = inversion.make_invert_fn(m)
             v = jax.device_put(m.variables)
             jx = [jax.device_put(a) for a in xs]
             t = time_fn(lambda i: jax.block_until_ready(fn(v, jx[i % 3])), iters=args.iters)
-            rows.append({"impl": f"e4e-jax[{m.generator.modulation},{m.generator.upsample}]", "dtype": dtype if dtype != "float32" else "float32(tf32)",
+            tag = ",fused" if fuse else ""
+            rows.append({"impl": f"e4e-jax[{m.generator.modulation},{m.generator.upsample}{tag}]", "dtype": dtype if dtype != "float32" else "float32(tf32)",
                          "batch": b, "ms": round(t["median_s"] * 1e3, 2), "img_per_s": round(b / t["median_s"], 1),
                          "compile_s": round(t["first_call_s"], 1)})
             print(rows[-1], flush=True)

@@ -44,7 +44,7 @@ class E4EModel:
 
 
 def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None,
-             upsample: str = "auto", fuse_style_blocks: bool = False) -> E4EModel:
+             upsample: str = "auto", fuse_style_blocks: bool = True) -> E4EModel:
     """Build the encoder and generator of an `e4e` bundle (raises BundleError for other kinds).
 
     fuse_style_blocks: run the style blocks that share a feature map as one stack (inference only; same

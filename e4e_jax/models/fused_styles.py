@@ -5,8 +5,11 @@ each a stack of 3x3 stride-2 convs of `C` channels, LeakyReLU(0.01) and an Equal
 the blocks of a level read their shared input once each and issue many small kernels. Here the blocks
 of a level run together on the same parameters (no new weights, same maths, float sums reordered):
 
-  conv 0:     one dense conv C -> n*C (the n kernels concatenated on the output axis);
-  conv j > 0: one grouped conv, feature_group_count=n (block g sees only its own C channels);
+  conv 0:     one dense conv C -> n*C (the n kernels concatenated on the output axis): the shared map is
+              read once and the largest conv of each block (it runs at the highest resolution) becomes
+              one wide GEMM;
+  conv j > 0: per block on its C channels (or, `grouped=True`, one grouped conv with
+              feature_group_count=n; XLA's GPU autotuner can take minutes on those);
   linear:     one batched matmul 'bnc,ncd->bnd'.
 
 `fused_style_blocks` is a pure function of the 'styles_{i}' parameter trees of `Encoder4Editing`
@@ -28,7 +31,15 @@ def _n_convs(block_params: dict) -> int:
     return sum(k.startswith("convs_") for k in block_params)
 
 
-def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision: Any = None):
+def _conv_s2(x, kernel, bias, groups: int, precision):
+    """3x3 stride-2 conv (pad 1) + bias + LeakyReLU(0.01), as GradualStyleBlock's nn.Conv + nn.leaky_relu."""
+    x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS,
+                                 feature_group_count=groups, precision=precision) + bias
+    return jnp.where(x >= 0, x, 0.01 * x)
+
+
+def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision: Any = None,
+                grouped: bool = False):
     """Run n GradualStyleBlocks with the same conv count on the same map as one stack.
 
     blocks: n parameter trees {'convs_{j}': {'kernel' (3,3,C,C), 'bias' (C,)}, 'linear': {'weight' (C,D),
@@ -40,14 +51,25 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
     if any(_n_convs(b) != depth for b in blocks):
         raise ValueError("fused style blocks of one level must have the same number of convs")
     x = x.astype(dtype)
-    for j in range(depth):
+
+    def stacked(j):
         name = f"convs_{j}"
-        kernel = jnp.concatenate([b[name]["kernel"] for b in blocks], axis=-1).astype(dtype)
-        bias = jnp.concatenate([b[name]["bias"] for b in blocks]).astype(dtype)
-        x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS,
-                                     feature_group_count=1 if j == 0 else n, precision=precision)
-        x = x + bias
-        x = jnp.where(x >= 0, x, 0.01 * x)  # LeakyReLU(0.01), as nn.leaky_relu
+        return (jnp.concatenate([b[name]["kernel"] for b in blocks], axis=-1).astype(dtype),
+                jnp.concatenate([b[name]["bias"] for b in blocks]).astype(dtype))
+
+    if depth:
+        x = _conv_s2(x, *stacked(0), 1, precision)
+    if grouped:
+        for j in range(1, depth):
+            x = _conv_s2(x, *stacked(j), n, precision)
+    elif depth > 1:
+        c = x.shape[-1] // n
+        parts = [x[..., g * c:(g + 1) * c] for g in range(n)]
+        for j in range(1, depth):
+            name = f"convs_{j}"
+            parts = [_conv_s2(xg, b[name]["kernel"].astype(dtype), b[name]["bias"].astype(dtype), 1, precision)
+                     for xg, b in zip(parts, blocks)]
+        x = jnp.concatenate(parts, axis=-1)
     if x.shape[1:3] != (1, 1):
         raise ValueError(f"fused style blocks left a {x.shape[1]}x{x.shape[2]} map; the input image is too "
                          f"large for this encoder (official inputs: 256x256, cars 192x256)")
@@ -59,13 +81,13 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
 
 
 def fused_style_blocks(params: dict, feats: Sequence, levels: Sequence[int], dtype: Dtype = jnp.float32,
-                       precision: Any = None):
+                       precision: Any = None, grouped: bool = False):
     """All styles of the encoder: params holds 'styles_{i}' for i < len(levels); levels[i] indexes `feats`
     (0: c3, 1: p2, 2: p1). Returns (B, n_styles, D) float32, styles in order."""
     out = [None] * len(levels)
     for level in sorted(set(levels)):
         idx = [i for i, lv in enumerate(levels) if lv == level]
-        y = fused_level([params[f"styles_{i}"] for i in idx], feats[level], dtype, precision)
+        y = fused_level([params[f"styles_{i}"] for i in idx], feats[level], dtype, precision, grouped)
         for k, i in enumerate(idx):
             out[i] = y[:, k].astype(jnp.float32)
     return jnp.stack(out, axis=1)
