@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from e4e_jax.models.encoder import stage_mask
 from e4e_jax.training import networks, presets
@@ -51,6 +52,7 @@ def small_config(**overrides):
     c.data.image_size = (8, 8)
     c.output_size = (8, 8)
     c.encoder.arch = "small_test"
+    c.encoder.kwargs = ml_collections.ConfigDict()  # tiny's IR-SE sizes do not apply to SmallEncoder
     c.lpips_lambda = 0.0
     c.batch_size = 8
     c.progressive_start = 1
