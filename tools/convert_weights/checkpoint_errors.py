@@ -1,0 +1,45 @@
+"""Errors raised by the safe checkpoint reader (`tools.convert_weights.safe_torch`).
+
+Both are ``ValueError`` subclasses and name the file once `load_checkpoint` has attached its path.
+Import them from `safe_torch`; this module only keeps them apart from the reader's other parts.
+"""
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "UnsafePickleError"]
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable checkpoint (corrupt, truncated, empty, unsupported content).
+
+    The message starts with the file's path once `load_checkpoint` has attached it.
+    """
+
+    def __init__(self, message: str, path: str | None = None):
+        self.message = message
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+    def located(self, path: str) -> "CheckpointError":
+        return CheckpointError(self.message, path)
+
+
+class UnsafePickleError(CheckpointError):
+    """The pickle references a global outside the allow-list; nothing was called.
+
+    Attribute ``global_name`` is the refused ``module.name``.
+    """
+
+    def __init__(self, global_name: str, path: str | None = None, detail: str | None = None):
+        self.global_name = global_name
+        self.detail = detail
+        message = (
+            f"refused to load global '{global_name}': "
+            + (detail or "it is not a tensor-rebuilding or plain-data constructor")
+            + ". Nothing from the file was executed; if the file is trusted and this type is "
+            "harmless, teach tools/convert_weights/safe_torch.py about it (never unpickle it with "
+            "plain pickle/torch.load)"
+        )
+        super().__init__(message, path)
+
+    def located(self, path: str) -> "UnsafePickleError":
+        return UnsafePickleError(self.global_name, path, self.detail)
