@@ -86,6 +86,19 @@ def test_e4e_latents(setup, e4e_apply, stage):
         assert _err(py, ours) <= 1e-5 * max(1.0, float(np.abs(r).max()))
 
 
+def test_fused_style_heads_match_torch(setup):
+    """fuse_style_blocks (inference default of load_e4e) against the official-layout reference."""
+    enc = setup["enc"]
+    enc.progressive_stage = 18
+    with torch.no_grad():
+        r = enc(torch.from_numpy(setup["images"])).numpy()
+    fused = Encoder4Editing(n_styles=N_STYLES, precision="highest", fuse_style_blocks=True)
+    ours = jax.jit(fused.apply)(setup["variables"]["encoder"], setup["x"])
+    err = _err(ours, r)
+    print(f"fused style heads: max err {err:.2e}, max |ref| {np.abs(r).max():.2f}")
+    assert err <= _tol(r), err
+
+
 def test_psp_mode(setup):
     psp = ref.GradualStyleEncoder(50, "ir_se", stylegan_size=SIZE).eval()
     psp.load_state_dict(setup["enc"].state_dict())
