@@ -182,7 +182,7 @@ def test_train_mode_updates_batch_stats(small_model):
 @pytest.mark.parametrize("sizes,n_styles,hw", [(SMALL, N_STYLES, (32, 32)),
                                                 (dict(widths=(8, 16, 16, 32), units=(1, 1, 1, 1)), 18, (64, 48))])
 def test_fused_style_blocks_match_per_block(sizes, n_styles, hw):
-    """fuse_style_blocks (dense first conv + grouped convs + batched linear) on the same parameters."""
+    """fuse_style_blocks (one dense first conv + per-block convs + batched linear) on the same parameters."""
     x = _images(hw, batch=3, seed=4)
     plain = Encoder4Editing(n_styles=n_styles, precision="highest", **sizes)
     variables = plain.init(jax.random.PRNGKey(3), x)
@@ -198,15 +198,3 @@ def test_fused_style_blocks_match_per_block(sizes, n_styles, hw):
     # init of the fused module builds the same per-block tree (bundles stay interchangeable).
     assert jax.tree.structure(fused.init(jax.random.PRNGKey(3), x)) == jax.tree.structure(variables)
 
-
-def test_fused_level_grouped_and_split_agree():
-    from e4e_jax.models.fused_styles import fused_level
-
-    model = Encoder4Editing(n_styles=N_STYLES, precision="highest", **SMALL)
-    x = _images((32, 32), batch=2, seed=6)
-    params = model.init(jax.random.PRNGKey(7), x)["params"]
-    blocks = [params[f"styles_{i}"] for i in range(3, 7)]  # the four p2 blocks (2 convs each at 32 px)
-    feat = jnp.asarray(np.random.RandomState(8).normal(size=(2, 4, 4, 128)).astype(np.float32))
-    a = fused_level(blocks, feat, precision="highest")
-    b = fused_level(blocks, feat, precision="highest", grouped=True)
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)

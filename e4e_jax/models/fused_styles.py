@@ -8,8 +8,8 @@ of a level run together on the same parameters (no new weights, same maths, floa
   conv 0:     one dense conv C -> n*C (the n kernels concatenated on the output axis): the shared map is
               read once and the largest conv of each block (it runs at the highest resolution) becomes
               one wide GEMM;
-  conv j > 0: per block on its C channels (or, `grouped=True`, one grouped conv with
-              feature_group_count=n; XLA's GPU autotuner can take minutes on those);
+  conv j > 0: per block on its C channels (small maps; a grouped conv, feature_group_count=n, would make
+              it one launch: not measured);
   linear:     one batched matmul 'bnc,ncd->bnd'.
 
 `fused_style_blocks` is a pure function of the 'styles_{i}' parameter trees of `Encoder4Editing`
@@ -31,15 +31,14 @@ def _n_convs(block_params: dict) -> int:
     return sum(k.startswith("convs_") for k in block_params)
 
 
-def _conv_s2(x, kernel, bias, groups: int, precision):
+def _conv_s2(x, kernel, bias, precision):
     """3x3 stride-2 conv (pad 1) + bias + LeakyReLU(0.01), as GradualStyleBlock's nn.Conv + nn.leaky_relu."""
     x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS,
-                                 feature_group_count=groups, precision=precision) + bias
+                                 precision=precision) + bias
     return jnp.where(x >= 0, x, 0.01 * x)
 
 
-def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision: Any = None,
-                grouped: bool = False):
+def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision: Any = None):
     """Run n GradualStyleBlocks with the same conv count on the same map as one stack.
 
     blocks: n parameter trees {'convs_{j}': {'kernel' (3,3,C,C), 'bias' (C,)}, 'linear': {'weight' (C,D),
@@ -52,22 +51,16 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
         raise ValueError("fused style blocks of one level must have the same number of convs")
     x = x.astype(dtype)
 
-    def stacked(j):
-        name = f"convs_{j}"
-        return (jnp.concatenate([b[name]["kernel"] for b in blocks], axis=-1).astype(dtype),
-                jnp.concatenate([b[name]["bias"] for b in blocks]).astype(dtype))
-
     if depth:
-        x = _conv_s2(x, *stacked(0), 1, precision)
-    if grouped:
-        for j in range(1, depth):
-            x = _conv_s2(x, *stacked(j), n, precision)
-    elif depth > 1:
+        kernel = jnp.concatenate([b["convs_0"]["kernel"] for b in blocks], axis=-1).astype(dtype)
+        bias = jnp.concatenate([b["convs_0"]["bias"] for b in blocks]).astype(dtype)
+        x = _conv_s2(x, kernel, bias, precision)
+    if depth > 1:
         c = x.shape[-1] // n
         parts = [x[..., g * c:(g + 1) * c] for g in range(n)]
         for j in range(1, depth):
             name = f"convs_{j}"
-            parts = [_conv_s2(xg, b[name]["kernel"].astype(dtype), b[name]["bias"].astype(dtype), 1, precision)
+            parts = [_conv_s2(xg, b[name]["kernel"].astype(dtype), b[name]["bias"].astype(dtype), precision)
                      for xg, b in zip(parts, blocks)]
         x = jnp.concatenate(parts, axis=-1)
     if x.shape[1:3] != (1, 1):
@@ -81,13 +74,13 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
 
 
 def fused_style_blocks(params: dict, feats: Sequence, levels: Sequence[int], dtype: Dtype = jnp.float32,
-                       precision: Any = None, grouped: bool = False):
+                       precision: Any = None):
     """All styles of the encoder: params holds 'styles_{i}' for i < len(levels); levels[i] indexes `feats`
     (0: c3, 1: p2, 2: p1). Returns (B, n_styles, D) float32, styles in order."""
     out = [None] * len(levels)
     for level in sorted(set(levels)):
         idx = [i for i, lv in enumerate(levels) if lv == level]
-        y = fused_level([params[f"styles_{i}"] for i in idx], feats[level], dtype, precision, grouped)
+        y = fused_level([params[f"styles_{i}"] for i in idx], feats[level], dtype, precision)
         for k, i in enumerate(idx):
             out[i] = y[:, k].astype(jnp.float32)
     return jnp.stack(out, axis=1)
