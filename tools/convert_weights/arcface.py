@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tools.convert_weights.e4e import _bn, detect_backbone, irse_to_variables
+from tools.convert_weights.sources import load_state_dict, single_source
 from tools.convert_weights.stylegan2 import KeyTracker
 
 _SIDE = {512 * 7 * 7: 112, 512 * 14 * 14: 224}
@@ -62,17 +63,7 @@ def state_to_variables(state: dict, source: str) -> tuple[dict, dict]:
 
 def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
-    from tools.convert_weights.safe_torch import load_checkpoint
-
-    if options:
-        raise ValueError(f"arcface: unknown options {sorted(options)}; this converter takes none")
-    if len(sources) != 1:
-        raise ValueError("arcface takes exactly one source file (model_ir_se50.pth)")
-    path = Path(sources[0])
-    obj = load_checkpoint(path)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict (model_ir_se50.pth is one), found a {type(obj).__name__}")
+    path = single_source("arcface", sources, options, "model_ir_se50.pth")
+    obj = load_state_dict(path, "model_ir_se50.pth is one")
     arch, variables = state_to_variables(dict(obj), str(path))
     return arch, variables, {"bundle_kind": "arcface"}

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.convert_weights.sources import load_state_dict, single_source
 from tools.convert_weights.stylegan2 import KeyTracker
 
 
@@ -53,19 +54,8 @@ def _fill(tree: dict, path: tuple[str, ...], collection: str, keys: KeyTracker) 
 
 def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
-    from tools.convert_weights.safe_torch import load_checkpoint
-
-    if options:
-        raise ValueError(f"inception: unknown options {sorted(options)}; this converter takes none")
-    if len(sources) != 1:
-        raise ValueError("inception takes exactly one source file (pt_inception-2015-12-05-6726825d.pth)")
-    path = Path(sources[0])
-    state = load_checkpoint(path)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor), found {type(state).__name__}")
-    state = {str(k): v for k, v in state.items()}
+    path = single_source("inception", sources, options, "pt_inception-2015-12-05-6726825d.pth")
+    state = {str(k): v for k, v in load_state_dict(path, "parameter name -> tensor").items()}
     if "fc.weight" not in state:
         hint = (" (this looks like a torchvision inception_v3 checkpoint with AuxLogits: FID needs the pytorch-fid "
                 "weights pt_inception-2015-12-05-6726825d.pth)" if any(k.startswith("AuxLogits.") for k in state)

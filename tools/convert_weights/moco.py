@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tools.convert_weights.sources import single_source
 from tools.convert_weights.stylegan2 import KeyTracker
 
 _IGNORED_PREFIXES = ("encoder_k.",)
@@ -97,11 +98,7 @@ def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
     from tools.convert_weights.safe_torch import load_checkpoint
 
-    if options:
-        raise ValueError(f"moco: unknown options {sorted(options)}; this converter takes none")
-    if len(sources) != 1:
-        raise ValueError("moco takes exactly one source file (the MoCo checkpoint)")
-    path = Path(sources[0])
+    path = single_source("moco", sources, options, "the MoCo checkpoint")
     state = _state_dict(load_checkpoint(path), path)
     root = "module." if any(str(k).startswith("module.") for k in state) else ""
     if not any(str(k).startswith(root + "encoder_q.") for k in state):
