@@ -108,9 +108,42 @@ def blur(x: jax.Array, taps: Sequence[float], pad: tuple[int, int], gain: float 
 
 
 def upsample2d(x: jax.Array, taps: Sequence[float], factor: int = 2) -> jax.Array:
-    """Rosinality `Upsample` (ToRGB skip path): ×factor with the FIR kernel · factor²."""
+    """Rosinality `Upsample` (ToRGB skip path): ×factor with the FIR kernel · factor².
+
+    Computed polyphase (`_fir_up_1d` per axis): the same sums as upfirdn2d over the zero-stuffed
+    input without the zero terms. x: (B, H, W, C) -> (B, factor·H, factor·W, C).
+    """
     p = len(taps) - factor
-    return upfirdn2d(x, taps, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), gain=factor ** 2)
+    pad0 = (p + 1) // 2 + factor - 1
+    taps = [t * factor for t in taps]  # gain factor² split over the two axes
+    return _fir_up_1d(_fir_up_1d(x, taps, factor, pad0, axis=1), taps, factor, pad0, axis=2)
+
+
+def _fir_up_1d(x: jax.Array, taps: Sequence[float], up: int, pad0: int, axis: int) -> jax.Array:
+    """Along `axis`: zero-insert ×up, pad `pad0` in front, valid FIR with `taps` (true convolution),
+    keeping up·n outputs — computed per output phase r from the input directly.
+
+    Output Y = up·t + r sums rt[j]·x[(Y + j − pad0)/up] over the j where that index is whole
+    (rt = reversed taps), i.e. taps at input offsets d = (r + j − pad0)/up from t.
+    """
+    n = x.shape[axis]
+    rt = list(reversed(taps))
+    phases = [[((r + j - pad0) // up, rt[j]) for j in range(len(rt)) if (r + j - pad0) % up == 0]
+              for r in range(up)]
+    offsets = [d for ph in phases for d, _ in ph]
+    lo, hi = max(0, -min(offsets)), max(0, max(offsets))
+    cfg = [(0, 0, 0)] * x.ndim
+    cfg[axis] = (lo, hi, 0)
+    xp = lax.pad(x, jnp.zeros((), x.dtype), cfg)
+    outs = []
+    for ph in phases:
+        acc = None
+        for d, c in ph:
+            term = lax.slice_in_dim(xp, lo + d, lo + d + n, axis=axis) * jnp.asarray(c, x.dtype)
+            acc = term if acc is None else acc + term
+        outs.append(jnp.zeros_like(lax.slice_in_dim(xp, 0, n, axis=axis)) if acc is None else acc)
+    y = jnp.stack(outs, axis=axis + 1)  # (..., n, up, ...) -> interleave the phases
+    return y.reshape(x.shape[:axis] + (n * up,) + x.shape[axis + 1:])
 
 
 # ----------------------------------------------------------------------------- modulated conv
@@ -220,11 +253,26 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demo
         ho, wo = y.shape[1], y.shape[2]
         return jnp.transpose(y.reshape(ho, wo, b, cout), (2, 0, 1, 3))
     if path == "activation":
+        if k == 1 and not up:
+            return _modulated_matmul(x, weight[0, 0], styles, demodulate, precision)
         y = _conv_or_transpose(x * styles[:, None, None, :].astype(dtype), weight.astype(dtype), up, 1, precision)
         if demodulate:
             y = y * _demod(weight, styles, precision)[:, None, None, :].astype(dtype)
         return y
     raise ValueError(f"unknown modulation path {path!r}; expected one of {MODULATION_PATHS}")
+
+
+def _modulated_matmul(x: jax.Array, weight: jax.Array, styles: jax.Array, demodulate: bool, precision) -> jax.Array:
+    """1×1 modulated conv (ToRGB) as a per-sample matmul with the modulated (Cin, Cout) weight.
+
+    x: (B, H, W, Cin); weight: (Cin, Cout); styles: (B, Cin) -> (B, H, W, Cout) in x.dtype. The
+    weights are tiny, so modulating them instead of x saves the pass that writes x·s over the whole
+    activation (the largest elementwise cost of the 1024² generator in the kernel profile).
+    """
+    wmod = weight[None] * styles[:, :, None]  # (B, Cin, Cout), float32
+    if demodulate:
+        wmod = wmod * lax.rsqrt(jnp.sum(jnp.square(wmod), axis=1, keepdims=True) + DEMOD_EPS)
+    return jnp.einsum("bhwc,bco->bhwo", x, wmod.astype(x.dtype), precision=precision)
 
 
 def _demod(weight: jax.Array, styles: jax.Array, precision) -> jax.Array:
