@@ -99,23 +99,38 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
                 mesh: Optional[jax.sharding.Mesh] = None):
     """Invert host batches from `data.folder.iter_batches`.
 
-    Yields (latents (b, n, 512), images (b, H', W', 3), paths, skipped) as numpy. Each batch is
-    padded to one size (a multiple of the local device count) so a single compilation serves the
-    run, and sharded over `mesh` (default: all local devices).
+    Yields (latents (b, n, 512), images (b, H', W', 3), paths, skipped) as numpy, in input order.
+    Each batch is padded to one size (a multiple of the local device count) so a single compilation
+    serves the run, and sharded over `mesh` (default: all local devices). One batch stays in flight:
+    batch i+1 is read and dispatched before batch i is copied back, so the device computes while
+    the host decodes the next images and the caller writes the previous results.
     """
     mesh = mesh or sharding.data_mesh(jax.local_devices())
     bs = sharding.round_up(batch_size, mesh.size)
     invert = make_invert_fn(model, mesh)
     variables = sharding.replicate(model.variables, mesh)
+
+    def fetch(pending):
+        parts, paths, skipped = pending
+        lat = np.concatenate([np.asarray(latents)[:n] for (latents, _), n in parts])
+        img = np.concatenate([np.asarray(recon)[:n] for (_, recon), n in parts])
+        return lat, img, paths, skipped
+
+    pending = None
     for images, paths, skipped in batches:
         b = images.shape[0]
         if b == 0:
+            if pending is not None:
+                yield fetch(pending)
+                pending = None
             yield np.zeros((0, model.gen_config.n_latent, 512), np.float32), None, paths, skipped
             continue
-        lat_parts, img_parts = [], []
+        parts = []
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
             chunk = images[start:start + bs]
-            latents, recon = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
-            lat_parts.append(np.asarray(latents)[: len(chunk)])
-            img_parts.append(np.asarray(recon)[: len(chunk)])
-        yield np.concatenate(lat_parts), np.concatenate(img_parts), paths, skipped
+            parts.append((invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh)), len(chunk)))
+        if pending is not None:
+            yield fetch(pending)
+        pending = (parts, paths, skipped)
+    if pending is not None:
+        yield fetch(pending)
