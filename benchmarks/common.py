@@ -28,6 +28,27 @@ def time_fn(fn: Callable[[int], object], *, warmup: int = 2, iters: int = 10) ->
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_call_s": first}
 
 
+def time_pipelined(launch: Callable[[int], object], sync: Callable[[object], None], *, iters: int = 10,
+                   repeats: int = 3, warmup: int = 2) -> dict[str, float]:
+    """Steady-state seconds per call, as a batch job runs: `iters` calls dispatched back to back and
+    one `sync` on the last result, so the host queues call i+1 while the device computes call i.
+
+    `launch(i)` starts call i and returns a handle; `sync(handle)` waits for it (JAX:
+    `jax.block_until_ready`; PyTorch: `torch.cuda.synchronize()`). Median and min over `repeats`.
+    """
+    for i in range(warmup):
+        sync(launch(i))
+    per_call = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        last = None
+        for i in range(iters):
+            last = launch(i)
+        sync(last)
+        per_call.append((time.perf_counter() - t0) / iters)
+    return {"median_s": statistics.median(per_call), "min_s": min(per_call)}
+
+
 def device_info() -> dict[str, str]:
     d = jax.devices()[0]
     return {"jax": jax.__version__, "backend": jax.default_backend(), "device": getattr(d, "device_kind", str(d)),

@@ -61,7 +61,24 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
                               precision=precision, fuse_style_blocks=fuse_style_blocks, **sizes)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
                           dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
+    if DTYPES[dtype] != jnp.float32:
+        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], DTYPES[dtype])}
     return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))
+
+
+def cast_conv_kernels(tree: dict, dtype) -> dict:
+    """The 4-D conv kernels of an encoder parameter tree stored in the compute dtype.
+
+    Every encoder conv casts its kernel to the compute dtype before use, so storing it cast gives the
+    same values and saves the cast of ~120M parameters (67 kernel launches) on every call. Other
+    parameters (BN statistics, PReLU slopes, EqualLinear weights scaled in float32 before their cast)
+    stay float32.
+    """
+    def cast(path, leaf):
+        name = getattr(path[-1], "key", None)
+        return leaf.astype(dtype) if name == "kernel" and np.ndim(leaf) == 4 else leaf
+
+    return jax.tree_util.tree_map_with_path(cast, tree)
 
 
 def encode(model: E4EModel, variables: dict, x: jax.Array) -> jax.Array:

@@ -135,3 +135,18 @@ def test_iter_invert_keeps_order_with_a_batch_in_flight(e4e_bundle):
         ref_lat, ref_img = invert(model.variables, jnp.asarray(x))
         np.testing.assert_allclose(lat, np.asarray(ref_lat), atol=1e-4)
         np.testing.assert_allclose(img, np.asarray(ref_img), atol=1e-4)
+
+
+def test_bf16_model_stores_conv_kernels_cast_with_the_same_result(e4e_bundle):
+    from e4e_jax import inversion
+
+    model = inversion.load_e4e(str(e4e_bundle), dtype="bfloat16")
+    _, stored = bundle.load(e4e_bundle, "e4e")
+    kinds = {str(l.dtype) for l in jax.tree.leaves(model.variables["encoder"]["params"]["backbone"])}
+    assert kinds == {"bfloat16", "float32"}  # conv kernels cast, BN / PReLU parameters kept
+    x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (2, 256, 256, 3)).astype(np.float32))
+    invert = inversion.make_invert_fn(model)
+    lat_cast, img_cast = invert(model.variables, x)
+    lat_f32, img_f32 = invert(stored, x)
+    np.testing.assert_array_equal(np.asarray(lat_cast), np.asarray(lat_f32))
+    np.testing.assert_array_equal(np.asarray(img_cast), np.asarray(img_f32))
