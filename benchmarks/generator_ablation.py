@@ -65,7 +65,7 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     import numpy as np
 
     from benchmarks.common import time_fn, time_pipelined
-    from benchmarks.inversion_profile import INPUT, build, log, top_kernels
+    from benchmarks.inversion_profile import INPUT, build, log, profile_calls
     from e4e_jax import inversion
 
     torgb, skip_up, upsample = variant.split("/")[:3]
@@ -80,9 +80,9 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     ws = [enc(v, x) for x in xs]
     tg = time_fn(lambda i: jax.block_until_ready(gen(v, ws[i % 3])), iters=iters)
     log(f"{variant}: generator {tg['median_s'] * 1e3:.2f} ms")
-    invert, v_inv = inversion.make_invert_fn(model), v
-    ti = time_fn(lambda i: jax.block_until_ready(invert(v_inv, xs[i % 3])), iters=iters)
-    tp = time_pipelined(lambda i: invert(v_inv, xs[i % 3]), jax.block_until_ready, iters=iters)
+    invert = inversion.make_invert_fn(model)
+    ti = time_fn(lambda i: jax.block_until_ready(invert(v, xs[i % 3])), iters=iters)
+    tp = time_pipelined(lambda i: invert(v, xs[i % 3]), jax.block_until_ready, iters=iters)
     row = {"variant": variant, "dtype": dtype, "batch": batch,
            "generator_ms": round(tg["median_s"] * 1e3, 2), "generator_compile_s": round(tg["first_call_s"], 1),
            "inversion_ms": round(ti["median_s"] * 1e3, 2), "inversion_img_per_s": round(batch / ti["median_s"], 1),
@@ -92,17 +92,9 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     np.save(os.path.join(tempfile.gettempdir(), f"gen_{variant.replace('/', '_')}_{dtype}.npy"), img[:4])
     print("ROW " + json.dumps(row), flush=True)
     if trace:
-        d = tempfile.mkdtemp()
-        with jax.profiler.trace(d):
-            for i in range(3):
-                jax.block_until_ready(gen(v, ws[i % 3]))
-        for k in top_kernels(d, 3, n=15):
+        for k in profile_calls(lambda i: gen(v, ws[i % 3]), n=15):
             print("KERNEL " + json.dumps(k), flush=True)
-        d = tempfile.mkdtemp()
-        with jax.profiler.trace(d):
-            for i in range(3):
-                jax.block_until_ready(invert(v_inv, xs[i % 3]))
-        for k in top_kernels(d, 3, n=25):
+        for k in profile_calls(lambda i: invert(v, xs[i % 3])):
             print("KERNEL inversion " + json.dumps(k), flush=True)
     return row
 

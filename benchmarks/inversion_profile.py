@@ -95,6 +95,17 @@ def top_kernels(trace_dir: str, iters: int, n: int = 25) -> list[dict]:
     return rows
 
 
+def profile_calls(call, n: int = 25, calls: int = 3) -> list[dict]:
+    """Top GPU kernels of `calls` runs of `call(i)` (which returns a JAX result), under jax.profiler."""
+    import jax
+
+    d = tempfile.mkdtemp()
+    with jax.profiler.trace(d):
+        for i in range(calls):
+            jax.block_until_ready(call(i))
+    return top_kernels(d, calls, n)
+
+
 def log(msg: str, _t0=[None]) -> None:
     import time
 
@@ -133,12 +144,9 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool, count_f
     row.update(encoder_ms=round(te["median_s"] * 1e3, 2), generator_ms=round(tg["median_s"] * 1e3, 2))
     print("ROW " + json.dumps(row), flush=True)  # timings first: the rest may be cut short
     if trace:
-        d = tempfile.mkdtemp()
-        with jax.profiler.trace(d):
-            for i in range(3):
-                jax.block_until_ready(invert(v, xs[i % 3]))
+        kernels = profile_calls(lambda i: invert(v, xs[i % 3]))
         log("traced")
-        for k in top_kernels(d, 3):
+        for k in kernels:
             print("KERNEL " + json.dumps(k), flush=True)
         log("trace read")
     # Model FLOPs of the official formulation (per-block style convs, transposed conv + blur), whatever
