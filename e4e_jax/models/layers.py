@@ -136,12 +136,12 @@ def _fir_up_1d(x: jax.Array, taps: Sequence[float], up: int, pad0: int, axis: in
     cfg[axis] = (lo, hi, 0)
     xp = lax.pad(x, jnp.zeros((), x.dtype), cfg)
     outs = []
-    for ph in phases:
-        acc = None
-        for d, c in ph:
-            term = lax.slice_in_dim(xp, lo + d, lo + d + n, axis=axis) * jnp.asarray(c, x.dtype)
-            acc = term if acc is None else acc + term
-        outs.append(jnp.zeros_like(lax.slice_in_dim(xp, 0, n, axis=axis)) if acc is None else acc)
+    for ph in phases:  # a phase's offsets are consecutive: a valid FIR over its window of xp
+        if not ph:
+            outs.append(jnp.zeros_like(lax.slice_in_dim(xp, 0, n, axis=axis)))
+            continue
+        window = lax.slice_in_dim(xp, lo + ph[0][0], lo + ph[-1][0] + n, axis=axis)
+        outs.append(_fir_1d(window, [c for _, c in reversed(ph)], axis))
     y = jnp.stack(outs, axis=axis + 1)  # (..., n, up, ...) -> interleave the phases
     return y.reshape(x.shape[:axis] + (n * up,) + x.shape[axis + 1:])
 
@@ -271,7 +271,7 @@ def _modulated_matmul(x: jax.Array, weight: jax.Array, styles: jax.Array, demodu
     """
     wmod = weight[None] * styles[:, :, None]  # (B, Cin, Cout), float32
     if demodulate:
-        wmod = wmod * lax.rsqrt(jnp.sum(jnp.square(wmod), axis=1, keepdims=True) + DEMOD_EPS)
+        wmod = wmod * _demod(weight[None, None], styles, precision)[:, None, :]
     return jnp.einsum("bhwc,bco->bhwo", x, wmod.astype(x.dtype), precision=precision)
 
 
