@@ -9,7 +9,9 @@ defaults `modulation=activation`, `upsample=subpixel`):
   * skip_up `polyphase` (default: per-phase 2-tap sums) or `zero_stuff` (upfirdn2d over the zero-inserted
             image, the official formulation);
   * upsample `subpixel` (GPU default) or `transpose`;
-  * an optional 4th field names an XLA flag set (XLA_FLAG_SETS), e.g. `matmul/polyphase/subpixel/cmdbuf`.
+  * an optional 4th field names an XLA flag set (XLA_FLAG_SETS), e.g. `matmul/polyphase/subpixel/cmdbuf`;
+  * an optional 5th field, the encoder's last style conv (output 1x1): `matmul` (default: one batched
+            matmul per level, fused_styles._tail_as_matmul) or `conv` (one 3x3 stride-2 conv per block).
 Times the generator alone and the whole inversion (official-size encoder with fused style heads ->
 + latent_avg -> generator). `--trace` adds the top GPU kernels of the generator and of the whole inversion.
 """
@@ -34,12 +36,22 @@ XLA_FLAG_SETS = {
     "cmdbuf": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN "
               "--xla_gpu_graph_min_graph_size=1",
     "nocmdbuf": "--xla_gpu_enable_command_buffer=",
+    # XLA lays float32 convs out NCHW by default (NHWC only for 16-bit types on Volta+).
+    "nhwc": "--xla_gpu_force_conv_nhwc=true",
 }
 
 
-def apply_variant(torgb: str, skip_up: str) -> None:
-    """Swap the chosen formulations into e4e_jax.models.layers (this process only)."""
-    from e4e_jax.models import layers
+def apply_variant(torgb: str, skip_up: str, tail: str = "matmul") -> None:
+    """Swap the chosen formulations into e4e_jax.models.layers / fused_styles (this process only)."""
+    from e4e_jax.models import fused_styles, layers
+
+    if tail == "conv":
+        def tail_as_convs(parts, kernels, biases, dtype, precision):
+            return [fused_styles._conv_s2(x, k.astype(dtype), bb.astype(dtype), precision)
+                    for x, k, bb in zip(parts, kernels, biases)]
+        fused_styles._tail_as_matmul = tail_as_convs
+    elif tail != "matmul":
+        raise ValueError(tail)
 
     if torgb == "conv":
         def conv_1x1(x, weight, styles, demodulate, precision):
@@ -68,8 +80,9 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     from benchmarks.inversion_profile import INPUT, build, log, profile_calls
     from e4e_jax import inversion
 
-    torgb, skip_up, upsample = variant.split("/")[:3]
-    apply_variant(torgb, skip_up)
+    fields = variant.split("/")
+    torgb, skip_up, upsample = fields[:3]
+    apply_variant(torgb, skip_up, (fields + ["none", "matmul"][len(fields) - 3:])[4])
     model = build(dtype, True, upsample=upsample)
     v = jax.device_put(model.variables, jax.devices()[0])
     rng = np.random.default_rng(0)

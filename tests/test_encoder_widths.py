@@ -198,3 +198,20 @@ def test_fused_style_blocks_match_per_block(sizes, n_styles, hw):
     # init of the fused module builds the same per-block tree (bundles stay interchangeable).
     assert jax.tree.structure(fused.init(jax.random.PRNGKey(3), x)) == jax.tree.structure(variables)
 
+
+
+@pytest.mark.parametrize("hw", [(2, 2), (1, 2), (2, 1), (1, 1)])
+def test_style_tail_matmul_equals_stride2_conv(hw):
+    """The last style conv (output 1x1) as a batched matmul over the kernel taps that meet the map."""
+    from e4e_jax.models import fused_styles
+
+    rng = np.random.default_rng(7)
+    n, b, c, o = 3, 2, 5, 4
+    parts = [jnp.asarray(rng.normal(size=(b, *hw, c)), jnp.float32) for _ in range(n)]
+    kernels = [jnp.asarray(rng.normal(size=(3, 3, c, o)), jnp.float32) for _ in range(n)]
+    biases = [jnp.asarray(rng.normal(size=(o,)), jnp.float32) for _ in range(n)]
+    got = fused_styles._tail_as_matmul(parts, kernels, biases, jnp.float32, "highest")
+    for g in range(n):
+        want = fused_styles._conv_s2(parts[g], kernels[g], biases[g], "highest")
+        assert want.shape == got[g].shape == (b, 1, 1, o)
+        np.testing.assert_allclose(np.asarray(got[g]), np.asarray(want), rtol=1e-6, atol=1e-5)

@@ -9,7 +9,9 @@ of a level run together on the same parameters (no new weights, same maths, floa
               read once and the largest conv of each block (it runs at the highest resolution) becomes
               one wide GEMM;
   conv j > 0: per block on its C channels (small maps; a grouped conv, feature_group_count=n, would make
-              it one launch: not measured);
+              it one launch: not measured), except the last one, whose output is 1x1: from a map of at most
+              2x2 only its kernel's centre taps reach the output, so all n blocks run it as one batched
+              matmul (as convs, cuDNN ran 18 tiny launches in float32 on a slow NCHW FFMA kernel);
   linear:     one batched matmul 'bnc,ncd->bnd'.
 
 `fused_style_blocks` is a pure function of the 'styles_{i}' parameter trees of `Encoder4Editing`
@@ -38,6 +40,21 @@ def _conv_s2(x, kernel, bias, precision):
     return jnp.where(x >= 0, x, 0.01 * x)
 
 
+def _tail_as_matmul(parts, kernels, biases, dtype, precision):
+    """n stride-2 3x3 convs (pad 1) whose output is 1x1, as one batched matmul.
+
+    parts: n maps (B, H, W, C) with H, W <= 2; kernels: n (3, 3, C, Cout); biases: n (Cout,).
+    Output row/column 0 reads input rows/columns -1..1 (pad 1), so kernel taps [1:1+H, 1:1+W] meet the
+    map and the rest meet padding. Returns n maps (B, 1, 1, Cout) after bias + LeakyReLU(0.01).
+    """
+    b, h, w, c = parts[0].shape
+    x = jnp.stack([p.reshape(b, h * w * c) for p in parts])                    # (n, B, HWC)
+    k = jnp.stack([kk[1:1 + h, 1:1 + w].reshape(h * w * c, -1) for kk in kernels]).astype(dtype)
+    y = jnp.einsum("nbk,nko->nbo", x, k, precision=precision) + jnp.stack(biases).astype(dtype)[:, None]
+    y = jnp.where(y >= 0, y, 0.01 * y)
+    return [y[g].reshape(b, 1, 1, -1) for g in range(len(parts))]
+
+
 def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision: Any = None):
     """Run n GradualStyleBlocks with the same conv count on the same map as one stack.
 
@@ -60,6 +77,10 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
         parts = [x[..., g * c:(g + 1) * c] for g in range(n)]
         for j in range(1, depth):
             name = f"convs_{j}"
+            if max(parts[0].shape[1:3]) <= 2:
+                parts = _tail_as_matmul(parts, [b[name]["kernel"] for b in blocks],
+                                        [b[name]["bias"] for b in blocks], dtype, precision)
+                continue
             parts = [_conv_s2(xg, b[name]["kernel"].astype(dtype), b[name]["bias"].astype(dtype), precision)
                      for xg, b in zip(parts, blocks)]
         x = jnp.concatenate(parts, axis=-1)
