@@ -36,9 +36,17 @@ XLA_FLAG_SETS = {
     "cmdbuf": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN "
               "--xla_gpu_graph_min_graph_size=1",
     "nocmdbuf": "--xla_gpu_enable_command_buffer=",
-    # XLA lays float32 convs out NCHW by default (NHWC only for 16-bit types on Volta+).
+    # NHWC for every cuDNN conv, whatever XLA's layout heuristic picks (float32 included).
     "nhwc": "--xla_gpu_force_conv_nhwc=true",
 }
+
+
+def parse_variant(variant: str) -> list[str]:
+    """'TORGB/SKIP_UP/UPSAMPLE[/FLAG_SET[/TAIL]]' -> the five fields, defaults filled in."""
+    fields = variant.split("/")
+    if not 3 <= len(fields) <= 5:
+        raise ValueError(f"variant {variant!r}: expected TORGB/SKIP_UP/UPSAMPLE[/FLAG_SET[/TAIL]]")
+    return fields + ["none", "matmul"][len(fields) - 3:]
 
 
 def apply_variant(torgb: str, skip_up: str, tail: str = "matmul") -> None:
@@ -80,9 +88,8 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     from benchmarks.inversion_profile import INPUT, build, log, profile_calls
     from e4e_jax import inversion
 
-    fields = variant.split("/")
-    torgb, skip_up, upsample = fields[:3]
-    apply_variant(torgb, skip_up, (fields + ["none", "matmul"][len(fields) - 3:])[4])
+    torgb, skip_up, upsample, _, tail = parse_variant(variant)
+    apply_variant(torgb, skip_up, tail)
     model = build(dtype, True, upsample=upsample)
     v = jax.device_put(model.variables, jax.devices()[0])
     rng = np.random.default_rng(0)
@@ -135,7 +142,7 @@ def main() -> None:
     for k, name in enumerate(args.variants):
         if args.dump:
             env = {**env, "XLA_FLAGS": f"--xla_dump_to={args.dump} --xla_dump_hlo_as_text" if k == 0 else ""}
-        flags = XLA_FLAG_SETS[(name.split("/") + ["none"])[3]]
+        flags = XLA_FLAG_SETS[parse_variant(name)[3]]
         env_k = {**env, "XLA_FLAGS": " ".join(f for f in (env.get("XLA_FLAGS", ""), flags) if f)}
         cmd = [sys.executable, __file__, "--one", name, "--dtype", args.dtype, "--batch", str(args.batch),
                "--iters", str(args.iters)] + (["--trace"] if args.trace else [])

@@ -27,6 +27,7 @@ from jax import lax
 
 Dtype = Any
 _DIMS = ("NHWC", "HWIO", "NHWC")
+LRELU_SLOPE = 0.01  # GradualStyleBlock's nn.LeakyReLU() default
 
 
 def _n_convs(block_params: dict) -> int:
@@ -37,7 +38,11 @@ def _conv_s2(x, kernel, bias, precision):
     """3x3 stride-2 conv (pad 1) + bias + LeakyReLU(0.01), as GradualStyleBlock's nn.Conv + nn.leaky_relu."""
     x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS,
                                  precision=precision) + bias
-    return jnp.where(x >= 0, x, 0.01 * x)
+    return _leaky_relu(x)
+
+
+def _leaky_relu(x):
+    return jnp.where(x >= 0, x, LRELU_SLOPE * x)
 
 
 def _tail_as_matmul(parts, kernels, biases, dtype, precision):
@@ -51,7 +56,7 @@ def _tail_as_matmul(parts, kernels, biases, dtype, precision):
     x = jnp.stack([p.reshape(b, h * w * c) for p in parts])                    # (n, B, HWC)
     k = jnp.stack([kk[1:1 + h, 1:1 + w].reshape(h * w * c, -1) for kk in kernels]).astype(dtype)
     y = jnp.einsum("nbk,nko->nbo", x, k, precision=precision) + jnp.stack(biases).astype(dtype)[:, None]
-    y = jnp.where(y >= 0, y, 0.01 * y)
+    y = _leaky_relu(y)
     return [y[g].reshape(b, 1, 1, -1) for g in range(len(parts))]
 
 
