@@ -15,7 +15,7 @@ import torch
 from e4e_jax import bundle
 from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg, upsample_bilinear_align_corners
 from tests.refs import psp_encoders as ref
-from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator
+from tests.official_e4e import save_random_e4e
 from tools.convert_weights import e4e as e4e_conv
 from tools.convert_weights.__main__ import main as convert_main
 from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
@@ -30,19 +30,13 @@ OPTS = {"encoder_type": "Encoder4Editing", "dataset_type": "ffhq_encode", "style
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e4e")
-    torch.manual_seed(0)
-    enc = ref.randomize_(ref.Encoder4Editing(50, "ir_se", stylegan_size=SIZE), seed=0).eval()
-    dec = TorchGenerator(SIZE, 512, n_mlp=2, channel_multiplier=1).randomize_(seed=1).eval()
-    latent_avg = (0.5 * torch.randn(512)).repeat(N_STYLES, 1)  # as the coach saves it: (n_styles, 512)
-    state = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
-             **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
     ckpt = tmp / "e4e.pt"
-    torch.save({"state_dict": state, "latent_avg": latent_avg, "opts": dict(OPTS)}, ckpt)
+    ref_models = save_random_e4e(ckpt, SIZE, OPTS)  # enc, dec, state, latent_avg
     out = tmp / "bundle"
     assert convert_main(["e4e", str(ckpt), "--out", str(out)]) == 0
     config, variables = bundle.load(out, "e4e")
     images = np.random.RandomState(0).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
-    return dict(tmp=tmp, enc=enc, dec=dec, state=state, latent_avg=latent_avg, config=config,
+    return dict(tmp=tmp, **ref_models, config=config,
                 variables=variables, images=images, x=jnp.asarray(images.transpose(0, 2, 3, 1)))
 
 

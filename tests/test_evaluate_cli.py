@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
+from tests.official_e4e import save_random_e4e
 from tests.test_evaluation_distances import _nuclear_fid
 
 
@@ -27,22 +28,14 @@ def _load_png(path, hw=(256, 256)):
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     from e4e_jax.cli import main as cli_main
-    from tests.refs import psp_encoders
     from tests.refs.inception_ref import FIDInceptionRef
     from tests.refs.perceptual_refs import LPIPSRef, TorchvisionFeatures, randomize_
-    from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator
     from tools.convert_weights.__main__ import main as convert_main
 
     tmp = tmp_path_factory.mktemp("evaluate")
-    torch.manual_seed(0)
-    enc = psp_encoders.randomize_(psp_encoders.Encoder4Editing(50, "ir_se", stylegan_size=SIZE), seed=0).eval()
-    dec = TorchGenerator(SIZE, 512, n_mlp=2, channel_multiplier=1).randomize_(seed=1).eval()
-    latent_avg = (0.5 * torch.randn(512)).repeat(N_STYLES, 1)
-    state = {**{f"encoder.{k}": v for k, v in enc.state_dict().items()},
-             **{f"decoder.{k}": v for k, v in dec.state_dict().items()}}
-    torch.save({"state_dict": state, "latent_avg": latent_avg,
-                "opts": {"encoder_type": "Encoder4Editing", "dataset_type": "ffhq_encode",
-                         "start_from_latent_avg": True, "stylegan_size": SIZE}}, tmp / "e4e.pt")
+    ref_models = save_random_e4e(tmp / "e4e.pt", SIZE, {"encoder_type": "Encoder4Editing", "dataset_type": "ffhq_encode",
+                                                        "start_from_latent_avg": True, "stylegan_size": SIZE})
+    enc, dec, latent_avg = ref_models["enc"], ref_models["dec"], ref_models["latent_avg"]
     assert convert_main(["e4e", str(tmp / "e4e.pt"), "--out", str(tmp / "e4e")]) == 0
 
     tv = randomize_(TorchvisionFeatures("alex"), seed=1)
