@@ -20,11 +20,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from e4e_jax.errors import UserError
+
 FORMAT_VERSION = 1
 KINDS = ("stylegan2", "e4e", "lpips", "arcface", "moco", "inception")
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle is missing, malformed, or not what the caller asked for."""
 
 

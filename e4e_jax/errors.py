@@ -1,0 +1,20 @@
+"""The project's error type for bad input, and the exit codes of every command.
+
+Commands raise `UserError` (or a subclass, e.g. `bundle.BundleError`) for anything the user can fix:
+a wrong file, a bad value, an output folder in use. The CLI boundary (`e4e_jax.cli.main`) prints it as
+one line, `error: ...`, and exits with its `exit_code`; every other exception is a bug and keeps its
+traceback.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0        # everything done
+EXIT_NOTHING = 1   # the command ran but produced nothing (e.g. no image could be inverted)
+EXIT_USAGE = 2     # bad arguments, bad input file or model, output folder in use; nothing written
+EXIT_PARTIAL = 3   # partial success: some inputs skipped, each with its reason in the report
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, stated as one sentence that names the file or
+    argument and the fix."""
+
+    exit_code = EXIT_USAGE

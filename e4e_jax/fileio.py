@@ -1,0 +1,84 @@
+"""Atomic file writes: a reader (or a rerun after `kill -9`) sees the old file or the new one, never
+half of one.
+
+Every temporary file is written beside its target as `.<name>.tmp-<pid>-<random>` and renamed over it
+with `os.replace`; `remove_stale_temps` clears the ones a killed run left behind.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+TMP_MARK = ".tmp-"
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}{os.getpid()}-", dir=path.parent)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], *, fsync: bool = True) -> Path:
+    """Write `path` through `write(f)` on a temporary file in the same folder, then rename it into place.
+
+    fsync: flush the file to disk before the rename (the durable default); a caller writing many small
+    files whose loss on a power cut is repaired by `--resume` may pass False.
+    """
+    path = Path(path)
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str, **kw) -> Path:
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")), **kw)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, **kw) -> Path:
+    return write_atomic(path, lambda f: f.write(data), **kw)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray, **kw) -> Path:
+    return write_atomic(path, lambda f: np.save(f, np.asarray(array)), **kw)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names `write_atomic` (and `bundle.save`) give their temporary files."""
+    return name.startswith(".") and TMP_MARK in name
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders a killed run left directly in `folder`; returns them.
+
+    Only names of our own temporary pattern are touched. Call it while holding the folder's lock
+    (`e4e_jax.outdir.lock`), so no live writer's temporary file is removed.
+    """
+    import shutil
+
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if is_temp_name(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
