@@ -1,0 +1,251 @@
+"""The hostile-input probe of issue 16, as tests: wrong files, odd values, leftovers of a kill and two runs
+at once, tried on every command with tiny random bundles. Each failure must be one line `error: ...` with
+exit status 2 (or an argparse error at parse time), and leave the user's files and no partial output behind.
+
+Invert and train have their own tests of their parts (locks, --resume); the README's "Failure behaviour"
+section describes the whole.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from e4e_jax import bundle, outdir
+from e4e_jax.cli import build_parser, main as cli_main
+from e4e_jax.data import folder
+from e4e_jax.models.encoder import Encoder4Editing
+from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+
+torch = pytest.importorskip("torch")
+from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator, channel_table  # noqa: E402
+from tools.convert_weights.__main__ import build_parser as convert_parser, main as convert_main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+GEN_CFG = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)
+ENC_SIZES = dict(widths=(16, 32, 64, 128), units=(1, 1, 1, 1))  # a toy encoder: fast to build
+ENC_HW = (256, 256)  # what evaluate's metrics take
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny stylegan2 bundle, a tiny e4e bundle, and W+ latents that fit them."""
+    root = tmp_path_factory.mktemp("models")
+    gen_vars = init_variables(GEN_CFG, jax.random.key(0))
+    bundle.save(root / "g", "stylegan2", GEN_CFG.to_dict(), gen_vars)
+    enc = Encoder4Editing(n_styles=GEN_CFG.n_latent, **ENC_SIZES)
+    enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *ENC_HW, 3)))
+    arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": GEN_CFG.n_latent,
+                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": list(ENC_HW),
+                        **{k: list(v) for k, v in ENC_SIZES.items()}},
+            "generator": GEN_CFG.to_dict(), "domain": "ffhq"}
+    variables = {"encoder": enc_vars, "generator": gen_vars,
+                 "latent_avg": np.zeros((GEN_CFG.n_latent, 512), np.float32)}
+    bundle.save(root / "e4e", "e4e", arch, variables)
+    latents = np.random.default_rng(0).standard_normal((2, GEN_CFG.n_latent, 512)).astype(np.float32)
+    np.save(root / "w.npy", latents)
+    return {"root": root, "g": root / "g", "e4e": root / "e4e", "w": root / "w.npy", "latents": latents}
+
+
+@pytest.fixture(scope="module")
+def rosinality_pt(tmp_path_factory):
+    """A small rosinality generator checkpoint ({'g_ema': state dict, 'latent_avg'}) and its state dict."""
+    torch.manual_seed(0)
+    tg = TorchGenerator(16, style_dim=16, n_mlp=2, channels={r: 8 for r in channel_table(1)}).randomize_()
+    sd = {k: v.detach().clone() for k, v in tg.state_dict().items()}
+    path = tmp_path_factory.mktemp("pt") / "g.pt"
+    torch.save({"g_ema": sd, "latent_avg": torch.zeros(16)}, path)
+    return path, sd
+
+
+def _save_pt(path: Path, sd: dict, **extra) -> Path:
+    torch.save({"g_ema": sd, "latent_avg": torch.zeros(16), **extra}, path)
+    return path
+
+
+def _error(capsys) -> str:
+    """The stderr of the last command: exactly one `error: ...` line, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _parse_error(argv: list[str], parser=None) -> None:
+    with pytest.raises(SystemExit) as e:
+        (parser or build_parser()).parse_args(argv)
+    assert e.value.code == 2
+
+
+def _image(path: Path, seed: int) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*ENC_HW, 3), np.uint8)).save(path)
+    return path
+
+
+# ----------------------------------------------------------------------- 1: --overwrite replaces only bundles
+
+
+def test_convert_overwrite_replaces_only_a_bundle(rosinality_pt, tmp_path, capsys):
+    src, _ = rosinality_pt
+    user = tmp_path / "V"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    assert convert_main(["stylegan2", str(src), "--out", str(user), "--overwrite"]) == 2
+    assert "not an e4e-jax bundle" in _error(capsys)
+    assert (user / "thesis.tex").read_text() == "years of work"
+    assert convert_main(["stylegan2", str(src), "--out", str(user)]) == 2  # existing, no --overwrite
+    assert "--overwrite" in _error(capsys)
+
+    out = tmp_path / "b"
+    assert convert_main(["stylegan2", str(src), "--out", str(out)]) == 0
+    (out / "note").write_text("inside the old bundle")
+    assert convert_main(["stylegan2", str(src), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "note").exists() and bundle.read_config(out)["kind"] == "stylegan2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["V", "b"]  # no temporary or lock left
+
+
+# ------------------------------------------------------- 5, 7: NaN weights, w_avg_samples=0, wrong tensor shapes
+
+
+def test_convert_refuses_non_finite_weights_and_zero_samples(rosinality_pt, tmp_path, capsys):
+    src, sd = rosinality_pt
+    bad = dict(sd)
+    bad["convs.0.conv.weight"] = sd["convs.0.conv.weight"].clone()
+    bad["convs.0.conv.weight"][0, 0, 0, 0, 0] = float("nan")
+    assert convert_main(["stylegan2", str(_save_pt(tmp_path / "nan.pt", bad)), "--out", str(tmp_path / "o")]) == 2
+    msg = _error(capsys)
+    assert "NaN" in msg and "convs_0/weight" in msg and "nan.pt" in msg
+    no_avg = tmp_path / "no_avg.pt"
+    torch.save({"g_ema": sd}, no_avg)
+    for value, why in (("0", "≥ 1"), ("-3", "≥ 1"), ("many", "whole number")):
+        assert convert_main(["stylegan2", str(no_avg), "--out", str(tmp_path / "o"),
+                             "--option", f"w_avg_samples={value}"]) == 2
+        assert why in _error(capsys)
+    assert convert_main(["stylegan2", str(no_avg), "--out", str(tmp_path / "o"), "--option", "w_avg=3"]) == 2
+    assert "w_avg_samples" in _error(capsys)  # unknown option: the supported ones are named
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("key,shape", [("convs.1.conv.weight", (1, 8, 7, 3, 3)),
+                                       ("to_rgbs.0.conv.modulation.weight", (8, 15))])
+def test_convert_checks_every_shape_against_the_architecture(rosinality_pt, tmp_path, capsys, key, shape):
+    _, sd = rosinality_pt
+    bad = dict(sd)
+    bad[key] = torch.randn(shape)
+    src = _save_pt(tmp_path / "shape.pt", bad)
+    assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "o")]) == 2
+    msg = _error(capsys)
+    assert "shape.pt" in msg and "has shape" in msg and "expected" in msg, msg
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------- converter tracebacks -> one-line messages
+
+
+def test_convert_bad_sources_and_outputs_are_messages(rosinality_pt, tmp_path, capsys):
+    src, sd = rosinality_pt
+    (tmp_path / "afile").write_text("x")
+    torch.save({"g_ema": [1, 2, 3]}, tmp_path / "list.pt")
+    cases = [
+        (["stylegan2", str(tmp_path), "--out", str(tmp_path / "o1")], "is a folder"),
+        (["stylegan2", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o2")], "no such file"),
+        (["stylegan2", str(tmp_path / "list.pt"), "--out", str(tmp_path / "o3")], "'g_ema' is a list"),
+        (["stylegan2", str(src), "--out", str(tmp_path / "afile")], "not a folder"),
+        (["stylegan2", str(src), "--out", str(tmp_path / "afile" / "sub")], "not a folder"),
+        (["stylegan2", str(tmp_path / "afile"), "--out", str(tmp_path / "o4")], str(tmp_path / "afile")),
+    ]
+    for argv, expected in cases:
+        assert convert_main(argv) == 2, argv
+        assert expected in _error(capsys), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "list.pt"]
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions")
+def test_convert_read_only_out_and_unreadable_source(rosinality_pt, tmp_path, capsys):
+    src, _ = rosinality_pt
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert convert_main(["stylegan2", str(src), "--out", str(ro / "b")]) == 2
+        assert "writable" in _error(capsys)
+    finally:
+        ro.chmod(0o755)
+    locked = tmp_path / "secret.pt"
+    locked.write_bytes(src.read_bytes())
+    locked.chmod(0)
+    assert convert_main(["stylegan2", str(locked), "--out", str(tmp_path / "b")]) == 2
+    assert "cannot be read" in _error(capsys)
+
+
+def test_convert_error_from_the_real_entry_point_is_one_line():
+    """As a user runs it: `python -m tools.convert_weights` in a fresh process, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "tools.convert_weights", "stylegan2", str(ROOT), "--out", "/nonexistent/x"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: {ROOT} is a folder"), r.stderr  # not "no such file"
+
+
+# --------------------------------------------------------- leftovers of a killed conversion; umask; --help
+
+
+def test_convert_cleans_leftovers_and_uses_the_umask(rosinality_pt, tmp_path):
+    src, _ = rosinality_pt
+    stale = tmp_path / ".b.tmp-4242-deadbeef"  # what a kill -9 during bundle.save leaves
+    (stale / "params").mkdir(parents=True)
+    other = tmp_path / ".other.tmp-1-x"  # another target's temporary: not ours to remove
+    other.mkdir()
+    old = os.umask(0o027)
+    try:
+        assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "b")]) == 0
+    finally:
+        os.umask(old)
+    assert not stale.exists() and other.exists()
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o750  # 0777 & ~umask, not mkdtemp's 0700
+
+
+def test_convert_help_lists_each_converters_options():
+    text = convert_parser().format_help()
+    for kind, option in (("stylegan2", "w_avg_samples"), ("e4e", "latent_avg_samples"), ("e4e", "encoder_type"),
+                         ("lpips", "net=alex|vgg")):
+        assert re.search(rf"{kind}:.*?--option {re.escape(option)}", text, re.S), (kind, option)
+
+
+# -------------------------------------------------------------- bundle.load: empty params/, bad weight shape
+
+
+def test_damaged_bundles_are_messages(models, tmp_path, capsys):
+    import shutil
+
+    import orbax.checkpoint as ocp
+
+    empty = tmp_path / "empty"
+    shutil.copytree(models["g"], empty)
+    shutil.rmtree(empty / "params")
+    (empty / "params").mkdir()
+    reshaped = tmp_path / "reshaped"
+    shutil.copytree(models["g"], reshaped, ignore=shutil.ignore_patterns("params"))
+    _, variables = bundle.load(models["g"], "stylegan2")
+    variables["params"]["synthesis"]["conv1"]["weight"] = np.zeros((3, 3, 16, 5), np.float32)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(reshaped / "params", variables)
+    ckpt.wait_until_finished()
+    for model, expected in ((empty, "params/ is empty"), (reshaped, "synthesis/conv1/weight has shape (3, 3, 16, 5)")):
+        out = tmp_path / f"{model.name}.npy"
+        assert cli_main(["synthesize", "--model", str(model), "--latents", str(models["w"]), "--output", str(out)]) == 2
+        assert expected in _error(capsys)
+        assert not out.exists()
