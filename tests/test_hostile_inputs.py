@@ -249,3 +249,32 @@ def test_damaged_bundles_are_messages(models, tmp_path, capsys):
         assert cli_main(["synthesize", "--model", str(model), "--latents", str(models["w"]), "--output", str(out)]) == 2
         assert expected in _error(capsys)
         assert not out.exists()
+
+
+# --------------------------------------------------- listing: unusable entries are reported, float TIFFs
+
+
+def test_listing_reports_what_it_cannot_use(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _image(d / "good.png", 0)
+    _image(d / "line\nbreak.png", 1)
+    (d / "folder.png").mkdir()
+    (d / "loop.jpg").symlink_to("loop.jpg")
+    (d / "broken.jpg").symlink_to("nowhere.jpg")
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    Image.fromarray(ramp, "F").save(d / "float01.tif")
+    Image.fromarray(ramp * 1000, "F").save(d / "float_hdr.tif")
+
+    good, skipped = folder.scan_images(d)
+    assert [p.name for p in good] == ["float01.tif", "float_hdr.tif", "good.png"] == \
+        [p.name for p in folder.list_images(d)]
+    reasons = {s.path.name: s.reason for s in skipped}
+    assert sorted(reasons) == ["broken.jpg", "folder.png", "line\nbreak.png", "loop.jpg"]
+    assert "line break" in reasons["line\nbreak.png"] and "loop" in reasons["loop.jpg"]
+    assert "a folder" in reasons["folder.png"] and "broken symbolic link" in reasons["broken.jpg"]
+
+    x = folder.load_image(d / "float01.tif", (32, 32))
+    np.testing.assert_allclose(x[..., 0], ramp * 2 - 1, atol=1 / 127.5)  # scaled, not black
+    hdr = folder.load_image(d / "float_hdr.tif", (32, 32))
+    assert isinstance(hdr, folder.Skipped) and "[0, 1]" in hdr.reason
