@@ -278,3 +278,125 @@ def test_listing_reports_what_it_cannot_use(tmp_path):
     np.testing.assert_allclose(x[..., 0], ramp * 2 - 1, atol=1 / 127.5)  # scaled, not black
     hdr = folder.load_image(d / "float_hdr.tif", (32, 32))
     assert isinstance(hdr, folder.Skipped) and "[0, 1]" in hdr.reason
+
+
+# --------------------------------------------------------------- 2: outputs that are or hold an input
+
+
+def test_outputs_never_replace_inputs(models, tmp_path, capsys):
+    w = tmp_path / "w.npy"
+    np.save(w, models["latents"])
+    before = w.read_bytes()
+    assert cli_main(["synthesize", "--model", str(models["g"]), "--latents", str(w), "--output", str(w)]) == 2
+    assert "overlaps the input" in _error(capsys)
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    np.save(inv / "latents.npy", models["latents"])
+    inv_before = (inv / "latents.npy").read_bytes()
+    for out in (inv, inv / "edits", tmp_path):
+        assert cli_main(["edit", "--model", str(models["g"]), "--latents", str(inv), "--output", str(out),
+                         "--sefa", "0", "--strengths", "1", "--overwrite"]) == 2
+        assert "overlaps the input" in _error(capsys)
+    assert w.read_bytes() == before and (inv / "latents.npy").read_bytes() == inv_before
+    assert not (inv / "edits").exists()
+
+
+def test_non_empty_outputs_need_overwrite_which_clears_only_own_files(models, tmp_path, capsys):
+    g, w = str(models["g"]), str(models["w"])
+    out = tmp_path / "edits"
+    edit = ["edit", "--model", g, "--latents", w, "--output", str(out), "--sefa", "0"]
+    assert cli_main(edit + ["--strengths", "-1", "1"]) == 0
+    (out / "mine.txt").write_text("the user's")
+    assert cli_main(edit + ["--strengths", "2"]) == 2
+    assert "--overwrite" in _error(capsys)
+    assert cli_main(edit + ["--strengths", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["00000_s+2.png", "00001_s+2.png"]  # no stale
+    assert np.load(out / "latents.npy").shape[0] == 1 and (out / "mine.txt").exists()
+
+    npy, png = tmp_path / "imgs.npy", tmp_path / "png"
+    synth = ["synthesize", "--model", g, "--latents", w, "--output", str(npy), "--png", str(png)]
+    assert cli_main(synth) == 0
+    assert cli_main(synth) == 2
+    assert "exists" in _error(capsys)
+    np.save(tmp_path / "one.npy", models["latents"][:1])
+    assert cli_main(synth[:4] + [str(tmp_path / "one.npy")] + synth[5:] + ["--overwrite"]) == 0
+    assert np.load(npy).shape[0] == 1 and sorted(p.name for p in png.iterdir()) == ["000000.png"]
+
+
+# ------------------------------------------------------------------- 5: NaN / Inf inputs and outputs
+
+
+def test_non_finite_inputs_and_outputs_are_refused(models, tmp_path, capsys):
+    g = str(models["g"])
+    nan = models["latents"].copy()
+    nan[1, 2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    huge = np.full_like(models["latents"], 3e38)  # finite, but the generator overflows on it
+    np.save(tmp_path / "huge.npy", huge)
+    direction = torch.zeros(1, 512)
+    direction[0, 7] = float("inf")
+    torch.save(direction, tmp_path / "inf_direction.pt")
+    runs = [
+        (["synthesize", "--model", g, "--latents", str(tmp_path / "nan.npy"), "--output", str(tmp_path / "a.npy")],
+         "NaN or Inf value (the first at index (1, 2, 3))"),
+        (["synthesize", "--model", g, "--latents", str(tmp_path / "huge.npy"), "--output", str(tmp_path / "b.npy"),
+          "--png", str(tmp_path / "png")], "images rendered"),
+        (["edit", "--model", g, "--latents", str(tmp_path / "nan.npy"), "--output", str(tmp_path / "e1"),
+          "--sefa", "0", "--strengths", "1"], "NaN or Inf"),
+        (["edit", "--model", g, "--latents", str(models["w"]), "--output", str(tmp_path / "e2"),
+          "--interfacegan", str(tmp_path / "inf_direction.pt"), "--strengths", "1"], "inf_direction.pt"),
+    ]
+    for argv, expected in runs:
+        assert cli_main(argv) == 2, argv
+        assert expected in _error(capsys), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.npy", "inf_direction.pt", "nan.npy"]
+    for argv in (["synthesize", "--model", g, "--latents", "w.npy", "--output", "o.npy", "--truncation", "nan"],
+                 ["edit", "--model", g, "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "nan"],
+                 ["edit", "--model", g, "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1", "inf"]):
+        _parse_error(argv)
+
+
+# ------------------------------------------------------------ 6: every number checked at parse time
+
+
+@pytest.mark.parametrize("argv", [
+    ["synthesize", "--model", "m", "--latents", "w.npy", "--output", "o.npy", "--batch-size", "-2"],
+    ["synthesize", "--model", "m", "--latents", "w.npy", "--output", "o.npy", "--batch-size", "0"],
+    ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1",
+     "--batch-size", "0"],
+    ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1",
+     "--max-grid-rows", "0"],
+    ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--strengths", "1", "--sefa", "-1"],
+], ids=lambda a: f"{a[0]}{a[-2]}={a[-1]}")
+def test_numeric_arguments_are_checked_at_parse_time(argv):
+    _parse_error(argv)
+
+
+def test_empty_and_zero_byte_latents(models, tmp_path, capsys):
+    (tmp_path / "zero.npy").write_bytes(b"")
+    np.save(tmp_path / "none.npy", np.zeros((0, GEN_CFG.n_latent, 512), np.float32))
+    for name, expected in (("zero.npy", "empty (0 bytes)"), ("none.npy", "holds no latents")):
+        for argv in (["synthesize", "--output", str(tmp_path / "o.npy")],
+                     ["edit", "--output", str(tmp_path / "e"), "--sefa", "0", "--strengths", "1"]):
+            assert cli_main(argv[:1] + ["--model", str(models["g"]), "--latents", str(tmp_path / name)] + argv[1:]) == 2
+            assert expected in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["none.npy", "zero.npy"]
+
+
+# ------------------------------------------------------------------- two runs at once; kill leftovers
+
+
+def test_second_writer_is_refused_and_kill_leftovers_are_cleaned(models, rosinality_pt, tmp_path, capsys):
+    out = tmp_path / "edits"
+    with outdir.lock(out, "another edit"):
+        assert cli_main(["edit", "--model", str(models["g"]), "--latents", str(models["w"]), "--output", str(out),
+                         "--sefa", "0", "--strengths", "1"]) == 2
+        assert "in use by" in _error(capsys)
+    with outdir.lock_target(tmp_path / "b", "another conversion"):
+        assert convert_main(["stylegan2", str(rosinality_pt[0]), "--out", str(tmp_path / "b")]) == 2
+        assert "in use by" in _error(capsys)
+    leftover = tmp_path / ".imgs.npy.tmp-4242-abcdef"  # a synthesize killed mid-write
+    leftover.write_bytes(b"partial")
+    assert cli_main(["synthesize", "--model", str(models["g"]), "--latents", str(models["w"]),
+                     "--output", str(tmp_path / "imgs.npy")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edits", "imgs.npy"]
