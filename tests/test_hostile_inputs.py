@@ -400,3 +400,92 @@ def test_second_writer_is_refused_and_kill_leftovers_are_cleaned(models, rosinal
     assert cli_main(["synthesize", "--model", str(models["g"]), "--latents", str(models["w"]),
                      "--output", str(tmp_path / "imgs.npy")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edits", "imgs.npy"]
+
+
+# ------------------------------------------------------- 3: evaluate reads exactly the manifest's files
+
+
+def _invert_output(root: Path, models) -> tuple[Path, Path]:
+    """An invert output folder written by hand: originals a.png, b.png; latents, files.txt."""
+    images, inv = root / "images", root / "inv"
+    (inv / "inversions").mkdir(parents=True)
+    images.mkdir()
+    files = [_image(images / "a.png", 1), _image(images / "b.png", 2)]
+    np.save(inv / "latents.npy", models["latents"])
+    (inv / "files.txt").write_text("".join(f"{p}\n" for p in files))
+    return images, inv
+
+
+def _evaluated_l2(models, inv: Path, out: Path) -> dict:
+    import json
+
+    assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv), "--output", str(out),
+                     "--num-samples", "0", "--batch-size", "2"]) == 0
+    return {k: v["l2"] for k, v in json.loads((out / "metrics.json").read_text())["distortion"]["per_image"].items()}
+
+
+def _l2(a: Path, b: Path) -> float:
+    return float(np.mean((folder.load_image(a, ENC_HW) - folder.load_image(b, ENC_HW)) ** 2))
+
+
+def test_evaluate_takes_the_listed_reconstructions_not_stale_ones(models, tmp_path):
+    images, inv = _invert_output(tmp_path, models)
+    recon = [_image(inv / "inversions" / "00000_a.jpg", 3), _image(inv / "inversions" / "00001_b.webp", 4)]
+    _image(inv / "inversions" / "00000_a.png", 5)  # stale: an earlier run's output of the same image
+    (inv / "inversions.txt").write_text("inversions/00000_a.jpg\ninversions/00001_b.webp\n")
+    l2 = _evaluated_l2(models, inv, tmp_path / "m1")
+    assert l2["a.png"] == pytest.approx(_l2(images / "a.png", recon[0]), rel=1e-5)
+    assert l2["b.png"] == pytest.approx(_l2(images / "b.png", recon[1]), rel=1e-5)
+
+
+def test_evaluate_of_an_old_output_takes_exact_names(models, tmp_path):
+    images, inv = _invert_output(tmp_path, models)
+    _image(inv / "inversions" / "00000_0stale.png", 6)  # sorts first among 00000_*.png
+    right = [_image(inv / "inversions" / "00000_a.png", 7), _image(inv / "inversions" / "00001_b.png", 8)]
+    l2 = _evaluated_l2(models, inv, tmp_path / "m")
+    assert l2["a.png"] == pytest.approx(_l2(images / "a.png", right[0]), rel=1e-5)
+
+
+def test_evaluate_refuses_an_incomplete_manifest(models, tmp_path, capsys):
+    _, inv = _invert_output(tmp_path, models)
+    (inv / "inversions.txt").write_text("inversions/00000_a.jpg\n")
+    assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
+                     "--output", str(tmp_path / "m"), "--num-samples", "0"]) == 2
+    assert "lists 1 reconstructions for 2 inputs" in _error(capsys)
+    assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
+                     "--output", str(inv / "metrics")]) == 2
+    assert "overlaps the input" in _error(capsys)
+
+
+def test_evaluate_reports_unusable_entries_as_skipped(models, tmp_path):
+    import json
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _image(d / "a.png", 0)
+    (d / "b.png").mkdir()
+    rc = cli_main(["evaluate", "--model", str(models["e4e"]), "--images", str(d), "--output", str(tmp_path / "m"),
+                   "--num-samples", "0"])
+    report = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert rc == 3 and report["n_images"] == 1 and [Path(s["file"]).name for s in report["skipped"]] == ["b.png"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--batch-size", "0"],
+    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--lec-batch", "0"],
+    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--num-samples", "-1"],
+    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--workers", "-1"],
+    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--factor", "inf"],
+    ["quickstart", "--workdir", "w", "--steps", "0"],
+    ["quickstart", "--workdir", "w", "--heldout", "-1"],
+], ids=lambda a: f"{a[0]}{a[-2]}={a[-1]}")
+def test_evaluate_and_quickstart_numbers_are_checked_at_parse_time(argv):
+    _parse_error(argv)
+
+
+def test_evaluate_refuses_an_invert_output_still_being_written(models, tmp_path, capsys):
+    _, inv = _invert_output(tmp_path, models)
+    with outdir.lock(inv, "e4e-jax invert"):
+        assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
+                         "--output", str(tmp_path / "m")]) == 2
+        assert "still being written" in _error(capsys)
