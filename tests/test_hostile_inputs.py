@@ -489,3 +489,26 @@ def test_evaluate_refuses_an_invert_output_still_being_written(models, tmp_path,
         assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
                          "--output", str(tmp_path / "m")]) == 2
         assert "still being written" in _error(capsys)
+
+
+# --------------------------------------------------------------------------------------------- help texts
+
+OWN_COMMANDS = ("synthesize", "edit", "evaluate", "quickstart")  # invert and train: tested with their owners'
+FILE_REFERENCE = re.compile(r"(?<![\w/.-])([\w./-]+\.(?:md|py))\b")
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("name", OWN_COMMANDS + ("convert",))
+def test_help_texts(name):
+    parser = convert_parser() if name == "convert" else _subparser(name)
+    missing = [a.dest for a in parser._actions if not a.help]
+    assert not missing, f"{name}: arguments without help: {missing}"
+    assert not (parser.description or "").rstrip().endswith(".."), parser.description
+    text = parser.format_help()
+    absent = [ref for ref in FILE_REFERENCE.findall(text) if not (ROOT / ref).exists()]
+    assert not absent, f"{name} --help names files that are not in the repository: {absent}"
