@@ -53,6 +53,16 @@ def _to_numpy_tree(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def _this_process_only():
+    """orbax options making a save a single-process operation (no barrier with the other processes of a
+    multi-process JAX run, which are not taking part)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 def save(
     path: str | os.PathLike,
     kind: str,
@@ -64,6 +74,9 @@ def save(
     overwrite: bool = False,
 ) -> Path:
     """Write a bundle atomically.
+
+    Written by the calling process alone, with no collective: in a multi-process run call it on one
+    process (e.g. process 0) only.
 
     Args:
       path: target directory; must not exist unless `overwrite`.
@@ -95,7 +108,7 @@ def save(
         if extra:
             config.update(dict(extra))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        ckptr = ocp.StandardCheckpointer()
+        ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
         ckptr.save(tmp / "params", _to_numpy_tree(variables))
         ckptr.wait_until_finished()
         if path.exists():
@@ -146,5 +159,6 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
     params_dir = path / "params"
     if not params_dir.is_dir():
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")
-    variables = ocp.StandardCheckpointer().restore(params_dir)
+    # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
+    variables = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(params_dir)
     return config, variables
