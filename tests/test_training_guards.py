@@ -83,7 +83,8 @@ def test_every_bad_value_gets_its_own_line_and_bad_flags_fail_at_parse_time(tmp_
     code, err = _train(capsys, "--config", "configs/tiny.py", "--workdir", str(work),
                        "--config.save_interval=0", "--config.val_interval=-1")
     assert code == errors.EXIT_USAGE and len(err) == 2, err
-    assert sorted(line.removeprefix("error: ").split(":")[0] for line in err) == ["config.save_interval=0", "config.val_interval=-1"]
+    fields = sorted(line.removeprefix("error: ").split(":")[0] for line in err)
+    assert fields == ["config.save_interval=0", "config.val_interval=-1"], err
     with pytest.raises(SystemExit) as e:
         cli.main(["train", "--config", "configs/tiny.py", "--workdir", str(work), "--max-steps", "0"])
     assert e.value.code == errors.EXIT_USAGE and "--max-steps" in capsys.readouterr().err

@@ -3,10 +3,11 @@
 WORKDIR/checkpoints/<step>/{state, meta}: `state` is the whole TrainState (StandardSave), `meta` a JSON
 record (step, config, e4e-jax version). Saves are asynchronous; every process calls `save` (orbax
 coordinates who writes what; the replicated state is written once, so WORKDIR must be one folder that
-every process sees: a shared file system on several hosts). The saved arrays are a private on-device copy of the state, so the live
-state can be donated to the next step while the save is still reading (no reliance on when orbax
-finishes its device-to-host transfers). Restores take an abstract target (jax.eval_shape of the
-initialiser, each leaf carrying its sharding), so arrays come back already placed.
+every process sees: a shared file system on several hosts). The saved arrays are a private on-device
+copy of the state, so the live state can be donated to the next step while the save is still reading
+(no reliance on when orbax finishes its device-to-host transfers). Restores take an abstract target
+(jax.eval_shape of the initialiser, each leaf carrying its sharding), so arrays come back already
+placed; `misfits` checks a checkpoint against that target from its metadata first.
 """
 from __future__ import annotations
 
