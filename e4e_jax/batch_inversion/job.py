@@ -190,7 +190,9 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
             status = _broadcast_int(status)
         if status:
             raise UserError(message or "process 0 refused the output folder (see its message)")
+        t_load = time.perf_counter()
         model = inversion.load_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
+        load_s = time.perf_counter() - t_load
         out_hw = _out_hw(model, opts.image_size)
         all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
         mine = [c for c in all_chunks if c.index % nproc == pid]
@@ -200,6 +202,7 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         if done:
             _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
         stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start)
+        stats["timing"]["load_s"] = round(load_s, 3)
         if multi:
             from jax.experimental import multihost_utils
 
