@@ -1,6 +1,7 @@
 """Every checkpoint form that docs/converters.md lists as accepted, for the converters whose sources are
 other repositories' checkpoints: ArcFace (`model_ir_se50.pth`), MoCo (`main_moco.py`) and NVlabs network
-pickles. Each form is written as its source writes it (torch.save of the state dict, DataParallel's
+pickles; and the training-state entries that rosinality's train.py saves next to the generator (e4e's
+coach's: test_encoder_parity.py). Each form is written as its source writes it (torch.save of the state dict, DataParallel's
 'module.' keys, {'state_dict': ...} wrappers; NVlabs pickles through the persistence pickler) and
 converted by the real converter.
 
@@ -8,6 +9,7 @@ Every form must give exactly the variables of the canonical form, whose numerics
 against the PyTorch references (test_arcface.py, test_moco.py, test_stylegan2_nvlabs.py). DataParallel
 is torch's own nn.DataParallel (on CPU it only wraps: its state dict has the 'module.' keys of DDP too).
 """
+import argparse
 import copy
 
 import jax
@@ -18,6 +20,7 @@ from torch import nn
 
 from tests.refs import nvlabs_pickle
 from tests.refs.perceptual_refs import ArcFaceBackbone, MoCo
+from tests.refs.rosinality_stylegan2 import Generator as RosinalityGenerator
 from tools.convert_weights import arcface as arcface_conv
 from tools.convert_weights import moco as moco_conv
 from tools.convert_weights import stylegan2 as stylegan2_conv
@@ -196,3 +199,26 @@ def test_nvlabs_state_dict_is_refused(nvlabs, tmp_path):
     torch.save(g_ema.state_dict(), tmp_path / "g_ema_state.pt")
     with pytest.raises(ValueError, match="not a StyleGAN2 generator checkpoint"):
         stylegan2_conv.convert([tmp_path / "g_ema_state.pt"])
+
+
+# ---------------------------------------------------------------------------------------------- rosinality
+SMALL_SIZE, SMALL_STYLE, SMALL_WIDTH = 16, 16, 8  # a tiny generator: only key handling is tested here
+
+
+def test_rosinality_train_py_checkpoint(tmp_path):
+    """stylegan2-pytorch's train.py saves {'g', 'd', 'g_ema', 'g_optim', 'd_optim', 'args' (Namespace)}."""
+    torch.manual_seed(SEED)
+    g_ema = RosinalityGenerator(SMALL_SIZE, style_dim=SMALL_STYLE, n_mlp=2,
+                                channels={r: SMALL_WIDTH for r in (4, 8, 16)}).randomize_()
+    latent_avg = torch.randn(SMALL_STYLE)
+    torch.save({"g_ema": g_ema.state_dict(), "latent_avg": latent_avg}, tmp_path / "minimal.pt")
+    g = copy.deepcopy(g_ema)
+    torch.save({"g": g.state_dict(), "d": {"convs.0.0.weight": torch.zeros(4, 3, 1, 1)}, "g_ema": g_ema.state_dict(),
+                "latent_avg": latent_avg, "g_optim": torch.optim.Adam(g.parameters()).state_dict(),
+                "d_optim": {"state": {}, "param_groups": []},
+                "args": argparse.Namespace(size=SMALL_SIZE, n_mlp=2, batch=4)}, tmp_path / "train.pt")
+    ref = stylegan2_conv.convert([tmp_path / "minimal.pt"])
+    got = stylegan2_conv.convert([tmp_path / "train.pt"])
+    assert got[0] == ref[0] and got[2] == ref[2]
+    _assert_same_variables(got[1], ref[1])
+
