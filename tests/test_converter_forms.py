@@ -1,9 +1,9 @@
 """Every checkpoint form that docs/converters.md lists as accepted, for the converters whose sources are
 other repositories' checkpoints: ArcFace (`model_ir_se50.pth`), MoCo (`main_moco.py`) and NVlabs network
 pickles; and the training-state entries that rosinality's train.py saves next to the generator (e4e's
-coach's: test_encoder_parity.py). Each form is written as its source writes it (torch.save of the state dict, DataParallel's
-'module.' keys, {'state_dict': ...} wrappers; NVlabs pickles through the persistence pickler) and
-converted by the real converter.
+coach's: test_encoder_parity.py). Each form is written as its source writes it (torch.save of the state
+dict, DataParallel's 'module.' keys, {'state_dict': ...} wrappers; NVlabs pickles through the persistence
+pickler) and converted by the real converter.
 
 Every form must give exactly the variables of the canonical form, whose numerics the parity tests check
 against the PyTorch references (test_arcface.py, test_moco.py, test_stylegan2_nvlabs.py). DataParallel

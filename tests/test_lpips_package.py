@@ -72,7 +72,8 @@ def test_state_dict_names_each_head_twice(converted, lpips_pkg):
                          weights_only=True)
     for k, c in enumerate(CHANNELS[net]):
         assert torch.equal(sd[f"lin{k}.model.1.weight"], sd[f"lins.{k}.model.1.weight"])
-        np.testing.assert_array_equal(variables["params"][f"lin_{k}"], shipped[f"lin{k}.model.1.weight"].numpy().reshape(c))
+        np.testing.assert_array_equal(variables["params"][f"lin_{k}"],
+                                      shipped[f"lin{k}.model.1.weight"].numpy().reshape(c))
     assert any(k.startswith("net.slice5.") for k in sd) and "scaling_layer.shift" in sd
 
 
