@@ -83,16 +83,17 @@ def test_arcface_bn1d_without_affine(arcface):
                                  "batch_stats": ref["batch_stats"]})
 
 
-def test_arcface_form_errors(arcface):
-    net, tmp, _ = arcface
-    sd = net.state_dict()
-    half = {(f"module.{k}" if i % 2 else k): v for i, (k, v) in enumerate(sd.items())}
-    torch.save(half, tmp / "half_prefixed.pth")  # 'module.' on some keys only: not a DataParallel save
-    with pytest.raises(KeyError, match="missing key 'input_layer.1.weight'"):
-        arcface_conv.convert([tmp / "half_prefixed.pth"])
-    torch.save({"model": sd}, tmp / "other_wrapper.pth")
+def test_arcface_form_errors(tmp_path):
+    # (Keys are checked before any tensor is used: a few stand for the whole state dict.)
+    sd = {"input_layer.0.weight": torch.zeros(64, 3, 3, 3), "output_layer.3.weight": torch.zeros(512, 512 * 7 * 7)}
+    half = {"input_layer.0.weight": sd["input_layer.0.weight"],
+            "module.output_layer.3.weight": sd["output_layer.3.weight"]}
+    torch.save(half, tmp_path / "half_prefixed.pth")  # 'module.' on some keys only: not a DataParallel save
+    with pytest.raises(KeyError, match="half_prefixed.pth: missing key output_layer.3.weight"):
+        arcface_conv.convert([tmp_path / "half_prefixed.pth"])
+    torch.save({"model": sd}, tmp_path / "other_wrapper.pth")
     with pytest.raises(KeyError, match="output_layer.3.weight"):
-        arcface_conv.convert([tmp / "other_wrapper.pth"])
+        arcface_conv.convert([tmp_path / "other_wrapper.pth"])
 
 
 # ---------------------------------------------------------------------------------------------- MoCo
@@ -138,16 +139,16 @@ def test_moco_v1_linear_head(moco):
                                  "batch_stats": ref["batch_stats"]})
 
 
-def test_moco_form_errors(moco):
-    model, tmp, _ = moco
-    torch.save({"model": _dataparallel(model)}, tmp / "other_wrapper.pth")
+def test_moco_form_errors(tmp_path):
+    conv1 = torch.zeros(64, 3, 7, 7)  # (keys are checked before any tensor is used)
+    torch.save({"model": {"module.encoder_q.conv1.weight": conv1}}, tmp_path / "other_wrapper.pth")
     with pytest.raises(ValueError, match="expected a MoCo checkpoint"):
-        moco_conv.convert([tmp / "other_wrapper.pth"])
-    # MoCo-v3's main_moco.py names its encoders base_encoder / momentum_encoder.
-    v3 = {k.replace("encoder_q.", "base_encoder."): v for k, v in _dataparallel(model).items()}
-    torch.save({"arch": "resnet50", "state_dict": v3}, tmp / "v3.pth.tar")
-    with pytest.raises(KeyError, match="encoder_q"):
-        moco_conv.convert([tmp / "v3.pth.tar"])
+        moco_conv.convert([tmp_path / "other_wrapper.pth"])
+    # MoCo-v3's main_moco.py names its encoders base_encoder / momentum_encoder; main_lincls.py saves a plain ResNet.
+    for name, key in (("v3", "module.base_encoder.conv1.weight"), ("lincls", "module.conv1.weight")):
+        torch.save({"arch": "resnet50", "state_dict": {key: conv1}}, tmp_path / f"{name}.pth.tar")
+        with pytest.raises(KeyError, match="no 'module.encoder_q"):
+            moco_conv.convert([tmp_path / f"{name}.pth.tar"])
 
 
 # ---------------------------------------------------------------------------------------------- NVlabs
@@ -212,10 +213,12 @@ def test_rosinality_train_py_checkpoint(tmp_path):
                                 channels={r: SMALL_WIDTH for r in (4, 8, 16)}).randomize_()
     latent_avg = torch.randn(SMALL_STYLE)
     torch.save({"g_ema": g_ema.state_dict(), "latent_avg": latent_avg}, tmp_path / "minimal.pt")
-    g = copy.deepcopy(g_ema)
-    torch.save({"g": g.state_dict(), "d": {"convs.0.0.weight": torch.zeros(4, 3, 1, 1)}, "g_ema": g_ema.state_dict(),
-                "latent_avg": latent_avg, "g_optim": torch.optim.Adam(g.parameters()).state_dict(),
-                "d_optim": {"state": {}, "param_groups": []},
+    w = next(iter(g_ema.parameters()))
+    adam = {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros_like(w),
+                          "exp_avg_sq": torch.ones_like(w)}},
+            "param_groups": [{"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "params": [0]}]}  # Adam's state_dict()
+    torch.save({"g": copy.deepcopy(g_ema).state_dict(), "d": {"convs.0.0.weight": torch.zeros(4, 3, 1, 1)},
+                "g_ema": g_ema.state_dict(), "latent_avg": latent_avg, "g_optim": adam, "d_optim": adam,
                 "args": argparse.Namespace(size=SMALL_SIZE, n_mlp=2, batch=4)}, tmp_path / "train.pt")
     ref = stylegan2_conv.convert([tmp_path / "minimal.pt"])
     got = stylegan2_conv.convert([tmp_path / "train.pt"])
