@@ -164,6 +164,18 @@ def _save(path, **ckpt):
     return path
 
 
+def test_training_state_entries_are_ignored(setup):
+    """e4e's coach with save_training_data also saves global_step, optimizer, best_val_loss and the latent
+    discriminator's state next to the weights (docs/converters.md)."""
+    path = _save(setup["tmp"] / "training.pt", state_dict=setup["state"], latent_avg=setup["latent_avg"], opts=OPTS,
+                 global_step=5000, best_val_loss=0.25, optimizer={"state": {}, "param_groups": [{"lr": 1e-4}]},
+                 discriminator_state_dict={"mlp.0.weight": torch.zeros(512, 512)},
+                 discriminator_optimizer_state_dict={"state": {}, "param_groups": []})
+    arch, variables, _ = e4e_conv.convert([path])
+    assert arch == setup["config"]["architecture"]
+    jax.tree.map(np.testing.assert_array_equal, variables, setup["variables"])
+
+
 def test_missing_latent_avg_is_computed_from_mapping(setup):
     path = _save(setup["tmp"] / "no_avg.pt", state_dict=setup["state"], opts={"encoder_type": "Encoder4Editing"})
     n = 20000
