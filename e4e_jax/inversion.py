@@ -9,16 +9,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator, Optional, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
 from e4e_jax.generate import DTYPES, resolve_modulation, resolve_upsample
-from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
+from e4e_jax.models import encoder_types
+from e4e_jax.models.encoder import add_latent_avg
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 
-ENCODER_SIZE_KEYS = ("widths", "units", "style_channels")
 # Official cars inference crops the 512×512 output to rows 64:448 (the 4:3 car frame).
 CARS_CROP_FRACTION = (64 / 512, 448 / 512)
 # What an inversion returns besides the latents: float reconstructions, uint8 ones, or none.
@@ -29,7 +30,7 @@ IMAGE_MODES = ("float", "uint8", "none")
 class E4EModel:
     """An e4e bundle ready to run: modules, variables and the facts inversion needs."""
 
-    encoder: Encoder4Editing
+    encoder: nn.Module      # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.py)
     generator: Generator
     variables: dict
     input_hw: tuple[int, int]
@@ -56,11 +57,8 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
     config, variables = bundle.load(path, "e4e")
     arch = config["architecture"]
     enc = arch["encoder"]
-    # Non-official widths (small encoders of toy runs) travel in the bundle; absent = official IR-SE50.
-    sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items() if k in ENCODER_SIZE_KEYS}
-    encoder = Encoder4Editing(n_styles=enc["n_styles"], mode=enc["mode"], num_layers=enc["num_layers"],
-                              backbone_mode=enc.get("backbone_mode", "ir_se"), dtype=DTYPES[dtype],
-                              precision=precision, fuse_style_blocks=fuse_style_blocks, **sizes)
+    encoder = encoder_types.from_architecture(enc, dtype=DTYPES[dtype], precision=precision,
+                                              fuse_style_blocks=fuse_style_blocks)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
                           dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
     if DTYPES[dtype] != jnp.float32:
