@@ -45,11 +45,25 @@ def recipe_quad(lm: np.ndarray) -> tuple[np.ndarray, float]:
     return np.stack([c - x - y, c - x + y, c + x + y, c + x - y]), float(np.hypot(*x) * 2)
 
 
+def recipe_pad(img: np.ndarray, pad, qsize: float) -> np.ndarray:
+    """The recipe's blurred reflect padding of uint8 (h, w, 3) by pad = (left, top, right, bottom),
+    in float32 over the whole padded image; uint8 result."""
+    import scipy.ndimage
+
+    a = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), 'reflect')
+    h, w, _ = a.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    blur = qsize * 0.02
+    a += (scipy.ndimage.gaussian_filter(a, [blur, blur, 0]) - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    a += (np.median(a, axis=(0, 1)) - a) * np.clip(mask, 0.0, 1.0)
+    return np.uint8(np.clip(np.rint(a), 0, 255))
+
+
 def recipe_crop(img: Image.Image, lm: np.ndarray, output_size: int, transform_size: int | None = None) -> Image.Image:
     """The recipe's crop of `img` (RGB PIL) for landmarks `lm`. transform_size None: FFHQ's 4x
     output (4096 for 1024); the official e4e passes output_size (256)."""
-    import scipy.ndimage
-
     transform_size = 4 * output_size if transform_size is None else transform_size
     quad, qsize = recipe_quad(lm)
     shrink = int(np.floor(qsize / output_size * 0.5))
@@ -72,15 +86,7 @@ def recipe_crop(img: Image.Image, lm: np.ndarray, output_size: int, transform_si
            max(pad[2] - img.size[0] + border, 0), max(pad[3] - img.size[1] + border, 0))
     if max(pad) > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
-        a = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), 'reflect')
-        h, w, _ = a.shape
-        y, x, _ = np.ogrid[:h, :w, :1]
-        mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
-                          1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
-        blur = qsize * 0.02
-        a += (scipy.ndimage.gaussian_filter(a, [blur, blur, 0]) - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-        a += (np.median(a, axis=(0, 1)) - a) * np.clip(mask, 0.0, 1.0)
-        img = Image.fromarray(np.uint8(np.clip(np.rint(a), 0, 255)), 'RGB')
+        img = Image.fromarray(recipe_pad(np.asarray(img), pad, qsize), 'RGB')
         quad += pad[:2]
     img = img.transform((transform_size, transform_size), Image.QUAD, (quad + 0.5).flatten(), Image.BILINEAR)
     if output_size < transform_size:

@@ -165,7 +165,6 @@ def _pool_context():
 
 def _iter_results(jobs: list[tuple], settings, workers: int):
     """Yield align_file's result for each job, in completion order."""
-    global _ALIGNER
     if workers <= 1 or len(jobs) <= 1:
         if _ALIGNER is None or _ALIGNER.settings != settings:
             _worker_init(settings)
@@ -217,13 +216,10 @@ def run(args: argparse.Namespace) -> int:
                                 args.detect_size or None)
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(args.workers or available, len(paths))
-    # A missing dlib or model, or a file that is not a 68-point model, is one clear error before
-    # anything is written. With a pool each worker loads its own models, so only check here.
-    global _ALIGNER
-    if workers <= 1:
-        _ALIGNER = aligner.load()
-    else:
-        aligner.check(load_landmarks=args.landmarks is not None)
+    if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):  # fail before loading
+        raise UserError(f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
+                        "--overwrite to redo it, or choose another folder")
+    aligner.check(load_landmarks=False)  # dlib and the model file are there: before anything is made
     settings = aligner.settings
     all_faces = args.faces == "all"
     expected = _settings_record(settings, all_faces)
@@ -245,6 +241,14 @@ def run(args: argparse.Namespace) -> int:
                     results[p] = dict(rec, file=str(p))
         n_resumed = len(results)
         jobs = [(str(p), stems[p], str(args.output), all_faces) for p in paths if p not in results]
+        # A file that is not a 68-point model is one clear error before any photo is done. With a
+        # pool each worker loads its own models, so the parent only checks (a custom file) here.
+        global _ALIGNER
+        if workers <= 1 or len(jobs) <= 1:
+            if _ALIGNER is None or _ALIGNER.settings != settings:  # kept for in-process callers
+                _ALIGNER = aligner.load()
+        elif args.landmarks is not None:
+            aligner.check(load_landmarks=True)
         by_name = {str(p): p for p in paths}
         n_faces = sum(len(r["outputs"]) for r in results.values())
         interrupted = False
