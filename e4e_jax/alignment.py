@@ -502,11 +502,17 @@ class Aligner:
         return faces
 
     def align_or_skip(self, path: str | os.PathLike, max_faces: int | None = None) -> list[AlignedFace] | folder.Skipped:
-        """`align(path)`, with a file that yields no face returned as `folder.Skipped(path, reason)`."""
+        """`align(path)`, with a file that yields no face returned as `folder.Skipped(path, reason)`
+        ("no face found", "not a readable image ...", ...). Any other failure on this one file is a
+        Skipped too ("alignment failed: <error>"), so that one bad photo never stops a batch."""
         try:
             return self.align(path, max_faces)
         except AlignmentSkip as e:
             return folder.Skipped(Path(path), e.reason)
+        except AlignmentUnavailable:
+            raise  # a setup problem, not this file's
+        except Exception as e:  # noqa: BLE001
+            return folder.Skipped(Path(path), f"alignment failed: {type(e).__name__}: {e}")
 
 
 # ----------------------------------------------------------------------------- process pools

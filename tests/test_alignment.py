@@ -303,3 +303,21 @@ def test_nothing_else_imports_dlib():
             "assert 'dlib' not in sys.modules and 'scipy' not in sys.modules")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
+
+
+def test_process_pool_api_for_invert_align(aligner, dlib):
+    """The API `invert --align` uses: worker_init as the pool initializer, worker_align as the task."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    photo, church = _photo("input_img.jpg"), _photo("church_img.jpg")
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + env_path  # the worker imports this checkout
+    try:
+        with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
+                                    initializer=al.worker_init, initargs=(aligner.settings,)) as pool:
+            faces, skipped = pool.submit(al.worker_align, photo, 1).result(), pool.submit(al.worker_align, church).result()
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    assert np.array_equal(faces[0].image, aligner.align(photo)[0].image)
+    assert skipped.path == church and skipped.reason == "no face found"
