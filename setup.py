@@ -24,6 +24,10 @@ setup(
         "test": ["pytest>=8", "torch>=2.2"],
         # Training input pipeline and metric writers; inversion and conversion need neither.
         "train": ["tensorflow-cpu", "tensorflow-datasets", "clu", "tensorboard"],
+        # Face alignment of real photos (`e4e-jax align`, `invert --align`): dlib's binary wheel and
+        # its 68-point landmark model; scipy for the padding blur (jax depends on it anyway).
+        # Imported only by e4e_jax/alignment.py, lazily.
+        "align": ["dlib-bin>=19.24", "face-recognition-models>=0.1.3", "scipy>=1.9"],
     },
     entry_points={
         "console_scripts": [
