@@ -97,6 +97,14 @@ def crop_output(model: E4EModel, images: jax.Array) -> jax.Array:
     return images[:, top:bottom]
 
 
+def normalize_input(x: jax.Array) -> jax.Array:
+    """uint8 pixels -> float32 in [-1, 1] (official ToTensor + Normalize(0.5, 0.5), the same IEEE
+    operations as `data.folder.normalize`); float inputs are taken as already normalised."""
+    if x.dtype != jnp.uint8:
+        return x
+    return (x.astype(jnp.float32) / jnp.float32(255.0) - jnp.float32(0.5)) / jnp.float32(0.5)
+
+
 def to_uint8(images: jax.Array) -> jax.Array:
     """[-1, 1] float images -> uint8 on the device, rounded and clipped, NaN -> 0 (the same values as
     `data.folder.to_uint8` on the host; a quarter of the bytes to copy back)."""
@@ -130,7 +138,7 @@ def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None, *,
         raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
 
     def invert(variables, x):
-        codes = encode(model, variables, x)
+        codes = encode(model, variables, normalize_input(x))
         if images == "none":
             return codes
         out = model.generator.apply(variables["generator"], codes, input_is_latent=True, noise_mode="const")
@@ -143,9 +151,9 @@ def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None, *,
     return sharding.per_device(invert, mesh, (sharding.P(), data), data if images == "none" else (data, data))
 
 
-def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, **kw):
-    """Ahead-of-time compile of `make_invert_fn(model, mesh, **kw)` for a (batch_size, H, W, 3) float32
-    input; returns (compiled fn, seconds spent). With JAX's persistent cache on (`compile_cache`), a
+def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, input_dtype=jnp.float32, **kw):
+    """Ahead-of-time compile of `make_invert_fn(model, mesh, **kw)` for a (batch_size, H, W, 3) input of
+    `input_dtype` (uint8 pixels or float32 in [-1, 1]); returns (compiled fn, seconds spent). With JAX's persistent cache on (`compile_cache`), a
     second run of the same model and batch size loads the executable instead of compiling."""
     import time
 
@@ -153,7 +161,7 @@ def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, **
     repl = sharding.replicated(mesh)
     shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=repl),
                                     model.variables)
-    x = jax.ShapeDtypeStruct((batch_size, *model.input_hw, 3), jnp.float32, sharding=sharding.batch_sharding(mesh))
+    x = jax.ShapeDtypeStruct((batch_size, *model.input_hw, 3), input_dtype, sharding=sharding.batch_sharding(mesh))
     t0 = time.perf_counter()
     compiled = fn.lower(shapes, x).compile()
     return compiled, time.perf_counter() - t0

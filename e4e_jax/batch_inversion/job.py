@@ -8,6 +8,7 @@ Architecture: docs/inversion_job.md.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -22,6 +23,7 @@ import numpy as np
 from e4e_jax import errors, outdir
 from e4e_jax.batch_inversion import layout as layout_lib
 from e4e_jax.batch_inversion import pipeline
+from e4e_jax.batch_inversion import workers as workers_lib
 from e4e_jax.errors import UserError
 
 DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
@@ -116,12 +118,17 @@ def _check_args(opts: InvertOptions) -> None:
     from e4e_jax import bundle
 
     bundle.read_config(opts.model, "e4e")  # A wrong --model fails here, before any file is made.
+    if opts.align:
+        from e4e_jax import alignment
+
+        alignment.Aligner(opts.align_size, opts.landmarks).check(load_landmarks=False)  # dlib + model present
     if opts.image_format is not None and opts.image_format not in pipeline.IMAGE_FORMATS:
         raise UserError(f"--image-format {opts.image_format!r}: choose one of {sorted(pipeline.IMAGE_FORMATS)}")
 
 
 def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
-    """The per-file decode step: path -> [(face, (H, W, 3) float32 in [-1, 1])] or Skipped."""
+    """The per-file decode step (run in worker processes: picklable): path -> [(face, (H, W, 3) uint8)]
+    or Skipped."""
     if opts.align:
         from e4e_jax.batch_inversion import align_step
 
@@ -133,7 +140,7 @@ def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
 def _prepare_plain(path: str, input_hw, fast_decode: bool):
     from e4e_jax.data import folder
 
-    out = folder.load_image(path, input_hw, fast_decode=fast_decode)
+    out = folder.load_pixels(path, input_hw, fast_decode=fast_decode)
     return out if isinstance(out, folder.Skipped) else [(layout_lib.NO_FACE, out)]
 
 
@@ -190,10 +197,6 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
             status = _broadcast_int(status)
         if status:
             raise UserError(message or "process 0 refused the output folder (see its message)")
-        t_load = time.perf_counter()
-        model = inversion.load_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
-        load_s = time.perf_counter() - t_load
-        out_hw = _out_hw(model, opts.image_size)
         all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
         mine = [c for c in all_chunks if c.index % nproc == pid]
         done = {c.index for c in mine if lay.is_committed(c.index)}
@@ -201,7 +204,18 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         n_done_files = sum(c.stop - c.start for c in mine if c.index in done)
         if done:
             _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
-        stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start)
+        n_todo = sum(c.stop - c.start for c in todo)
+        workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
+        # Decoder processes start now, while the model loads and compiles.
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=workers_lib.context()) as decode_pool:
+            for _ in range(workers if n_todo else 0):
+                decode_pool.submit(int)
+            t_load = time.perf_counter()
+            model = inversion.load_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
+            load_s = time.perf_counter() - t_load
+            out_hw = _out_hw(model, opts.image_size)
+            stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start,
+                                   decode_pool, workers)
         stats["timing"]["load_s"] = round(load_s, 3)
         if multi:
             from jax.experimental import multihost_utils
@@ -226,7 +240,8 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     return errors.EXIT_PARTIAL if skipped else errors.EXIT_OK
 
 
-def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start) -> dict:
+def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool,
+                   workers) -> dict:
     """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
     import jax
     from tqdm import tqdm
@@ -236,7 +251,8 @@ def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_fil
     mesh = sharding.data_mesh(jax.local_devices())
     bs = sharding.round_up(opts.batch_size, mesh.size)
     images_mode = "uint8" if opts.image_format is not None else "none"
-    invert_fn, compile_s = inversion.compile_invert(model, mesh, bs, images=images_mode, out_hw=out_hw)
+    invert_fn, compile_s = inversion.compile_invert(model, mesh, bs, input_dtype=np.uint8, images=images_mode,
+                                                    out_hw=out_hw)
     _say(opts, f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
          f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}")
     variables = sharding.replicate(model.variables, mesh)
@@ -246,16 +262,14 @@ def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_fil
     known_rows = None
     if not multi:
         known_rows = {c.index: lay.committed_rows(c.index) for c in all_chunks if c.index not in sizes}
-    cpus = os.cpu_count() or 1
-    workers = opts.workers or cpus
-    writers = opts.writers or max(2, cpus // 2)
+    writers = opts.writers or max(2, (os.cpu_count() or 1) // 2)
     first_batch = {}
     with tqdm(total=n_done_files + len(jobs), initial=n_done_files, desc="invert", unit="img",
               disable=opts.quiet or (jax.process_index() != 0 and multi)) as bar:
         pipeline.run(model, lay, jobs, sizes, known_rows, prepare=_make_prepare(opts, model.input_hw),
                      batch_size=bs, workers=workers, writers=writers if opts.image_format else 0,
                      image_format=opts.image_format, quality=opts.jpeg_quality, invert_fn=invert_fn,
-                     variables=variables, mesh=mesh, clock=clock, executor="process" if opts.align else "thread",
+                     variables=variables, mesh=mesh, clock=clock, decode_pool=decode_pool,
                      on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
                      on_progress=bar.update)
     return {"timing": {"compile_s": round(compile_s, 3), "first_batch_s": round(first_batch.get("s", float("nan")), 3),

@@ -2,6 +2,7 @@
 
     OUTPUT/latents.npy           (N, n_latent, 512) float32, one row per inverted image (final)
     OUTPUT/files.txt             the input file of each row, one path a line (final)
+    OUTPUT/faces.txt             with --align: the face index of each row in its file (0 = largest)
     OUTPUT/inversions.txt        the reconstruction of each row, relative to OUTPUT (final; absent with
                                  --no-images)
     OUTPUT/skipped.txt           files that could not be used, `path<TAB>reason` (final)
@@ -38,7 +39,7 @@ from e4e_jax.errors import UserError
 STATE_DIR = ".e4e-invert"
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
-FINAL_FILES = ("latents.npy", "files.txt", "inversions.txt", "skipped.txt", "report.json")
+FINAL_FILES = ("latents.npy", "files.txt", "faces.txt", "inversions.txt", "skipped.txt", "report.json")
 IMAGES_DIR = "inversions"
 # Names this command gives reconstructions (final or staged): only these are cleared by --overwrite.
 _OWN_IMAGE = re.compile(r"^(\.staged-\d{6}-)?\d{5,}_.*\.(jpg|png|webp)$")
@@ -227,6 +228,9 @@ class Layout:
                 row += 1
             skipped += m.skipped
         fileio.write_text(self.root / "files.txt", "".join(f"{f}\n" for f in files))
+        if any(int(face) != NO_FACE for m in metas for face in m.faces):
+            # --align: which face of its file each row is (0 = the largest), one a line as files.txt.
+            fileio.write_text(self.root / "faces.txt", "".join(f"{int(face)}\n" for m in metas for face in m.faces))
         if with_images:
             fileio.write_text(self.root / "inversions.txt", "".join(f"{p}\n" for p in names))
         fileio.write_text(self.root / "skipped.txt", "".join(f"{f}\t{r}\n" for f, r in skipped))

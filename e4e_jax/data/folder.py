@@ -100,8 +100,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert('RGB')
 
 
-def _decode(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size: int,
-            max_pixels: int, fast_decode: bool = False) -> np.ndarray | Skipped:
+def _decode_rgb(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size: int,
+                max_pixels: int, fast_decode: bool = False) -> np.ndarray | Skipped:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError('PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (some module switched it '
                            'on); e4e_jax refuses to half-load truncated images. Set it back to False.')
@@ -133,8 +133,20 @@ def _decode(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size
     th, tw = size_hw
     if rgb.size != (tw, th):
         rgb = rgb.resize((tw, th), Image.BILINEAR)
-    x = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)  # ToTensor
-    return (x - np.float32(0.5)) / np.float32(0.5)             # Normalize(0.5, 0.5)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [-1, 1] exactly as the official ToTensor + Normalize(0.5, 0.5) (the
+    same IEEE operations as `inversion.normalize_input` on the device)."""
+    x = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)  # ToTensor
+    return (x - np.float32(0.5)) / np.float32(0.5)                # Normalize(0.5, 0.5)
+
+
+def _decode(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size: int,
+            max_pixels: int, fast_decode: bool = False) -> np.ndarray | Skipped:
+    rgb = _decode_rgb(path, size_hw, exif_transpose, min_size, max_pixels, fast_decode)
+    return rgb if isinstance(rgb, Skipped) else normalize(rgb)
 
 
 def load_image(path: str | os.PathLike, size_hw: tuple[int, int] | str,
@@ -154,6 +166,14 @@ def load_image(path: str | os.PathLike, size_hw: tuple[int, int] | str,
       float32 (H, W, 3) in [-1, 1], or `Skipped(path, reason)` for a file that cannot be used.
     """
     return _decode(Path(path), resolve_size(size_hw), exif_transpose, min_size, max_pixels, fast_decode)
+
+
+def load_pixels(path: str | os.PathLike, size_hw: tuple[int, int] | str, exif_transpose: bool = False,
+                min_size: int = DEFAULT_MIN_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS,
+                fast_decode: bool = False) -> np.ndarray | Skipped:
+    """As `load_image`, but the resized (H, W, 3) uint8 pixels before the official normalisation
+    (`normalize` gives `load_image`'s result): a quarter of the bytes to move between processes."""
+    return _decode_rgb(Path(path), resolve_size(size_hw), exif_transpose, min_size, max_pixels, fast_decode)
 
 
 def _default_workers() -> int:
