@@ -120,8 +120,8 @@ def save(
     return path
 
 
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a bundle's config.json."""
+def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Read and validate a bundle's config.json (of kind `kind`, when given)."""
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
@@ -140,6 +140,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{cfg_path}: bundle format {config.get('format_version')} is not supported by this "
             f"version (expects {FORMAT_VERSION}); re-convert the source checkpoint"
         )
+    if kind is not None and config["kind"] != kind:
+        raise BundleError(
+            f"{path} holds a {config['kind']!r} bundle, but a {kind!r} bundle is needed here"
+        )
     return config
 
 
@@ -151,11 +155,7 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
     import orbax.checkpoint as ocp
 
     path = Path(path).resolve()
-    config = read_config(path)
-    if kind is not None and config["kind"] != kind:
-        raise BundleError(
-            f"{path} holds a {config['kind']!r} bundle, but a {kind!r} bundle is needed here"
-        )
+    config = read_config(path, kind)
     params_dir = path / "params"
     if not params_dir.is_dir():
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")

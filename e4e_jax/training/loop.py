@@ -38,6 +38,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from e4e_jax import distributed, errors, fileio, outdir, sharding
+from e4e_jax.models.encoder_types import TYPE_OF_MODE
 from e4e_jax.training import checkpoint, networks, optim, presets, writers
 from e4e_jax.training.state import (TrainState, abstract_state, encoder_variables, fingerprint, init_train_state,
                                     param_count)
@@ -154,12 +155,12 @@ def _export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Pa
     from e4e_jax import bundle
 
     if config.encoder.arch != "e4e":
-        log.info("encoder.arch=%s: no e4e bundle exported (only Encoder4Editing bundles are loadable)",
+        log.info("encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",
                  config.encoder.arch)
         return None
     n = run.step_cfg.n_styles
-    arch = {"encoder": {"mode": config.encoder.mode, "encoder_type": "Encoder4Editing" if config.encoder.mode ==
-                        "e4e" else "GradualStyleEncoder", "num_layers": 50, "backbone_mode": "ir_se",
+    arch = {"encoder": {"mode": config.encoder.mode, "encoder_type": TYPE_OF_MODE[config.encoder.mode],
+                        "num_layers": 50, "backbone_mode": "ir_se",
                         "n_styles": n, "input_nc": 3, "input_size": list(config.data.image_size),
                         **dict(config.encoder.kwargs)},
             "generator": run.gen_cfg.to_dict(),

@@ -11,8 +11,9 @@ exist there; defaults are the official ones and the command line of the official
 
 Ablations of the paper (Table 2) are the switches `use_progressive`, `use_delta_reg`,
 `w_discriminator_lambda` and `encoder.mode`; `ablation='A'|'B'|'C'|'D'` sets them together
-(see `apply_ablation`). `validate` checks every number and choice before a run does any work;
-`config_diff` names the fields in which two configs (e.g. a checkpoint's and the current one) differ.
+(see `apply_ablation`); `ablation='W'` is the W end of the trade-off (official SingleStyleCodeEncoder).
+`validate` checks every number and choice before a run does any work; `config_diff` names the fields in
+which two configs (e.g. a checkpoint's and the current one) differ.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def base() -> ml_collections.ConfigDict:
     c.generator.upsample = "auto"
     c.encoder = ml_collections.ConfigDict()
     c.encoder.arch = "e4e"                 # key of e4e_jax.training.networks.ENCODERS
-    c.encoder.mode = "e4e"                 # 'e4e' (w + Δ_i) or 'psp' (ablation A)
+    c.encoder.mode = "e4e"                 # 'e4e' (w + Δ_i), 'psp' (ablation A) or 'w' (one w, see ffhq_w)
     c.encoder.kwargs = ml_collections.ConfigDict()  # extra keyword arguments of the encoder module
     c.encoder.init_bundle = ""             # an 'e4e' bundle to start from (official --checkpoint_path)
     c.encoder.backbone_init_bundle = ""    # an 'arcface' IR-SE50 bundle for the backbone (official init)
@@ -123,6 +124,20 @@ def base() -> ml_collections.ConfigDict:
 
 def ffhq() -> ml_collections.ConfigDict:
     return base()
+
+
+def w_encoder(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Switch `c` to the W encoder (official --encoder_type SingleStyleCodeEncoder): one w for every layer, so
+    no progressive stages and no L_d-reg (the official W encoder has no stage to set); the latent
+    discriminator stays as in the official command."""
+    c.encoder.mode = "w"
+    c.use_progressive = False
+    c.use_delta_reg = False
+    return c
+
+
+def ffhq_w() -> ml_collections.ConfigDict:
+    return w_encoder(ffhq())
 
 
 def cars() -> ml_collections.ConfigDict:
@@ -194,8 +209,8 @@ def tiny() -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"default": base, "ffhq": ffhq, "cars": cars, "horse": horse, "church": church, "cats": cats,
-           "tiny": tiny}
+PRESETS = {"default": base, "ffhq": ffhq, "ffhq_w": ffhq_w, "cars": cars, "horse": horse, "church": church,
+           "cats": cats, "tiny": tiny}
 
 # Paper Table 2 (ablation of the editability components), as switches.
 ABLATIONS = {
@@ -203,13 +218,16 @@ ABLATIONS = {
     "B": dict(encoder_mode="e4e", use_progressive=True, use_delta_reg=True, w_discriminator_lambda=0.0),
     "C": dict(encoder_mode="e4e", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.1),
     "D": dict(encoder_mode="e4e", use_progressive=True, use_delta_reg=True, w_discriminator_lambda=0.1),
+    # Not in Table 2: the W encoder (no deltas at all), the other end of the distortion-editability trade-off.
+    "W": dict(encoder_mode="w", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.1),
 }
 
 
 def apply_ablation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Set the switches of configuration `c.ablation` (paper Table 2):
     A: pSp-style W+ encoder, no L_d-reg, no L_adv;  B: + progressive deltas with L_d-reg (W^k);
-    C: L_adv only (all deltas from the start, no L_d-reg);  D: both (full e4e, W^k_*)."""
+    C: L_adv only (all deltas from the start, no L_d-reg);  D: both (full e4e, W^k_*);
+    W: the W encoder (one w repeated, no deltas) with L_adv."""
     if not c.ablation:
         return c
     key = str(c.ablation).upper()
@@ -250,7 +268,6 @@ CHOICES = {
     "optim_name": ("ranger", "adam"),
     "similarity": ("id", "moco"),
     "compute_dtype": ("float32", "bfloat16"),
-    "encoder.mode": ("e4e", "psp"),
     "generator.modulation": ("activation", "grouped"),
     "generator.upsample": ("auto", "transpose", "subpixel"),
     "lpips_type": ("alex", "vgg"),
@@ -290,7 +307,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
             value = _get(c, key)
             if not ok(value):
                 bad.append(f"config.{key}={value!r}: must be {want}")
-    for key, allowed in CHOICES.items():
+    from e4e_jax.models.encoder_types import TYPE_OF_MODE  # deferred: configs load without flax
+
+    for key, allowed in {**CHOICES, "encoder.mode": tuple(TYPE_OF_MODE)}.items():
         value = _get(c, key)
         if value not in allowed:
             bad.append(f"config.{key}={value!r}: must be one of {', '.join(map(repr, allowed))}")
