@@ -205,7 +205,10 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
         parts = []
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
             chunk = batch[start:start + bs]
-            parts.append((invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh)), len(chunk)))
+            out = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
+            for a in jax.tree_util.tree_leaves(out):
+                a.copy_to_host_async()  # The copy back starts when the device is done, not when we ask.
+            parts.append((out, len(chunk)))
         if pending is not None:
             yield fetch(pending)
         pending = (parts, paths, skipped)

@@ -211,13 +211,14 @@ def run(model, layout: Layout, jobs: Sequence[tuple[str, int]], chunk_sizes: dic
             for s, chunk in skipped:
                 collector.add_skipped(s, chunk)
             if image_format is not None and len(items) and wpool is None:
-                # Slots for two batches in flight per writer generation: enough to never starve them.
-                wpool = WriterPool(max(1, writers), imgs.shape[1:], 2 * batch_size)
+                # Slots for four batches: the main thread only waits when the writers fall behind.
+                wpool = WriterPool(max(1, writers), imgs.shape[1:], 4 * batch_size)
             for i, item in enumerate(items):
                 name = ""
                 if image_format is not None:
                     name = collector.name_for(item)
-                    fut = wpool.submit(imgs[i], layout.root / name, image_format, quality)  # blocks when full
+                    fut = clock.timed("hand_to_writers", wpool.submit, imgs[i], layout.root / name, image_format,
+                                      quality)  # blocks while every slot is in use
                     fut.add_done_callback(timed_write)
                     collector.add_write(item.chunk, fut)
                 collector.add(item, lat[i], name)
