@@ -242,6 +242,25 @@ class Layout:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
+def reconstructions(output: str | os.PathLike, n: int) -> list[Optional[Path]]:
+    """The reconstruction of each of the `n` rows of a finished invert output: exactly the files its
+    manifest (inversions.txt) lists, never a stale file left by another run; None where there is none.
+    An output of an older version without the manifest falls back to the first
+    `inversions/{row:05d}_*.{jpg,png,webp}`."""
+    root = Path(output)
+    manifest = root / "inversions.txt"
+    if manifest.is_file():
+        names = [line for line in manifest.read_text().splitlines() if line]
+        if len(names) != n:
+            raise UserError(f"{manifest} lists {len(names)} reconstructions for {n} latents; rerun invert")
+        return [root / name if (root / name).is_file() else None for name in names]
+    found = []
+    for i in range(n):
+        cands = sorted(p for p in (root / IMAGES_DIR).glob(f"{i:05d}_*") if p.suffix.lstrip(".") in ("jpg", "png", "webp"))
+        found.append(cands[0] if cands else None)
+    return found
+
+
 def describe_mismatch(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:
     """The plan fields that differ between a recorded run and this one, as 'key: old -> new'."""
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

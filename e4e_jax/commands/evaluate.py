@@ -66,7 +66,7 @@ def _parse_ganspace_edit(spec: str) -> tuple[int, int, int, float]:
 
 
 def _inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
-    """(original paths, latents (N, n, 512), reconstruction PNG per index or None) of an `invert` output."""
+    """(original paths, latents (N, n, 512), reconstruction file per index or None) of an `invert` output."""
     import numpy as np
 
     files_txt, lat_path = inv_dir / "files.txt", inv_dir / "latents.npy"
@@ -85,8 +85,9 @@ def _inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
             raise ValueError(f"{files_txt}: original image {p} not found; pass --images with the folder that "
                              "was inverted")
         originals.append(cand)
-    pngs = [next(iter(sorted((inv_dir / "inversions").glob(f"{i:05d}_*.png"))), None) for i in range(len(listed))]
-    return originals, latents.astype(np.float32), pngs
+    from e4e_jax.batch_inversion.layout import reconstructions
+
+    return originals, latents.astype(np.float32), reconstructions(inv_dir, len(listed))
 
 
 def _edits(args, model):

@@ -102,8 +102,10 @@ def image_metrics(heldout: Path, inversion: Path) -> dict:
 
     from e4e_jax.data.folder import load_image
 
+    from e4e_jax.batch_inversion.layout import reconstructions
+
     files = [Path(p) for p in (inversion / "files.txt").read_text().splitlines()]
-    recon = sorted((inversion / "inversions").glob("*.png"))
+    recon = reconstructions(inversion, len(files))
     errs = []
     for src, rec in zip(files, recon):
         hw = load_image_size(rec)
@@ -139,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/4] inverting {args.heldout} held-out samples", flush=True)
     true_ws = write_heldout_samples(model, work / "heldout", args.heldout)
     rc = cli_main(["invert", "--model", str(model), "--images", str(work / "heldout"),
-                   "--output", str(work / "inversion"), "--batch-size", str(args.heldout)])
+                   "--output", str(work / "inversion"), "--batch-size", str(args.heldout),
+                   "--image-format", "png"])  # lossless: the L2 below measures the inversion, not JPEG
     if rc != 0:
         print(f"error: inversion failed with exit status {rc}", file=sys.stderr)
         return 1
