@@ -18,10 +18,16 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        # torch builds the PyTorch reference models of the parity tests; nothing else needs it.
+        # torch builds the PyTorch reference models of the parity tests; nothing else needs it. The tests
+        # against the real lpips / pytorch-fid packages need them too, but both require torchvision (and so
+        # a torch of its choosing): .ci/run installs them with --no-deps instead of listing them here.
         "test": ["pytest>=8", "torch>=2.2"],
         # Training input pipeline and metric writers; inversion and conversion need neither.
         "train": ["tensorflow-cpu", "tensorflow-datasets", "clu", "tensorboard"],
+        # Face alignment of real photos (`e4e-jax align`, `invert --align`): dlib's binary wheel and
+        # its 68-point landmark model; scipy for the padding blur (jax depends on it anyway).
+        # Imported only by e4e_jax/alignment.py, lazily.
+        "align": ["dlib-bin>=19.24", "face-recognition-models>=0.1.3", "scipy>=1.9"],
     },
     entry_points={
         "console_scripts": [

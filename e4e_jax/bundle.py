@@ -57,6 +57,16 @@ def _to_numpy_tree(tree: Any) -> Any:
     return np.asarray(tree)
 
 
+def _this_process_only():
+    """orbax options making a save a single-process operation (no barrier with the other processes of a
+    multi-process JAX run, which are not taking part)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 def save(
     path: str | os.PathLike,
     kind: str,
@@ -68,6 +78,9 @@ def save(
     overwrite: bool = False,
 ) -> Path:
     """Write a bundle atomically.
+
+    Written by the calling process alone, with no collective: in a multi-process run call it on one
+    process (e.g. process 0) only.
 
     Args:
       path: target directory; must not exist (or be empty) unless `overwrite`, which replaces only a
@@ -107,7 +120,7 @@ def save(
             if extra:
                 config.update(dict(extra))
             (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            ckptr = ocp.StandardCheckpointer()
+            ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
             ckptr.save(tmp / "params", variables)
             ckptr.wait_until_finished()
             if path.exists():
@@ -163,8 +176,8 @@ def check_variables(kind: str, architecture: Mapping[str, Any], variables: Mappi
                           "is damaged or the model diverged")
 
 
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a bundle's config.json."""
+def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Read and validate a bundle's config.json (of kind `kind`, when given)."""
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
@@ -187,6 +200,10 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{cfg_path}: bundle format {config.get('format_version')} is not supported by this "
             f"version (expects {FORMAT_VERSION}); re-convert the source checkpoint"
         )
+    if kind is not None and config["kind"] != kind:
+        raise BundleError(
+            f"{path} holds a {config['kind']!r} bundle, but a {kind!r} bundle is needed here"
+        )
     return config
 
 
@@ -198,18 +215,15 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
     import orbax.checkpoint as ocp
 
     path = Path(path).resolve()
-    config = read_config(path)
-    if kind is not None and config["kind"] != kind:
-        raise BundleError(
-            f"{path} holds a {config['kind']!r} bundle, but a {kind!r} bundle is needed here"
-        )
+    config = read_config(path, kind)
     params_dir = path / "params"
     if not params_dir.is_dir():
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")
     if not any(params_dir.iterdir()):
         raise BundleError(f"{path}: params/ is empty; the bundle is incomplete, re-create it")
     try:
-        variables = ocp.StandardCheckpointer().restore(params_dir)
+        # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
+        variables = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(params_dir)
     except (OSError, ValueError) as e:
         raise BundleError(f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, "
                           "re-create it") from e

@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "quickstart": "run the whole system on the embedded default (a small fixed-seed StyleGAN2) on CPU",
     "synthesize": "render images from latents with a stylegan2 (or e4e) bundle",
+    "align": "FFHQ-align the faces in a folder of photos (the align extra: dlib)",
     "invert": "invert a folder of images with an e4e bundle",
     "edit": "edit inverted latents (InterFaceGAN, GANSpace, SeFa)",
     "train": "train an e4e encoder",

@@ -29,13 +29,16 @@ def _env_int(name: str) -> Optional[int]:
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *, auto: bool = False, timeout_s: int = 300) -> bool:
+               process_id: Optional[int] = None, *, auto: bool = False, timeout_s: int = 300,
+               flags: tuple[str, str, str] = ("--coordinator-address", "--num-processes", "--process-id")) -> bool:
     """Join the process group if one is asked for; returns True when running multi-process.
 
     Asked for means: a coordinator address (argument or JAX_COORDINATOR_ADDRESS), or `auto` (JAX then
     detects TPU pods / SLURM / MPI by itself). With an explicit coordinator, the process count and id
-    are required (arguments or JAX_NUM_PROCESSES / JAX_PROCESS_ID). Idempotent.
+    are required (arguments or JAX_NUM_PROCESSES / JAX_PROCESS_ID). Idempotent. `flags`: how the calling
+    command names the three settings, for its error messages.
     """
+    flag_address, flag_num, flag_id = flags
     if jax.distributed.is_initialized():
         return jax.process_count() > 1
     address = coordinator_address or os.environ.get(ENV_ADDRESS) or None
@@ -44,12 +47,12 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     if address is None and not auto:
         if num not in (None, 1) or pid not in (None, 0):
             raise UserError("a process count or id was given without a coordinator address; set "
-                            f"--coordinator-address (or {ENV_ADDRESS}) to HOST:PORT of process 0")
+                            f"{flag_address} (or {ENV_ADDRESS}) to HOST:PORT of process 0")
         return False
     if address is not None:
         if num is None or pid is None:
             raise UserError(f"coordinator {address} given without the process count and id: set both "
-                            f"(--num-processes/--process-id, or {ENV_NUM}/{ENV_ID})")
+                            f"({flag_num}/{flag_id}, or {ENV_NUM}/{ENV_ID})")
         if num < 1 or not 0 <= pid < num:
             raise UserError(f"process id {pid} is outside 0..{num - 1} (num_processes={num})")
         if num == 1:

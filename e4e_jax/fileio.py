@@ -24,14 +24,26 @@ def temp_prefix(name: str) -> str:
     return f".{name}{TMP_MARK}"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files get the permissions the user's umask allows (mkstemp alone would make them 0600).
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _temp_beside(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f"{temp_prefix(path.name)}{os.getpid()}-", dir=path.parent)
 
 
-def temp_beside(path: str | os.PathLike) -> Path:
-    """A new empty temporary file beside `path`, named as `write_atomic` names its own, for writers that
-    need a path rather than a file object (e.g. a numpy memmap); rename it over `path` when complete."""
+def temp_path_beside(path: str | os.PathLike) -> Path:
+    """A fresh, empty temporary file beside `path` with the name pattern `remove_stale_temps` clears
+    (for writers that need a path rather than a file object, e.g. `np.lib.format.open_memmap`);
+    the caller renames it over `path` with `os.replace` or deletes it."""
     fd, tmp = _temp_beside(Path(path))
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp)
 
@@ -45,6 +57,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     path = Path(path)
     fd, tmp = _temp_beside(path)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -9,25 +9,28 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator, Optional, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
 from e4e_jax.generate import DTYPES, resolve_modulation, resolve_upsample
-from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
+from e4e_jax.models import encoder_types
+from e4e_jax.models.encoder import add_latent_avg
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 
-ENCODER_SIZE_KEYS = ("widths", "units", "style_channels")
 # Official cars inference crops the 512×512 output to rows 64:448 (the 4:3 car frame).
 CARS_CROP_FRACTION = (64 / 512, 448 / 512)
+# What an inversion returns besides the latents: float reconstructions, uint8 ones, or none.
+IMAGE_MODES = ("float", "uint8", "none")
 
 
 @dataclasses.dataclass(frozen=True)
 class E4EModel:
     """An e4e bundle ready to run: modules, variables and the facts inversion needs."""
 
-    encoder: Encoder4Editing
+    encoder: nn.Module      # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.py)
     generator: Generator
     variables: dict
     input_hw: tuple[int, int]
@@ -54,11 +57,8 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
     config, variables = bundle.load(path, "e4e")
     arch = config["architecture"]
     enc = arch["encoder"]
-    # Non-official widths (small encoders of toy runs) travel in the bundle; absent = official IR-SE50.
-    sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items() if k in ENCODER_SIZE_KEYS}
-    encoder = Encoder4Editing(n_styles=enc["n_styles"], mode=enc["mode"], num_layers=enc["num_layers"],
-                              backbone_mode=enc.get("backbone_mode", "ir_se"), dtype=DTYPES[dtype],
-                              precision=precision, fuse_style_blocks=fuse_style_blocks, **sizes)
+    encoder = encoder_types.from_architecture(enc, dtype=DTYPES[dtype], precision=precision,
+                                              fuse_style_blocks=fuse_style_blocks)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
                           dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
     if DTYPES[dtype] != jnp.float32:
@@ -97,45 +97,105 @@ def crop_output(model: E4EModel, images: jax.Array) -> jax.Array:
     return images[:, top:bottom]
 
 
-def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None):
-    """f(variables, x) -> (latents (B, n_latent, 512), images (B, H', W', 3) float32), jitted;
-    with a `mesh`, each device inverts its slice of the batch."""
+def normalize_input(x: jax.Array) -> jax.Array:
+    """uint8 pixels -> float32 in [-1, 1] (official ToTensor + Normalize(0.5, 0.5), the same IEEE
+    operations as `data.folder.normalize`); float inputs are taken as already normalised."""
+    if x.dtype != jnp.uint8:
+        return x
+    return (x.astype(jnp.float32) / jnp.float32(255.0) - jnp.float32(0.5)) / jnp.float32(0.5)
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+    """[-1, 1] float images -> uint8 on the device, rounded and clipped, NaN -> 0 (the same values as
+    `data.folder.to_uint8` on the host; a quarter of the bytes to copy back)."""
+    x = jnp.nan_to_num(images.astype(jnp.float32), nan=-1.0)
+    return jnp.clip(jnp.rint((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def resize_output(images: jax.Array, out_hw: Optional[tuple[int, int]]) -> jax.Array:
+    """Reconstructions at `out_hw` (None: as generated). An integer shrink factor is an area average
+    (what pSp's `face_pool`, AdaptiveAvgPool2d, does for the losses); otherwise antialiased bilinear."""
+    if out_hw is None or tuple(images.shape[1:3]) == tuple(out_hw):
+        return images
+    b, h, w, c = images.shape
+    oh, ow = out_hw
+    if h % oh == 0 and w % ow == 0:
+        return images.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
+    return jax.image.resize(images, (b, oh, ow, c), method="linear", antialias=True)
+
+
+def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None, *, images: str = "float",
+                   out_hw: Optional[tuple[int, int]] = None):
+    """f(variables, x) -> (latents (B, n_latent, 512) float32, reconstructions), jitted; latents alone
+    when images='none'.
+
+    images: 'float' -> (B, H', W', 3) float32 in the generator's range; 'uint8' -> the same converted
+    on the device (what the writers encode); 'none' -> no generator pass at all (latents only).
+    out_hw: size of the returned reconstructions (see `resize_output`). With a `mesh`, each device
+    inverts its slice of the batch.
+    """
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
 
     def invert(variables, x):
-        codes = encode(model, variables, x)
-        images = model.generator.apply(variables["generator"], codes, input_is_latent=True, noise_mode="const")
-        return codes, crop_output(model, images)
+        codes = encode(model, variables, normalize_input(x))
+        if images == "none":
+            return codes
+        out = model.generator.apply(variables["generator"], codes, input_is_latent=True, noise_mode="const")
+        out = resize_output(crop_output(model, out), out_hw)
+        return codes, to_uint8(out) if images == "uint8" else out
 
     if mesh is None:
         return jax.jit(invert)
     data = sharding.P(sharding.DATA_AXIS)
-    return sharding.per_device(invert, mesh, (sharding.P(), data), (data, data))
+    return sharding.per_device(invert, mesh, (sharding.P(), data), data if images == "none" else (data, data))
+
+
+def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, input_dtype=jnp.float32, **kw):
+    """Ahead-of-time compile of `make_invert_fn(model, mesh, **kw)` for a (batch_size, H, W, 3) input of
+    `input_dtype` (uint8 pixels or float32 in [-1, 1]); returns (compiled fn, seconds spent). With JAX's persistent cache on (`compile_cache`), a
+    second run of the same model and batch size loads the executable instead of compiling."""
+    import time
+
+    fn = make_invert_fn(model, mesh, **kw)
+    repl = sharding.replicated(mesh)
+    shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=repl),
+                                    model.variables)
+    x = jax.ShapeDtypeStruct((batch_size, *model.input_hw, 3), input_dtype, sharding=sharding.batch_sharding(mesh))
+    t0 = time.perf_counter()
+    compiled = fn.lower(shapes, x).compile()
+    return compiled, time.perf_counter() - t0
 
 
 def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, Sequence]], batch_size: int,
-                mesh: Optional[jax.sharding.Mesh] = None):
+                mesh: Optional[jax.sharding.Mesh] = None, *, invert_fn=None, images: str = "float",
+                out_hw: Optional[tuple[int, int]] = None, variables=None):
     """Invert host batches from `data.folder.iter_batches`.
 
-    Yields (latents (b, n, 512), images (b, H', W', 3), paths, skipped) as numpy, in input order.
+    Yields (latents (b, n, 512), images (b, H', W', 3) or None, paths, skipped) as numpy, in input order.
     Each batch is padded to one size (a multiple of the local device count) so a single compilation
     serves the run, and sharded over `mesh` (default: all local devices). One batch stays in flight:
     batch i+1 is read and dispatched before batch i is copied back, so the device computes while
     the host decodes the next images and the caller writes the previous results.
+    `invert_fn` (e.g. from `compile_invert`) and `variables` (already placed on `mesh`) may be passed in
+    to reuse them; `images`/`out_hw` as in `make_invert_fn`.
     """
     mesh = mesh or sharding.data_mesh(jax.local_devices())
     bs = sharding.round_up(batch_size, mesh.size)
-    invert = make_invert_fn(model, mesh)
-    variables = sharding.replicate(model.variables, mesh)
+    invert = invert_fn or make_invert_fn(model, mesh, images=images, out_hw=out_hw)
+    variables = variables if variables is not None else sharding.replicate(model.variables, mesh)
 
     def fetch(pending):
         parts, paths, skipped = pending
+        if images == "none":
+            return np.concatenate([np.asarray(out)[:n] for out, n in parts]), None, paths, skipped
         lat = np.concatenate([np.asarray(latents)[:n] for (latents, _), n in parts])
         img = np.concatenate([np.asarray(recon)[:n] for (_, recon), n in parts])
         return lat, img, paths, skipped
 
     pending = None
-    for images, paths, skipped in batches:
-        b = images.shape[0]
+    for batch, paths, skipped in batches:
+        b = batch.shape[0]
         if b == 0:
             if pending is not None:
                 yield fetch(pending)
@@ -144,8 +204,11 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
             continue
         parts = []
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
-            chunk = images[start:start + bs]
-            parts.append((invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh)), len(chunk)))
+            chunk = batch[start:start + bs]
+            out = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
+            for a in jax.tree_util.tree_leaves(out):
+                a.copy_to_host_async()  # The copy back starts when the device is done, not when we ask.
+            parts.append((out, len(chunk)))
         if pending is not None:
             yield fetch(pending)
         pending = (parts, paths, skipped)

@@ -23,6 +23,17 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def process_rows(batch: NamedSharding, n: int) -> np.ndarray:
+    """(k,) sorted global indices along axis 0 of an (n, ...) array sharded by `batch` that this
+    process's devices hold: the rows a process loads for `jax.make_array_from_process_local_data`
+    (which maps the local array's rows onto these indices in this order). Read from the sharding, so
+    any device order of the mesh is right, contiguous per process or not."""
+    held: set[int] = set()
+    for index in batch.addressable_devices_indices_map((n,)).values():
+        held.update(range(*index[0].indices(n)))
+    return np.asarray(sorted(held), np.int64)
+
+
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

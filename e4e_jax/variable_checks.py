@@ -112,13 +112,10 @@ def _e4e(arch: Mapping[str, Any]):
     import jax
     import jax.numpy as jnp
 
-    from e4e_jax.models.encoder import Encoder4Editing
+    from e4e_jax.models import encoder_types
 
     enc = arch["encoder"]
-    sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in enc.items()
-             if k in ("widths", "units", "style_channels")}
-    encoder = Encoder4Editing(n_styles=enc["n_styles"], mode=enc["mode"], num_layers=enc["num_layers"],
-                              backbone_mode=enc.get("backbone_mode", "ir_se"), **sizes)
+    encoder = encoder_types.from_architecture(enc)  # the module load_e4e builds (every encoder type)
     h, w = enc["input_size"]
     generator = _stylegan2(arch["generator"])
 

@@ -1,8 +1,9 @@
-"""e4e / pSp encoder parity: official-layout checkpoint -> real converter (CLI) -> JAX vs PyTorch reference.
+"""e4e / pSp / W encoder parity: official-layout checkpoint -> real converter (CLI) -> JAX vs PyTorch reference.
 
 The encoder is the official architecture (IR-SE50, 512-ch style blocks, 256x256 input); the decoder is a
 tiny rosinality generator (64x64, channel_multiplier 1, n_mlp 2) so n_styles = 10 and the style
-blocks read all three pyramid levels (c3: 0-2, p2: 3-6, p1: 7-9).
+blocks read all three pyramid levels (c3: 0-2, p2: 3-6, p1: 7-9). The W encoder (SingleStyleCodeEncoder)
+has its own checkpoint (IR-SE50 body, pool, one EqualLinear) with the same decoder.
 """
 import math
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from e4e_jax import bundle
+from e4e_jax.models import encoder_types
 from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg, upsample_bilinear_align_corners
 from tests.refs import psp_encoders as ref
 from tests.official_e4e import save_random_e4e
@@ -164,6 +166,18 @@ def _save(path, **ckpt):
     return path
 
 
+def test_training_state_entries_are_ignored(setup):
+    """e4e's coach with save_training_data also saves global_step, optimizer, best_val_loss and the latent
+    discriminator's state next to the weights (docs/converters.md)."""
+    path = _save(setup["tmp"] / "training.pt", state_dict=setup["state"], latent_avg=setup["latent_avg"], opts=OPTS,
+                 global_step=5000, best_val_loss=0.25, optimizer={"state": {}, "param_groups": [{"lr": 1e-4}]},
+                 discriminator_state_dict={"mlp.0.weight": torch.zeros(512, 512)},
+                 discriminator_optimizer_state_dict={"state": {}, "param_groups": []})
+    arch, variables, _ = e4e_conv.convert([path])
+    assert arch == setup["config"]["architecture"]
+    jax.tree.map(np.testing.assert_array_equal, variables, setup["variables"])
+
+
 def test_missing_latent_avg_is_computed_from_mapping(setup):
     path = _save(setup["tmp"] / "no_avg.pt", state_dict=setup["state"], opts={"encoder_type": "Encoder4Editing"})
     n = 20000
@@ -190,9 +204,14 @@ def test_start_from_latent_avg_false_gives_zero_latent_avg(setup):
 
 def test_errors(setup):
     tmp, state = setup["tmp"], setup["state"]
-    p = _save(tmp / "single.pt", state_dict=state, latent_avg=setup["latent_avg"],
+    p = _save(tmp / "unknown_type.pt", state_dict=state, latent_avg=setup["latent_avg"],
+              opts={**OPTS, "encoder_type": "BackboneEncoderUsingLastLayerIntoWPlus"})
+    with pytest.raises(ValueError, match=r"unknown_type\.pt.*BackboneEncoderUsingLastLayerIntoWPlus.*not supported"):
+        e4e_conv.convert([p])
+    # An Encoder4Editing state dict under the W encoder's type: the hint names the likely cause.
+    p = _save(tmp / "e4e_as_w.pt", state_dict=state, latent_avg=setup["latent_avg"],
               opts={**OPTS, "encoder_type": "SingleStyleCodeEncoder"})
-    with pytest.raises(ValueError, match=r"single\.pt.*SingleStyleCodeEncoder"):
+    with pytest.raises(ValueError, match=r"e4e_as_w\.pt.*not a SingleStyleCodeEncoder.*styles"):
         e4e_conv.convert([p])
 
     dec_sd = {k: v for k, v in setup["dec"].state_dict().items()}
@@ -210,3 +229,73 @@ def test_errors(setup):
     p = _save(tmp / "missing_key.pt", state_dict=missing, latent_avg=setup["latent_avg"], opts=OPTS)
     with pytest.raises(KeyError, match=r"encoder\.styles\.4\.convs\.2\.bias"):
         e4e_conv.convert([p])
+
+
+# ------------------------------------------------------------------- W encoder (SingleStyleCodeEncoder)
+W_OPTS = {**OPTS, "encoder_type": "SingleStyleCodeEncoder"}
+
+
+@pytest.fixture(scope="module")
+def w_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("w_encoder")
+    ckpt = tmp / "w_encoder.pt"
+    ref_models = save_random_e4e(ckpt, SIZE, W_OPTS)  # enc, dec, state, latent_avg
+    assert convert_main(["e4e", str(ckpt), "--out", str(tmp / "bundle")]) == 0
+    config, variables = bundle.load(tmp / "bundle", "e4e")
+    return dict(tmp=tmp, **ref_models, config=config, variables=variables)
+
+
+def test_w_bundle_config(w_setup):
+    arch = w_setup["config"]["architecture"]
+    assert arch["encoder"] == {"mode": "w", "encoder_type": "SingleStyleCodeEncoder", "num_layers": 50,
+                               "backbone_mode": "ir_se", "n_styles": N_STYLES, "input_nc": 3,
+                               "input_size": [256, 256]}
+    params = w_setup["variables"]["encoder"]["params"]
+    assert sorted(params) == ["backbone", "linear"] and params["linear"]["weight"].shape == (512, 512)
+    # torch stores EqualLinear's weight (out, in); ours is (in, out).
+    np.testing.assert_array_equal(params["linear"]["weight"], w_setup["state"]["encoder.linear.weight"].numpy().T)
+
+
+def test_w_encoder_latents_and_images(w_setup):
+    """Codes and pSp.forward images (codes + latent_avg through the decoder) of the converted W encoder."""
+    from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
+
+    images = np.random.RandomState(3).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
+    with torch.no_grad():
+        r = w_setup["enc"](torch.from_numpy(images))
+        r_img, _ = w_setup["dec"]([r + w_setup["latent_avg"].repeat(2, 1, 1)], input_is_latent=True,
+                                  randomize_noise=False)
+    r, r_img = r.numpy(), r_img.numpy().transpose(0, 2, 3, 1)
+    arch = w_setup["config"]["architecture"]
+    v = w_setup["variables"]
+    enc = encoder_types.from_architecture(arch["encoder"], precision="highest")
+    gen = Generator(StyleGAN2Config.from_dict(arch["generator"]), precision="highest")
+
+    @jax.jit
+    def forward(v, x):
+        codes = enc.apply(v["encoder"], x)
+        return codes, gen.apply(v["generator"], add_latent_avg(codes, v["latent_avg"]), input_is_latent=True,
+                                noise_mode="const")
+
+    codes, img = forward(v, jnp.asarray(images.transpose(0, 2, 3, 1)))
+    codes = np.asarray(codes)
+    assert codes.shape == (2, N_STYLES, 512) and np.all(codes == codes[:, :1])  # one w for every layer
+    err, err_img = _err(codes, r), _err(img, r_img)
+    print(f"W encoder: latents max err {err:.2e} (max |ref| {np.abs(r).max():.2f}), "
+          f"images {err_img:.2e} (max |ref| {np.abs(r_img).max():.2f})")
+    assert err <= _tol(r) and img.shape == r_img.shape and err_img <= _tol(r_img)
+
+
+def test_w_encoder_type_from_option_when_opts_lack_it(w_setup):
+    tmp = w_setup["tmp"]
+    opts = {k: v for k, v in W_OPTS.items() if k != "encoder_type"}
+    path = _save(tmp / "w_no_type.pt", state_dict=w_setup["state"], latent_avg=w_setup["latent_avg"], opts=opts)
+    # Official default Encoder4Editing does not fit; the error says what to pass.
+    with pytest.raises(ValueError, match="--option encoder_type=SingleStyleCodeEncoder"):
+        e4e_conv.convert([path])
+    out = tmp / "from_option"
+    assert convert_main(["e4e", str(path), "--out", str(out), "--option", "encoder_type=SingleStyleCodeEncoder"]) == 0
+    config, variables = bundle.load(out, "e4e")
+    assert config["architecture"]["encoder"] == w_setup["config"]["architecture"]["encoder"]
+    for a, b in zip(jax.tree.leaves(variables["encoder"]), jax.tree.leaves(w_setup["variables"]["encoder"])):
+        np.testing.assert_array_equal(a, b)

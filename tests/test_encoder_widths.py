@@ -123,6 +123,28 @@ def test_bad_sizes_are_clear_errors():
         Encoder4Editing(n_styles=N_STYLES, num_layers=100).init(jax.random.PRNGKey(0), _images((256, 256), 1))
 
 
+def test_encoder_types_schema():
+    """The bundle's encoder dict picks the module: 'encoder_type' and 'mode' must agree; either alone works
+    (bundles written before the W encoder carry only 'mode')."""
+    from e4e_jax.models import encoder_types
+    from e4e_jax.models.w_encoder import SingleStyleCodeEncoder
+
+    base = dict(n_styles=N_STYLES, widths=[16, 32, 64, 128], units=[1, 2, 2, 1], style_channels=128)
+    w = encoder_types.from_architecture({**base, "encoder_type": "SingleStyleCodeEncoder"}, fuse_style_blocks=True)
+    assert isinstance(w, SingleStyleCodeEncoder) and w.widths == (16, 32, 64, 128) and w.sizes()[0][3] == 128
+    legacy = encoder_types.from_architecture({**base, "mode": "psp"}, fuse_style_blocks=True)
+    assert isinstance(legacy, Encoder4Editing) and legacy.mode == "psp" and legacy.fuse_style_blocks
+    assert encoder_types.mode_of({"mode": "e4e", "encoder_type": "Encoder4Editing"}) == "e4e"
+    with pytest.raises(ValueError, match="contradicts encoder_type 'SingleStyleCodeEncoder'"):
+        encoder_types.mode_of({"mode": "e4e", "encoder_type": "SingleStyleCodeEncoder"})
+    with pytest.raises(ValueError, match="encoder_type 'ProgressiveBackboneEncoder' unknown"):
+        encoder_types.mode_of({"encoder_type": "ProgressiveBackboneEncoder"})
+    with pytest.raises(ValueError, match="encoder mode must be one of"):
+        encoder_types.build_encoder(N_STYLES, "w+")
+    with pytest.raises(ValueError, match=r"style_channels=64 must be None or widths\[3\]=128"):
+        SingleStyleCodeEncoder(n_styles=N_STYLES, style_channels=64, **SMALL).sizes()
+
+
 @pytest.fixture(scope="module")
 def small_model():
     model = Encoder4Editing(n_styles=N_STYLES, precision="highest", **SMALL)

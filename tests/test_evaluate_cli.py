@@ -158,8 +158,9 @@ def test_evaluate_cli_on_invert_output(e2e, tmp_path, capsys):
     rep = json.loads((out / "metrics.json").read_text())
     assert rep["n_images"] == 2 and "fid" not in rep["perception"] and "lpips" in rep["notes"]
     # calc_losses_on_images.py: the saved inversion and the original, both through the test transform.
-    pngs = sorted((inv / "inversions").glob("*.png"))
-    assert len(pngs) == 2
+    # The reconstructions the run's manifest lists (JPEG, invert's default), not whatever lies in the folder.
+    pngs = [inv / n for n in (inv / "inversions.txt").read_text().splitlines()]
+    assert len(pngs) == 2 and all(p.suffix == ".jpg" and p.is_file() for p in pngs)
     for png, name in zip(pngs, ["img0.png", "img1.png"]):
         ref = float(np.mean((_load_png(png) - _load_png(e2e["imgs"] / name)) ** 2))
         assert rep["distortion"]["per_image"][name]["l2"] == pytest.approx(ref, rel=1e-5)

@@ -19,16 +19,23 @@ from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "e4e" / "images"
 
 
-def make_e4e_bundle(path: Path, size: int = 16, domain: str = "ffhq") -> Path:
-    """A random-weight e4e bundle (full IR-SE50 encoder, small generator) written by bundle.save."""
+# A small IR-SE encoder (the tiny preset's sizes) for tests that exercise the job, not the network.
+SMALL_ENCODER = {"widths": [16, 32, 64, 128], "units": [1, 1, 1, 1], "style_channels": 128}
+
+
+def make_e4e_bundle(path: Path, size: int = 16, domain: str = "ffhq", encoder_sizes: dict | None = None) -> Path:
+    """A random-weight e4e bundle (full IR-SE50 encoder unless `encoder_sizes`, small generator)
+    written by bundle.save."""
     gen_cfg = StyleGAN2Config(size=size, channels=(16,) * (int(np.log2(size)) - 1), n_mlp=2)
     gen_vars = init_variables(gen_cfg, jax.random.key(0))
-    enc = Encoder4Editing(n_styles=gen_cfg.n_latent)
+    sizes = encoder_sizes or {}
+    enc = Encoder4Editing(n_styles=gen_cfg.n_latent, **{k: tuple(v) if isinstance(v, list) else v
+                                                        for k, v in sizes.items()})
     hw = (192, 256) if domain == "cars" else (256, 256)
     enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *hw, 3)))
     latent_avg = np.asarray(jax.random.normal(jax.random.key(2), (gen_cfg.n_latent, 512))) * 0.1
     arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": gen_cfg.n_latent,
-                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": list(hw)},
+                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": list(hw), **sizes},
             "generator": gen_cfg.to_dict(), "domain": domain}
     variables = {"encoder": enc_vars, "generator": gen_vars, "latent_avg": latent_avg}
     return bundle.save(path, "e4e", arch, variables)
@@ -69,7 +76,9 @@ def test_invert_folder_with_bad_files(e4e_bundle, tmp_path, capsys):
     assert files == good
     latents = np.load(out / "latents.npy")
     assert latents.shape == (len(good), 6, 512) and latents.dtype == np.float32
-    assert len(list((out / "inversions").glob("*.png"))) == len(good)
+    names = (out / "inversions.txt").read_text().splitlines()
+    assert len(names) == len(good) and all(n.endswith(".jpg") and (out / n).is_file() for n in names)
+    assert sorted(p.name for p in (out / "inversions").iterdir()) == sorted(Path(n).name for n in names)
     report = json.loads((out / "report.json").read_text())
     assert sorted(Path(s["file"]).name for s in report["skipped"]) == bad
     assert all(s["reason"] for s in report["skipped"])

@@ -11,6 +11,7 @@ from PIL import Image
 
 from e4e_jax import sharding
 from e4e_jax.data import folder, tfds_pipeline, train_input
+from e4e_jax.training import presets
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +60,21 @@ def test_batches_are_a_function_of_the_step(image_dir):
     a.close(), b.close()
 
 
-def test_processes_read_disjoint_slices_of_the_global_batch(image_dir):
+def test_processes_read_their_rows_of_the_global_batch(image_dir):
     files = _files(image_dir)
     whole = train_input.NumpyFolderLoader(files, 4, (8, 8), seed=1, num_workers=1)
-    parts = [train_input.NumpyFolderLoader(files, 4, (8, 8), seed=1, num_workers=1, process_index=i,
-                                           process_count=2) for i in range(2)]
-    for step in range(3):
-        np.testing.assert_array_equal(np.concatenate([p.local_batch(step) for p in parts]), whole.local_batch(step))
-    with pytest.raises(ValueError, match="divisible"):
-        train_input.process_slice(4, 0, 3)
+    # Rows as a process holds them: contiguous, or interleaved (a mesh whose device order alternates).
+    for split in ([[0, 1], [2, 3]], [[0, 2], [1, 3]]):
+        parts = [train_input.NumpyFolderLoader(files, 4, (8, 8), seed=1, num_workers=1, rows=r) for r in split]
+        for step in range(3):
+            want = whole.local_batch(step)
+            for rows, part in zip(split, parts):
+                np.testing.assert_array_equal(part.local_batch(step), want[rows])
+
+
+def test_process_rows_follow_the_sharding():
+    mesh = sharding.data_mesh(jax.devices()[:1])
+    np.testing.assert_array_equal(sharding.process_rows(sharding.batch_sharding(mesh), 4), np.arange(4))
 
 
 def test_corrupt_file_is_logged_and_replaced(image_dir_with_bad, caplog):
@@ -89,18 +96,18 @@ def test_corrupt_file_is_logged_and_replaced(image_dir_with_bad, caplog):
 def test_tfds_pipeline_reads_the_same_batches(image_dir, image_dir_with_bad):
     files = _files(image_dir)
     np_loader = train_input.NumpyFolderLoader(files, 4, (8, 8), seed=5, num_workers=1)
-    it = tfds_pipeline.local_batches(files, 4, (8, 8), 5, True, 1, 0, 1)  # from step 1 (a resumed run)
+    it = tfds_pipeline.local_batches(files, 4, (8, 8), 5, True, 1)  # from step 1 (a resumed run)
     for step in (1, 2, 3):
         np.testing.assert_allclose(next(it), np_loader.local_batch(step), atol=1e-6)
-    # Per-process rows.
-    it1 = tfds_pipeline.local_batches(files, 4, (8, 8), 5, True, 0, 1, 2)
-    np.testing.assert_allclose(next(it1), np_loader.local_batch(0)[2:], atol=1e-6)
+    # Per-process rows (here interleaved, as a process of an alternating mesh holds them).
+    it1 = tfds_pipeline.local_batches(files, 4, (8, 8), 5, True, 0, [1, 3])
+    np.testing.assert_allclose(next(it1), np_loader.local_batch(0)[[1, 3]], atol=1e-6)
     # Resizing goes through TF's antialiased bilinear (PIL's stand-in): close, not identical.
-    it2 = tfds_pipeline.local_batches(files, 4, (6, 6), 5, False, 0, 0, 1)
+    it2 = tfds_pipeline.local_batches(files, 4, (6, 6), 5, False, 0)
     pil = train_input.NumpyFolderLoader(files, 4, (6, 6), seed=5, random_flip=False, num_workers=1)
     assert np.mean(np.abs(next(it2) - pil.local_batch(0))) < 0.1
     # A corrupt file is dropped, the pipeline keeps going.
-    bad = tfds_pipeline.local_batches(_files(image_dir_with_bad), 2, (8, 8), 0, True, 0, 0, 1)
+    bad = tfds_pipeline.local_batches(_files(image_dir_with_bad), 2, (8, 8), 0, True, 0)
     batches = [next(bad) for _ in range(8)]
     assert all(b.shape == (2, 8, 8, 3) and np.all(np.isfinite(b)) for b in batches)
 
@@ -121,3 +128,21 @@ def test_synthetic_source_is_deterministic_and_image_like():
     ev = train_input.eval_batches(config, run, mesh)
     assert len(ev) == 1 and ev[0]["image"].shape == (4, 8, 8, 3)
     assert not np.array_equal(np.asarray(ev[0]["image"]), first)
+
+
+def test_test_folder_batches_in_sorted_order_with_a_bad_file_replaced(image_dir_with_bad, caplog):
+    config = presets.tiny()
+    config.data.source, config.data.test_dir, config.data.image_size = "folder", str(image_dir_with_bad), (8, 8)
+    config.test_batch_size, config.max_val_batches = 4, -1
+    mesh = sharding.data_mesh(jax.devices()[:1])
+    files = _files(image_dir_with_bad)
+    with caplog.at_level(logging.WARNING):
+        batches = train_input.eval_batches(config, None, mesh)
+    assert len(batches) == len(files) // 4  # drop_last; the bad file does not shorten the set
+    got = np.concatenate([np.asarray(b["image"]) for b in batches])
+    names = [f.name for f in files]
+    bad = names.index("img_03.png")
+    for row in range(got.shape[0]):
+        src = bad + 1 if row == bad else row  # the next readable file of the sorted list takes its place
+        np.testing.assert_array_equal(got[row], folder.load_image(files[src], (8, 8)))
+    assert any("img_03.png" in r.getMessage() for r in caplog.records)

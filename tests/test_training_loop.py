@@ -129,9 +129,25 @@ def test_train_command_parses_overrides_and_help(capsys):
 
 def test_ablation_switches():
     for key, progressive, d_reg, adv, mode in [("A", False, False, 0.0, "psp"), ("B", True, True, 0.0, "e4e"),
-                                               ("C", False, False, 0.1, "e4e"), ("D", True, True, 0.1, "e4e")]:
+                                               ("C", False, False, 0.1, "e4e"), ("D", True, True, 0.1, "e4e"),
+                                               ("W", False, False, 0.1, "w")]:
         c = presets.ffhq()
         c.ablation = key
         presets.apply_ablation(c)
         assert (c.use_progressive, c.use_delta_reg, c.w_discriminator_lambda, c.encoder.mode) == \
             (progressive, d_reg, adv, mode)
+
+    w = presets.ffhq_w()
+    assert (w.use_progressive, w.use_delta_reg, w.w_discriminator_lambda, w.encoder.mode) == (False, False, 0.1, "w")
+    assert train_cmd.load_config(str(ROOT / "configs" / "ffhq_w.py")).to_dict() == w.to_dict()
+
+
+def test_w_mode_refuses_progressive_stages_and_delta_reg():
+    from e4e_jax.training.networks import check_w_mode
+
+    c = presets.ffhq()
+    c.encoder.mode = "w"
+    with pytest.raises(ValueError, match="use_progressive=False --config.use_delta_reg=False"):
+        check_w_mode(c)
+    check_w_mode(presets.ffhq_w())
+

@@ -1,4 +1,5 @@
-"""Shared pieces of the training tests: a small encoder with the e4e interface and tiny configs.
+"""Shared pieces of the training tests: a small encoder with the e4e interface and tiny configs, the
+tolerance of "the same update on 1 and on N devices", and a topology-free reader of saved states.
 
 The real Encoder4Editing (IR-SE50 + 512-wide style blocks, >120M parameters at any input size) takes
 minutes per step on 2 CPU cores; the training-system tests (sharding, resume, NaN handling, R1) need an
@@ -7,9 +8,13 @@ encoder with the same interface and the same moving parts — BatchNorm in train
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from e4e_jax.models.encoder import stage_mask
 from e4e_jax.training import networks, presets
@@ -38,6 +43,37 @@ class SmallEncoder(nn.Module):
             return s
         keep = stage_mask(self.n_styles, progressive_stage).at[0].set(False)
         return s[:, :1] + jnp.where(keep[None, :, None], s, 0.0)
+
+
+# The same training steps on 1 and on N devices (or processes) agree to this worst relative difference of any
+# state leaf (max |a - b| / max(1, max |a|)); measured 1.2e-7 (1 vs 8 devices, 3 steps), rounding noise only.
+ONE_VS_MANY_RTOL = 1e-5
+
+
+def worst_relative_difference(a, b) -> tuple[float, str]:
+    """(max over leaves of max|a - b| / max(1, max|a|), the leaf's path) of two pytrees of one structure."""
+    leaves_a, leaves_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b), (len(leaves_a), len(leaves_b))
+    worst, where = 0.0, ""
+    for (path, x), y in zip(leaves_a, leaves_b):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        assert x.shape == y.shape, jax.tree_util.keystr(path)
+        d = float(np.max(np.abs(x - y)) / max(1.0, float(np.max(np.abs(x))))) if x.size else 0.0
+        if d > worst:
+            worst, where = d, jax.tree_util.keystr(path)
+    return worst, where
+
+
+def read_state(workdir: Path, step: int) -> dict:
+    """The train state of checkpoint `step` in `workdir` as nested dicts of numpy arrays, whatever the
+    device topology that saved it (1 process × 4 devices, 2 × 2, ...)."""
+    import orbax.checkpoint as ocp
+
+    path = Path(workdir) / "checkpoints" / str(step) / "state"
+    ckptr = ocp.PyTreeCheckpointer()
+    tree = ckptr.metadata(path).item_metadata.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
 
 
 networks.ENCODERS.setdefault(

@@ -1,103 +1,95 @@
-"""`e4e-jax invert`: a folder of images → latents.npy, files.txt, inversions/*.png, skipped report.
+"""`e4e-jax invert`: a folder of images → latents.npy, files.txt, inversions/, skipped report.
 
-Exit status: 0 every image inverted; 3 partial success (some files skipped, see skipped.txt);
-1 nothing could be inverted; 2 bad arguments or model.
+The job itself (streaming pipeline, chunk commits, resume, several processes) is
+`e4e_jax.batch_inversion`; this module is its command line. Exit status (e4e_jax.errors): 0 every image
+inverted; 3 partial success (some files skipped, see skipped.txt); 1 nothing could be inverted;
+2 bad arguments, model or output folder.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import time
 from pathlib import Path
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+from e4e_jax import cli_args
+
+DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
+reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
+report.json for files that could not be used. Results are committed every --chunk-size files: after a kill,
+--resume finishes the run with the same outputs. Exit status 3 means partial success (some files skipped)."""
 
 
 def add_parser(sub, help_text: str) -> None:
-    p = sub.add_parser("invert", help=help_text, description=help_text + ". Writes OUTPUT/latents.npy "
-                       "(N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt, OUTPUT/inversions/*.png, "
-                       "and OUTPUT/skipped.txt + report.json for files that could not be used. Exit status 3 means "
-                       "partial success (some files skipped).")
+    from e4e_jax.batch_inversion import job, pipeline
+
+    p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
     p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
     p.add_argument("--images", required=True, type=Path, help="folder of images (jpg, png, bmp, webp, tif)")
-    p.add_argument("--output", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--output", required=True, type=Path, help="output folder (created; must be empty unless "
+                   "--resume or --overwrite)")
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=8, help="images per device batch (default 8; "
+                   "32 fills a large GPU)")
     p.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
-    p.add_argument("--no-images", action="store_true", help="write latents only, no inversions/*.png")
+    p.add_argument("--no-images", action="store_true", help="latents only: skip the generator and write no "
+                   "reconstructions (the official --latents_only)")
+    p.add_argument("--image-format", choices=sorted(pipeline.IMAGE_FORMATS), default="jpg",
+                   help="reconstruction format (default jpg, as the official script; png is lossless)")
+    p.add_argument("--jpeg-quality", type=cli_args.int_in(1, 100), default=75,
+                   help="quality of jpg/webp reconstructions (default 75, PIL's and the official script's)")
+    p.add_argument("--image-size", type=cli_args.positive_int, default=None,
+                   help="save reconstructions downscaled to this width (height keeps the aspect), e.g. 256")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--modulation", choices=("auto", "grouped", "activation"), default="auto",
                    help="modulated-conv formulation of the generator (same maths)")
-    p.add_argument("--workers", type=int, default=None, help="image decoding threads (default: CPU count)")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --output")
+    p.add_argument("--workers", type=cli_args.positive_int, default=None,
+                   help="image decoding threads (processes with --align; default: CPU count)")
+    p.add_argument("--writers", type=cli_args.positive_int, default=None,
+                   help="image encoding/writing threads (default: half the CPU count, at least 2)")
+    p.add_argument("--chunk-size", type=cli_args.positive_int, default=job.DEFAULT_CHUNK,
+                   help=f"files per committed chunk (default {job.DEFAULT_CHUNK}): a kill loses at most the chunks "
+                   "in flight")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run into the same --output")
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --output, removing only "
+                   "what an earlier invert wrote there")
+    p.add_argument("--fast-decode", action="store_true", help="decode JPEGs at reduced size before the resize "
+                   "(faster; NOT the official pixels: see BUILD_NOTES.md for the drift)")
+    p.add_argument("--align", action="store_true", help="FFHQ-align faces first (needs the align extra: "
+                   "pip install -e '.[align]')")
+    p.add_argument("--faces", choices=("largest", "all"), default="largest", help="with --align: invert the "
+                   "largest face of each photo, or every face")
+    p.add_argument("--align-size", type=cli_args.positive_int, default=1024, help="with --align: size of the "
+                   "aligned crop before the encoder's resize (default 1024, FFHQ)")
+    p.add_argument("--landmarks", default=None, help="with --align: dlib 68-point landmark model file (default: "
+                   "the one in face-recognition-models)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--compile-cache", default=None, metavar="DIR", help="JAX persistent compilation cache "
+                       "(default: $E4E_JAX_CACHE_DIR or ~/.cache/e4e-jax/xla)")
+    cache.add_argument("--no-compile-cache", action="store_true", help="compile afresh, keep nothing")
+    p.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0 for a multi-process run "
+                   "(or JAX_COORDINATOR_ADDRESS; auto-detected on Cloud TPU / SLURM with --auto-distributed)")
+    p.add_argument("--num-processes", type=cli_args.positive_int, default=None, help="processes in the run "
+                   "(or JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=cli_args.non_negative_int, default=None, help="this process's index "
+                   "(or JAX_PROCESS_ID)")
+    p.add_argument("--auto-distributed", action="store_true", help="let JAX detect the cluster (TPU pod, SLURM)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     p.set_defaults(run=run)
 
 
-def _atomic_save_npy(path: Path, array) -> None:
-    import numpy as np
-
-    tmp = path.with_name(path.name + ".partial.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
+    from e4e_jax.batch_inversion import job
 
-    from e4e_jax import inversion
-    from e4e_jax.bundle import BundleError
-    from e4e_jax.data import folder
+    if args.resume and args.overwrite:
+        from e4e_jax.errors import UserError
 
-    if not args.images.is_dir():
-        print(f"error: --images {args.images} is not a folder", file=sys.stderr)
-        return EXIT_USAGE
-    if args.output.exists() and any(args.output.iterdir()) and not args.overwrite:
-        print(f"error: --output {args.output} is not empty; choose another folder or pass --overwrite", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        model = inversion.load_e4e(args.model, modulation=args.modulation, dtype=args.dtype)
-    except (BundleError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    paths = folder.list_images(args.images, recursive=args.recursive)
-    if not paths:
-        print(f"error: no images (jpg, png, bmp, webp, tif) in {args.images}", file=sys.stderr)
-        return EXIT_NOTHING
-    out_img = args.output / "inversions"
-    out_img.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    latents, done, skipped = [], [], []
-    batches = folder.iter_batches(paths, args.batch_size, model.input_hw, num_workers=args.workers)
-    with tqdm(total=len(paths), desc="invert", unit="img") as bar:
-        for lat, imgs, batch_paths, batch_skipped in inversion.iter_invert(model, batches, args.batch_size):
-            for s in batch_skipped:
-                tqdm.write(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-            skipped.extend(batch_skipped)
-            if not args.no_images and imgs is not None:
-                for i, (img, p) in enumerate(zip(imgs, batch_paths)):
-                    folder.save_png(out_img / f"{len(done) + i:05d}_{Path(p).stem}.png", img)
-            latents.append(lat)
-            done.extend(batch_paths)
-            bar.update(len(batch_paths) + len(batch_skipped))
-    n_latent = model.gen_config.n_latent
-    all_latents = np.concatenate(latents) if latents else np.zeros((0, n_latent, 512), np.float32)
-    _atomic_save_npy(args.output / "latents.npy", all_latents.astype(np.float32))
-    _atomic_write_text(args.output / "files.txt", "".join(f"{p}\n" for p in done))
-    _atomic_write_text(args.output / "skipped.txt", "".join(f"{s.path}\t{s.reason}\n" for s in skipped))
-    report = {"model": str(args.model), "images": str(args.images), "n_inverted": len(done),
-              "n_skipped": len(skipped), "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
-              "seconds": round(time.time() - t0, 2), "latents_shape": list(all_latents.shape)}
-    _atomic_write_text(args.output / "report.json", json.dumps(report, indent=2) + "\n")
-    print(f"inverted {len(done)} of {len(paths)} images into {args.output}"
-          + (f"; skipped {len(skipped)} (see {args.output / 'skipped.txt'})" if skipped else ""))
-    if not done:
-        return EXIT_NOTHING
-    return EXIT_PARTIAL if skipped else EXIT_OK
+        raise UserError("--resume and --overwrite contradict each other; pass one")
+    opts = job.InvertOptions(
+        model=args.model, images=args.images, output=args.output, batch_size=args.batch_size,
+        recursive=args.recursive, image_format=None if args.no_images else args.image_format,
+        jpeg_quality=args.jpeg_quality, image_size=args.image_size, dtype=args.dtype, modulation=args.modulation,
+        workers=args.workers, writers=args.writers, chunk_size=args.chunk_size, resume=args.resume,
+        overwrite=args.overwrite, fast_decode=args.fast_decode, align=args.align, faces=args.faces,
+        align_size=args.align_size, landmarks=args.landmarks,
+        compile_cache="" if args.no_compile_cache else args.compile_cache, quiet=args.quiet)
+    return job.invert_folder(opts, distributed={"coordinator_address": args.coordinator_address,
+                                                "num_processes": args.num_processes, "process_id": args.process_id,
+                                                "auto": args.auto_distributed})

@@ -153,7 +153,8 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
     print(f"[2/4] inverting {args.heldout} held-out samples", flush=True)
     true_ws = write_heldout_samples(model, work / "heldout", args.heldout)
     rc = cli_main(["invert", "--model", str(model), "--images", str(work / "heldout"),
-                   "--output", str(work / "inversion"), "--batch-size", str(args.heldout)])
+                   "--output", str(work / "inversion"), "--batch-size", str(args.heldout),
+                   "--image-format", "png"])  # lossless: the L2 below measures the inversion, not JPEG
     if rc != 0:
         print(f"error: inversion failed with exit status {rc}", file=sys.stderr)
         return 1

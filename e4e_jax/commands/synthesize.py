@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         fileio.remove_stale_temps(args.output.parent, target=args.output.name)
         if args.png is not None and args.overwrite:
             outdir.remove_owned(args.png, PNG_PATTERNS)
-        tmp = fileio.temp_beside(args.output)
+        tmp = fileio.temp_path_beside(args.output)
         written: list[Path] = []
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))

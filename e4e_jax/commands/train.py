@@ -6,6 +6,10 @@
 
 `--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides any field, as flax examples' config_flags do:
 VALUE is parsed as a Python literal (numbers, True/False, None, tuples) unless the field is a string.
+Several processes (TPU pods, several hosts): the same command on every host, with
+`--config.distributed.auto=True` (Cloud TPU, SLURM) or `--config.distributed.coordinator_address=HOST:PORT
+--config.distributed.num_processes=N --config.distributed.process_id=I` (or JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID); see README "Training on a TPU pod / several hosts".
 """
 from __future__ import annotations
 
@@ -17,7 +21,11 @@ import json
 import sys
 from pathlib import Path
 
+from e4e_jax import cli_args
+from e4e_jax.errors import UserError
+
 PREFIX = "--config."
+LOG_LEVELS = ("debug", "info", "warning")
 
 
 class _OverrideParser(argparse.ArgumentParser):
@@ -55,8 +63,11 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument("--workdir", required=True, type=Path, help="output directory of the run")
     p.add_argument("--resume", action="store_true",
                    help="continue exactly from the latest checkpoint in --workdir")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=cli_args.positive_int, default=None,
                    help="stop after this many total steps (default: config.max_steps)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                   help="e4e-jax's own log messages; 'debug' adds, per process, the rows and files of every batch "
+                        "it reads (default: info)")
     p.set_defaults(run=run)
 
 
@@ -116,6 +127,10 @@ def apply_overrides(config, overrides: list[tuple[str, str]]):
         leaf = parts[-1]
         try:
             value = _parse_value(raw, node[leaf])
+            if hasattr(node[leaf], "keys") and not isinstance(value, dict):
+                fields = sorted(node[leaf].keys())
+                raise ValueError(f"{key} is a group of fields ({', '.join(fields)}); set one "
+                                 f"of them, e.g. --config.{key}.{fields[0]}=VALUE") from None
             node[leaf] = value
         except (ValueError, TypeError) as e:
             raise ValueError(f"--config.{key}={raw}: {e}") from e
@@ -125,16 +140,14 @@ def apply_overrides(config, overrides: list[tuple[str, str]]):
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from e4e_jax.bundle import BundleError
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("e4e_jax").setLevel(getattr(args, "log_level", "info").upper())
     try:
         config = apply_overrides(load_config(args.config), getattr(args, "config_overrides", []))
     except (ValueError, OSError, SyntaxError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from e
     from e4e_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
     try:
@@ -142,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (ValueError, FileExistsError, FileNotFoundError, BundleError) as e:
+    except (ValueError, FileNotFoundError) as e:  # e.g. a bundle or data folder named in the config
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -9,7 +9,7 @@ TF's bilinear resize with antialias=True stands in for PIL's bilinear (area-awar
 Order: the global batch of step s is permutation(seed, epoch)[k·B:(k+1)·B] with epoch, k = divmod(s,
 n // B) — the same numpy permutation as the numpy loader (train_input.EpochOrder), computed on the host
 per epoch — so a run resumed at step s starts reading at step s with no iterator state. Each process
-reads only its rows of every global batch. Files that fail to decode are dropped by
+reads only its rows of every global batch (the positions its devices hold, `sharding.process_rows`). Files that fail to decode are dropped by
 `Dataset.ignore_errors` (logged by TF), which shifts the later rows of that batch.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -46,33 +46,33 @@ def _tf():
     return tf
 
 
-def _epoch_rows(files: list[Path], global_batch: int, seed: int, start_step: int, process_index: int,
-                process_count: int) -> Iterator[tuple[list[str], list[bool]]]:
+def _epoch_rows(files: list[Path], global_batch: int, seed: int, start_step: int, rows: np.ndarray
+                ) -> Iterator[tuple[list[str], list[bool]]]:
     """(paths, flips) of this process's rows, one global batch after another, from `start_step` on."""
-    from e4e_jax.data.train_input import EpochOrder, flip_draw
+    from e4e_jax.data.train_input import EpochOrder, flip_draw, log_rows
 
     order = EpochOrder(len(files), global_batch, seed)
-    local = global_batch // process_count
-    rows = slice(process_index * local, (process_index + 1) * local)
     step = start_step
     while True:
         epoch, idx = order.indices(step)
         mine = [int(i) for i in idx[rows]]
+        log_rows(f"train step {step}", rows, [files[i] for i in mine])
         yield [str(files[i]) for i in mine], [flip_draw(seed, epoch, i) for i in mine]
         step += 1
 
 
 def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
-                  random_flip: bool, start_step: int, process_index: int, process_count: int):
-    """A tf.data.Dataset of this process's (local_batch, H, W, 3) float32 batches in [-1, 1]."""
+                  random_flip: bool, start_step: int, rows: Optional[Sequence[int]] = None):
+    """A tf.data.Dataset of this process's (len(rows), H, W, 3) float32 batches in [-1, 1].
+
+    rows: positions within each global batch that this process loads, in its local order (default: all).
+    """
     tf = _tf()
     h, w = image_size
-    if global_batch % process_count:
-        raise ValueError(f"batch_size {global_batch} must be divisible by the process count {process_count}")
-    local = global_batch // process_count
+    rows = np.arange(global_batch) if rows is None else np.asarray(rows, np.int64)
 
     def items():
-        for paths, flips in _epoch_rows(files, global_batch, seed, start_step, process_index, process_count):
+        for paths, flips in _epoch_rows(files, global_batch, seed, start_step, rows):
             for p, f in zip(paths, flips):
                 yield p, bool(f and random_flip)
 
@@ -89,17 +89,15 @@ def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, i
 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
-    ds = ds.batch(local, drop_remainder=True)
+    ds = ds.batch(len(rows), drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def local_batches(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
-                  random_flip: bool, start_step: int, process_index: int, process_count: int
-                  ) -> Iterator[np.ndarray]:
-    """numpy (local_batch, H, W, 3) float32 batches of the pipeline (tfds.as_numpy)."""
+                  random_flip: bool, start_step: int, rows: Optional[Sequence[int]] = None) -> Iterator[np.ndarray]:
+    """numpy (len(rows), H, W, 3) float32 batches of the pipeline (tfds.as_numpy)."""
     import tensorflow_datasets as tfds
 
-    ds = build_dataset(files, global_batch, image_size, seed, random_flip, start_step, process_index,
-                       process_count)
+    ds = build_dataset(files, global_batch, image_size, seed, random_flip, start_step, rows)
     for x in tfds.as_numpy(ds):
         yield np.asarray(x, np.float32)

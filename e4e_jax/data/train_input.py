@@ -11,20 +11,23 @@ Sources (config.data.source):
 Every batch is a pure function of (seed, step): epoch e uses permutation(seed, e) of the sorted file list,
 drops the last partial batch (official DataLoader drop_last=True), and flips by a per-position draw.
 So a resumed run reads exactly the batches the uninterrupted run would have read, with no iterator state
-in the checkpoint. Each process loads only its slice of every global batch and the global array is built
-with `jax.make_array_from_process_local_data`.
+in the checkpoint. Each process loads only its rows of every global batch — the rows its devices hold
+under the batch sharding (`sharding.process_rows`), whatever the mesh's device order — and the global
+array is built with `jax.make_array_from_process_local_data`. The test set is read the same way.
 
 A file that cannot be decoded is logged once and replaced by the next readable file of the same epoch's
-order (numpy loader), or dropped by `ignore_errors` (tfds pipeline).
+order (numpy loader; the test set: of the sorted list), or dropped by `ignore_errors` (tfds pipeline).
+At DEBUG level (`e4e-jax train --log-level debug`) every process logs the rows and files it reads.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,49 +75,58 @@ def flip_draw(seed: int, epoch: int, index: int) -> bool:
     return bool(np.random.default_rng([seed, epoch, index, 7]).random() < 0.5)
 
 
-def process_slice(global_batch: int, process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> slice:
-    """Rows of a global batch that process `process_index` (default: this one) loads."""
-    i = jax.process_index() if process_index is None else process_index
-    n = jax.process_count() if process_count is None else process_count
-    if global_batch % n:
-        raise ValueError(f"batch_size {global_batch} must be divisible by the number of processes {n}")
-    local = global_batch // n
-    return slice(i * local, (i + 1) * local)
+def log_rows(what: str, rows: Sequence[int], files: Sequence[Path | str]) -> None:
+    """DEBUG record of the rows (of a global batch) and files this process reads: `what rows=[..] files=[..]`."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("process %d reads %s rows=%s files=%s", jax.process_index(), what, json.dumps([int(r) for r in rows]),
+                  json.dumps([Path(f).name for f in files]))
+
+
+def first_readable(files: list[Path], order: Sequence[int], start: int, size: tuple[int, int],
+                   bad: dict[int, str], what: str) -> tuple[int, np.ndarray]:
+    """(file index, image) of the first decodable file of `order` from position `start` on (cyclic);
+    undecodable files are logged once and remembered in `bad` (index -> reason)."""
+    n = len(order)
+    for j in range(n):
+        i = int(order[(start + j) % n])
+        if i in bad:
+            continue
+        x = folder.load_image(files[i], size)
+        if isinstance(x, folder.Skipped):
+            bad[i] = x.reason
+            log.warning("skipping %s image %s: %s", what, x.path, x.reason)
+            continue
+        return i, x
+    raise RuntimeError(f"none of the {n} {what} images can be read (e.g. {bad})")
 
 
 # ----------------------------------------------------------------------------- numpy / PIL loader
 
 class NumpyFolderLoader:
-    """TF-free loader: PIL decoding (e4e_jax.data.folder) in a thread pool, this process's rows only."""
+    """TF-free loader: PIL decoding (e4e_jax.data.folder) in a thread pool, the given rows only.
+
+    rows: positions within each global batch that this process loads, in the order of its local array
+    (`sharding.process_rows`); default: all of them (one process).
+    """
 
     def __init__(self, files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
-                 random_flip: bool = True, num_workers: int = 8, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None):
+                 random_flip: bool = True, num_workers: int = 8, rows: Optional[Sequence[int]] = None):
         self.files, self.size, self.seed, self.flip = files, tuple(image_size), seed, random_flip
         self.order = EpochOrder(len(files), global_batch, seed)
-        self.rows = process_slice(global_batch, process_index, process_count)
+        self.rows = np.arange(global_batch) if rows is None else np.asarray(rows, np.int64)
         self.bad: dict[int, str] = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
 
     def _load(self, epoch: int, index: int) -> np.ndarray:
         perm = self.order.permutation(epoch)
-        start = self.order.position(epoch, index)
-        for j in range(self.order.n):  # the next readable file of this epoch's order
-            i = int(perm[(start + j) % self.order.n])
-            if i in self.bad:
-                continue
-            x = folder.load_image(self.files[i], self.size)
-            if isinstance(x, folder.Skipped):
-                self.bad[i] = x.reason
-                log.warning("skipping training image %s: %s", x.path, x.reason)
-                continue
-            return x[:, ::-1] if self.flip and flip_draw(self.seed, epoch, i) else x
-        raise RuntimeError(f"none of the {self.order.n} training images can be read (e.g. {self.bad})")
+        i, x = first_readable(self.files, perm, self.order.position(epoch, index), self.size, self.bad, "training")
+        return x[:, ::-1] if self.flip and flip_draw(self.seed, epoch, i) else x
 
     def local_batch(self, step: int) -> np.ndarray:
+        """(len(rows), H, W, 3) float32: this process's rows of the global batch of `step`."""
         epoch, idx = self.order.indices(step)
         mine = idx[self.rows]
+        log_rows(f"train step {step}", self.rows, [self.files[int(i)] for i in mine])
         return np.stack(list(self.pool.map(lambda i: self._load(epoch, int(i)), mine))).astype(np.float32)
 
     def close(self):
@@ -259,13 +271,14 @@ def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[di
         raise ValueError(f"config.data.source must be 'folder' or 'synthetic', got {config.data.source!r}")
     files = train_files(config)
     size = tuple(config.data.image_size)
+    rows = sharding.process_rows(bsh, b)
     if _choose_loader(config) == "tfds":
         from e4e_jax.data import tfds_pipeline
 
-        local = tfds_pipeline.local_batches(files, b, size, config.seed, config.data.random_flip, start_step,
-                                            jax.process_index(), jax.process_count())
+        local = tfds_pipeline.local_batches(files, b, size, config.seed, config.data.random_flip, start_step, rows)
     else:
-        loader = NumpyFolderLoader(files, b, size, config.seed, config.data.random_flip, config.data.num_workers)
+        loader = NumpyFolderLoader(files, b, size, config.seed, config.data.random_flip, config.data.num_workers,
+                                   rows)
 
         def local_gen():
             step = start_step
@@ -278,9 +291,11 @@ def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[di
 
         local = local_gen()
 
+    shape = (b, *size, 3)
+
     def gen():
         for x in local:
-            yield {"image": jax.make_array_from_process_local_data(bsh, np.ascontiguousarray(x))}
+            yield {"image": jax.make_array_from_process_local_data(bsh, np.ascontiguousarray(x), shape)}
 
     return _prefetch(gen(), int(config.data.prefetch))
 
@@ -288,7 +303,11 @@ def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[di
 def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> list[dict]:
     """Held-out batches for validation (no flip): the test folder in sorted order, batches of
     test_batch_size rounded up to the device count, last partial batch dropped (official drop_last);
-    or `num_eval_samples` synthetic samples from a seed the training stream never uses."""
+    or `num_eval_samples` synthetic samples from a seed the training stream never uses.
+
+    Test folder: batch k holds files k·b … k·b + b − 1 of the sorted list; each process decodes only its
+    rows of each batch. An undecodable file is replaced by the next readable one of the list (the same
+    choice on every process, without any of them decoding the others' rows)."""
     b = sharding.round_up(int(config.test_batch_size), mesh.size)
     limit = int(config.max_val_batches)
     if config.data.source == "synthetic":
@@ -299,19 +318,18 @@ def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> lis
     if not config.data.test_dir:
         return []
     files = folder.list_images(config.data.test_dir)
-    rows = process_slice(b)
+    n = len(files) // b
+    if n == 0:
+        log.warning("config.data.test_dir %s holds %d images, fewer than one test batch of %d: no validation",
+                    config.data.test_dir, len(files), b)
+    n = n if limit < 0 else min(n, limit)
+    size = tuple(config.data.image_size)
     bsh = sharding.batch_sharding(mesh)
+    rows = sharding.process_rows(bsh, b)
+    order, bad = range(len(files)), {}
     batches = []
-    good = []
-    for p in files:
-        x = folder.load_image(p, tuple(config.data.image_size))
-        if isinstance(x, folder.Skipped):
-            log.warning("skipping test image %s: %s", x.path, x.reason)
-            continue
-        good.append(x)
-        if len(good) == b:
-            batches.append({"image": jax.make_array_from_process_local_data(bsh, np.stack(good)[rows])})
-            good = []
-            if 0 <= limit <= len(batches):
-                break
+    for k in range(n):
+        log_rows(f"test batch {k}", rows, [files[k * b + int(r)] for r in rows])
+        local = np.stack([first_readable(files, order, k * b + int(r), size, bad, "test")[1] for r in rows])
+        batches.append({"image": jax.make_array_from_process_local_data(bsh, local, (b, *size, 3))})
     return batches

@@ -2,10 +2,12 @@
 
 WORKDIR/checkpoints/<step>/{state, meta}: `state` is the whole TrainState (StandardSave), `meta` a JSON
 record (step, config, e4e-jax version). Saves are asynchronous; every process calls `save` (orbax
-coordinates who writes what). The saved arrays are a private on-device copy of the state, so the live
-state can be donated to the next step while the save is still reading (no reliance on when orbax
-finishes its device-to-host transfers). Restores take an abstract target (jax.eval_shape of the
-initialiser, each leaf carrying its sharding), so arrays come back already placed.
+coordinates who writes what; the replicated state is written once, so WORKDIR must be one folder that
+every process sees: a shared file system on several hosts). The saved arrays are a private on-device
+copy of the state, so the live state can be donated to the next step while the save is still reading
+(no reliance on when orbax finishes its device-to-host transfers). Restores take an abstract target
+(jax.eval_shape of the initialiser, each leaf carrying its sharding), so arrays come back already
+placed; `misfits` checks a checkpoint against that target from its metadata first.
 """
 from __future__ import annotations
 
@@ -41,3 +43,30 @@ def restore(mngr: ocp.CheckpointManager, step: Optional[int], abstract_state: An
     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                      meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+    """The JSON record of `step` alone (no arrays read)."""
+    return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def _key(entry) -> str:
+    for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{'a/b/c': shape} of every leaf (arrays, ShapeDtypeStructs or orbax metadata alike)."""
+    return {"/".join(_key(k) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def misfits(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> list[str]:
+    """The leaves in which the state saved at `step` does not fit `abstract_state`: missing on either side,
+    or of another shape. Read from the checkpoint's metadata (no arrays), so a misfit is found before a
+    restore fails half-way."""
+    saved = leaf_shapes(ocp.PyTreeCheckpointHandler().metadata(Path(mngr.directory) / str(step) / "state").tree)
+    want = leaf_shapes(abstract_state)
+    return sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))

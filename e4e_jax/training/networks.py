@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax.generate import resolve_upsample
+from e4e_jax.models import encoder_types
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 from e4e_jax import losses as obj
@@ -28,9 +29,7 @@ W_AVG_SAMPLES, W_AVG_SEED = 10_000, 0
 
 
 def _e4e_encoder(n_styles: int, mode: str, dtype, **kwargs):
-    from e4e_jax.models.encoder import Encoder4Editing
-
-    return Encoder4Editing(n_styles=n_styles, mode=mode, dtype=dtype, **kwargs)
+    return encoder_types.build_encoder(n_styles, mode, dtype=dtype, **kwargs)
 
 
 # Encoder factories: (n_styles, mode, dtype, **config.encoder.kwargs) -> module with the e4e interface
@@ -148,16 +147,33 @@ def _initial_encoder_variables(config, n_styles: int) -> dict | None:
 
     if config.encoder.init_bundle:
         cfg, variables = bundle.load(config.encoder.init_bundle, "e4e")
-        have = cfg["architecture"]["encoder"].get("n_styles")
+        arch = cfg["architecture"]["encoder"]
+        have, have_mode = arch.get("n_styles"), encoder_types.mode_of(arch)
         if have != n_styles:
             raise ValueError(f"config.encoder.init_bundle {config.encoder.init_bundle}: encoder has {have} styles, "
                              f"the generator needs {n_styles}")
+        # e4e and psp share one parameter tree; the W encoder's differs (no FPN, one linear head).
+        if (have_mode == "w") != (config.encoder.mode == "w"):
+            raise ValueError(f"config.encoder.init_bundle {config.encoder.init_bundle}: its encoder has mode "
+                             f"{have_mode!r}, config.encoder.mode is {config.encoder.mode!r}")
         return variables["encoder"]
     return None
 
 
+def check_w_mode(config) -> None:
+    """encoder.mode 'w' (one w for every layer) has no deltas: progressive stages and L_d-reg must be off
+    (official: the W encoder has no progressive stage to set). Raises ValueError otherwise."""
+    if config.encoder.mode != "w":
+        return
+    on = [k for k in ("use_progressive", "use_delta_reg") if config[k]]
+    if on:
+        raise ValueError(f"encoder.mode='w' has no deltas: set {' '.join(f'--config.{k}=False' for k in on)} "
+                         f"(configs/ffhq_w.py does)")
+
+
 def build(config) -> Run:
     dtype = DTYPES[config.compute_dtype]
+    check_w_mode(config)
     gen_cfg, gen_vars = load_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(gen_cfg, modulation=config.generator.modulation, dtype=dtype,

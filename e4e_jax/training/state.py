@@ -14,12 +14,14 @@ the step, rebuilt or reloaded on resume.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from e4e_jax.training import optim, pool
@@ -77,3 +79,14 @@ def encoder_variables(state: TrainState) -> dict:
 
 def param_count(tree) -> int:
     return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def fingerprint(state: TrainState) -> str:
+    """sha256 (hex) of every leaf's path, dtype, shape and bytes as this process holds it (its first local
+    replica): equal on two processes exactly when their replicated states are bit-identical."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        a = np.asarray(leaf.addressable_shards[0].data if isinstance(leaf, jax.Array) else leaf)
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape};".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()

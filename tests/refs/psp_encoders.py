@@ -1,9 +1,10 @@
-"""PyTorch reference of the pSp / e4e encoders (IR-SE backbone, GradualStyleEncoder, Encoder4Editing).
+"""PyTorch reference of the pSp / e4e encoders (IR-SE backbone, GradualStyleEncoder, Encoder4Editing and
+the W encoder BackboneEncoderUsingLastLayerIntoW, e4e's SingleStyleCodeEncoder).
 
 Written for the parity tests from the published architecture (pSp, Richardson et al. 2021; e4e, Tov et
 al. 2021; IR-SE from ArcFace) with the module and parameter names of the official code, so that
 `state_dict()` has the official keys (`input_layer.0.weight`, `body.3.res_layer.5.fc1.weight`,
-`styles.0.convs.0.weight`, `styles.0.linear.weight`, `latlayer1.bias`, ...).
+`styles.0.convs.0.weight`, `styles.0.linear.weight`, `latlayer1.bias`, `linear.weight`, ...).
 """
 from __future__ import annotations
 
@@ -66,15 +67,23 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+def input_layer(input_nc=3):
+    """Conv3x3(input_nc -> 64, no bias), BatchNorm, PReLU (official `input_layer`)."""
+    return nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+
+
+def body(num_layers=50, mode="ir_se"):
+    """The bottleneck units in order (official `body`)."""
+    return nn.Sequential(*[BottleneckIR(i, d, s, use_se=mode == "ir_se") for i, d, s in unit_specs(num_layers)])
+
+
 class IRSEBody(nn.Module):
     """input_layer + body; forward returns (last output, [outputs at `taps`])."""
 
     def __init__(self, num_layers=50, mode="ir_se", input_nc=3):
         super().__init__()
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        self.body = nn.Sequential(*[BottleneckIR(i, d, s, use_se=mode == "ir_se")
-                                    for i, d, s in unit_specs(num_layers)])
+        self.input_layer = input_layer(input_nc)
+        self.body = body(num_layers, mode)
 
     def forward(self, x, taps=()):
         x = self.input_layer(x)
@@ -124,10 +133,8 @@ class _FPNEncoder(nn.Module):
 
     def __init__(self, num_layers=50, mode="ir_se", stylegan_size=1024, input_nc=3):
         super().__init__()
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        self.body = nn.Sequential(*[BottleneckIR(i, d, s, use_se=mode == "ir_se")
-                                    for i, d, s in unit_specs(num_layers)])
+        self.input_layer = input_layer(input_nc)
+        self.body = body(num_layers, mode)
         self.style_count = 2 * int(math.log2(stylegan_size)) - 2
         self.styles = nn.ModuleList([
             GradualStyleBlock(512, 512, 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64)
@@ -181,6 +188,24 @@ class Encoder4Editing(_FPNEncoder):
                 feats = p1
             w[:, i] += self.styles[i](feats)
         return w
+
+
+class BackboneEncoderUsingLastLayerIntoW(nn.Module):
+    """e4e's SingleStyleCodeEncoder: the IR-SE body, a global average pool, EqualLinear(512, 512), and the
+    one w repeated for every style layer: (B, style_count, 512). Attributes registered in the official order."""
+
+    def __init__(self, num_layers=50, mode="ir_se", stylegan_size=1024, input_nc=3):
+        super().__init__()
+        self.input_layer = input_layer(input_nc)
+        self.output_pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.linear = EqualLinear(512, 512, lr_mul=1)
+        self.body = body(num_layers, mode)
+        self.style_count = 2 * int(math.log2(stylegan_size)) - 2
+
+    def forward(self, x):
+        x = self.output_pool(self.body(self.input_layer(x)))
+        w = self.linear(x.view(-1, 512))
+        return w.repeat(self.style_count, 1, 1).permute(1, 0, 2)
 
 
 @torch.no_grad()

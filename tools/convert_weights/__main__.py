@@ -16,8 +16,8 @@ from pathlib import Path
 
 from e4e_jax import cli_args
 from e4e_jax.errors import EXIT_OK, UserError
+from e4e_jax.models.encoder_types import ENCODER_TYPES
 from tools.convert_weights import CONVERTER_VERSION
-from tools.convert_weights.e4e import ENCODER_TYPES
 from tools.convert_weights.stylegan2 import DEFAULT_W_AVG_SAMPLES
 
 # KIND -> (module, help of its sources, {option: (type, metavar, help)}). The option names are the keyword

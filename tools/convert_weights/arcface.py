@@ -9,7 +9,7 @@ Source: a plain state dict of model_irse.Backbone(112, 50, 'ir_se') (TreB1eN's I
                                                     C, H, W flatten order, which the model reproduces)
     output_layer.4.*  BatchNorm1d(512)           -> output_bn1d (affine=False checkpoints: scale 1, bias 0)
 (output_layer.1 is Dropout and .2 Flatten: no weights.) A checkpoint wrapped as {'state_dict': ...} and a
-'module.' (DataParallel) prefix are accepted.
+'module.' (DataParallel) prefix are accepted (every accepted form: docs/converters.md).
 
 Bundle: architecture {'num_layers', 'mode', 'input_size'}; variables {'params', 'batch_stats'} of
 e4e_jax.models.arcface.ArcFace.

@@ -2,7 +2,9 @@
 
     python -m tools.convert_weights e4e e4e_ffhq_encode.pt --out e4e_ffhq
     python -m tools.convert_weights e4e psp_ffhq_encode.pt --out psp_ffhq      # pSp: same layout
-    options: --option encoder_type=Encoder4Editing|GradualStyleEncoder (when opts lack it)
+    python -m tools.convert_weights e4e w_encoder.pt --out w_ffhq               # SingleStyleCodeEncoder
+    options: --option encoder_type=Encoder4Editing|GradualStyleEncoder|SingleStyleCodeEncoder
+             (when opts lack it; official default Encoder4Editing)
              --option latent_avg_samples=N (when the checkpoint has no latent_avg)
 
 A checkpoint is `torch.save({'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg': (n_styles, 512),
@@ -20,6 +22,10 @@ num_batches_tracked dropped; PReLU weight -> alpha):
     latlayer{1,2}.weight / bias               -> latlayer{1,2}/kernel / bias
     styles.{i}.convs.{2j}.weight / bias       -> styles_{i}/convs_{j}/kernel / bias
     styles.{i}.linear.weight / bias           -> styles_{i}/linear/weight (transposed) / bias
+SingleStyleCodeEncoder (BackboneEncoderUsingLastLayerIntoW): the same input_layer / body mapping, then
+    linear.weight / bias                      -> linear/weight (transposed) / bias
+(`output_pool` has no parameters); its n_styles is the decoder's latent count (official style_count and
+decoder size both come from opts.stylegan_size).
 """
 from __future__ import annotations
 
@@ -33,7 +39,6 @@ import numpy as np
 from tools.convert_weights.stylegan2 import (DEFAULT_W_AVG_SAMPLES, W_AVG_SEED, KeyTracker, mean_w,
                                              rosinality_to_variables)
 
-ENCODER_TYPES = {"Encoder4Editing": "e4e", "GradualStyleEncoder": "psp"}
 # Units per IR body depth (official get_blocks): 3+4+14+3, 3+13+30+3, 3+8+36+3.
 _NUM_UNITS = {24: 50, 49: 100, 50: 152}
 
@@ -100,6 +105,12 @@ def irse_to_variables(keys: KeyTracker, num_layers: int, mode: str, params_prefi
     return params, stats
 
 
+def _linear(keys: KeyTracker, name: str) -> dict[str, np.ndarray]:
+    """EqualLinear(512, 512): torch weight (out, in) -> ours (in, out)."""
+    return {"weight": np.ascontiguousarray(keys.take(f"{name}.weight", (512, 512)).T),
+            "bias": keys.take(f"{name}.bias", (512,))}
+
+
 def encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     """Map an Encoder4Editing / GradualStyleEncoder state dict onto Encoder4Editing variables.
 
@@ -108,8 +119,10 @@ def encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     num_layers, backbone_mode = detect_backbone(keys)
     n_styles = len({m.group(1) for k in keys.state if (m := re.match(r"styles\.(\d+)\.linear\.weight$", k))})
     if n_styles == 0:
+        hint = (" (it has linear.weight: a SingleStyleCodeEncoder? pass --option "
+                "encoder_type=SingleStyleCodeEncoder)" if "linear.weight" in keys else "")
         raise ValueError(f"{keys.source}: no {keys.prefix}styles.*.linear.weight keys: not an "
-                         f"Encoder4Editing/GradualStyleEncoder state dict")
+                         f"Encoder4Editing/GradualStyleEncoder state dict{hint}")
     bb_params, bb_stats = irse_to_variables(keys, num_layers, backbone_mode)
     params: dict[str, Any] = {"backbone": bb_params,
                               "latlayer1": _conv(keys, "latlayer1", True),
@@ -118,11 +131,28 @@ def encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
         spatial = 16 if i < 3 else 32 if i < 7 else 64
         block = {f"convs_{j}": _conv(keys, f"styles.{i}.convs.{2 * j}", True)
                  for j in range(int(math.log2(spatial)))}
-        block["linear"] = {"weight": np.ascontiguousarray(keys.take(f"styles.{i}.linear.weight", (512, 512)).T),
-                           "bias": keys.take(f"styles.{i}.linear.bias", (512,))}
+        block["linear"] = _linear(keys, f"styles.{i}.linear")
         params[f"styles_{i}"] = block
     input_nc = int(params["backbone"]["input_layer"]["conv"]["kernel"].shape[2])
     arch = {"num_layers": num_layers, "backbone_mode": backbone_mode, "n_styles": n_styles, "input_nc": input_nc}
+    return arch, {"params": params, "batch_stats": {"backbone": bb_stats}}
+
+
+def w_encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
+    """Map a SingleStyleCodeEncoder (BackboneEncoderUsingLastLayerIntoW) state dict onto its variables.
+
+    Returns (architecture without 'mode' and 'n_styles', variables {'params', 'batch_stats'}).
+    """
+    if "linear.weight" not in keys:
+        hint = (" (it has styles.*: an Encoder4Editing/GradualStyleEncoder? check opts.encoder_type or "
+                "--option encoder_type)" if any(str(k).startswith("styles.") for k in keys.state) else "")
+        raise ValueError(f"{keys.source}: no {keys.prefix}linear.weight: not a SingleStyleCodeEncoder state "
+                         f"dict{hint}")
+    num_layers, backbone_mode = detect_backbone(keys)
+    bb_params, bb_stats = irse_to_variables(keys, num_layers, backbone_mode)
+    params = {"backbone": bb_params, "linear": _linear(keys, "linear")}
+    input_nc = int(bb_params["input_layer"]["conv"]["kernel"].shape[2])
+    arch = {"num_layers": num_layers, "backbone_mode": backbone_mode, "input_nc": input_nc}
     return arch, {"params": params, "batch_stats": {"backbone": bb_stats}}
 
 
@@ -162,6 +192,7 @@ def convert(sources: list[Path], encoder_type: str | None = None,
         raise ValueError(f"e4e: unknown options {sorted(options)}; supported: encoder_type, latent_avg_samples")
     if len(sources) != 1:
         raise ValueError("e4e takes exactly one source file (the e4e/pSp checkpoint)")
+    from e4e_jax.models.encoder_types import ENCODER_TYPES
     from tools.convert_weights.safe_torch import load_checkpoint
 
     path = Path(sources[0])
@@ -183,18 +214,20 @@ def convert(sources: list[Path], encoder_type: str | None = None,
     enc_keys = KeyTracker(state, "encoder.", str(path))
     if not enc_keys.state:
         raise KeyError(f"{path}: no 'encoder.*' keys in state_dict")
-    enc_arch, enc_vars = encoder_to_variables(enc_keys)
+    mode = ENCODER_TYPES[etype]
+    enc_arch, enc_vars = (w_encoder_to_variables if mode == "w" else encoder_to_variables)(enc_keys)
     enc_keys.check_all_used()
     other = sorted(k for k in state if not (str(k).startswith("encoder.") or str(k).startswith("decoder.")))
     if other:
         raise KeyError(f"{path}: state_dict keys outside encoder.*/decoder.*: {', '.join(other[:10])}")
 
-    n_styles = enc_arch["n_styles"]
     start_from_avg = opts.get("start_from_latent_avg")
     raw_avg = ckpt.get("latent_avg")
     gen_arch, gen_vars = rosinality_to_variables(state, prefix="decoder.", source=str(path),
                                                  latent_avg=raw_avg)
     n_latent = 2 * int(math.log2(gen_arch["size"])) - 2
+    # The W encoder repeats its w for every layer of the decoder (both sized by opts.stylegan_size).
+    n_styles = enc_arch.setdefault("n_styles", n_latent)
     if n_latent != n_styles:
         raise ValueError(f"{path}: the encoder has {n_styles} styles but the decoder (size "
                          f"{gen_arch['size']}) takes {n_latent} latents")
@@ -225,7 +258,7 @@ def convert(sources: list[Path], encoder_type: str | None = None,
     dataset_type = opts.get("dataset_type")
     is_cars = isinstance(dataset_type, str) and "car" in dataset_type.lower()
     architecture: dict[str, Any] = {
-        "encoder": {"mode": ENCODER_TYPES[etype], "encoder_type": etype, **enc_arch,
+        "encoder": {"mode": mode, "encoder_type": etype, **enc_arch,
                     "input_size": [192, 256] if is_cars else [256, 256]},
         "generator": gen_arch,
         "opts": {str(k): (list(v) if isinstance(v, tuple) else v) for k, v in opts.items() if _jsonable(v)},

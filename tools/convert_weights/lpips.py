@@ -4,9 +4,13 @@
     python -m tools.convert_weights lpips vgg.pth vgg16-397923af.pth --out lpips_vgg
     options: --option net=alex|vgg (inferred from the weights' shapes when omitted)
 
-Sources (any order, one or more files; every key must be matched exactly once):
+Sources (any order, one or more files; every weight must come exactly once, except that one file may name a
+weight under two of the keys below if both hold the same tensor, as lpips.LPIPS's state dict does):
   heads     lin{k}.model.1.weight (1, C_k, 1, 1)    lpips package v0.1 files (alex.pth / vgg.pth; legacy
                                                      torch pickles) and `lpips.LPIPS().state_dict()`
+            lins.{k}.model.1.weight                   `lpips.LPIPS().state_dict()` again: the package also
+                                                     registers the heads as the ModuleList `lins`, so its
+                                                     state dict names each head twice (checked equal)
             lin.{k}.1.weight                          e4e's `criteria.lpips.LPIPS().state_dict()`
             {k}.1.weight                              e4e's `LinLayers` state dict (keys renamed by its
                                                      `get_state_dict`)
@@ -30,7 +34,8 @@ import numpy as np
 
 from tools.convert_weights.stylegan2 import KeyTracker
 
-_HEAD_PATTERNS = (r"lin(\d)\.model\.1\.weight", r"lin\.(\d)\.1\.weight", r"(\d)\.1\.weight")
+_HEAD_PATTERNS = (r"lin(\d)\.model\.1\.weight", r"lins\.(\d)\.model\.1\.weight", r"lin\.(\d)\.1\.weight",
+                  r"(\d)\.1\.weight")
 _BACKBONE_PATTERNS = (r"features\.(\d+)\.(weight|bias)", r"net\.layers\.(\d+)\.(weight|bias)",
                       r"net\.slice\d\.(\d+)\.(weight|bias)", r"(\d+)\.(weight|bias)")
 _SKIPPED = re.compile(r"classifier\..*")  # torchvision's classifier: not part of LPIPS
@@ -59,11 +64,12 @@ def _check_constant(path: Path, key: str, value: Any) -> None:
                          "only v0.1 (with input scaling) is supported")
 
 
-def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Merge the sources into one canonical state dict. Returns (state, canonical key -> 'file: key')."""
+def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, tuple[Path, str]]]:
+    """Merge the sources into one canonical state dict. Returns (state, canonical key -> (file, key))."""
     state: dict[str, np.ndarray] = {}
-    origin: dict[str, str] = {}
+    origin: dict[str, tuple[Path, str]] = {}
     for path in sources:
+        this_file: set[str] = set()  # canonical keys taken from this source (aliases may repeat them)
         obj = load(path)
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
@@ -81,10 +87,19 @@ def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, 
             if canon is None:
                 raise KeyError(f"{path}: unexpected key {key!r}: not an LPIPS head (lin{{k}}.model.1.weight) nor a "
                                f"torchvision alexnet/vgg16 backbone key (features.{{n}}.weight/bias)")
+            value = np.asarray(value)
             if canon in state:
-                raise ValueError(f"{path}: {key!r} duplicates {origin[canon]}; pass each weight only once")
-            state[canon] = np.asarray(value)
-            origin[canon] = f"{path}: {key}"
+                first_path, first_key = origin[canon]
+                if canon not in this_file:
+                    raise ValueError(f"{path}: {key!r} duplicates {first_path}: {first_key}; pass each weight "
+                                     "only once")
+                if state[canon].shape != value.shape or not np.array_equal(state[canon], value):
+                    raise ValueError(f"{path}: {first_key!r} and {key!r} name the same LPIPS weight ({canon}) "
+                                     "but hold different values; which one to convert is ambiguous")
+                continue  # an alias of the same tensor (lpips.LPIPS: lin{k} and lins.{k})
+            state[canon] = value
+            origin[canon] = (path, key)
+            this_file.add(canon)
     return state, origin
 
 
@@ -117,7 +132,7 @@ def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dic
         raise ValueError(f"lpips: unknown options {sorted(options)}; supported: net=alex|vgg")
     sources = [Path(s) for s in sources]
     names = ", ".join(map(str, sources))
-    state, _ = gather(sources, load_checkpoint)
+    state, origin = gather(sources, load_checkpoint)
     inferred = infer_net(state, names) if net is None else net
     if inferred not in CHANNELS:
         raise ValueError(f"lpips: net must be 'alex' or 'vgg', got {inferred!r}")
@@ -137,5 +152,8 @@ def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dic
     params: dict[str, Any] = {"backbone": backbone}
     for k, c in enumerate(CHANNELS[inferred]):
         params[f"lin_{k}"] = keys.take(f"lin{k}", (1, c, 1, 1)).reshape(c)
-    keys.check_all_used()
+    left = sorted(set(state) - keys.used)
+    if left:  # named as in the sources (e.g. 'lins.5.model.1.weight', not the canonical 'lin5')
+        raise KeyError(f"unexpected keys not matched by the {inferred} LPIPS converter: "
+                       + ", ".join(f"{origin[k][0]}: {origin[k][1]!r}" for k in left))
     return {"net": inferred, "version": "0.1"}, {"params": params}, {"bundle_kind": "lpips"}

@@ -8,7 +8,9 @@ where state_dict (of the DistributedDataParallel-wrapped model) holds
     module.encoder_q.fc.0 / fc.2                     MoCo-v2 MLP head (fc.{weight,bias} for MoCo-v1): kept
                                                      in the bundle (e4e's loss does not use it)
     module.encoder_k.*, module.queue, module.queue_ptr   momentum encoder and negatives queue: ignored
-A checkpoint saved without DDP (no 'module.' prefix) works the same. 'optimizer' and 'epoch' are ignored.
+A checkpoint saved without DDP (no 'module.' prefix) works the same, and so does the bare state dict
+(`torch.save(model.state_dict())`, with or without 'module.'). 'optimizer' and 'epoch' are ignored. The
+accepted forms are listed in docs/converters.md.
 
 Bundle: architecture {'stage_sizes', 'head', 'head_dims'}; variables {'params', 'batch_stats'} of
 e4e_jax.models.resnet.ResNet (key mapping in that module's docstring).
@@ -26,6 +28,7 @@ from tools.convert_weights.stylegan2 import KeyTracker
 
 _IGNORED_PREFIXES = ("encoder_k.",)
 _IGNORED_KEYS = ("queue", "queue_ptr")
+_ENCODER_Q = ("encoder_q.", "module.encoder_q.")  # the query encoder's keys, without or with DDP's prefix
 
 
 def _kernel(w: np.ndarray) -> np.ndarray:
@@ -84,10 +87,13 @@ def resnet_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
 
 
 def _state_dict(ckpt: Any, path: Path) -> Mapping[str, Any]:
+    """The MoCo model's state dict: ckpt['state_dict'] (main_moco.py), or ckpt itself when it is one."""
+    if isinstance(ckpt, dict) and any(str(k).startswith(_ENCODER_Q) for k in ckpt):
+        return ckpt
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: expected a MoCo checkpoint (a dict with 'state_dict', as main_moco.py saves), "
-                         f"found {found}")
+        raise ValueError(f"{path}: expected a MoCo checkpoint (a dict with 'state_dict', as main_moco.py saves, "
+                         f"or the MoCo model's state dict with encoder_q.* keys), found {found}")
     arch = ckpt.get("arch")
     if arch is not None and arch != "resnet50":
         raise ValueError(f"{path}: arch is {arch!r}; only MoCo ResNet-50 checkpoints (arch 'resnet50') are supported")

@@ -1,0 +1,293 @@
+"""`invert_folder(options)`: the whole batch inversion job (what `e4e-jax invert` runs).
+
+Steps: join the process group if asked; process 0 locks OUTPUT, checks it (empty, `--overwrite`n
+or a `--resume`-able run of the same plan) and writes the plan; every process lists the same sorted
+files, takes chunks j ≡ process_index (mod process_count) that are not committed yet, and inverts
+them (pipeline.py); after a barrier process 0 merges the chunks into the final files (layout.py).
+Architecture: docs/inversion_job.md.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from e4e_jax import errors, outdir
+from e4e_jax.batch_inversion import layout as layout_lib
+from e4e_jax.batch_inversion import pipeline
+from e4e_jax.batch_inversion import workers as workers_lib
+from e4e_jax.errors import UserError
+
+DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
+# Plan fields that change the outputs: a --resume with any of them different is refused.
+PLAN_KEYS = ("model", "model_config_sha256", "images", "recursive", "n_files", "listing_sha256", "chunk_size",
+             "dtype", "modulation", "image_format", "jpeg_quality", "image_size", "fast_decode", "align",
+             "faces", "align_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class InvertOptions:
+    model: str
+    images: Path
+    output: Path
+    batch_size: int = 8
+    recursive: bool = False
+    image_format: Optional[str] = "jpg"      # None: latents only (no generator pass)
+    jpeg_quality: int = 75                   # PIL's default, what the official script writes
+    image_size: Optional[int] = None         # width of saved reconstructions (height follows); None: full
+    dtype: str = "float32"
+    modulation: str = "auto"
+    workers: Optional[int] = None            # decoding threads (processes with --align)
+    writers: Optional[int] = None            # encoding/writing threads
+    chunk_size: int = DEFAULT_CHUNK
+    resume: bool = False
+    overwrite: bool = False
+    fast_decode: bool = False
+    align: bool = False
+    faces: str = "largest"
+    align_size: int = 1024
+    landmarks: Optional[str] = None
+    compile_cache: Optional[str] = None      # directory; "" switches the cache off
+    quiet: bool = False
+
+
+def _say(opts: InvertOptions, msg: str) -> None:
+    if not opts.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _model_sha(model: str) -> str:
+    from e4e_jax import bundle
+
+    return bundle.sha256_of(Path(model) / "config.json")
+
+
+def _plan(opts: InvertOptions, files: list[str]) -> dict[str, Any]:
+    return {"model": str(Path(opts.model).resolve()), "model_config_sha256": _model_sha(opts.model),
+            "images": str(opts.images.resolve()), "recursive": opts.recursive, "n_files": len(files),
+            "listing_sha256": layout_lib.listing_digest(files), "chunk_size": opts.chunk_size,
+            "dtype": opts.dtype, "modulation": opts.modulation, "image_format": opts.image_format,
+            "jpeg_quality": opts.jpeg_quality if opts.image_format in ("jpg", "webp") else None,
+            "image_size": opts.image_size, "fast_decode": opts.fast_decode, "align": opts.align,
+            "faces": opts.faces if opts.align else None, "align_size": opts.align_size if opts.align else None}
+
+
+def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str, Any]) -> None:
+    """Process 0, under the lock: make OUTPUT ready for this plan (or refuse, saying why)."""
+    old = lay.read_plan()
+    if opts.resume:
+        if old is None:
+            if (lay.root / "report.json").is_file() and (lay.root / "latents.npy").is_file():
+                raise UserError(f"{lay.root} holds a finished run (report.json); nothing to resume. Use "
+                                "--overwrite to redo it")
+            if not outdir.is_empty_dir(lay.root):
+                raise UserError(f"--resume: {lay.root} holds no run to resume (no {layout_lib.STATE_DIR}/"
+                                f"{layout_lib.PLAN_NAME}); use --overwrite or another --output")
+        else:
+            diff = layout_lib.describe_mismatch(old, plan, PLAN_KEYS)
+            if diff:
+                raise UserError(f"--resume: this run differs from the one in {lay.root}: " + "; ".join(diff)
+                                + ". Rerun with the same arguments, or --overwrite to start over")
+        lay.clean_temps()
+    elif not outdir.is_empty_dir(lay.root):
+        if not opts.overwrite:
+            hint = " (an unfinished run: add --resume to finish it)" if old is not None else ""
+            raise UserError(f"--output {lay.root} is not empty{hint}; choose another folder or pass --overwrite "
+                            "(which removes only what an earlier invert wrote there)")
+        lay.clear_owned()
+    lay.root.mkdir(parents=True, exist_ok=True)
+    lay.write_plan(plan)
+
+
+def _check_args(opts: InvertOptions) -> None:
+    if not opts.images.is_dir():
+        raise UserError(f"--images {opts.images} is not a folder")
+    if not os.access(opts.images, os.R_OK | os.X_OK):
+        raise UserError(f"--images {opts.images} is not readable")
+    if opts.output.exists() and not opts.output.is_dir():
+        raise UserError(f"--output {opts.output} is a file; choose a folder")
+    outdir.refuse_input_overlap(opts.output, [opts.images, opts.model])
+    from e4e_jax import bundle
+
+    bundle.read_config(opts.model, "e4e")  # A wrong --model fails here, before any file is made.
+    if opts.align:
+        from e4e_jax import alignment
+
+        alignment.Aligner(opts.align_size, opts.landmarks).check(load_landmarks=False)  # dlib + model present
+    if opts.image_format is not None and opts.image_format not in pipeline.IMAGE_FORMATS:
+        raise UserError(f"--image-format {opts.image_format!r}: choose one of {sorted(pipeline.IMAGE_FORMATS)}")
+
+
+def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
+    """The per-file decode step (run in worker processes: picklable): path -> [(face, (H, W, 3) uint8)]
+    or Skipped."""
+    if opts.align:
+        from e4e_jax.batch_inversion import align_step
+
+        return functools.partial(align_step.prepare, input_hw=input_hw, output_size=opts.align_size,
+                                 faces=opts.faces, landmarks=opts.landmarks)
+    return functools.partial(_prepare_plain, input_hw=input_hw, fast_decode=opts.fast_decode)
+
+
+def _prepare_plain(path: str, input_hw, fast_decode: bool):
+    from e4e_jax.data import folder
+
+    out = folder.load_pixels(path, input_hw, fast_decode=fast_decode)
+    return out if isinstance(out, folder.Skipped) else [(layout_lib.NO_FACE, out)]
+
+
+def _out_hw(model, image_size: Optional[int]) -> Optional[tuple[int, int]]:
+    """Saved reconstruction (height, width) for `--image-size W` (aspect kept; cars are 4:3)."""
+    if image_size is None:
+        return None
+    size = model.gen_config.size
+    h = size
+    if model.is_cars:
+        from e4e_jax.inversion import CARS_CROP_FRACTION
+
+        h = int(round((CARS_CROP_FRACTION[1] - CARS_CROP_FRACTION[0]) * size))
+    if image_size > size:
+        raise UserError(f"--image-size {image_size} is larger than the generator's {size}; pass at most {size}")
+    return int(round(h * image_size / size)), image_size
+
+
+def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) -> int:
+    """Run the job; returns the exit code (errors.EXIT_*). Raises UserError for bad input."""
+    t_start = time.perf_counter()
+    from e4e_jax import distributed as dist
+
+    multi = dist.initialize(**(distributed or {}))
+    import jax
+
+    from e4e_jax import compile_cache, inversion
+    from e4e_jax.data import folder
+
+    if opts.compile_cache != "":
+        compile_cache.enable(opts.compile_cache)
+    pid, nproc = jax.process_index(), jax.process_count()
+    _check_args(opts)
+    try:
+        paths = folder.list_images(opts.images, recursive=opts.recursive)
+    except OSError as e:
+        raise UserError(f"cannot list --images {opts.images}: {e}") from e
+    files = [str(p) for p in paths]
+    if multi:
+        _same_listing_everywhere(files)
+    if not files:
+        raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
+    lay = layout_lib.Layout(opts.output)
+    plan = _plan(opts, files)
+    with (outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext()):
+        status = 0
+        message = ""
+        if pid == 0:
+            try:
+                _prepare_output(opts, lay, plan)
+            except UserError as e:
+                status, message = e.exit_code, str(e)
+        if multi:
+            status = _broadcast_int(status)
+        if status:
+            raise UserError(message or "process 0 refused the output folder (see its message)")
+        all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
+        mine = [c for c in all_chunks if c.index % nproc == pid]
+        done = {c.index for c in mine if lay.is_committed(c.index)}
+        todo = [c for c in mine if c.index not in done]
+        n_done_files = sum(c.stop - c.start for c in mine if c.index in done)
+        if done:
+            _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
+        n_todo = sum(c.stop - c.start for c in todo)
+        workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
+        # Decoder processes start now, while the model loads and compiles.
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=workers_lib.context()) as decode_pool:
+            for _ in range(workers if n_todo else 0):
+                decode_pool.submit(int)
+            t_load = time.perf_counter()
+            model = inversion.load_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
+            load_s = time.perf_counter() - t_load
+            out_hw = _out_hw(model, opts.image_size)
+            stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start,
+                                   decode_pool, workers)
+        stats["timing"]["load_s"] = round(load_s, 3)
+        if multi:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("e4e-invert-chunks-done")
+        if pid != 0:
+            return errors.EXIT_OK
+        missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
+        if missing:
+            raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
+        n, skipped, per_process = lay.merge(len(all_chunks), model.gen_config.n_latent, opts.image_format is not None)
+        report = {"model": str(opts.model), "images": str(opts.images), "n_files": len(files), "n_inverted": n,
+                  "n_skipped": len(skipped), "skipped": [{"file": f, "reason": r} for f, r in skipped],
+                  "latents_shape": [n, model.gen_config.n_latent, 512], "processes": nproc,
+                  "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
+                  "seconds": round(time.perf_counter() - t_start, 2), **stats}
+        lay.finish(report)
+    _say(opts, f"inverted {n} of {len(files)} images into {opts.output}"
+         + (f"; skipped {len(skipped)} (see {opts.output / 'skipped.txt'})" if skipped else ""))
+    if n == 0:
+        return errors.EXIT_NOTHING
+    return errors.EXIT_PARTIAL if skipped else errors.EXIT_OK
+
+
+def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool,
+                   workers) -> dict:
+    """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
+    import jax
+    from tqdm import tqdm
+
+    from e4e_jax import inversion, sharding
+
+    mesh = sharding.data_mesh(jax.local_devices())
+    bs = sharding.round_up(opts.batch_size, mesh.size)
+    images_mode = "uint8" if opts.image_format is not None else "none"
+    invert_fn, compile_s = inversion.compile_invert(model, mesh, bs, input_dtype=np.uint8, images=images_mode,
+                                                    out_hw=out_hw)
+    _say(opts, f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
+         f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}")
+    variables = sharding.replicate(model.variables, mesh)
+    clock = pipeline.StageClock()
+    jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]
+    sizes = {c.index: c.stop - c.start for c in todo}
+    known_rows = None
+    if not multi:
+        known_rows = {c.index: lay.committed_rows(c.index) for c in all_chunks if c.index not in sizes}
+    writers = opts.writers or max(2, (os.cpu_count() or 1) // 2)
+    first_batch = {}
+    with tqdm(total=n_done_files + len(jobs), initial=n_done_files, desc="invert", unit="img",
+              disable=opts.quiet or (jax.process_index() != 0 and multi)) as bar:
+        pipeline.run(model, lay, jobs, sizes, known_rows, prepare=_make_prepare(opts, model.input_hw),
+                     batch_size=bs, workers=workers, writers=writers if opts.image_format else 0,
+                     image_format=opts.image_format, quality=opts.jpeg_quality, invert_fn=invert_fn,
+                     variables=variables, mesh=mesh, clock=clock, decode_pool=decode_pool,
+                     on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
+                     on_progress=bar.update)
+    return {"timing": {"compile_s": round(compile_s, 3), "first_batch_s": round(first_batch.get("s", float("nan")), 3),
+                       "stage_thread_seconds": {k: round(v, 3) for k, v in clock.seconds.items()},
+                       "workers": workers, "writers": writers, "batch_size": bs}}
+
+
+def _same_listing_everywhere(files: list[str]) -> None:
+    from jax.experimental import multihost_utils
+
+    digest = np.frombuffer(bytes.fromhex(layout_lib.listing_digest(files)), np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(digest))
+    if not (every == every[0]).all():
+        raise UserError("the processes see different --images listings; every host must read the same folder "
+                        "(a shared file system)")
+
+
+def _broadcast_int(value: int) -> int:
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))

@@ -1,0 +1,266 @@
+"""The on-disk layout of an inversion run: what `e4e-jax invert` writes, commits and merges.
+
+    OUTPUT/latents.npy           (N, n_latent, 512) float32, one row per inverted image (final)
+    OUTPUT/files.txt             the input file of each row, one path a line (final)
+    OUTPUT/faces.txt             with --align: the face index of each row in its file (0 = largest)
+    OUTPUT/inversions.txt        the reconstruction of each row, relative to OUTPUT (final; absent with
+                                 --no-images)
+    OUTPUT/skipped.txt           files that could not be used, `path<TAB>reason` (final)
+    OUTPUT/report.json           counts, skipped files with reasons, timings (final)
+    OUTPUT/inversions/{row:05d}_{stem}.{ext}
+    OUTPUT/.e4e-invert/plan.json what the run is (inputs, options); `--resume` checks it
+    OUTPUT/.e4e-invert/chunk-{j:06d}.npz
+                                 committed chunk j of the sorted file list: its latents, input files,
+                                 face indices, reconstruction names and skipped files
+
+A chunk is committed (atomically, after its reconstructions are on disk) once every file in it is
+accounted for, so `kill -9` at any moment loses at most the chunks in flight. The final files are
+assembled from the chunks by process 0 (`merge`), streaming through `np.lib.format.open_memmap` so
+memory stays flat, and the chunk folder is removed afterwards. Under several processes the row of an
+image is only known at the merge: reconstructions are then written under a staged name
+(`inversions/.staged-{j:06d}-{k:05d}_{stem}.{ext}`) and renamed by the merge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from e4e_jax import fileio
+from e4e_jax.errors import UserError
+
+STATE_DIR = ".e4e-invert"
+PLAN_NAME = "plan.json"
+PLAN_VERSION = 1
+FINAL_FILES = ("latents.npy", "files.txt", "faces.txt", "inversions.txt", "skipped.txt", "report.json")
+IMAGES_DIR = "inversions"
+# Names this command gives reconstructions (final or staged): only these are cleared by --overwrite.
+_OWN_IMAGE = re.compile(r"^(\.staged-\d{6}-)?\d{5,}_.*\.(jpg|png|webp)$")
+NO_FACE = -1  # `faces` entry of a latent that did not come from face alignment
+
+
+def chunk_name(j: int) -> str:
+    return f"chunk-{j:06d}.npz"
+
+
+def image_name(row: int, stem: str, ext: str, face: int = NO_FACE) -> str:
+    """Final reconstruction name, relative to OUTPUT: `inversions/{row:05d}_{stem}[_face{K}].{ext}`."""
+    tag = f"_face{face}" if face != NO_FACE else ""
+    return f"{IMAGES_DIR}/{row:05d}_{stem}{tag}.{ext}"
+
+
+def staged_name(chunk: int, k: int, stem: str, ext: str, face: int = NO_FACE) -> str:
+    tag = f"_face{face}" if face != NO_FACE else ""
+    return f"{IMAGES_DIR}/.staged-{chunk:06d}-{k:05d}_{stem}{tag}.{ext}"
+
+
+def listing_digest(files: Sequence[str]) -> str:
+    """sha256 of the sorted input listing (what `--resume` and every process must agree on)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Chunk j: files[start:stop] of the sorted listing."""
+    index: int
+    start: int
+    stop: int
+
+
+def chunks(n_files: int, chunk_size: int) -> list[Chunk]:
+    return [Chunk(j, s, min(s + chunk_size, n_files)) for j, s in enumerate(range(0, n_files, chunk_size))]
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """What a committed chunk holds (rows in input order)."""
+    latents: np.ndarray                 # (n, n_latent, 512) float32
+    files: list[str]                    # (n,) input file of each row
+    faces: np.ndarray                   # (n,) int32 face index, NO_FACE without alignment
+    images: list[str]                   # (n,) reconstruction path relative to OUTPUT ('' = none written)
+    skipped: list[tuple[str, str]]      # (file, reason)
+    process: int = 0                    # index of the process that inverted the chunk
+
+
+class Layout:
+    """Paths of one output folder, and the reading/writing of its plan, chunks and final files."""
+
+    def __init__(self, output: str | os.PathLike):
+        self.root = Path(output)
+        self.state = self.root / STATE_DIR
+        self.images = self.root / IMAGES_DIR
+
+    # ---- plan -------------------------------------------------------------------------------------
+    def read_plan(self) -> Optional[dict[str, Any]]:
+        path = self.state / PLAN_NAME
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path} is unreadable ({e}); rerun with --overwrite to start over") from e
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        fileio.write_text(self.state / PLAN_NAME, json.dumps({"version": PLAN_VERSION, **plan}, indent=1) + "\n")
+
+    # ---- chunks -----------------------------------------------------------------------------------
+    def chunk_path(self, j: int) -> Path:
+        return self.state / chunk_name(j)
+
+    def is_committed(self, j: int) -> bool:
+        """Chunk j's file exists and its reconstructions are all on disk (a power cut may have lost
+        images written without fsync: then the chunk is redone)."""
+        path = self.chunk_path(j)
+        if not path.is_file():
+            return False
+        try:
+            result = self.read_chunk(j)
+        except UserError:
+            return False
+        return all((self.root / name).is_file() for name in result.images if name)
+
+    def commit_chunk(self, j: int, r: ChunkResult, n_latent: int) -> None:
+        latents = np.asarray(r.latents, np.float32).reshape(-1, n_latent, 512)
+
+        def write(f):
+            np.savez(f, latents=latents, files=np.asarray(r.files, dtype=str), faces=np.asarray(r.faces, np.int32),
+                     images=np.asarray(r.images, dtype=str),
+                     skipped_files=np.asarray([s[0] for s in r.skipped], dtype=str),
+                     skipped_reasons=np.asarray([s[1] for s in r.skipped], dtype=str),
+                     process=np.int32(r.process))
+        fileio.write_atomic(self.chunk_path(j), write)
+
+    def read_chunk(self, j: int, with_latents: bool = True) -> ChunkResult:
+        path = self.chunk_path(j)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return ChunkResult(latents=z["latents"] if with_latents else None,
+                                   files=[str(s) for s in z["files"]], faces=z["faces"],
+                                   images=[str(s) for s in z["images"]],
+                                   skipped=list(zip((str(s) for s in z["skipped_files"]),
+                                                    (str(s) for s in z["skipped_reasons"]))),
+                                   process=int(z["process"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{path} is damaged ({e}); rerun with --resume to redo that chunk") from e
+
+    def committed_rows(self, j: int) -> int:
+        return len(self.read_chunk(j, with_latents=False).files)
+
+    # ---- starting a run ----------------------------------------------------------------------------
+    def owned_entries(self) -> list[Path]:
+        """What a previous run of this command left here (and only that): final files, chunk state,
+        reconstructions named as this command names them, temporary files."""
+        out = [self.root / n for n in FINAL_FILES if (self.root / n).exists()]
+        if self.state.exists():
+            out.append(self.state)
+        out += [p for p in self.root.iterdir() if fileio.is_temp_name(p.name)] if self.root.is_dir() else []
+        if self.images.is_dir():
+            out += [p for p in self.images.iterdir() if _OWN_IMAGE.match(p.name) or fileio.is_temp_name(p.name)]
+        return out
+
+    def clear_owned(self) -> int:
+        """--overwrite: remove what an earlier run wrote (nothing else); returns how many entries."""
+        entries = self.owned_entries()
+        for p in entries:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        if self.images.is_dir() and not any(self.images.iterdir()):
+            self.images.rmdir()
+        return len(entries)
+
+    def clean_temps(self) -> None:
+        """Temporary files a killed run left (call under the folder's lock)."""
+        for d in (self.root, self.images, self.state):
+            fileio.remove_stale_temps(d)
+
+    # ---- the end of a run --------------------------------------------------------------------------
+    def merge(self, n_chunks: int, n_latent: int, with_images: bool) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
+        """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, skipped,
+        input files handled per process).
+
+        Idempotent: a merge killed half-way is finished by running it again.
+        """
+        metas = [self.read_chunk(j, with_latents=False) for j in range(n_chunks)]
+        n = sum(len(m.files) for m in metas)
+        tmp = fileio.temp_path_beside(self.root / "latents.npy")
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, n_latent, 512))
+            row = 0
+            for j, m in enumerate(metas):
+                lat = self.read_chunk(j).latents
+                out[row:row + len(lat)] = lat
+                row += len(lat)
+            out.flush()
+            del out
+            os.replace(tmp, self.root / "latents.npy")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        files, names, skipped = [], [], []
+        per_process: dict[int, int] = {}
+        row = 0
+        for j, m in enumerate(metas):
+            per_process[m.process] = per_process.get(m.process, 0) + len(set(m.files)) + len(m.skipped)
+            for k, (f, face, recorded) in enumerate(zip(m.files, m.faces, m.images)):
+                files.append(f)
+                if with_images:
+                    final = image_name(row, Path(f).stem, Path(recorded).suffix.lstrip("."), int(face))
+                    if recorded != final:  # Staged under several processes: the row is known only now.
+                        src, dst = self.root / recorded, self.root / final
+                        if src.exists():
+                            os.replace(src, dst)
+                        elif not dst.exists():
+                            raise UserError(f"reconstruction {src} is missing; rerun with --resume")
+                    names.append(final)
+                row += 1
+            skipped += m.skipped
+        fileio.write_text(self.root / "files.txt", "".join(f"{f}\n" for f in files))
+        if any(int(face) != NO_FACE for m in metas for face in m.faces):
+            # --align: which face of its file each row is (0 = the largest), one a line as files.txt.
+            fileio.write_text(self.root / "faces.txt", "".join(f"{int(face)}\n" for m in metas for face in m.faces))
+        if with_images:
+            fileio.write_text(self.root / "inversions.txt", "".join(f"{p}\n" for p in names))
+        fileio.write_text(self.root / "skipped.txt", "".join(f"{f}\t{r}\n" for f, r in skipped))
+        return n, skipped, per_process
+
+    def finish(self, report: dict[str, Any]) -> None:
+        """Write report.json last, then drop the chunk state (the final files now hold it all)."""
+        fileio.write_text(self.root / "report.json", json.dumps(report, indent=2) + "\n")
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def reconstructions(output: str | os.PathLike, n: int) -> list[Optional[Path]]:
+    """The reconstruction of each of the `n` rows of a finished invert output: exactly the files its
+    manifest (inversions.txt) lists, never a stale file left by another run; None where there is none.
+    An output of an older version without the manifest falls back to the first
+    `inversions/{row:05d}_*.{jpg,png,webp}`."""
+    root = Path(output)
+    manifest = root / "inversions.txt"
+    if manifest.is_file():
+        names = [line for line in manifest.read_text().splitlines() if line]
+        if len(names) != n:
+            raise UserError(f"{manifest} lists {len(names)} reconstructions for {n} latents; rerun invert")
+        return [root / name if (root / name).is_file() else None for name in names]
+    found = []
+    for i in range(n):
+        cands = sorted(p for p in (root / IMAGES_DIR).glob(f"{i:05d}_*") if p.suffix.lstrip(".") in ("jpg", "png", "webp"))
+        found.append(cands[0] if cands else None)
+    return found
+
+
+def describe_mismatch(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """The plan fields that differ between a recorded run and this one, as 'key: old -> new'."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

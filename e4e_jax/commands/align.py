@@ -1,0 +1,295 @@
+"""`e4e-jax align`: FFHQ-align the faces of a folder of photos (needs the `align` extra).
+
+    e4e-jax align --images photos/ --output aligned/
+    e4e-jax align --images photos/ --output aligned/ --faces all --output-size 256 --workers 8
+
+Writes OUTPUT/<stem>.png (largest face of each photo), or OUTPUT/<stem>_face<K>.png for every face
+with --faces all (K = 0 for the largest, then by size); OUTPUT/landmarks/<stem>.json per photo
+(detection box, 68 landmarks, crop quad in the photo's pixels; written last, it marks the photo
+done); OUTPUT/skipped.txt and OUTPUT/report.json. A photo without a face, or a file that is not an
+image, is skipped with its reason and never stops the run. --resume finishes an interrupted run.
+Exit status: 0 every photo gave a face; 3 some were skipped; 1 none gave a face; 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from e4e_jax.cli_args import non_negative_int, positive_int
+
+LANDMARKS_DIR = "landmarks"
+SKIPPED_TXT = "skipped.txt"
+REPORT_JSON = "report.json"
+# zlib level of the PNGs: lossless at any level; 1 encodes a 1024² crop 5x faster than PIL's
+# default 6 (60 vs 300 ms) for files 20% larger (BUILD_NOTES.md, "Face alignment").
+PNG_COMPRESS_LEVEL = 1
+SUBMIT_AHEAD = 2  # tasks queued per worker: keeps workers busy without reading far ahead
+
+
+def add_parser(sub, help_text: str) -> None:
+    from e4e_jax import alignment
+
+    p = sub.add_parser("align", help=help_text, description="FFHQ-align the faces of a folder of photos "
+                       "(needs the align extra: pip install 'e4e-jax[align]').",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--images", required=True, type=Path, help="folder of photos (jpg, png, bmp, webp, tif)")
+    p.add_argument("--output", required=True, type=Path, help="output folder (created; must not overlap --images)")
+    p.add_argument("--faces", choices=("largest", "all"), default="largest",
+                   help="align the largest face of each photo (default), or every face found")
+    p.add_argument("--output-size", type=positive_int, default=alignment.DEFAULT_OUTPUT_SIZE,
+                   help=f"side of the aligned images in px (default {alignment.DEFAULT_OUTPUT_SIZE}, as FFHQ)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="worker processes (default: the CPUs available; 1 = in this process)")
+    p.add_argument("--landmarks", type=Path, default=None, metavar="FILE",
+                   help="dlib 68-point shape-predictor file (default: the one in face-recognition-models)")
+    p.add_argument("--detect-size", type=non_negative_int, default=alignment.DEFAULT_DETECT_SIZE, metavar="PX",
+                   help="look for faces in a copy at most this long (px), then in the full photo if none is "
+                        f"found (default {alignment.DEFAULT_DETECT_SIZE}; 0 = always at full resolution, slower, "
+                        "finds faces down to ~40 px); landmarks are always fitted at full resolution")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="finish an earlier run into --output: photos already done are kept, not redone")
+    again.add_argument("--overwrite", action="store_true", help="allow a non-empty --output; redo every photo")
+    p.set_defaults(run=run)
+
+
+# ----------------------------------------------------------------------------- one photo
+def output_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output stem per input: its file stem, or its whole name with dots made underscores when two
+    inputs share a stem (a.jpg and a.png -> a_jpg, a_png)."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return {p: p.stem if counts[p.stem] == 1 else p.name.replace(".", "_") for p in paths}
+
+
+def face_name(stem: str, face_index: int, all_faces: bool) -> str:
+    return f"{stem}_face{face_index}.png" if all_faces else f"{stem}.png"
+
+
+def _settings_record(settings, all_faces: bool) -> dict:
+    return {"output_size": settings.output_size, "faces": "all" if all_faces else "largest",
+            "detect_size": settings.detect_size,
+            "landmarks_model": Path(settings.landmarks).name if settings.landmarks else "face-recognition-models"}
+
+
+_ALIGNER = None  # this process's Aligner (set by _worker_init, or by run() for --workers 1)
+
+
+def _worker_init(settings) -> None:
+    global _ALIGNER
+    from e4e_jax import alignment
+
+    _ALIGNER = alignment.Aligner.from_settings(settings).load()
+
+
+def align_file(path: str, stem: str, output: str, all_faces: bool) -> dict:
+    """Align one photo and write its PNGs, then its landmarks JSON (atomic writes). Runs in a
+    worker. Returns {"file", "outputs": [names], "skipped": reason or None, "faces_found": n}."""
+    import json
+
+    from PIL import Image
+
+    from e4e_jax import alignment, fileio
+
+    out = Path(output)
+    record = {"file": path, "outputs": [], "skipped": None}
+    try:
+        faces = _ALIGNER.align(path, max_faces=None if all_faces else 1)
+    except alignment.UnreadableImage as e:
+        return dict(record, skipped=e.reason)  # no JSON: a fixed file is retried by --resume
+    except alignment.NoFaceFound as e:
+        faces, record["skipped"] = [], e.reason
+    except Exception as e:  # noqa: BLE001 - one bad photo never stops the run; --resume retries it
+        return dict(record, skipped=f"alignment failed: {type(e).__name__}: {e}")
+    json_path = out / LANDMARKS_DIR / f"{stem}.json"
+    old_outputs = _previous_outputs(json_path)
+    entries = []
+    for face in faces:
+        name = face_name(stem, face.face_index, all_faces)
+        fileio.write_atomic(out / name, lambda f, img=face.image: Image.fromarray(img).save(
+            f, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+        entries.append(dict(output=name, **face.record()))
+    names = [e["output"] for e in entries]
+    for stale in set(old_outputs) - set(names):  # an --overwrite run found fewer faces than before
+        (out / stale).unlink(missing_ok=True)
+    w, h = faces[0].source_size if faces else (None, None)
+    doc = dict(file=path, image_size=[w, h] if faces else None, skipped=record["skipped"],
+               settings=_settings_record(_ALIGNER.settings, all_faces), faces=entries)
+    fileio.write_text(json_path, json.dumps(doc) + "\n")
+    return dict(record, outputs=names)
+
+
+def _previous_outputs(json_path: Path) -> list[str]:
+    import json
+
+    try:
+        return [f["output"] for f in json.loads(json_path.read_text())["faces"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _done_record(out: Path, stem: str, expected_settings: dict) -> dict | None:
+    """The record of a photo an earlier run finished (its JSON and all its PNGs exist), else None.
+    Raises UserError if it was made with other settings."""
+    import json
+
+    from e4e_jax.errors import UserError
+
+    json_path = out / LANDMARKS_DIR / f"{stem}.json"
+    try:
+        doc = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if doc.get("settings") != expected_settings:
+        raise UserError(f"--resume: {json_path} was made with {doc.get('settings')}, not {expected_settings}; "
+                        "rerun with the same settings, or pass --overwrite to redo everything")
+    names = [f.get("output") for f in doc.get("faces", [])]
+    if not all(n and (out / n).is_file() for n in names):
+        return None
+    return {"file": doc.get("file"), "outputs": names, "skipped": doc.get("skipped")}
+
+
+# ----------------------------------------------------------------------------- the run
+def _pool_context():
+    import multiprocessing
+
+    # Not fork: numpy's and scipy's BLAS threads are running, and forking a threaded process can
+    # deadlock (Python 3.12 warns). forkserver forks workers from a small clean process.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _iter_results(jobs: list[tuple], settings, workers: int):
+    """Yield align_file's result for each job, in completion order."""
+    if workers <= 1 or len(jobs) <= 1:
+        if _ALIGNER is None or _ALIGNER.settings != settings:
+            _worker_init(settings)
+        for job in jobs:
+            yield align_file(*job)
+        return
+    import concurrent.futures as cf
+
+    with cf.ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_worker_init,
+                                initargs=(settings,)) as pool:
+        pending: set[cf.Future] = set()
+        it = iter(jobs)
+        try:
+            for job in it:
+                pending.add(pool.submit(align_file, *job))
+                if len(pending) >= SUBMIT_AHEAD * workers:
+                    break
+            while pending:
+                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    job = next(it, None)
+                    if job is not None:
+                        pending.add(pool.submit(align_file, *job))
+                    yield fut.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from e4e_jax import alignment, fileio, outdir
+    from e4e_jax.data import folder
+    from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
+
+    if not args.images.is_dir():
+        raise UserError(f"--images {args.images} is not a folder")
+    outdir.refuse_input_overlap(args.output, [args.images])
+    if args.landmarks is not None and not args.landmarks.is_file():
+        raise UserError(f"--landmarks {args.landmarks} does not exist")
+    paths = folder.list_images(args.images)
+    if not paths:
+        print(f"error: no images (jpg, png, bmp, webp, tif) in {args.images}", file=sys.stderr)
+        return EXIT_NOTHING
+    aligner = alignment.Aligner(args.output_size, args.landmarks.resolve() if args.landmarks else None,
+                                args.detect_size or None)
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(args.workers or available, len(paths))
+    if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):  # fail before loading
+        raise UserError(f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
+                        "--overwrite to redo it, or choose another folder")
+    aligner.check(load_landmarks=False)  # dlib and the model file are there: before anything is made
+    settings = aligner.settings
+    all_faces = args.faces == "all"
+    expected = _settings_record(settings, all_faces)
+
+    t0 = time.time()
+    with outdir.lock(args.output, "e4e-jax align"):
+        if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):
+            raise UserError(f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
+                            "--overwrite to redo it, or choose another folder")
+        (args.output / LANDMARKS_DIR).mkdir(exist_ok=True)
+        for d in (args.output, args.output / LANDMARKS_DIR):
+            fileio.remove_stale_temps(d)
+        stems = output_stems(paths)
+        results: dict[Path, dict] = {}
+        if args.resume:
+            for p in paths:
+                rec = _done_record(args.output, stems[p], expected)
+                if rec is not None:
+                    results[p] = dict(rec, file=str(p))
+        n_resumed = len(results)
+        jobs = [(str(p), stems[p], str(args.output), all_faces) for p in paths if p not in results]
+        # A file that is not a 68-point model is one clear error before any photo is done. With a
+        # pool each worker loads its own models, so the parent only checks (a custom file) here.
+        global _ALIGNER
+        if workers <= 1 or len(jobs) <= 1:
+            if _ALIGNER is None or _ALIGNER.settings != settings:  # kept for in-process callers
+                _ALIGNER = aligner.load()
+        elif args.landmarks is not None:
+            aligner.check(load_landmarks=True)
+        by_name = {str(p): p for p in paths}
+        n_faces = sum(len(r["outputs"]) for r in results.values())
+        interrupted, first = False, None
+        with tqdm(total=len(paths), initial=n_resumed, desc="align", unit="img") as bar:
+            try:
+                for rec in _iter_results(jobs, settings, workers):
+                    results[by_name[rec["file"]]] = rec
+                    first = time.time() - t0 if first is None else first
+                    n_faces += len(rec["outputs"])
+                    if rec["skipped"]:
+                        tqdm.write(f"skipped {rec['file']}: {rec['skipped']}", file=sys.stderr)
+                    bar.update(1)
+                    bar.set_postfix(faces=n_faces, refresh=False)
+            except KeyboardInterrupt:
+                interrupted = True
+            except Exception as e:  # a worker process died (BrokenProcessPool): say so, keep what is done
+                import concurrent.futures.process as cfp
+
+                if not isinstance(e, cfp.BrokenProcessPool):
+                    raise
+                interrupted = True
+                tqdm.write(f"error: a worker process died ({e})", file=sys.stderr)
+        ordered = [results[p] for p in paths if p in results]
+        skipped = [r for r in ordered if r["skipped"]]
+        aligned = [r for r in ordered if r["outputs"]]
+        fileio.write_text(args.output / SKIPPED_TXT, "".join(f"{r['file']}\t{r['skipped']}\n" for r in skipped))
+        seconds = time.time() - t0
+        report = {"images": str(args.images), "settings": expected, "n_inputs": len(paths),
+                  "n_aligned_inputs": len(aligned), "n_faces_written": n_faces, "n_skipped": len(skipped),
+                  "n_resumed": n_resumed, "n_not_done": len(paths) - len(ordered), "workers": workers,
+                  "seconds": round(seconds, 2), "seconds_to_first_photo": None if first is None else round(first, 2),
+                  "images_per_second": round((len(ordered) - n_resumed) / seconds, 2) if seconds > 0 else None,
+                  "skipped": [{"file": r["file"], "reason": r["skipped"]} for r in skipped],
+                  "aligned": [{"file": r["file"], "outputs": r["outputs"]} for r in aligned]}
+        fileio.write_text(args.output / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    if interrupted:
+        print(f"interrupted after {len(ordered)} of {len(paths)} photos; finish with the same command and "
+              "--resume", file=sys.stderr)
+        return 130
+    print(f"aligned {n_faces} face(s) from {len(aligned)} of {len(paths)} photos into {args.output}"
+          + (f"; skipped {len(skipped)} (see {args.output / SKIPPED_TXT})" if skipped else ""))
+    if not aligned:
+        return EXIT_NOTHING
+    return EXIT_PARTIAL if skipped else EXIT_OK

@@ -1,0 +1,204 @@
+"""The batch inversion job (`e4e-jax invert`): kill -9 then --resume, two processes, output-folder rules.
+
+The runs whose outputs are compared byte for byte are subprocesses with one fixed environment (CPU,
+fixed device count), so they do not depend on what earlier tests did to this process's JAX.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from e4e_jax import outdir
+from e4e_jax.cli import main as cli_main
+from tests.test_invert_cli import SMALL_ENCODER, make_e4e_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+N_GOOD, BATCH, CHUNK = 11, 2, 2
+TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory):
+    return make_e4e_bundle(tmp_path_factory.mktemp("e4e") / "bundle", encoder_sizes=SMALL_ENCODER)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(N_GOOD):
+        Image.fromarray(rng.integers(0, 255, (300, 280, 3), np.uint8)).save(root / f"im{i:02d}.jpg")
+    (root / "im05_bad.jpg").write_bytes(b"not a jpeg")  # sorts between good files
+    return root
+
+
+def _env(tmp: Path, devices: int = 1) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", E4E_JAX_CACHE_DIR=str(tmp / "xla-cache"),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env.pop("JAX_COORDINATOR_ADDRESS", None)
+    return env
+
+
+def _cmd(bundle: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "e4e_jax.cli", "invert", "--model", str(bundle), "--images", str(images),
+            "--output", str(out), "--batch-size", str(BATCH), "--chunk-size", str(CHUNK), "--quiet", *extra]
+
+
+def _run(cmd, env) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """Every file of a finished output folder (reconstructions included), by relative path."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "report.json"}
+
+
+@pytest.fixture(scope="module")
+def reference(small_bundle, photos, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ref")
+    r = _run(_cmd(small_bundle, photos, tmp / "out"), _env(tmp))
+    assert r.returncode == 3, r.stderr  # one bad file: partial success
+    return tmp / "out"
+
+
+def test_reference_run_outputs(reference):
+    files = [Path(f).name for f in (reference / "files.txt").read_text().splitlines()]
+    assert files == [f"im{i:02d}.jpg" for i in range(N_GOOD)]
+    assert np.load(reference / "latents.npy").shape == (N_GOOD, 6, 512)
+    names = (reference / "inversions.txt").read_text().splitlines()
+    assert names == [f"inversions/{i:05d}_im{i:02d}.jpg" for i in range(N_GOOD)]
+    (skipped,) = (reference / "skipped.txt").read_text().splitlines()
+    assert Path(skipped.split("\t")[0]).name == "im05_bad.jpg" and "not a readable image" in skipped
+    assert not (reference / ".e4e-invert").exists() and not list(reference.rglob(".*tmp-*"))
+    report = json.loads((reference / "report.json").read_text())
+    assert report["n_inverted"] == N_GOOD and report["n_skipped"] == 1 and report["timing"]["compile_s"] > 0
+
+
+def test_kill9_then_resume_is_byte_identical(small_bundle, photos, reference, tmp_path):
+    out = tmp_path / "out"
+    env = _env(tmp_path)
+    p = subprocess.Popen(_cmd(small_bundle, photos, out), env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (out / ".e4e-invert" / "chunk-000001.npz").exists():
+            assert p.poll() is None, p.stderr.read().decode()
+            assert time.monotonic() < deadline, "no chunk committed in time"
+            time.sleep(0.01)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert not (out / "report.json").exists(), "the run finished before the kill: the test proves nothing"
+    committed = sorted((out / ".e4e-invert").glob("chunk-*.npz"))
+    assert 2 <= len(committed) < -(-(N_GOOD + 1) // CHUNK)
+    again = _run(_cmd(small_bundle, photos, out), env)
+    assert again.returncode == 2 and "--resume" in again.stderr  # an unfinished run is not overwritten
+    r = _run(_cmd(small_bundle, photos, out, "--resume"), env)
+    assert r.returncode == 3, r.stderr
+    assert _outputs(out) == _outputs(reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_invert_every_file_once(small_bundle, photos, reference, tmp_path):
+    out = tmp_path / "out"
+    port = _free_port()
+    env = _env(tmp_path, devices=2)
+    procs = [subprocess.Popen(_cmd(small_bundle, photos, out, "--coordinator-address", f"127.0.0.1:{port}",
+                                   "--num-processes", "2", "--process-id", str(i)),
+                              env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    try:
+        logs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert [p.returncode for p in procs] == [3, 0], [l[1].decode()[-2000:] for l in logs]
+    assert (out / "files.txt").read_text() == (reference / "files.txt").read_text()
+    assert (out / "inversions.txt").read_text() == (reference / "inversions.txt").read_text()
+    np.testing.assert_allclose(np.load(out / "latents.npy"), np.load(reference / "latents.npy"), rtol=1e-5, atol=1e-5)
+    report = json.loads((out / "report.json").read_text())
+    n_chunks = -(-(N_GOOD + 1) // CHUNK)
+    shares = [sum(min(CHUNK, N_GOOD + 1 - j * CHUNK) for j in range(n_chunks) if j % 2 == p) for p in range(2)]
+    assert report["files_per_process"] == {"0": shares[0], "1": shares[1]}
+    images = sorted(p.relative_to(out).as_posix() for p in (out / "inversions").iterdir())
+    assert images == sorted((reference / "inversions.txt").read_text().splitlines())  # no staged leftovers
+
+
+def _invert(bundle, photos, out, *extra) -> int:
+    return cli_main(["invert", "--model", str(bundle), "--images", str(photos), "--output", str(out),
+                     "--batch-size", str(BATCH), "--quiet", *extra])
+
+
+@pytest.fixture()
+def cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("E4E_JAX_CACHE_DIR", str(tmp_path / "xla-cache"))
+
+
+def test_overwrite_removes_only_what_invert_wrote(small_bundle, photos, tmp_path, cache_env):
+    out = tmp_path / "out"
+    (out / "inversions").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "inversions" / "00042_stale.jpg").write_bytes(b"old run")
+    (out / "inversions" / "holiday.jpg").write_bytes(b"user file")
+    assert _invert(small_bundle, photos, out) == 2  # not empty, no --overwrite
+    assert _invert(small_bundle, photos, out, "--overwrite", "--no-images") == 3
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "inversions" / "holiday.jpg").read_bytes() == b"user file"
+    assert not (out / "inversions" / "00042_stale.jpg").exists()
+    assert not (out / "inversions.txt").exists()  # latents only: no reconstruction list
+    assert np.load(out / "latents.npy").shape == (N_GOOD, 6, 512)
+
+
+def test_latents_only_equals_latents_with_images(small_bundle, photos, reference, tmp_path, cache_env):
+    assert _invert(small_bundle, photos, tmp_path / "out", "--no-images") == 3
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "latents.npy"), np.load(reference / "latents.npy"),
+                               rtol=1e-5, atol=1e-5)
+    assert not (tmp_path / "out" / "inversions").exists()
+
+
+def test_image_size_and_format(small_bundle, photos, tmp_path, cache_env):
+    out = tmp_path / "out"
+    assert _invert(small_bundle, photos, out, "--image-size", "8", "--image-format", "png") == 3
+    names = (out / "inversions.txt").read_text().splitlines()
+    with Image.open(out / names[0]) as im:
+        assert im.format == "PNG" and im.size == (8, 8)
+    assert _invert(small_bundle, photos, tmp_path / "o2", "--image-size", "32") == 2  # larger than the generator
+
+
+def test_second_writer_is_refused(small_bundle, photos, tmp_path, cache_env, capsys):
+    out = tmp_path / "out"
+    with outdir.lock(out, "another invert"):
+        assert _invert(small_bundle, photos, out) == 2
+    assert "in use by pid" in capsys.readouterr().err
+    assert not (out / "latents.npy").exists()
+
+
+def test_resume_refuses_a_different_run(small_bundle, photos, tmp_path, cache_env, capsys):
+    from e4e_jax.batch_inversion import job, layout
+    from e4e_jax.data import folder
+
+    out = tmp_path / "out"
+    opts = job.InvertOptions(model=str(small_bundle), images=photos, output=out, dtype="bfloat16")
+    files = [str(p) for p in folder.list_images(photos)]
+    layout.Layout(out).write_plan(job._plan(opts, files))
+    assert _invert(small_bundle, photos, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "dtype: 'bfloat16' -> 'float32'" in err and "--overwrite" in err
+    assert _invert(small_bundle, photos, out, "--resume", "--overwrite") == 2  # contradictory flags
