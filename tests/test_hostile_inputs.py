@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from e4e_jax import bundle, outdir
-from e4e_jax.cli import build_parser, main as cli_main
+from e4e_jax.cli import COMMANDS, build_parser, main as cli_main
 from e4e_jax.data import folder
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
@@ -493,7 +493,6 @@ def test_evaluate_refuses_an_invert_output_still_being_written(models, tmp_path,
 
 # --------------------------------------------------------------------------------------------- help texts
 
-OWN_COMMANDS = ("synthesize", "edit", "evaluate", "quickstart")  # invert and train: tested with their owners'
 FILE_REFERENCE = re.compile(r"(?<![\w/.-])([\w./-]+\.(?:md|py))\b")
 
 
@@ -503,7 +502,7 @@ def _subparser(name: str) -> argparse.ArgumentParser:
     return sub.choices[name]
 
 
-@pytest.mark.parametrize("name", OWN_COMMANDS + ("convert",))
+@pytest.mark.parametrize("name", tuple(COMMANDS) + ("convert",))
 def test_help_texts(name):
     parser = convert_parser() if name == "convert" else _subparser(name)
     missing = [a.dest for a in parser._actions if not a.help]
