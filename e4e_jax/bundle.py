@@ -5,21 +5,25 @@ A bundle is a directory::
     DIR/config.json   {"kind", "format_version", "architecture": {...}, "source": {...}, ...}
     DIR/params/       the variables pytree (nested dicts of float arrays), written by orbax
 
-`save` writes into a temporary sibling directory and renames it into place at the end, so a failure
-never leaves a half-written bundle behind.
+`save` writes into a temporary sibling directory (`.DIR.tmp-*`, created with the umask) and renames it
+into place at the end, so a failure never leaves a half-written bundle behind; the temporary folders of a
+killed save are removed by the next save to the same place. `--overwrite` (overwrite=True) only ever
+replaces a bundle, never another folder. `save` and `load` check every array against the architecture
+(shapes, finite values; e4e_jax/variable_checks.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from e4e_jax import fileio, outdir, variable_checks
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
@@ -79,45 +83,97 @@ def save(
     process (e.g. process 0) only.
 
     Args:
-      path: target directory; must not exist unless `overwrite`.
+      path: target directory; must not exist (or be empty) unless `overwrite`, which replaces only a
+        bundle (a folder whose config.json names a known kind).
       kind: one of KINDS.
       architecture: JSON-serialisable hyper-parameters that rebuild the module.
-      variables: nested dict of arrays (e.g. {'params': ..., 'buffers': ...}).
+      variables: nested dict of arrays (e.g. {'params': ..., 'buffers': ...}); every array must have the
+        shape the architecture needs and hold finite values.
       sources: provenance (see `source_info`).
       extra: other JSON-serialisable facts (e.g. how latent_avg was obtained).
+    Raises:
+      BundleError (a UserError) for all of the above, before anything is written.
     """
     import orbax.checkpoint as ocp  # Deferred: orbax import is slow and not needed to read configs.
 
     if kind not in KINDS:
         raise BundleError(f"unknown bundle kind {kind!r}; expected one of {KINDS}")
-    path = Path(path).resolve()
-    if path.exists() and not overwrite:
-        raise BundleError(f"{path} already exists; choose another --out or pass --overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        from e4e_jax import __version__
+    path = Path(path).absolute()
+    variables = _to_numpy_tree(variables)
+    check_variables(kind, architecture, variables, f"the {kind} weights for {path}")
+    with outdir.lock_target(path, f"write bundle {path.name}"):
+        fileio.remove_stale_temps(path.parent, target=path.name)  # left by a killed save
+        check_replaceable(path, overwrite)
+        # mkdir (not mkdtemp, which makes 0700): the bundle gets the umask's permissions like any file.
+        tmp = path.parent / f"{fileio.temp_prefix(path.name)}{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            from e4e_jax import __version__
 
-        config = {
-            "kind": kind,
-            "format_version": FORMAT_VERSION,
-            "architecture": dict(architecture),
-            "sources": sources or [],
-            "e4e_jax_version": __version__,
-        }
-        if extra:
-            config.update(dict(extra))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
-        ckptr.save(tmp / "params", _to_numpy_tree(variables))
-        ckptr.wait_until_finished()
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            config = {
+                "kind": kind,
+                "format_version": FORMAT_VERSION,
+                "architecture": dict(architecture),
+                "sources": sources or [],
+                "e4e_jax_version": __version__,
+            }
+            if extra:
+                config.update(dict(extra))
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
+            ckptr.save(tmp / "params", variables)
+            ckptr.wait_until_finished()
+            if path.exists():
+                # Move the old bundle aside (a temporary name the next save removes) so that the new one
+                # takes its place in one rename.
+                old = path.parent / f"{fileio.temp_prefix(path.name)}{os.getpid()}-old"
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return path
+
+
+def check_replaceable(path: Path, overwrite: bool) -> None:
+    """Raise BundleError unless `path` is free: missing, an empty folder or, with `overwrite`, a bundle."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BundleError(f"{path} exists and is not a folder; choose another output folder for the bundle")
+    if not path.exists() or outdir.is_empty_dir(path):
+        return
+    if not overwrite:
+        raise BundleError(f"{path} already exists; choose another --out or pass --overwrite")
+    try:
+        kind = json.loads((path / "config.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind not in KINDS:
+        raise BundleError(f"{path} is not an e4e-jax bundle (no config.json of a known kind), so --overwrite "
+                          "will not replace it: its files are kept. Choose another --out")
+
+
+def check_variables(kind: str, architecture: Mapping[str, Any], variables: Mapping[str, Any], what: str) -> None:
+    """Raise BundleError if an array of `variables` has another shape than the `kind` model built from
+    `architecture` needs (naming the key, the expected and the found shape), or holds NaN / Inf.
+
+    what: names the weights in the message, e.g. 'the stylegan2 weights read from g.pt'.
+    """
+    try:
+        expected = variable_checks.expected_shapes(kind, architecture)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{what}: the architecture does not describe a {kind} model "
+                          f"({type(e).__name__}: {e})") from e
+    problems = variable_checks.shape_problems(expected, variables)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BundleError(f"{what} do not fit the architecture: {problems[0]}{more}")
+    bad = variable_checks.non_finite(variables)
+    if bad:
+        raise BundleError(f"{what} hold NaN or Inf: {variable_checks.describe_non_finite(bad)}; the source "
+                          "is damaged or the model diverged")
 
 
 def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
@@ -133,6 +189,10 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{cfg_path} is not valid JSON ({e}); re-create the bundle") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"{cfg_path} cannot be read ({e}); check its permissions or re-create the bundle") from e
+    if not isinstance(config, dict):
+        raise BundleError(f"{cfg_path} holds a JSON {type(config).__name__}, not a bundle config; re-create the bundle")
     if config.get("kind") not in KINDS:
         raise BundleError(f"{cfg_path}: unknown kind {config.get('kind')!r}")
     if config.get("format_version") != FORMAT_VERSION:
@@ -159,6 +219,13 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
     params_dir = path / "params"
     if not params_dir.is_dir():
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")
-    # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
-    variables = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(params_dir)
+    if not any(params_dir.iterdir()):
+        raise BundleError(f"{path}: params/ is empty; the bundle is incomplete, re-create it")
+    try:
+        # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
+        variables = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(params_dir)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, "
+                          "re-create it") from e
+    check_variables(config["kind"], config["architecture"], variables, f"{path}: the weights in params/")
     return config, variables

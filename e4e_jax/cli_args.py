@@ -54,3 +54,13 @@ def int_in(lo: int, hi: int):
         return value
     parse.__name__ = f"int in [{lo}, {hi}]"
     return parse
+
+
+def choice(*allowed: str):
+    """One of `allowed` (for values outside argparse's own `choices`, e.g. KEY=VALUE options)."""
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+    parse.__name__ = f"one of {', '.join(allowed)}"
+    return parse

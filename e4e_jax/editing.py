@@ -122,6 +122,8 @@ class GanspacePCA(NamedTuple):
             raise ValueError(f"{source}: inconsistent shapes mean {np.shape(d['mean'])}, "
                              f"comp {np.shape(d['comp'])}, std {np.shape(d['std'])}; expected "
                              '(1, D), (K, 1, D), (K,)')
+        if not all(np.isfinite(a).all() for a in (mean, comp, std)):
+            raise ValueError(f'{source}: mean, comp or std holds NaN or Inf values; re-create the PCA file')
         return cls(mean, comp, std)
 
 
@@ -345,9 +347,12 @@ def load_interfacegan_direction(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f'{os.fspath(path)}: expected a single saved tensor (an InterFaceGAN '
                          f'direction), found {type(obj).__name__}')
     try:
-        return canonical_direction(obj)
+        direction = canonical_direction(obj)
     except ValueError as e:
         raise ValueError(f'{os.fspath(path)}: {e}') from None
+    if not np.isfinite(direction).all():
+        raise ValueError(f'{os.fspath(path)}: the direction holds NaN or Inf values; re-create the file')
+    return direction
 
 
 def load_ganspace_pca(path: str | os.PathLike) -> GanspacePCA:

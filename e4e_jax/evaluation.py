@@ -428,9 +428,8 @@ def _jsonable(x: Any) -> Any:
 
 def write_report(path: str | os.PathLike, report: Mapping) -> Path:
     """Write `report` as indented JSON atomically (numpy/jax scalars converted, NaN -> null)."""
+    from e4e_jax.fileio import write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(_jsonable(report), indent=2) + "\n")

@@ -14,7 +14,14 @@ from typing import Callable
 
 import numpy as np
 
+from e4e_jax.errors import UserError
+
 TMP_MARK = ".tmp-"
+
+
+def temp_prefix(name: str) -> str:
+    """The start of every temporary name made for the target `name` (`.NAME.tmp-`)."""
+    return f".{name}{TMP_MARK}"
 
 
 def _current_umask() -> int:
@@ -28,7 +35,7 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}{os.getpid()}-", dir=path.parent)
+    return tempfile.mkstemp(prefix=f"{temp_prefix(path.name)}{os.getpid()}-", dir=path.parent)
 
 
 def temp_path_beside(path: str | os.PathLike) -> Path:
@@ -78,16 +85,33 @@ def save_npy(path: str | os.PathLike, array: np.ndarray, **kw) -> Path:
     return write_atomic(path, lambda f: np.save(f, np.asarray(array)), **kw)
 
 
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """`np.load` of a .npy file (no pickles), with a UserError naming the file for a missing, empty,
+    truncated or foreign file or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; expected a .npy file")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes); re-create it")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}: {e}); re-create it") from e
+
+
 def is_temp_name(name: str) -> bool:
     """True for the names `write_atomic` (and `bundle.save`) give their temporary files."""
     return name.startswith(".") and TMP_MARK in name
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, target: str | None = None) -> list[Path]:
     """Delete the temporary files and folders a killed run left directly in `folder`; returns them.
 
-    Only names of our own temporary pattern are touched. Call it while holding the folder's lock
-    (`e4e_jax.outdir.lock`), so no live writer's temporary file is removed.
+    Only names of our own temporary pattern are touched, and with `target` only those made for the file
+    or folder of that name. Call it while holding the lock of what they belong to (`e4e_jax.outdir.lock`
+    for the folder, `outdir.lock_target` for the target), so no live writer's temporary file is removed.
     """
     import shutil
 
@@ -96,7 +120,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if is_temp_name(p.name):
+        if is_temp_name(p.name) and (target is None or p.name.startswith(temp_prefix(target))):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -63,6 +63,31 @@ def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents")
                      f"(N, {d}) W codes or (N, {n}, {d}) W+ codes")
 
 
+def check_latents(latents: np.ndarray, cfg: StyleGAN2Config, source: str) -> np.ndarray:
+    """`as_wplus` for latents read from `source`, which must hold at least one code and only finite values.
+
+    Raises UserError naming `source`.
+    """
+    from e4e_jax.errors import UserError
+    from e4e_jax.variable_checks import require_finite
+
+    try:
+        latents = as_wplus(latents, cfg, source)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    if latents.shape[0] == 0:
+        raise UserError(f"{source} holds no latents (shape {latents.shape}); invert some images first")
+    require_finite(latents, source, "re-create the latents (a NaN code renders a NaN image)")
+    return latents
+
+
+def load_latents(path, cfg: StyleGAN2Config) -> np.ndarray:
+    """W or W+ codes from a .npy file as checked (N, n_latent, D) float32 (see `check_latents`)."""
+    from e4e_jax.fileio import load_npy
+
+    return check_latents(load_npy(path), cfg, str(path))
+
+
 def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "auto", dtype: str = "float32",
                       noise_mode: str = "const", truncation: float = 1.0, precision: Any = None,
                       upsample: str = "auto", mesh: Optional[jax.sharding.Mesh] = None):

@@ -177,8 +177,11 @@ def test_evaluate_cli_errors(e2e, tmp_path, capsys):
     assert "'inception' bundle" in capsys.readouterr().err
     assert cli(base + ["--images", str(e2e["imgs"]), "--ganspace-edit", "0,0,3,1"]) == 2
     assert "--ganspace" in capsys.readouterr().err
-    assert cli(base + ["--inversions", str(tmp_path)]) == 2
+    (tmp_path / "inv").mkdir()
+    assert cli(base + ["--inversions", str(tmp_path / "inv")]) == 2
     assert "files.txt is missing" in capsys.readouterr().err
+    assert cli(base[:-1] + [str(tmp_path / "inv" / "o"), "--inversions", str(tmp_path / "inv")]) == 2
+    assert "overlaps the input" in capsys.readouterr().err
     torch.save(torch.zeros(1, N_STYLES + 1, 512), tmp_path / "pose.pt")
     assert cli(base + ["--images", str(e2e["imgs"]), "--directions", str(tmp_path / "pose.pt")]) == 2
     assert "pose.pt: direction of shape (7, 512)" in capsys.readouterr().err

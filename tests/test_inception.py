@@ -79,20 +79,20 @@ def test_converter_errors(setup, capsys):
     tmp, state = setup["tmp"], setup["state"]
     missing = {k: v for k, v in state.items() if k != "Mixed_6c.branch7x7dbl_3.bn.running_mean"}
     rc, err = _convert_error(tmp, "missing", missing, capsys)
-    assert rc == 1 and "Mixed_6c.branch7x7dbl_3.bn.running_mean" in err and "missing" in err
+    assert rc == 2 and "Mixed_6c.branch7x7dbl_3.bn.running_mean" in err and "missing" in err
 
     extra = dict(state, **{"AuxLogits.fc.weight": torch.zeros(1008, 768)})
     rc, err = _convert_error(tmp, "extra", extra, capsys)
-    assert rc == 1 and "AuxLogits.fc.weight" in err
+    assert rc == 2 and "AuxLogits.fc.weight" in err
 
     bad = dict(state, **{"Mixed_5b.branch1x1.conv.weight": torch.zeros(64, 192, 3, 3)})
     rc, err = _convert_error(tmp, "shape", bad, capsys)
-    assert rc == 1 and "Mixed_5b.branch1x1.conv.weight" in err and "(64, 192, 1, 1)" in err
+    assert rc == 2 and "Mixed_5b.branch1x1.conv.weight" in err and "(64, 192, 1, 1)" in err
 
     tv = {k: v for k, v in state.items() if not k.startswith("fc.")}
     tv["AuxLogits.conv0.conv.weight"] = torch.zeros(128, 768, 1, 1)
     rc, err = _convert_error(tmp, "torchvision", tv, capsys)
-    assert rc == 1 and "fc.weight" in err and "pt_inception-2015-12-05-6726825d.pth" in err
+    assert rc == 2 and "fc.weight" in err and "pt_inception-2015-12-05-6726825d.pth" in err
 
     wrapped = tmp / "wrapped.pth"
     torch.save({"state_dict": state}, wrapped)

@@ -101,7 +101,7 @@ def test_alias_that_differs_is_refused(converted, tmp_path, capsys):
     sd = model.state_dict()
     sd["lins.2.model.1.weight"] = sd["lins.2.model.1.weight"] * 2  # no longer the tensor lin2 holds
     torch.save(sd, tmp_path / "differs.pth")
-    assert convert_main(["lpips", str(tmp_path / "differs.pth"), "--out", str(tmp_path / "out")]) == 1
+    assert convert_main(["lpips", str(tmp_path / "differs.pth"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "'lin2.model.1.weight'" in err and "'lins.2.model.1.weight'" in err and "different values" in err
     assert not (tmp_path / "out").exists()
@@ -113,5 +113,5 @@ def test_other_unmatched_keys_are_errors_naming_them(converted, tmp_path, capsys
     _, model, _, _ = converted
     sd = dict(model.state_dict(), **{extra: torch.zeros(1, 64, 1, 1)})
     torch.save(sd, tmp_path / "extra.pth")
-    assert convert_main(["lpips", str(tmp_path / "extra.pth"), "--out", str(tmp_path / "out")]) == 1
+    assert convert_main(["lpips", str(tmp_path / "extra.pth"), "--out", str(tmp_path / "out")]) == 2
     assert repr(extra) in capsys.readouterr().err

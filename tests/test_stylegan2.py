@@ -180,7 +180,7 @@ def test_e4e_checkpoint_given_to_stylegan2_is_a_clear_error(small_torch_gen, tmp
     sd = {f"decoder.{k}": v for k, v in small_torch_gen.state_dict().items()}
     sd["encoder.input_layer.0.weight"] = torch.zeros(64, 3, 3, 3)
     torch.save({"state_dict": sd, "opts": {"stylegan_size": 16}}, src)
-    assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "b")]) == 1
+    assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert str(src) in err and "e4e" in err and "convert_weights e4e" in err
     assert not (tmp_path / "b").exists()
@@ -190,12 +190,12 @@ def test_missing_and_unexpected_keys_are_named(small_torch_gen, tmp_path, capsys
     sd = dict(small_torch_gen.state_dict())
     del sd["convs.1.noise.weight"]
     torch.save({"g_ema": sd, "latent_avg": torch.zeros(16)}, tmp_path / "a.pt")
-    assert convert_main(["stylegan2", str(tmp_path / "a.pt"), "--out", str(tmp_path / "a")]) == 1
+    assert convert_main(["stylegan2", str(tmp_path / "a.pt"), "--out", str(tmp_path / "a")]) == 2
     assert "convs.1.noise.weight" in capsys.readouterr().err
     sd = dict(small_torch_gen.state_dict())
     sd["convs.1.extra_thing"] = torch.zeros(3)
     torch.save({"g_ema": sd, "latent_avg": torch.zeros(16)}, tmp_path / "b.pt")
-    assert convert_main(["stylegan2", str(tmp_path / "b.pt"), "--out", str(tmp_path / "b")]) == 1
+    assert convert_main(["stylegan2", str(tmp_path / "b.pt"), "--out", str(tmp_path / "b")]) == 2
     assert "convs.1.extra_thing" in capsys.readouterr().err
 
 

@@ -150,7 +150,7 @@ def test_error_resnet_architecture(tmp_path, capsys):
     pkl = _save(tmp_path, nvlabs_pickle.make_generator(c_dim=0, img_channels=3, **kw))
     with pytest.raises(ValueError, match=r"net\.pkl.*'resnet'.*not supported"):
         _convert(pkl)
-    assert convert_main(["stylegan2", str(pkl), "--out", str(tmp_path / "out")]) == 1
+    assert convert_main(["stylegan2", str(pkl), "--out", str(tmp_path / "out")]) == 2
     assert "resnet" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+from e4e_jax import cli_args
+from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
 FID_HELP = ("FID needs Inception weights: convert pt_inception-2015-12-05-6726825d.pth with `python -m "
             "tools.convert_weights inception pt_inception-2015-12-05-6726825d.pth --out DIR` and pass --inception DIR")
 LPIPS_HELP = ("LPIPS needs LPIPS weights: convert them with `python -m tools.convert_weights lpips alex.pth "
@@ -25,34 +26,33 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
     p.add_argument("--images", type=Path, default=None, help="folder of the original images")
     p.add_argument("--inversions", type=Path, default=None,
-                   help="output folder of `e4e-jax invert` (latents.npy, files.txt, inversions/*.png): distortion "
-                        "is measured on its saved inversions, as the official calc_losses_on_images.py does")
-    p.add_argument("--output", required=True, type=Path, help="folder for metrics.json (created)")
+                   help="output folder of `e4e-jax invert` (latents.npy, files.txt, the reconstructions listed in "
+                        "inversions.txt): distortion is measured on those saved reconstructions, as official e4e's "
+                        "loss-on-images script does")
+    p.add_argument("--output", required=True, type=Path,
+                   help="folder for metrics.json (created; must not be or hold an input)")
     p.add_argument("--lpips", default=None, help="lpips bundle (without it LPIPS is not computed)")
     p.add_argument("--inception", default=None, help="inception bundle for FID (without it FID is not computed)")
     p.add_argument("--directions", type=Path, nargs="*", default=[],
                    help="InterFaceGAN direction files (.pt) for LEC, e.g. age.pt smile.pt")
-    p.add_argument("--factor", type=float, default=3.0, help="InterFaceGAN edit strength for LEC (official: 3)")
+    p.add_argument("--factor", type=cli_args.finite_float, default=3.0,
+                   help="InterFaceGAN edit strength for LEC (official: 3)")
     p.add_argument("--ganspace", type=Path, default=None, help="GANSpace PCA file (.pt) for LEC")
     p.add_argument("--ganspace-edit", action="append", default=[], metavar="IDX,START,END,STRENGTH",
                    help="GANSpace edit for LEC: component, layers start:end (end exclusive), strength in stds; "
                         "may repeat")
-    p.add_argument("--lec-batch", type=int, default=1,
+    p.add_argument("--lec-batch", type=cli_args.positive_int, default=1,
                    help="average LEC distances over groups of N images before the 1%%/99%% outlier filter, as "
-                        "metrics/LEC.py does per batch (its default is 8); 1 = per image")
-    p.add_argument("--num-samples", type=int, default=100,
+                        "official e4e's LEC metric does per batch (its default is 8); 1 = per image")
+    p.add_argument("--num-samples", type=cli_args.non_negative_int, default=100,
                    help="random w for the E(G(w)) recovery distance (0 skips it)")
     p.add_argument("--name", default=None, help="row name in the printed table (default: the model folder)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=8, help="images per step (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed for SWD patches/directions and sampled w")
     p.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
-    p.add_argument("--workers", type=int, default=None, help="image decoding threads (default: CPU count)")
+    p.add_argument("--workers", type=cli_args.non_negative_int, default=None,
+                   help="image decoding threads (default: CPU count; 0 decodes in the main thread)")
     p.set_defaults(run=run)
-
-
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def _parse_ganspace_edit(spec: str) -> tuple[int, int, int, float]:
@@ -60,34 +60,42 @@ def _parse_ganspace_edit(spec: str) -> tuple[int, int, int, float]:
     try:
         if len(parts) != 4:
             raise ValueError
-        return int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
-    except ValueError:
-        raise ValueError(f"--ganspace-edit {spec!r}: expected IDX,START,END,STRENGTH, e.g. 0,0,5,-2") from None
+        return int(parts[0]), int(parts[1]), int(parts[2]), cli_args.finite_float(parts[3])
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UserError(f"--ganspace-edit {spec!r}: expected IDX,START,END,STRENGTH with a finite strength, "
+                        "e.g. 0,0,5,-2") from None
 
 
 def _inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
-    """(original paths, latents (N, n, 512), reconstruction file per index or None) of an `invert` output."""
+    """(original paths, latents (N, n, 512), reconstruction file per index or None) of an `invert` output:
+    exactly the files its manifests list (e4e_jax/manifest.py)."""
     import numpy as np
 
-    files_txt, lat_path = inv_dir / "files.txt", inv_dir / "latents.npy"
+    from e4e_jax import manifest, outdir
+    from e4e_jax.fileio import load_npy
+    from e4e_jax.variable_checks import require_finite
+
+    if not inv_dir.is_dir():
+        raise UserError(f"--inversions {inv_dir} is not a folder; pass the output folder of `e4e-jax invert`")
+    outdir.refuse_in_use(inv_dir, "--inversions")
+    files_txt, lat_path = inv_dir / manifest.FILES, inv_dir / manifest.LATENTS
     for f in (files_txt, lat_path):
         if not f.is_file():
-            raise ValueError(f"--inversions {inv_dir}: {f.name} is missing; pass the output folder of `e4e-jax invert`")
-    listed = [line for line in files_txt.read_text().splitlines() if line]
-    latents = np.load(lat_path)
+            raise UserError(f"--inversions {inv_dir}: {f.name} is missing; pass the output folder of `e4e-jax invert`")
+    listed = manifest.read_lines(files_txt)
+    latents = load_npy(lat_path)
     if latents.ndim != 3 or latents.shape[0] != len(listed) or latents.shape[1:] != (n_latent, 512):
-        raise ValueError(f"{lat_path}: shape {latents.shape} does not fit {len(listed)} files in files.txt and "
-                         f"this model's {n_latent} latents of 512")
+        raise UserError(f"{lat_path}: shape {latents.shape} does not fit {len(listed)} files in files.txt and "
+                        f"this model's {n_latent} latents of 512")
+    require_finite(latents, str(lat_path), "rerun `e4e-jax invert`")
     originals = []
     for p in map(Path, listed):
         cand = p if p.is_file() else (images_dir / p.name if images_dir is not None else None)
         if cand is None or not cand.is_file():
-            raise ValueError(f"{files_txt}: original image {p} not found; pass --images with the folder that "
-                             "was inverted")
+            raise UserError(f"{files_txt}: original image {p} not found; pass --images with the folder that "
+                            "was inverted")
         originals.append(cand)
-    from e4e_jax.batch_inversion.layout import reconstructions
-
-    return originals, latents.astype(np.float32), reconstructions(inv_dir, len(listed))
+    return originals, latents.astype(np.float32), manifest.reconstructions(inv_dir, listed)
 
 
 def _edits(args, model):
@@ -121,29 +129,38 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear pipeline
     import numpy as np
     from tqdm import tqdm
 
-    from e4e_jax import bundle, evaluation, inversion, sharding
-    from e4e_jax.bundle import BundleError
+    from e4e_jax import bundle, evaluation, inversion, outdir, sharding
     from e4e_jax.data import folder
 
     if args.images is None and args.inversions is None:
-        return _fail("pass --images DIR (originals) and/or --inversions DIR (output of `e4e-jax invert`)")
+        raise UserError("pass --images DIR (originals) and/or --inversions DIR (output of `e4e-jax invert`)")
     if args.images is not None and not args.images.is_dir():
-        return _fail(f"--images {args.images} is not a folder")
-    if args.batch_size < 1 or args.lec_batch < 1 or args.num_samples < 0:
-        return _fail("--batch-size and --lec-batch must be >= 1, --num-samples >= 0")
+        raise UserError(f"--images {args.images} is not a folder")
+    inputs = [Path(args.model), args.images, args.inversions, args.lpips, args.inception, args.ganspace,
+              *args.directions]
+    outdir.refuse_input_overlap(args.output, [p for p in inputs if p is not None], "--output")
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"--output {args.output} is a file; --output names the folder for metrics.json")
+    outdir.refuse_unwritable(args.output, "--output")
+    model = inversion.load_e4e(args.model)
+    lpips_cfg, lpips_vars = bundle.load(args.lpips, "lpips") if args.lpips else (None, None)
+    _, inc_vars = bundle.load(args.inception, "inception") if args.inception else (None, None)
     try:
-        model = inversion.load_e4e(args.model)
-        lpips_cfg, lpips_vars = bundle.load(args.lpips, "lpips") if args.lpips else (None, None)
-        _, inc_vars = bundle.load(args.inception, "inception") if args.inception else (None, None)
         edits = _edits(args, model)
-        if args.inversions is not None:
-            paths, inv_latents, inv_pngs = _inversion_source(args.inversions, args.images, model.gen_config.n_latent)
-        else:
-            paths = folder.list_images(args.images, recursive=args.recursive)
-    except (BundleError, ValueError, KeyError, OSError) as e:
-        return _fail(str(e))
+    except (ValueError, KeyError) as e:  # a bad direction / PCA file, named in the message
+        raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
+    listing_skipped = []
+    if args.inversions is not None:
+        paths, inv_latents, inv_pngs = _inversion_source(args.inversions, args.images, model.gen_config.n_latent)
+    else:
+        try:
+            paths, listing_skipped = folder.scan_images(args.images, recursive=args.recursive)
+        except OSError as e:
+            raise UserError(f"--images {args.images} cannot be listed ({e.strerror or e})") from e
+        for s in listing_skipped:
+            print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     if not paths:
-        print(f"error: no images (jpg, png, bmp, webp, tif) in {args.images}", file=sys.stderr)
+        print(f"error: no images (jpg, png, bmp, webp, tif) in {args.inversions or args.images}", file=sys.stderr)
         return EXIT_NOTHING
     index = {Path(p): i for i, p in enumerate(paths)}
     hw = model.input_hw
@@ -172,7 +189,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear pipeline
 
     per = {k: [] for k in ("l2", "lpips", "variation", "delta")}
     lec = [[] for _ in edits]
-    feats_real, feats_fake, done, skipped = [], [], [], []
+    feats_real, feats_fake, done, skipped = [], [], [], list(listing_skipped)
     swd_real, swd_fake = evaluation.SWDDescriptors(hw[0], args.seed), evaluation.SWDDescriptors(hw[0], args.seed + 1)
     batches = folder.iter_batches(paths, bs, hw, num_workers=args.workers)
     with tqdm(total=len(paths), desc="evaluate", unit="img") as bar:
@@ -193,6 +210,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear pipeline
                 codes = inv_latents[idx]
                 # The saved inversions, read as calc_losses_on_images.py reads them; rendered if absent.
                 pngs = [inv_pngs[i] and folder.load_image(inv_pngs[i], hw) for i in idx]
+                for i, im in zip(idx, pngs):
+                    if isinstance(im, folder.Skipped):
+                        raise UserError(f"reconstruction {im.path} of {paths[i]} cannot be read ({im.reason}); "
+                                        "rerun `e4e-jax invert`")
                 if all(isinstance(im, np.ndarray) for im in pngs):
                     recon = np.stack(pngs)
                 else:

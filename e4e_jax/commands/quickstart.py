@@ -1,4 +1,4 @@
-"""`e4e-jax quickstart`: the whole system on the embedded default, on CPU, in minutes (DESIGN.md §6).
+"""`e4e-jax quickstart`: the whole system on the embedded default, on CPU, in minutes.
 
 1. train   – an e4e encoder (every loss of the paper; configs/tiny.py) learns to invert the samples of
              a small fixed-seed StyleGAN2 that stands in for a pretrained generator;
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
+
+from e4e_jax import cli_args
+from e4e_jax.errors import UserError
 
 HELDOUT_SEED = 10_000  # far from the training stream's seeds
 N_HELDOUT = 8
@@ -23,12 +25,13 @@ DEFAULT_STEPS = 1000
 
 
 def add_parser(sub, help_text: str) -> None:
-    p = sub.add_parser("quickstart", help=help_text, description=__doc__.split("\n\n")[0] + ".",
+    p = sub.add_parser("quickstart", help=help_text, description=__doc__.split("\n\n")[0],
                        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, type=Path, help="output folder (created; must be new or empty)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    p.add_argument("--steps", type=cli_args.positive_int, default=DEFAULT_STEPS,
                    help=f"training steps (default {DEFAULT_STEPS}; more steps give better inversions)")
-    p.add_argument("--heldout", type=int, default=N_HELDOUT, help="held-out samples to invert and edit")
+    p.add_argument("--heldout", type=cli_args.positive_int, default=N_HELDOUT,
+                   help=f"held-out samples to invert and edit (default {N_HELDOUT})")
     p.set_defaults(run=run)
 
 
@@ -97,17 +100,19 @@ def average_code_l2(model_dir: Path, heldout: Path) -> float:
 
 
 def image_metrics(heldout: Path, inversion: Path) -> dict:
-    """Per-pixel L2 (MSE in [-1, 1]) between each held-out sample and its inversion."""
+    """Per-pixel L2 (MSE in [-1, 1]) between each held-out sample and its inversion (the reconstruction
+    `invert` saved for it, exactly as its manifests list it)."""
     import numpy as np
 
+    from e4e_jax import manifest
     from e4e_jax.data.folder import load_image
 
-    from e4e_jax.batch_inversion.layout import reconstructions
-
-    files = [Path(p) for p in (inversion / "files.txt").read_text().splitlines()]
-    recon = reconstructions(inversion, len(files))
+    files = manifest.read_lines(inversion / manifest.FILES)
+    recon = manifest.reconstructions(inversion, files)
     errs = []
     for src, rec in zip(files, recon):
+        if rec is None:
+            raise UserError(f"{inversion}: no reconstruction saved for {src}")
         hw = load_image_size(rec)
         a, b = load_image(src, hw), load_image(rec, hw)
         errs.append(float(np.mean((a - b) ** 2)))
@@ -122,15 +127,22 @@ def load_image_size(path: Path) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from e4e_jax import outdir
+
+    work = args.workdir.resolve()
+    with outdir.claim(work, "e4e-jax quickstart"):  # one quickstart per folder
+        if not outdir.is_empty_dir(work):
+            raise UserError(f"--workdir {work} is not empty; choose a new folder")
+        return _pipeline(args, work)
+
+
+def _pipeline(args: argparse.Namespace, work: Path) -> int:
     import numpy as np
 
+    from e4e_jax import fileio
     from e4e_jax.cli import main as cli_main
     from e4e_jax.training import presets, train_and_evaluate
 
-    work = args.workdir.resolve()
-    if work.exists() and any(work.iterdir()):
-        print(f"error: --workdir {work} is not empty; choose a new folder", file=sys.stderr)
-        return 2
     config = presets.tiny()
     config.max_steps = args.steps
     print(f"[1/4] training an e4e encoder on samples of a fixed-seed {config.generator.random_init['size']}² "
@@ -153,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     if rc != 0:
         print(f"error: editing failed with exit status {rc}", file=sys.stderr)
         return 1
-    shutil.copy(work / "edits" / "grid.png", work / "quickstart_grid.png")
+    fileio.write_bytes(work / "quickstart_grid.png", (work / "edits" / "grid.png").read_bytes())
 
     print("[4/4] metrics", flush=True)
     inverted_ws = np.load(work / "inversion" / "latents.npy")
@@ -163,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                "heldout": {**image_metrics(work / "heldout", work / "inversion"),
                            "l2_mean_if_answered_by_latent_avg": average_code_l2(model, work / "heldout"),
                            **latent_metrics(true_ws, inverted_ws)}}
-    (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    fileio.write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics["heldout"], indent=2))
     learn, held = metrics["learning"], metrics["heldout"]
     if learn:

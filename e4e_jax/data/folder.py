@@ -13,14 +13,19 @@ resize is its own area-aware filter (it antialiases when shrinking); we call the
 so the result is bit-identical to the official pipeline. An image already at the target size is
 used as it is (PIL's resize to the same size is a copy anyway).
 
-Departures from `convert('RGB')`, both on inputs the official code mishandles:
+Departures from `convert('RGB')`, on inputs the official code mishandles:
 - 16-bit grayscale ('I;16*', and 'I' as older Pillow opens 16-bit PNGs): `convert('RGB')` clips
   every value above 255 to white. We scale to 8 bits by dropping the low byte (v >> 8) instead.
+- 32-bit float grayscale ('F', e.g. float TIFFs): `convert('RGB')` reads 0.0..1.0 as 0..1 of 255 (a
+  black image). Values in [0, 1] are scaled to 8 bits (rounded v * 255); other float images are
+  skipped with the range found.
 - EXIF orientation is ignored by the official code (and by default here); `exif_transpose=True`
   applies it first.
 
 Bad files (unreadable, corrupt, truncated, empty, too small, too large) come back as `Skipped`
-rather than raising, so one bad file never stops a batch. Truncated files are never half-loaded:
+rather than raising, so one bad file never stops a batch. `scan_images` also reports the folder
+entries that look like images but cannot be read as one (a folder named `x.png`, a broken symbolic
+link or a link loop, a name with a line break, which the one-path-per-line `files.txt` cannot hold). Truncated files are never half-loaded:
 this module relies on PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` being False and refuses to run if
 another module switched it on.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures
 import collections
 import dataclasses
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -58,6 +64,8 @@ DEFAULT_MIN_SIZE = 8
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 _SIXTEEN_BIT_MODES = frozenset({'I;16', 'I;16L', 'I;16B', 'I;16N', 'I'})
+_FLOAT_MODE = 'F'
+_LINE_BREAKS = ('\n', '\r')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,21 +90,74 @@ def resolve_size(size_hw: tuple[int, int] | str) -> tuple[int, int]:
 
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Image files in `folder`, sorted by their path relative to it (as the official
-    `sorted(make_dataset(root))`). Only the extension is checked here; contents are checked on load."""
+    `sorted(make_dataset(root))`). Only the extension is checked here; contents are checked on load.
+    `scan_images` also returns the entries that cannot be used, with the reason."""
+    return scan_images(folder, recursive)[0]
+
+
+def scan_images(folder: str | os.PathLike, recursive: bool = False) -> tuple[list[Path], list[Skipped]]:
+    """(image files, unusable entries) of `folder`, both sorted as `list_images` sorts.
+
+    An entry with an image extension is unusable (a `Skipped` with the reason) if it is a folder (unless
+    `recursive`, which reads it as a sub-folder), a broken symbolic link or a link loop, not a regular
+    file, or if its path holds a line break. Raises NotADirectoryError if `folder` is not a folder,
+    PermissionError if it cannot be listed.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f'image folder {str(root)!r} does not exist or is not a directory')
     candidates = root.rglob('*') if recursive else root.iterdir()
-    found = [p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    found: list[Path] = []
+    skipped: list[Skipped] = []
+    for p in candidates:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if recursive and p.is_dir() and not p.is_symlink():
+            continue  # a sub-folder named like an image: rglob reads it
+        reason = _unusable(p, recursive)
+        if reason is None:
+            found.append(p)
+        else:
+            skipped.append(Skipped(p, reason))
+    key = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    return sorted(found, key=key), sorted(skipped, key=lambda s: key(s.path))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """`img.convert('RGB')` as the official code does, except for 16-bit grayscale (see module doc)."""
+def _unusable(p: Path, recursive: bool) -> str | None:
+    """Why the listed entry `p` cannot be read as an image file; None if it can."""
+    if any(c in str(p) for c in _LINE_BREAKS):
+        return ('the path contains a line break, which files.txt (one path per line) cannot hold; '
+                'rename the file')
+    if p.is_symlink() and not p.exists():
+        try:
+            os.stat(p)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return 'symbolic link loop (following the link leads back to it)'
+            return f'broken symbolic link (its target {os.readlink(p)} does not exist)'
+    if p.is_dir():
+        return 'a folder, not an image file' + ('' if recursive else ' (pass --recursive to read the images in it)')
+    if not p.is_file():
+        return 'not a regular file'
+    return None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image | str:
+    """`img.convert('RGB')` as the official code does, except for 16-bit and float grayscale (see module
+    doc); a reason (str) for a float image outside [0, 1]."""
     if img.mode in _SIXTEEN_BIT_MODES:
         a = np.asarray(img).astype(np.int64)
         a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
         return Image.fromarray(a).convert('RGB')  # uint8 (H, W) -> 'L'
+    if img.mode == _FLOAT_MODE:
+        a = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(a).all():
+            return 'float image holds NaN or Inf pixel values'
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            return (f'float image with pixel values in [{lo:g}, {hi:g}]; only float images in [0, 1] are read '
+                    '(save it as 8-bit or scale it to [0, 1])')
+        return Image.fromarray(np.rint(a * 255.0).astype(np.uint8)).convert('RGB')
     return img.convert('RGB')
 
 
@@ -124,6 +185,8 @@ def _decode_rgb(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_
             if exif_transpose:
                 img = ImageOps.exif_transpose(img)
             rgb = _to_rgb(img)
+            if isinstance(rgb, str):
+                return Skipped(path, rgb)
     except Image.DecompressionBombError as e:
         return Skipped(path, f'decompression bomb refused by PIL: {e}')
     except Image.UnidentifiedImageError:

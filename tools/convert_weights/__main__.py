@@ -10,20 +10,44 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
+from e4e_jax import cli_args
+from e4e_jax.errors import EXIT_OK, UserError
+from e4e_jax.models.encoder_types import ENCODER_TYPES
 from tools.convert_weights import CONVERTER_VERSION
+from tools.convert_weights.stylegan2 import DEFAULT_W_AVG_SAMPLES
 
-# KIND -> (module, help, bundle kind)
+# KIND -> (module, help of its sources, {option: (type, metavar, help)}). The option names are the keyword
+# arguments of the module's `convert`; they are typed and checked here, before any file is read.
 CONVERTERS = {
-    "stylegan2": ("tools.convert_weights.stylegan2", "rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl (G_ema)"),
-    "e4e": ("tools.convert_weights.e4e", "official e4e / pSp checkpoint (.pt)"),
-    "lpips": ("tools.convert_weights.lpips", "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict"),
-    "arcface": ("tools.convert_weights.arcface", "ArcFace IR-SE50 model_ir_se50.pth"),
-    "moco": ("tools.convert_weights.moco", "MoCo-v2 ResNet-50 checkpoint (moco_v2_800ep_pretrain.pt)"),
-    "inception": ("tools.convert_weights.inception", "pytorch-fid FID Inception-v3 weights (pt_inception-2015-12-05-*.pth)"),
+    "stylegan2": ("tools.convert_weights.stylegan2", "rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl (G_ema)", {
+        "w_avg_samples": (cli_args.positive_int, "N", "mapped z averaged for w_avg when a .pt has no latent_avg "
+                          f"(default {DEFAULT_W_AVG_SAMPLES}, as official pSp)")}),
+    "e4e": ("tools.convert_weights.e4e", "official e4e / pSp checkpoint (.pt)", {
+        "encoder_type": (cli_args.choice(*ENCODER_TYPES), "|".join(ENCODER_TYPES),
+                         "encoder class when the checkpoint's opts do not name it (default Encoder4Editing)"),
+        "latent_avg_samples": (cli_args.positive_int, "N", "mapped z averaged for latent_avg when the checkpoint "
+                               f"has none (default {DEFAULT_W_AVG_SAMPLES})")}),
+    "lpips": ("tools.convert_weights.lpips", "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict", {
+        "net": (cli_args.choice("alex", "vgg"), "alex|vgg", "backbone (default: inferred from the weights' shapes)")}),
+    "arcface": ("tools.convert_weights.arcface", "ArcFace IR-SE50 model_ir_se50.pth", {}),
+    "moco": ("tools.convert_weights.moco", "MoCo-v2 ResNet-50 checkpoint (moco_v2_800ep_pretrain.pt)", {}),
+    "inception": ("tools.convert_weights.inception", "pytorch-fid FID Inception-v3 weights "
+                  "(pt_inception-2015-12-05-*.pth)", {}),
 }
+
+
+def _options_help() -> str:
+    lines = ["kinds, their sources and --option settings:"]
+    for kind, (_, sources, options) in CONVERTERS.items():
+        lines.append(f"  {kind}: {sources}")
+        lines.extend(f"      --option {key}={metavar}: {text}" for key, (_, metavar, text) in options.items())
+        if not options:
+            lines.append("      (no options)")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,53 +55,86 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tools.convert_weights",
         description="Convert official PyTorch checkpoints into e4e-jax model bundles. "
         "Checkpoints are read without torch and without running any code they contain.",
+        epilog=_options_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("kind", choices=sorted(CONVERTERS), help="what the source checkpoint holds")
+    p.add_argument("kind", choices=sorted(CONVERTERS), help="what the source checkpoint holds (see below)")
     p.add_argument("sources", nargs="+", type=Path, help="source checkpoint file(s)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing bundle at --out (never a folder that is not a bundle)")
     p.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="converter-specific option (e.g. --option net=vgg for lpips); may repeat",
+        help="converter-specific setting (listed below per kind, e.g. --option net=vgg for lpips); may repeat",
     )
     return p
 
 
-def _parse_options(pairs: list[str]) -> dict[str, str]:
+def parse_options(kind: str, pairs: list[str]) -> dict:
+    """--option KEY=VALUE settings of converter `kind`, typed; UserError for unknown keys or bad values."""
+    known = CONVERTERS[kind][2]
     opts = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        opts[k.strip()] = v.strip()
+            raise UserError(f"--option expects KEY=VALUE, got {pair!r}")
+        k, v = (part.strip() for part in pair.split("=", 1))
+        if k not in known:
+            supported = ", ".join(sorted(known)) or "none"
+            raise UserError(f"--option {k}: not an option of the {kind} converter (its options: {supported})")
+        try:
+            opts[k] = known[k][0](v)  # the option's type
+        except argparse.ArgumentTypeError as e:
+            raise UserError(f"--option {k}={v}: {e}") from None
     return opts
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from e4e_jax import bundle
-    from tools.convert_weights.safe_torch import CheckpointError
-
-    for src in args.sources:
+def check_sources(sources: list[Path]) -> None:
+    """Each source is a readable file (UserError naming it otherwise)."""
+    for src in sources:
+        if src.is_dir():
+            raise UserError(f"{src} is a folder; pass the checkpoint file itself (e.g. {src}/model.pt)")
+        if not src.exists():
+            raise UserError(f"{src}: no such file")
         if not src.is_file():
-            print(f"error: {src}: no such file", file=sys.stderr)
-            return 2
-    module = importlib.import_module(CONVERTERS[args.kind][0])
+            raise UserError(f"{src} is not a regular file; pass a checkpoint file")
+        if not os.access(src, os.R_OK):
+            raise UserError(f"{src} cannot be read (permission denied); fix its permissions or copy it")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert; the project's errors (bad files, options, --out) become one line `error: ...`, exit 2."""
+    args = build_parser().parse_args(argv)
     try:
-        architecture, variables, extra = module.convert(list(args.sources), **_parse_options(args.option))
-    except (CheckpointError, ValueError, KeyError) as e:
+        return run(args)
+    except UserError as e:  # CheckpointError and BundleError are UserErrors
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    from e4e_jax import bundle
+
+    options = parse_options(args.kind, args.option)
+    check_sources(args.sources)
+    bundle.check_replaceable(args.out.absolute(), args.overwrite)  # fail before the (long) conversion
+    module = importlib.import_module(CONVERTERS[args.kind][0])
+    names = ", ".join(map(str, args.sources))
+    try:
+        architecture, variables, extra = module.convert(list(args.sources), **options)
+    except (ValueError, KeyError) as e:  # the converters' own errors: each names the file and the problem
         # KeyError's str() adds quotes; print the message as written.
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+        raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
+    except OSError as e:
+        raise UserError(f"{e.filename or names}: cannot read ({e.strerror or e})") from e
     extra = dict(extra or {})
     extra["converter_version"] = CONVERTER_VERSION
+    kind = extra.pop("bundle_kind", args.kind)
+    bundle.check_variables(kind, architecture, variables, f"the {kind} weights converted from {names}")
     out = bundle.save(
         args.out,
-        kind=extra.pop("bundle_kind", args.kind),
+        kind=kind,
         architecture=architecture,
         variables=variables,
         sources=bundle.source_info(*args.sources),
@@ -85,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
     )
     print(f"wrote {args.kind} bundle to {out}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

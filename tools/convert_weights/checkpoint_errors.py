@@ -1,14 +1,17 @@
 """Errors raised by the safe checkpoint reader (`tools.convert_weights.safe_torch`).
 
-Both are ``ValueError`` subclasses and name the file once `load_checkpoint` has attached its path.
+Both are ``ValueError`` subclasses and `e4e_jax.errors.UserError`s (a command prints them as one line and
+exits 2), and name the file once `load_checkpoint` has attached its path.
 Import them from `safe_torch`; this module only keeps them apart from the reader's other parts.
 """
 from __future__ import annotations
 
+from e4e_jax.errors import UserError
+
 __all__ = ["CheckpointError", "UnsafePickleError"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """The file is not a readable checkpoint (corrupt, truncated, empty, unsupported content).
 
     The message starts with the file's path once `load_checkpoint` has attached it.

@@ -32,7 +32,10 @@ class KeyTracker:
     def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         if key not in self.state:
             raise KeyError(f"{self.source}: missing key {self.prefix + key!r}")
-        arr = np.asarray(self.state[key], dtype=np.float32)
+        value = self.state[key]
+        if not isinstance(value, (np.ndarray, np.generic, int, float)):
+            raise ValueError(f"{self.source}: {self.prefix + key} is a {type(value).__name__}, not a tensor")
+        arr = np.asarray(value, dtype=np.float32)
         if shape is not None and arr.shape != tuple(shape):
             raise ValueError(f"{self.source}: {self.prefix + key} has shape {arr.shape}, expected {tuple(shape)}")
         self.used.add(key)
@@ -133,6 +136,8 @@ def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: 
 def mean_w(architecture: dict, variables: dict, n_samples: int = DEFAULT_W_AVG_SAMPLES,
            seed: int = W_AVG_SEED, chunk: int = 10_000) -> np.ndarray:
     """Mean of mapping(z) over `n_samples` z ~ N(0, I) (the official `mean_latent`). Returns (D,)."""
+    if n_samples < 1:
+        raise ValueError(f"w_avg needs at least one mapped z sample, got {n_samples}")
     import jax
     import jax.numpy as jnp
 
@@ -169,6 +174,9 @@ def convert(sources: list[Path], w_avg_samples: str | int = DEFAULT_W_AVG_SAMPLE
         extra["source_format"] = "nvlabs-stylegan2-ada-pytorch"
         return architecture, variables, extra
     if isinstance(ckpt, dict) and "g_ema" in ckpt:
+        if not isinstance(ckpt["g_ema"], Mapping):
+            raise ValueError(f"{path}: 'g_ema' is a {type(ckpt['g_ema']).__name__}, not a state dict (a mapping of "
+                             "parameter names to tensors) as rosinality's train.py saves it")
         latent_avg = ckpt.get("latent_avg")
         architecture, variables = rosinality_to_variables(ckpt["g_ema"], source=str(path), latent_avg=latent_avg)
         extra["source_format"] = "rosinality-stylegan2-pytorch"

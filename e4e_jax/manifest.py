@@ -1,0 +1,64 @@
+"""The files of an `e4e-jax invert` output folder, and reading them back exactly (evaluate, edit, quickstart).
+
+    OUTPUT/latents.npy      (N, n_latent, 512) float32 codes
+    OUTPUT/files.txt        N lines: the input image of each code, in order
+    OUTPUT/inversions.txt   N lines: each code's reconstruction, relative to OUTPUT (absent with --no-images)
+    OUTPUT/inversions/      the reconstructions (.jpg, .png or .webp)
+
+Readers take the reconstructions exactly as inversions.txt lists them, never by pattern, so a file left
+by an earlier run can not be mistaken for this run's. Output folders of older versions have no
+inversions.txt; their reconstructions are found by the one name those versions gave them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from e4e_jax.errors import UserError
+
+LATENTS = "latents.npy"
+FILES = "files.txt"
+INVERSIONS = "inversions.txt"
+INVERSIONS_DIR = "inversions"
+# The reconstruction name of versions before inversions.txt: inversions/{index:05d}_{input stem}.png.
+LEGACY_SUFFIX = ".png"
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a manifest (one path per line; no empty lines)."""
+    try:
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} cannot be read ({e}); rerun `e4e-jax invert` into a new folder") from e
+
+
+def reconstructions(folder: str | os.PathLike, files: list[str]) -> list[Path | None]:
+    """Each code's reconstruction in the invert output `folder` (files: its files.txt lines), None where
+    there is none (an old folder written with --no-images or missing one).
+
+    With inversions.txt: exactly the files it lists, which must exist inside `folder`; UserError otherwise.
+    Without it (older versions): inversions/{i:05d}_{stem}.png where present. No other file is ever taken.
+    """
+    folder = Path(folder)
+    listing = folder / INVERSIONS
+    if listing.is_file():
+        lines = read_lines(listing)
+        if len(lines) != len(files):
+            raise UserError(f"{listing} lists {len(lines)} reconstructions for {len(files)} inputs in "
+                            f"{folder / FILES}; the output is incomplete: finish it with `e4e-jax invert --resume`")
+        root = folder.resolve()
+        paths = []
+        for line in lines:
+            p = (folder / line).resolve()
+            if root not in p.parents:
+                raise UserError(f"{listing} lists {line!r}, which is outside {folder}; the file is damaged")
+            if not p.is_file():
+                raise UserError(f"{listing} lists {line}, which is missing; finish the output with "
+                                "`e4e-jax invert --resume` or rerun it")
+            paths.append(p)
+        return paths
+    out: list[Path | None] = []
+    for i, f in enumerate(files):
+        p = folder / INVERSIONS_DIR / f"{i:05d}_{Path(f).stem}{LEGACY_SUFFIX}"
+        out.append(p if p.is_file() else None)
+    return out
