@@ -4,6 +4,9 @@
     OUTPUT/files.txt        N lines: the input image of each code, in order
     OUTPUT/inversions.txt   N lines: each code's reconstruction, relative to OUTPUT (absent with --no-images)
     OUTPUT/inversions/      the reconstructions (.jpg, .png or .webp)
+    OUTPUT/faces.txt, skipped.txt, report.json   see docs/inversion_job.md
+
+The writer of this layout is e4e_jax/batch_inversion/layout.py; the names are defined here, once.
 
 Readers take the reconstructions exactly as inversions.txt lists them, never by pattern, so a file left
 by an earlier run can not be mistaken for this run's. Output folders of older versions have no
@@ -20,6 +23,9 @@ LATENTS = "latents.npy"
 FILES = "files.txt"
 INVERSIONS = "inversions.txt"
 INVERSIONS_DIR = "inversions"
+FACES = "faces.txt"
+SKIPPED = "skipped.txt"
+REPORT = "report.json"
 # The reconstruction name of versions before inversions.txt: inversions/{index:05d}_{input stem}.png.
 LEGACY_SUFFIX = ".png"
 

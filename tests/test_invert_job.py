@@ -202,3 +202,26 @@ def test_resume_refuses_a_different_run(small_bundle, photos, tmp_path, cache_en
     err = capsys.readouterr().err
     assert "dtype: 'bfloat16' -> 'float32'" in err and "--overwrite" in err
     assert _invert(small_bundle, photos, out, "--resume", "--overwrite") == 2  # contradictory flags
+
+
+def test_unusable_folder_entries_are_skipped_with_reasons(small_bundle, photos, tmp_path, cache_env, capsys):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in ("im00.jpg", "im01.jpg"):
+        (imgs / name).write_bytes((photos / name).read_bytes())
+    (imgs / "a_broken.jpg").symlink_to("nowhere.jpg")
+    (imgs / "z_folder.png").mkdir()
+    out = tmp_path / "out"
+    assert _invert(small_bundle, imgs, out, "--no-images") == 3  # partial: two entries unusable
+    skipped = [line.split("\t") for line in (out / "skipped.txt").read_text().splitlines()]
+    assert [Path(f).name for f, _ in skipped] == ["a_broken.jpg", "z_folder.png"]
+    assert "broken symbolic link" in skipped[0][1] and "a folder" in skipped[1][1]
+    assert [Path(f).name for f in (out / "files.txt").read_text().splitlines()] == ["im00.jpg", "im01.jpg"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_files"] == 4 and report["n_skipped"] == 2 and report["n_inverted"] == 2
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "broken.jpg").symlink_to("nowhere.jpg")
+    assert _invert(small_bundle, only_bad, tmp_path / "out2") == 2
+    assert "no usable images" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from e4e_jax import errors, outdir
+from e4e_jax import errors, manifest, outdir
 from e4e_jax.batch_inversion import layout as layout_lib
 from e4e_jax.batch_inversion import pipeline
 from e4e_jax.batch_inversion import workers as workers_lib
@@ -85,7 +85,7 @@ def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str,
     old = lay.read_plan()
     if opts.resume:
         if old is None:
-            if (lay.root / "report.json").is_file() and (lay.root / "latents.npy").is_file():
+            if (lay.root / manifest.REPORT).is_file() and (lay.root / manifest.LATENTS).is_file():
                 raise UserError(f"{lay.root} holds a finished run (report.json); nothing to resume. Use "
                                 "--overwrite to redo it")
             if not outdir.is_empty_dir(lay.root):
@@ -175,13 +175,17 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     pid, nproc = jax.process_index(), jax.process_count()
     _check_args(opts)
     try:
-        paths = folder.list_images(opts.images, recursive=opts.recursive)
+        paths, unusable = folder.scan_images(opts.images, recursive=opts.recursive)
     except OSError as e:
         raise UserError(f"cannot list --images {opts.images}: {e}") from e
     files = [str(p) for p in paths]
+    unlisted = [(str(u.path), u.reason) for u in unusable]
     if multi:
         _same_listing_everywhere(files)
     if not files:
+        if unlisted:
+            raise UserError(f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. "
+                            f"{unlisted[0][0]}: {unlisted[0][1]}")
         raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
     lay = layout_lib.Layout(opts.output)
     plan = _plan(opts, files)
@@ -226,14 +230,15 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
         if missing:
             raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
-        n, skipped, per_process = lay.merge(len(all_chunks), model.gen_config.n_latent, opts.image_format is not None)
-        report = {"model": str(opts.model), "images": str(opts.images), "n_files": len(files), "n_inverted": n,
+        n, skipped, per_process = lay.merge(len(all_chunks), model.gen_config.n_latent, opts.image_format is not None,
+                                            unlisted)
+        report = {"model": str(opts.model), "images": str(opts.images), "n_files": len(files) + len(unlisted), "n_inverted": n,
                   "n_skipped": len(skipped), "skipped": [{"file": f, "reason": r} for f, r in skipped],
                   "latents_shape": [n, model.gen_config.n_latent, 512], "processes": nproc,
                   "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
                   "seconds": round(time.perf_counter() - t_start, 2), **stats}
         lay.finish(report)
-    _say(opts, f"inverted {n} of {len(files)} images into {opts.output}"
+    _say(opts, f"inverted {n} of {len(files) + len(unlisted)} images into {opts.output}"
          + (f"; skipped {len(skipped)} (see {opts.output / 'skipped.txt'})" if skipped else ""))
     if n == 0:
         return errors.EXIT_NOTHING

@@ -33,14 +33,15 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import fileio
+from e4e_jax import fileio, manifest
 from e4e_jax.errors import UserError
 
 STATE_DIR = ".e4e-invert"
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
-FINAL_FILES = ("latents.npy", "files.txt", "faces.txt", "inversions.txt", "skipped.txt", "report.json")
-IMAGES_DIR = "inversions"
+FINAL_FILES = (manifest.LATENTS, manifest.FILES, manifest.FACES, manifest.INVERSIONS, manifest.SKIPPED,
+               manifest.REPORT)
+IMAGES_DIR = manifest.INVERSIONS_DIR
 # Names this command gives reconstructions (final or staged): only these are cleared by --overwrite.
 _OWN_IMAGE = re.compile(r"^(\.staged-\d{6}-)?\d{5,}_.*\.(jpg|png|webp)$")
 NO_FACE = -1  # `faces` entry of a latent that did not come from face alignment
@@ -187,15 +188,17 @@ class Layout:
             fileio.remove_stale_temps(d)
 
     # ---- the end of a run --------------------------------------------------------------------------
-    def merge(self, n_chunks: int, n_latent: int, with_images: bool) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
+    def merge(self, n_chunks: int, n_latent: int, with_images: bool,
+              unlisted: Sequence[tuple[str, str]] = ()) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
         """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, skipped,
-        input files handled per process).
+        input files handled per process). `unlisted`: (path, reason) of folder entries the listing could
+        not use (broken links, ...); they join the skipped files, all in path order.
 
         Idempotent: a merge killed half-way is finished by running it again.
         """
         metas = [self.read_chunk(j, with_latents=False) for j in range(n_chunks)]
         n = sum(len(m.files) for m in metas)
-        tmp = fileio.temp_path_beside(self.root / "latents.npy")
+        tmp = fileio.temp_path_beside(self.root / manifest.LATENTS)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, n_latent, 512))
             row = 0
@@ -205,7 +208,7 @@ class Layout:
                 row += len(lat)
             out.flush()
             del out
-            os.replace(tmp, self.root / "latents.npy")
+            os.replace(tmp, self.root / manifest.LATENTS)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -227,38 +230,20 @@ class Layout:
                     names.append(final)
                 row += 1
             skipped += m.skipped
-        fileio.write_text(self.root / "files.txt", "".join(f"{f}\n" for f in files))
+        skipped = sorted([*skipped, *unlisted], key=lambda fr: fr[0])
+        fileio.write_text(self.root / manifest.FILES, "".join(f"{f}\n" for f in files))
         if any(int(face) != NO_FACE for m in metas for face in m.faces):
             # --align: which face of its file each row is (0 = the largest), one a line as files.txt.
-            fileio.write_text(self.root / "faces.txt", "".join(f"{int(face)}\n" for m in metas for face in m.faces))
+            fileio.write_text(self.root / manifest.FACES, "".join(f"{int(face)}\n" for m in metas for face in m.faces))
         if with_images:
-            fileio.write_text(self.root / "inversions.txt", "".join(f"{p}\n" for p in names))
-        fileio.write_text(self.root / "skipped.txt", "".join(f"{f}\t{r}\n" for f, r in skipped))
+            fileio.write_text(self.root / manifest.INVERSIONS, "".join(f"{p}\n" for p in names))
+        fileio.write_text(self.root / manifest.SKIPPED, "".join(f"{f}\t{r}\n" for f, r in skipped))
         return n, skipped, per_process
 
     def finish(self, report: dict[str, Any]) -> None:
         """Write report.json last, then drop the chunk state (the final files now hold it all)."""
-        fileio.write_text(self.root / "report.json", json.dumps(report, indent=2) + "\n")
+        fileio.write_text(self.root / manifest.REPORT, json.dumps(report, indent=2) + "\n")
         shutil.rmtree(self.state, ignore_errors=True)
-
-
-def reconstructions(output: str | os.PathLike, n: int) -> list[Optional[Path]]:
-    """The reconstruction of each of the `n` rows of a finished invert output: exactly the files its
-    manifest (inversions.txt) lists, never a stale file left by another run; None where there is none.
-    An output of an older version without the manifest falls back to the first
-    `inversions/{row:05d}_*.{jpg,png,webp}`."""
-    root = Path(output)
-    manifest = root / "inversions.txt"
-    if manifest.is_file():
-        names = [line for line in manifest.read_text().splitlines() if line]
-        if len(names) != n:
-            raise UserError(f"{manifest} lists {len(names)} reconstructions for {n} latents; rerun invert")
-        return [root / name if (root / name).is_file() else None for name in names]
-    found = []
-    for i in range(n):
-        cands = sorted(p for p in (root / IMAGES_DIR).glob(f"{i:05d}_*") if p.suffix.lstrip(".") in ("jpg", "png", "webp"))
-        found.append(cands[0] if cands else None)
-    return found
 
 
 def describe_mismatch(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:

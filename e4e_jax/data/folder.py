@@ -37,12 +37,13 @@ import collections
 import dataclasses
 import errno
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+from e4e_jax import fileio
 
 # Extensions read (case-insensitive). The official list is jpg/jpeg/png/ppm/bmp/tiff with fixed
 # case; we accept every case and add webp/tif.
@@ -329,19 +330,7 @@ def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
                              f'got dtype {a.dtype}')
         a = to_uint8(a)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            Image.fromarray(a).save(f, format='PNG')
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    fileio.write_atomic(path, lambda f: Image.fromarray(a).save(f, format='PNG'))
 
 
 def iter_images(folder: str | os.PathLike, batch_size: int, size_hw: tuple[int, int] | str,
