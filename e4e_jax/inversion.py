@@ -167,6 +167,22 @@ def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, in
     return compiled, time.perf_counter() - t0
 
 
+def _to_host_memory(out):
+    """Start the copy of `out` back to the host as soon as the device is done (not when it is read)."""
+    import os
+
+    route = os.environ.get("E4E_JAX_D2H", "async")  # PROBE ONLY (benchmarks/host_copy_probe.py)
+    if route == "pinned":
+        try:
+            return jax.tree_util.tree_map(
+                lambda a: jax.device_put(a, a.sharding.with_memory_kind("pinned_host")), out)
+        except Exception:  # noqa: BLE001
+            pass
+    for a in jax.tree_util.tree_leaves(out):
+        a.copy_to_host_async()
+    return out
+
+
 def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, Sequence]], batch_size: int,
                 mesh: Optional[jax.sharding.Mesh] = None, *, invert_fn=None, images: str = "float",
                 out_hw: Optional[tuple[int, int]] = None, variables=None):
@@ -185,13 +201,18 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
     invert = invert_fn or make_invert_fn(model, mesh, images=images, out_hw=out_hw)
     variables = variables if variables is not None else sharding.replicate(model.variables, mesh)
 
+    def host(arrays, n):
+        # One part (the usual case): a view of the host copy, not a second copy of it (for 1024²
+        # reconstructions the copies, not the device, were the job's limit: BUILD_NOTES.md issue 13).
+        got = [np.asarray(a)[:k] for a, k in zip(arrays, n)]
+        return got[0] if len(got) == 1 else np.concatenate(got)
+
     def fetch(pending):
         parts, paths, skipped = pending
+        n = [k for _, k in parts]
         if images == "none":
-            return np.concatenate([np.asarray(out)[:n] for out, n in parts]), None, paths, skipped
-        lat = np.concatenate([np.asarray(latents)[:n] for (latents, _), n in parts])
-        img = np.concatenate([np.asarray(recon)[:n] for (_, recon), n in parts])
-        return lat, img, paths, skipped
+            return host([out for out, _ in parts], n), None, paths, skipped
+        return host([lat for (lat, _), _ in parts], n), host([rec for (_, rec), _ in parts], n), paths, skipped
 
     pending = None
     for batch, paths, skipped in batches:
@@ -206,8 +227,7 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
             chunk = batch[start:start + bs]
             out = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
-            for a in jax.tree_util.tree_leaves(out):
-                a.copy_to_host_async()  # The copy back starts when the device is done, not when we ask.
+            out = _to_host_memory(out)
             parts.append((out, len(chunk)))
         if pending is not None:
             yield fetch(pending)
