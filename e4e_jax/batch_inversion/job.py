@@ -187,6 +187,12 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
             raise UserError(f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. "
                             f"{unlisted[0][0]}: {unlisted[0][1]}")
         raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
+    # The weights load (file reads, mostly outside the GIL) while the output is prepared and the
+    # decoder processes start.
+    loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
+    t_load = time.perf_counter()
+    model_future = loader.submit(inversion.load_e4e, opts.model, modulation=opts.modulation, dtype=opts.dtype)
+    loader.shutdown(wait=False)
     lay = layout_lib.Layout(opts.output)
     plan = _plan(opts, files)
     with (outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext()):
@@ -214,9 +220,8 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=workers_lib.context()) as decode_pool:
             for _ in range(workers if n_todo else 0):
                 decode_pool.submit(int)
-            t_load = time.perf_counter()
-            model = inversion.load_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
-            load_s = time.perf_counter() - t_load
+            model = model_future.result()
+            load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
             out_hw = _out_hw(model, opts.image_size)
             stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start,
                                    decode_pool, workers)
