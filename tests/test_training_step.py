@@ -171,14 +171,15 @@ def test_w_mode_trains_one_code_for_every_layer(tmp_path):
     import ml_collections
 
     from e4e_jax import inversion
+    from e4e_jax.configs import ffhq_w
     from e4e_jax.models.w_encoder import SingleStyleCodeEncoder
-    from e4e_jax.training import loop, presets
+    from e4e_jax.training import loop
     from e4e_jax.training.state import encoder_variables
     from e4e_jax.training.step import train_step
     from tests.training_helpers import small_config
 
     toy = ml_collections.ConfigDict(dict(widths=(8, 8, 16, 16), units=(1, 1, 1, 1)))
-    config = presets.w_encoder(small_config(batch_size=4, **{"encoder.arch": "e4e", "encoder.kwargs": toy}))
+    config = ffhq_w.w_encoder(small_config(batch_size=4, **{"encoder.arch": "e4e", "encoder.kwargs": toy}))
     run, enc_tx, disc_tx, state0 = _setup(config)
     assert isinstance(run.nets.encoder, SingleStyleCodeEncoder) and not run.step_cfg.progressive
     fn = jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx))
