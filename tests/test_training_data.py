@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from e4e_jax import sharding
-from e4e_jax.data import folder, tfds_pipeline, train_input
 from e4e_jax.configs import tiny
+from e4e_jax.data import folder, tfds_pipeline, train_input
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,8 @@ def test_tfds_pipeline_reads_the_same_batches(image_dir, image_dir_with_bad):
 
 
 def test_synthetic_source_is_deterministic_and_image_like():
-    from tests.training_helpers import small_config
     from e4e_jax.training import networks
+    from tests.training_helpers import small_config
 
     config = small_config(batch_size=4)
     run = networks.build(config)

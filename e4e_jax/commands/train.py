@@ -59,7 +59,9 @@ def add_parser(sub, help_text: str) -> None:
     p = sub.add_parser("train", help=help_text, description=help_text + ". Checkpoints, metrics "
                        "(metrics.jsonl, TensorBoard where available), image grids and the final 'e4e' bundle "
                        "(WORKDIR/model) go to --workdir.", epilog="Any config field can be overridden with "
-                       "--config.KEY=VALUE, e.g. --config.batch_size=16 --config.data.train_dir=/data/ffhq.")
+                       "--config.KEY=VALUE, e.g. --config.batch_size=16 --config.data.train_dir=/data/ffhq "
+                       "(parsed by ml_collections' config_flags in the field's type; a boolean takes '=': "
+                       "--config.use_w_pool=false).")
     p.__class__ = _OverrideParser
     p.add_argument("--config", required=True,
                    help="config file defining get_config() (configs/ffhq.py) or the name of one in e4e_jax/configs/ "
