@@ -22,6 +22,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from e4e_jax import cli_args
 from e4e_jax.errors import UserError
@@ -130,7 +131,7 @@ def _one_line(error: BaseException) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
-def _parse_error(error: BaseException, path: str, overrides: list[str]) -> str:
+def _parse_error(error: BaseException, path: str, overrides: Sequence[str]) -> str:
     """One line for a failed parse: the unknown field with its closest names if an override names none,
     else config_flags' own message."""
     spec = importlib.util.spec_from_file_location("e4e_config_check", path)
@@ -149,7 +150,7 @@ def _parse_error(error: BaseException, path: str, overrides: list[str]) -> str:
     return unknown or _one_line(error)
 
 
-def load_config(spec: str, overrides: list[str] = ()):
+def load_config(spec: str, overrides: Sequence[str] = ()):
     """The config of `--config SPEC` with the `--config.KEY=VALUE` tokens `overrides` applied, parsed by
     ml_collections' config_flags. Raises ValueError (one line) for a missing file, an unknown field or a
     value of the wrong type."""
