@@ -257,7 +257,8 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
             if pending is not None:
                 yield fetch(pending)
                 pending = None
-            yield np.zeros((0, model.gen_config.n_latent, 512), np.float32), None, paths, skipped
+            empty = np.zeros((0, model.gen_config.n_latent, model.gen_config.style_dim), np.float32)
+            yield empty, None, paths, skipped
             continue
         parts = []
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.

@@ -15,8 +15,9 @@ from e4e_jax import bundle
 from e4e_jax.cli import main as cli_main
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from tests.assets import E4E_ASSETS
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "e4e" / "images"
+ASSETS = E4E_ASSETS / "images"  # optional here: the official photos join the mixed folder if present
 
 
 # A small IR-SE encoder (the tiny preset's sizes) for tests that exercise the job, not the network.
