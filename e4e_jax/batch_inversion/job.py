@@ -240,11 +240,11 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
         if missing:
             raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
-        n, skipped, per_process = lay.merge(len(all_chunks), model.gen_config.n_latent, opts.image_format is not None,
+        n, skipped, per_process = lay.merge(len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None,
                                             unlisted)
         report = {"model": str(opts.model), "images": str(opts.images), "n_files": len(files) + len(unlisted), "n_inverted": n,
                   "n_skipped": len(skipped), "skipped": [{"file": f, "reason": r} for f, r in skipped],
-                  "latents_shape": [n, model.gen_config.n_latent, 512], "processes": nproc,
+                  "latents_shape": [n, *pipeline.latent_shape(model)], "processes": nproc,
                   "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
                   "seconds": round(time.perf_counter() - t_start, 2), **stats}
         lay.finish(report)
