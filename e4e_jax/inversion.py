@@ -55,45 +55,15 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
     from e4e_jax import bundle
 
     config, variables = bundle.load(path, "e4e")
-    model = _build(config, path, modulation, dtype, precision, upsample, fuse_style_blocks)
-    if DTYPES[dtype] != jnp.float32:
-        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], DTYPES[dtype])}
-    return dataclasses.replace(model, variables=variables)
-
-
-def describe_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None,
-                 upsample: str = "auto", fuse_style_blocks: bool = True) -> E4EModel:
-    """`load_e4e` from config.json alone: the same modules, with the variables as a tree of
-    jax.ShapeDtypeStruct (what `compile_invert` needs), so a job can compile while the weights load.
-    A bundle whose stored variables differ from this (checked by `same_shapes`) is compiled again."""
-    from e4e_jax import bundle
-
-    model = _build(bundle.read_config(path, "e4e"), path, modulation, dtype, precision, upsample,
-                   fuse_style_blocks)
-    key = jax.random.key(0)
-    enc = jax.eval_shape(lambda k: cast_conv_kernels(model.encoder.init(k, jnp.zeros((1, *model.input_hw, 3))),
-                                                     DTYPES[dtype]), key)
-    gen = jax.eval_shape(model.generator.init, key, jnp.zeros((1, model.gen_config.mapping_in_dim)))
-    n_styles = model.encoder.n_styles
-    avg = jax.ShapeDtypeStruct((n_styles, model.gen_config.style_dim), jnp.float32)
-    return dataclasses.replace(model, variables={"encoder": enc, "generator": gen, "latent_avg": avg})
-
-
-def same_shapes(a, b) -> bool:
-    """Whether two variable trees (arrays or ShapeDtypeStructs) have one structure, shapes and dtypes."""
-    spec = lambda t: jax.tree_util.tree_map(lambda x: (tuple(np.shape(x)), np.dtype(x.dtype)), t)  # noqa: E731
-    return (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)) and spec(a) == spec(b)
-
-
-def _build(config: dict, path, modulation, dtype, precision, upsample, fuse_style_blocks) -> E4EModel:
-    """The modules an e4e bundle's config describes (variables None)."""
     arch = config["architecture"]
     enc = arch["encoder"]
     encoder = encoder_types.from_architecture(enc, dtype=DTYPES[dtype], precision=precision,
                                               fuse_style_blocks=fuse_style_blocks)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
                           dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
-    return E4EModel(encoder, generator, None, tuple(enc["input_size"]), arch.get("domain"), str(path))
+    if DTYPES[dtype] != jnp.float32:
+        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], DTYPES[dtype])}
+    return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))
 
 
 def cast_conv_kernels(tree: dict, dtype) -> dict:

@@ -220,15 +220,10 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=workers_lib.context()) as decode_pool:
             for _ in range(workers if n_todo else 0):
                 decode_pool.submit(int)
-            # Compiled (or read from the persistent cache) from config.json alone while the weights load.
-            skeleton = inversion.describe_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
-            out_hw = _out_hw(skeleton, opts.image_size)
-            compiled = _compile(opts, skeleton, out_hw)
             model = model_future.result()
-            load_s = time.perf_counter() - t_load  # to the weights being ready, overlapped with the above
-            if not inversion.same_shapes(model.variables, skeleton.variables):
-                compiled = _compile(opts, model, out_hw)  # a bundle stored otherwise than its config says
-            stats = _invert_chunks(opts, model, compiled, lay, files, todo, all_chunks, n_done_files, multi, t_start,
+            load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
+            out_hw = _out_hw(model, opts.image_size)
+            stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start,
                                    decode_pool, workers)
         stats["timing"]["load_s"] = round(load_s, 3)
         if multi:
@@ -255,9 +250,11 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     return errors.EXIT_PARTIAL if skipped else errors.EXIT_OK
 
 
-def _compile(opts, model, out_hw) -> tuple[Any, Any, int, float]:
-    """(compiled inversion, mesh, batch size, seconds) for `model` (its variables may be abstract)."""
+def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool,
+                   workers) -> dict:
+    """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
     import jax
+    from tqdm import tqdm
 
     from e4e_jax import inversion, sharding
 
@@ -268,18 +265,6 @@ def _compile(opts, model, out_hw) -> tuple[Any, Any, int, float]:
                                                     out_hw=out_hw)
     _say(opts, f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
          f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}")
-    return invert_fn, mesh, bs, compile_s
-
-
-def _invert_chunks(opts, model, compiled, lay, files, todo, all_chunks, n_done_files, multi, t_start, decode_pool,
-                   workers) -> dict:
-    """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
-    import jax
-    from tqdm import tqdm
-
-    from e4e_jax import sharding
-
-    invert_fn, mesh, bs, compile_s = compiled
     variables = sharding.replicate(model.variables, mesh)
     clock = pipeline.StageClock()
     jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]
