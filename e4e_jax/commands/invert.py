@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from e4e_jax import cli_args
+from e4e_jax import choices, cli_args
 
 DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
 reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
@@ -37,8 +37,8 @@ def add_parser(sub, help_text: str) -> None:
                    help="quality of jpg/webp reconstructions (default 75, PIL's and the official script's)")
     p.add_argument("--image-size", type=cli_args.positive_int, default=None,
                    help="save reconstructions downscaled to this width (height keeps the aspect), e.g. 256")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    p.add_argument("--modulation", choices=("auto", "grouped", "activation"), default="auto",
+    p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
+    p.add_argument("--modulation", choices=choices.MODULATIONS, default="auto",
                    help="modulated-conv formulation of the generator (same maths)")
     p.add_argument("--workers", type=cli_args.positive_int, default=None,
                    help="image decoding threads (processes with --align; default: CPU count)")

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from pathlib import Path
 
-from e4e_jax import cli_args
+from e4e_jax import choices, cli_args, fileio
+from e4e_jax.errors import EXIT_OK
 
 # Names synthesize gives its PNGs (NNNNNN.png) and their temporary files: all --overwrite removes there.
-PNG_PATTERNS = ("[0-9][0-9][0-9][0-9][0-9][0-9].png", ".[0-9][0-9][0-9][0-9][0-9][0-9].png.*.tmp")
+PNG_NAME = "[0-9][0-9][0-9][0-9][0-9][0-9].png"
+PNG_PATTERNS = (PNG_NAME, fileio.temp_glob(PNG_NAME))
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -28,9 +29,9 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument("--truncation", type=cli_args.finite_float, default=1.0,
                    help="truncation psi towards w_avg (default 1: off; 0 renders w_avg)")
     p.add_argument("--batch-size", type=cli_args.positive_int, default=8, help="images rendered per step (default 8)")
-    p.add_argument("--modulation", choices=("auto", "grouped", "activation"), default="auto",
+    p.add_argument("--modulation", choices=choices.MODULATIONS, default="auto",
                    help="modulated-conv formulation (same maths; 'auto' picks the faster one for the backend)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
     p.add_argument("--seed", type=int, default=0, help="seed for --noise random")
     p.set_defaults(run=run)
 
@@ -70,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from e4e_jax import fileio, generate, outdir
-    from e4e_jax.data.folder import save_png
+    from e4e_jax import generate, outdir
+    from e4e_jax.images import save_png
     from e4e_jax.variable_checks import require_finite
 
     check_outputs(args)
@@ -86,32 +87,31 @@ def run(args: argparse.Namespace) -> int:
         fileio.remove_stale_temps(args.output.parent, target=args.output.name)
         if args.png is not None and args.overwrite:
             outdir.remove_owned(args.png, PNG_PATTERNS)
-        tmp = fileio.temp_path_beside(args.output)
         written: list[Path] = []
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))
-            batches = generate.iter_synthesize(cfg, variables, latents, batch_size=args.batch_size, seed=args.seed,
-                                               modulation=args.modulation, dtype=args.dtype, noise_mode=args.noise,
-                                               truncation=args.truncation)
-            done = 0
-            with tqdm(total=n, desc="synthesize", unit="img") as bar:
-                for imgs in batches:
-                    require_finite(imgs, f"the images rendered from {args.latents}[{done}:{done + len(imgs)}]",
-                                   "the latents are too far from the generator's range (or the model is damaged)")
-                    out[done:done + len(imgs)] = imgs
-                    if args.png is not None:
-                        for i, img in enumerate(imgs):
-                            written.append(args.png / f"{done + i:06d}.png")
-                            save_png(written[-1], img)
-                    done += len(imgs)
-                    bar.update(len(imgs))
-            out.flush()
-            del out
-            os.replace(tmp, args.output)
+            with fileio.replacing(args.output) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))
+                batches = generate.iter_synthesize(cfg, variables, latents, batch_size=args.batch_size,
+                                                   seed=args.seed, modulation=args.modulation, dtype=args.dtype,
+                                                   noise_mode=args.noise, truncation=args.truncation)
+                done = 0
+                with tqdm(total=n, desc="synthesize", unit="img") as bar:
+                    for imgs in batches:
+                        require_finite(imgs, f"the images rendered from {args.latents}[{done}:{done + len(imgs)}]",
+                                       "the latents are too far from the generator's range (or the model is "
+                                       "damaged)")
+                        out[done:done + len(imgs)] = imgs
+                        if args.png is not None:
+                            for i, img in enumerate(imgs):
+                                written.append(args.png / f"{done + i:06d}.png")
+                                save_png(written[-1], img)
+                        done += len(imgs)
+                        bar.update(len(imgs))
+                out.flush()
+                del out  # closes the memmap before the rename
         except BaseException:
-            tmp.unlink(missing_ok=True)
             for p in written:  # a failed run leaves no partial set of PNGs
                 p.unlink(missing_ok=True)
             raise
     print(f"wrote {n} images to {args.output}")
-    return 0
+    return EXIT_OK
