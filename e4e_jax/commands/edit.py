@@ -6,8 +6,7 @@
     e4e-jax edit ... --sefa 0 --layers 0-5 --strengths -5 5
 
 Writes EDITS/latents.npy (F, N, n_latent, 512) for F strengths, EDITS/images/NNNNN_sS.png and
-EDITS/grid.png whose rows are (source | inversion | one column per strength). The work is
-e4e_jax/edit_job.py.
+EDITS/grid.png whose rows are (source | inversion | one column per strength).
 """
 from __future__ import annotations
 
@@ -15,6 +14,9 @@ import argparse
 from pathlib import Path
 
 from e4e_jax import cli_args
+
+# The arguments only; the work is `e4e_jax.edit_job.edit_folder`.
+
 
 def add_parser(sub, help_text: str) -> None:
     p = sub.add_parser("edit", help=help_text, description=__doc__.split("\n\n")[0],
