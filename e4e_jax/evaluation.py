@@ -27,7 +27,7 @@ Sources of the definitions (omertov/encoder4editing unless said):
   compared pointwise; reported x1e3 per level and averaged.
 
 Running them over a set of images is `e4e_jax.evaluator.Evaluator` (batches in, report out); over a
-folder or an `invert` output, `e4e_jax.evaluation_job.evaluate_folder` (the `evaluate` command).
+folder or an `invert` output, `e4e_jax.jobs.evaluate.evaluate_folder` (the `evaluate` command).
 """
 from __future__ import annotations
 

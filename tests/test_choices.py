@@ -4,11 +4,12 @@ import pytest
 
 from e4e_jax import choices
 from e4e_jax.cli import build_parser
-from e4e_jax.models import layers
+from e4e_jax.models import layers, stylegan2
 
 
-def test_modulations_are_auto_and_the_model_paths():
+def test_choices_are_the_models_own():
     assert choices.MODULATIONS == ("auto", *layers.MODULATION_PATHS)
+    assert choices.NOISE_MODES == stylegan2.NOISE_MODES
 
 
 def test_compute_dtype():

@@ -82,9 +82,9 @@ def test_sefa_cli_and_bad_direction_shape(setup, capsys):
 
 
 def test_edit_folder_library_call_matches_the_command(setup):
-    """`edit_job.edit_folder`, the call behind `e4e-jax edit` (and the quickstart), writes what the command
+    """`jobs.edit.edit_folder`, the call behind `e4e-jax edit` (and the quickstart), writes what the command
     writes; it asks for exactly one direction."""
-    from e4e_jax import edit_job
+    from e4e_jax.jobs import edit as edit_job
     from e4e_jax.errors import EXIT_OK, UserError
 
     root, cfg, latents = setup

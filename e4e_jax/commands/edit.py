@@ -15,7 +15,7 @@ from pathlib import Path
 
 from e4e_jax import cli_args
 
-# The arguments only; the work is `e4e_jax.edit_job.edit_folder`.
+# The arguments only; the work is `e4e_jax.jobs.edit.edit_folder`.
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -47,7 +47,7 @@ def add_parser(sub, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax.edit_job import EditOptions, edit_folder
+    from e4e_jax.jobs.edit import EditOptions, edit_folder
 
     return edit_folder(EditOptions(
         model=args.model, latents=args.latents, output=args.output, strengths=tuple(args.strengths),

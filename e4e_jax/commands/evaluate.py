@@ -2,7 +2,7 @@
 
 Distortion (L2, LPIPS), perceptual quality (FID, SWD), editability (LEC with InterFaceGAN / GANSpace
 edits) and latent-space measures (variation of the W+ codes, E(G(w)) recovery distance); see
-e4e_jax/evaluation.py for the definitions; the run itself is e4e_jax/evaluation_job.py. Exit status
+e4e_jax/evaluation.py for the definitions; the run itself is e4e_jax/jobs/evaluate.py. Exit status
 (e4e_jax/errors.py): 0 done; 3 done but some files were skipped; 1 nothing could be evaluated; 2 bad
 arguments, model or bundle.
 """
@@ -64,7 +64,7 @@ def parse_ganspace_edit(spec: str) -> tuple[int, int, int, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax.evaluation_job import EvaluateOptions, evaluate_folder
+    from e4e_jax.jobs.evaluate import EvaluateOptions, evaluate_folder
 
     return evaluate_folder(EvaluateOptions(
         model=args.model, output=args.output, images=args.images, inversions=args.inversions,

@@ -144,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace, work: Path) -> int:
     import numpy as np
 
-    from e4e_jax import edit_job, fileio
+    from e4e_jax import fileio
     from e4e_jax.batch_inversion import job
+    from e4e_jax.jobs import edit as edit_job
     from e4e_jax.training import presets, train_and_evaluate
 
     config = presets.tiny()
