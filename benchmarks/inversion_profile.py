@@ -40,18 +40,19 @@ def build(dtype: str, fuse: bool, modulation: str = "auto", upsample: str = "aut
     import jax.numpy as jnp
     import numpy as np
 
-    from e4e_jax.generate import DTYPES, resolve_modulation, resolve_upsample
+    from e4e_jax.choices import compute_dtype
+    from e4e_jax.generate import resolve_modulation, resolve_upsample
     from e4e_jax.inversion import E4EModel
     from e4e_jax.models.encoder import Encoder4Editing
     from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config, init_variables
 
     cfg = StyleGAN2Config.rosinality(SIZE, 2)
-    encoder = Encoder4Editing(n_styles=N_STYLES, dtype=DTYPES[dtype], fuse_style_blocks=fuse)
+    encoder = Encoder4Editing(n_styles=N_STYLES, dtype=compute_dtype(dtype), fuse_style_blocks=fuse)
     # Initialised on the host: on the GPU, init's forward pass would autotune every conv once more.
     with jax.default_device(jax.devices("cpu")[0]):
         enc_vars = jax.jit(Encoder4Editing(n_styles=N_STYLES).init)(jax.random.key(1), jnp.zeros((1, INPUT, INPUT, 3)))
         gen_vars = init_variables(cfg, jax.random.key(0))
-    generator = Generator(cfg, modulation=resolve_modulation(modulation), dtype=DTYPES[dtype],
+    generator = Generator(cfg, modulation=resolve_modulation(modulation), dtype=compute_dtype(dtype),
                           upsample=resolve_upsample(upsample))
     variables = {"encoder": enc_vars, "generator": gen_vars,
                  "latent_avg": jnp.asarray(np.random.default_rng(0).normal(0, 0.1, (cfg.n_latent, 512)), jnp.float32)}

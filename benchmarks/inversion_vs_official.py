@@ -180,7 +180,7 @@ def drift(tmp: Path, args, rng) -> None:
     import torchvision
 
     from e4e_jax import bundle, inversion
-    from e4e_jax.losses import adaptive_avg_pool2d
+    from e4e_jax.models.resampling import adaptive_avg_pool2d
     from e4e_jax.models.lpips import LPIPS
     from tools.convert_weights.__main__ import main as convert_main
 

@@ -1,12 +1,14 @@
 """The `e4e-jax` command (docs/architecture.md, "Command line"). Each sub-command lives in
-`e4e_jax/commands/<name>.py`."""
+`e4e_jax/commands/<name>.py`: `add_parser(sub, help)` declares its arguments, `run(args)` does the work
+through the library and returns an exit code (e4e_jax/errors.py)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-# Sub-commands in help order; a module is only imported when its command runs (JAX start-up is slow).
+# Sub-commands in help order. Every command module is imported to build the parser; they import JAX and
+# the models only inside `run`, so `e4e-jax --help` and argument errors answer without JAX's start-up.
 COMMANDS = {
     "quickstart": "run the whole system on the embedded default (a small fixed-seed StyleGAN2) on CPU",
     "synthesize": "render images from latents with a stylegan2 (or e4e) bundle",
@@ -24,24 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"e4e_jax.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"e4e_jax.commands.{name}":
-                raise
-            continue  # Command not available in this build.
-        module.add_parser(sub, help_text)
+        importlib.import_module(f"e4e_jax.commands.{name}").add_parser(sub, help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run the command; the project's own errors (`errors.UserError`) become one line and their
     exit code, any other exception is a bug and keeps its traceback."""
-    from e4e_jax.errors import UserError
+    from e4e_jax.errors import EXIT_OK, UserError
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        return int(args.run(args) or EXIT_OK)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -9,26 +9,26 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """An integer ≥ 1 (batch sizes, step counts, worker counts)."""
+def _whole_number(text: str, expected: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a whole number {expected}, got {text!r}") from None
 
 
-def non_negative_int(text: str) -> int:
-    """An integer ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
-    return value
+def int_at_least(lo: int):
+    """An integer ≥ lo."""
+    def parse(text: str) -> int:
+        value = _whole_number(text, f"≥ {lo}")
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be ≥ {lo}, got {value}")
+        return value
+    parse.__name__ = f"int ≥ {lo}"
+    return parse
+
+
+positive_int = int_at_least(1)      # batch sizes, step counts, worker counts
+non_negative_int = int_at_least(0)  # indices, optional counts (0 = off)
 
 
 def finite_float(text: str) -> float:
@@ -45,10 +45,7 @@ def finite_float(text: str) -> float:
 def int_in(lo: int, hi: int):
     """An integer in [lo, hi] (e.g. a JPEG quality)."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number in [{lo}, {hi}], got {text!r}") from None
+        value = _whole_number(text, f"in [{lo}, {hi}]")
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {value}")
         return value

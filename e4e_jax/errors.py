@@ -10,7 +10,8 @@ from __future__ import annotations
 EXIT_OK = 0        # everything done
 EXIT_NOTHING = 1   # the command ran but produced nothing (e.g. no image could be inverted)
 EXIT_USAGE = 2     # bad arguments, bad input file or model, output folder in use; nothing written
-EXIT_PARTIAL = 3   # partial success: some inputs skipped, each with its reason in the report
+EXIT_PARTIAL = 3   # partial success: some inputs skipped, each with its reason in the report; train:
+                   # stopped by a non-finite loss, the checkpoints before it kept
 
 
 class UserError(Exception):

@@ -25,49 +25,39 @@ Sources of the definitions (omertov/encoder4editing unless said):
   filter, mirror borders) down to 16x16; per level 128 random 7x7x3 patches per image; descriptors
   normalised per channel over the set; 4 repeats x 128 random unit directions; sorted projections
   compared pointwise; reported x1e3 per level and averaged.
+
+Running them over a set of images is `e4e_jax.evaluator.Evaluator` (batches in, report out); over a
+folder or an `invert` output, `e4e_jax.jobs.evaluate.evaluate_folder` (the `evaluate` command).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax.losses import adaptive_avg_pool2d
 from e4e_jax.models.inception import FIDInceptionV3
 from e4e_jax.models.lpips import LPIPS
+from e4e_jax.models.resampling import FACE_POOL_SIZE, pool_and_crop
 
 Array = jax.Array | np.ndarray
 LatentFn = Callable[[jax.Array], jax.Array]
 
-POOL_SIZE = (256, 256)  # pSp face_pool
-
-
 # ------------------------------------------------------------------------------------------- framing
-def adaptive_avg_pool(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """torch.nn.AdaptiveAvgPool2d(size) on NHWC (the one implementation lives in losses.py)."""
-    return adaptive_avg_pool2d(images, size)
-
-
 def to_encoder_frame(images: jax.Array, input_hw: tuple[int, int]) -> jax.Array:
     """Generator output (B, S, S, 3) -> what the encoder and the distortion metrics see (B, h, w, 3):
     AdaptiveAvgPool to 256x256 (pSp face_pool), then, for a shorter input (cars: 192x256), the centred
     rows (32:224, as the official coach and LEC.py)."""
-    if images.shape[1:3] != POOL_SIZE:
-        images = adaptive_avg_pool(images, POOL_SIZE)
     h, w = input_hw
-    if (h, w) == POOL_SIZE:
-        return images
-    if w != POOL_SIZE[1] or h > POOL_SIZE[0]:
+    if (h, w) == FACE_POOL_SIZE:
+        return pool_and_crop(images, FACE_POOL_SIZE)
+    if w != FACE_POOL_SIZE[1] or h > FACE_POOL_SIZE[0]:
         raise ValueError(f"encoder input {h}x{w} is neither 256x256 nor a centred 256-wide crop (cars: 192x256)")
-    top = (POOL_SIZE[0] - h) // 2
-    return images[:, top:top + h]
+    top = (FACE_POOL_SIZE[0] - h) // 2
+    return pool_and_crop(images, FACE_POOL_SIZE, (top, top + h))
 
 
 # ---------------------------------------------------------------------------------------- distortion
@@ -373,63 +363,3 @@ def swd(a: SWDDescriptors, b: SWDDescriptors, seed: int = 0) -> dict[str, float]
     out = {f"SWDx1e3_{res}": d for res, d in zip(a.resolutions, dist)}
     out["SWDx1e3_avg"] = float(np.mean(dist))
     return out
-
-
-# -------------------------------------------------------------------------------------------- report
-# (column title, path in the report, format) in the order of the paper's tables: distortion,
-# perceptual quality, editability, then the latent-space measures.
-TABLE_COLUMNS = (
-    ("L2 ↓", ("distortion", "l2"), "{:.4f}"),
-    ("LPIPS ↓", ("distortion", "lpips"), "{:.4f}"),
-    ("FID ↓", ("perception", "fid"), "{:.2f}"),
-    ("SWD ↓", ("perception", "swd"), "{:.2f}"),
-    ("LEC ↓", ("editability", "lec"), "{:.2f}"),
-    ("Var(w+)", ("latent", "variation"), "{:.3f}"),
-    ("E(G(w)) ↓", ("latent", "recovery"), "{:.3f}"),
-)
-
-
-def _lookup(report: Mapping, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(report, Mapping) or key not in report:
-            return None
-        report = report[key]
-    return report
-
-
-def format_table(rows: Mapping[str, Mapping]) -> str:
-    """A plain-text table, one row per named report, columns as TABLE_COLUMNS ('—' = not computed)."""
-    header = ["Method"] + [c[0] for c in TABLE_COLUMNS]
-    body = []
-    for name, report in rows.items():
-        cells = [name]
-        for _, path, fmt in TABLE_COLUMNS:
-            v = _lookup(report, path)
-            cells.append(fmt.format(v) if isinstance(v, (int, float)) and math.isfinite(v) else "—")
-        body.append(cells)
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    line = lambda cells: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths)] + [line(r) for r in body])
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic, jax.Array)) or (isinstance(x, np.ndarray) and x.ndim == 0):
-        x = np.asarray(x).item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None  # JSON has no NaN/inf
-    return x
-
-
-def write_report(path: str | os.PathLike, report: Mapping) -> Path:
-    """Write `report` as indented JSON atomically (numpy/jax scalars converted, NaN -> null)."""
-    from e4e_jax.fileio import write_text
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text(path, json.dumps(_jsonable(report), indent=2) + "\n")

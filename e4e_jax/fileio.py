@@ -6,11 +6,12 @@ with `os.replace`; `remove_stale_temps` clears the ones a killed run left behind
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -38,14 +39,33 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f"{temp_prefix(path.name)}{os.getpid()}-", dir=path.parent)
 
 
+def temp_glob(name_pattern: str) -> str:
+    """fnmatch pattern of the temporary files made for the targets matching `name_pattern` (for a
+    command's list of the names it owns, e.g. `outdir.remove_owned`)."""
+    return f"{temp_prefix(name_pattern)}*"
+
+
 def temp_path_beside(path: str | os.PathLike) -> Path:
     """A fresh, empty temporary file beside `path` with the name pattern `remove_stale_temps` clears
     (for writers that need a path rather than a file object, e.g. `np.lib.format.open_memmap`);
-    the caller renames it over `path` with `os.replace` or deletes it."""
+    the caller renames it over `path` with `os.replace` or deletes it (`replacing` does both)."""
     fd, tmp = _temp_beside(Path(path))
     os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """`with replacing(path) as tmp:` write the file `tmp` (a `temp_path_beside(path)`); it is renamed
+    over `path` when the block ends, and deleted instead if the block raises. Close the file first."""
+    tmp = temp_path_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], *, fsync: bool = True) -> Path:

@@ -4,14 +4,11 @@ from __future__ import annotations
 from typing import Any, Iterator, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
+from e4e_jax.choices import compute_dtype
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-MODULATION_CHOICES = ("auto", "grouped", "activation")
 
 
 def resolve_modulation(name: str) -> str:
@@ -96,7 +93,7 @@ def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "auto", dtype: 
     With a `mesh`, each device renders its slice of the batch (B must divide evenly); random noise
     then differs per device (the key is folded with the device index).
     """
-    gen = Generator(cfg, modulation=resolve_modulation(modulation), dtype=DTYPES[dtype], precision=precision,
+    gen = Generator(cfg, modulation=resolve_modulation(modulation), dtype=compute_dtype(dtype), precision=precision,
                     upsample=resolve_upsample(upsample))
 
     def synth(variables, ws, rng):

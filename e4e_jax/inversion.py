@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
-from e4e_jax.generate import DTYPES, resolve_modulation, resolve_upsample
-from e4e_jax.models import encoder_types
+from e4e_jax.choices import compute_dtype
+from e4e_jax.generate import resolve_modulation, resolve_upsample
+from e4e_jax.models import encoder_types, resampling
 from e4e_jax.models.encoder import add_latent_avg
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 
@@ -57,12 +58,12 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
     config, variables = bundle.load(path, "e4e")
     arch = config["architecture"]
     enc = arch["encoder"]
-    encoder = encoder_types.from_architecture(enc, dtype=DTYPES[dtype], precision=precision,
+    encoder = encoder_types.from_architecture(enc, dtype=compute_dtype(dtype), precision=precision,
                                               fuse_style_blocks=fuse_style_blocks)
     generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
-                          dtype=DTYPES[dtype], precision=precision, upsample=resolve_upsample(upsample))
-    if DTYPES[dtype] != jnp.float32:
-        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], DTYPES[dtype])}
+                          dtype=compute_dtype(dtype), precision=precision, upsample=resolve_upsample(upsample))
+    if compute_dtype(dtype) != jnp.float32:
+        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], compute_dtype(dtype))}
     return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))
 
 
@@ -107,21 +108,16 @@ def normalize_input(x: jax.Array) -> jax.Array:
 
 def to_uint8(images: jax.Array) -> jax.Array:
     """[-1, 1] float images -> uint8 on the device, rounded and clipped, NaN -> 0 (the same values as
-    `data.folder.to_uint8` on the host; a quarter of the bytes to copy back)."""
+    `images.to_uint8` on the host; a quarter of the bytes to copy back)."""
     x = jnp.nan_to_num(images.astype(jnp.float32), nan=-1.0)
     return jnp.clip(jnp.rint((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def resize_output(images: jax.Array, out_hw: Optional[tuple[int, int]]) -> jax.Array:
-    """Reconstructions at `out_hw` (None: as generated). An integer shrink factor is an area average
-    (what pSp's `face_pool`, AdaptiveAvgPool2d, does for the losses); otherwise antialiased bilinear."""
-    if out_hw is None or tuple(images.shape[1:3]) == tuple(out_hw):
+    """Reconstructions at `out_hw` (None: as generated), by `resampling.resize_area_or_linear`."""
+    if out_hw is None:
         return images
-    b, h, w, c = images.shape
-    oh, ow = out_hw
-    if h % oh == 0 and w % ow == 0:
-        return images.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))
-    return jax.image.resize(images, (b, oh, ow, c), method="linear", antialias=True)
+    return resampling.resize_area_or_linear(images, out_hw)
 
 
 def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None, *, images: str = "float",

@@ -21,65 +21,17 @@ from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from e4e_jax.models import arcface as arcface_lib
 from e4e_jax.models import resnet as resnet_lib
 from e4e_jax.models.lpips import LPIPS
+from e4e_jax.models.resampling import adaptive_avg_pool2d, interpolate_nearest
 
 Variables = Mapping[str, Any]
 
 ID_CROP = (slice(35, 223), slice(32, 220))  # rows, cols of the 256x256 image (official "interesting region")
 ID_SIZE = 112
 MOCO_SIZE = 224
-
-
-# --------------------------------------------------------------------------------------- resampling
-def adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) averaging matrix of torch's AdaptiveAvgPool along one axis.
-
-    Bin i covers [floor(i·n_in/n_out), ceil((i+1)·n_in/n_out)), so bins overlap when n_in/n_out is not
-    an integer (e.g. 188 -> 112).
-    """
-    m = np.zeros((n_out, n_in), np.float32)
-    for i in range(n_out):
-        s, e = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
-        m[i, s:e] = 1.0 / (e - s)
-    return m
-
-
-def adaptive_avg_pool2d(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """torch.nn.AdaptiveAvgPool2d(size) on NHWC: (B, H, W, C) -> (B, size[0], size[1], C)."""
-    b, h, w, c = x.shape
-    if (h, w) == tuple(size):
-        return x
-    if h % size[0] == 0 and w % size[1] == 0:  # equal bins (1024 -> 256): a reshape-mean, exact and cheap
-        return x.reshape(b, size[0], h // size[0], size[1], w // size[1], c).mean(axis=(2, 4))
-    ph = jnp.asarray(adaptive_pool_matrix(x.shape[1], size[0]))
-    pw = jnp.asarray(adaptive_pool_matrix(x.shape[2], size[1]))
-    hi = jax.lax.Precision.HIGHEST  # exact-ish averaging even where f32 matmuls default to TF32
-    x = jnp.einsum("oh,bhwc->bowc", ph, x, precision=hi)
-    return jnp.einsum("pw,bowc->bopc", pw, x, precision=hi)
-
-
-def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Source indices of torch's F.interpolate(mode='nearest', size=n_out) along one axis.
-
-    torch computes them in float32: min(floor(i · (float(n_in) / n_out)), n_in - 1).
-    """
-    if n_out == n_in:
-        return np.arange(n_out)
-    if n_out == 2 * n_in:
-        return np.arange(n_out) >> 1
-    scale = np.float32(n_in) / np.float32(n_out)
-    idx = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
-    return np.minimum(idx, n_in - 1)
-
-
-def interpolate_nearest(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """F.interpolate(x, size, mode='nearest') on NHWC: (B, H, W, C) -> (B, size[0], size[1], C)."""
-    x = jnp.take(x, jnp.asarray(nearest_indices(x.shape[1], size[0])), axis=1)
-    return jnp.take(x, jnp.asarray(nearest_indices(x.shape[2], size[1])), axis=2)
 
 
 def _rowwise_dot(a: jax.Array, b: jax.Array) -> jax.Array:

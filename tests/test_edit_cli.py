@@ -77,3 +77,22 @@ def test_sefa_cli_and_bad_direction_shape(setup, capsys):
                        "--strengths", "1"])
         err = capsys.readouterr().err
         assert rc == 2 and "pose.pt" in err and "(18, 512)" in err
+
+
+def test_edit_folder_library_call_matches_the_command(setup):
+    """`jobs.edit.edit_folder`, the call behind `e4e-jax edit` (and the quickstart), writes what the command
+    writes; it asks for exactly one direction."""
+    from e4e_jax.jobs import edit as edit_job
+    from e4e_jax.errors import EXIT_OK, UserError
+
+    root, cfg, latents = setup
+    argv = ["--model", str(root / "g"), "--latents", str(root / "inv"), "--sefa", "1", "--strengths", "-1", "2"]
+    assert cli_main(["edit", *argv, "--output", str(root / "by_cli")]) == 0
+    opts = edit_job.EditOptions(model=root / "g", latents=root / "inv", output=root / "by_call", sefa=1,
+                                strengths=(-1.0, 2.0))
+    assert edit_job.edit_folder(opts) == EXIT_OK
+    for name in ("latents.npy", "grid.png", "images/00002_s+2.png", "images/00000_s-1.png"):
+        assert (root / "by_call" / name).read_bytes() == (root / "by_cli" / name).read_bytes(), name
+    with pytest.raises(UserError, match="exactly one"):
+        edit_job.edit_folder(edit_job.EditOptions(model=root / "g", latents=root / "inv", output=root / "none",
+                                                  strengths=(1.0,)))

@@ -15,7 +15,8 @@ import torch
 
 from e4e_jax import bundle
 from e4e_jax.models import encoder_types
-from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg, upsample_bilinear_align_corners
+from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
+from e4e_jax.models.resampling import upsample_bilinear_align_corners
 from tests.refs import psp_encoders as ref
 from tests.official_e4e import save_random_e4e
 from tools.convert_weights import e4e as e4e_conv

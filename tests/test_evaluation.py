@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from e4e_jax import evaluation as ev
+from e4e_jax import evaluator
 from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 
 
@@ -146,11 +147,11 @@ def test_report_and_table(tmp_path):
     report = {"distortion": {"l2": np.float32(0.0123), "lpips": jnp.float32(0.2)},
               "perception": {"fid": float("nan"), "swd": 12.5},
               "latent": {"variation": np.asarray(1.5), "recovery": None}, "list": (np.int64(3), np.zeros(2))}
-    path = ev.write_report(tmp_path / "sub" / "metrics.json", report)
+    path = evaluator.write_report(tmp_path / "sub" / "metrics.json", report)
     back = json.loads(path.read_text())
     assert back["distortion"]["l2"] == pytest.approx(0.0123) and back["perception"]["fid"] is None
     assert back["list"] == [3, [0.0, 0.0]] and back["latent"]["variation"] == 1.5
-    table = ev.format_table({"e4e": back, "pSp": {"distortion": {"l2": 0.01}}})
+    table = evaluator.format_table({"e4e": back, "pSp": {"distortion": {"l2": 0.01}}})
     lines = table.splitlines()
     assert [c.strip() for c in lines[0].split("|")] == ["Method", "L2 ↓", "LPIPS ↓", "FID ↓", "SWD ↓", "LEC ↓",
                                                          "Var(w+)", "E(G(w)) ↓"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from e4e_jax import images
 from e4e_jax.data import folder
 from tests.assets import require
 
@@ -136,21 +137,21 @@ def test_resize_changes_pixels_and_exact_size_is_untouched(good_dir):
     exact = folder.load_image(good_dir / 'c_exact.png', (256, 256))
     raw = np.asarray(Image.open(good_dir / 'c_exact.png'))
     np.testing.assert_allclose(exact, raw / 127.5 - 1, atol=1e-6)
-    np.testing.assert_array_equal(folder.to_uint8(exact), raw)
+    np.testing.assert_array_equal(images.to_uint8(exact), raw)
 
 
 def test_mode_conversions_follow_convert_rgb(good_dir):
     # RGBA: alpha is dropped, not composited (what the official convert('RGB') does).
     rgba = np.asarray(Image.open(good_dir / 'g_rgba.png'))
     out = folder.load_image(good_dir / 'g_rgba.png', (80, 80))
-    np.testing.assert_array_equal(folder.to_uint8(out), rgba[..., :3])
+    np.testing.assert_array_equal(images.to_uint8(out), rgba[..., :3])
     # Grayscale: three equal channels.
     gray = folder.load_image(good_dir / 'e_gray.png', (90, 70))
-    np.testing.assert_array_equal(folder.to_uint8(gray), np.repeat(np.asarray(Image.open(good_dir / 'e_gray.png'))[..., None], 3, -1))
+    np.testing.assert_array_equal(images.to_uint8(gray), np.repeat(np.asarray(Image.open(good_dir / 'e_gray.png'))[..., None], 3, -1))
     # Palette: looked-up colours.
     pal = Image.open(good_dir / 'h_palette.png')
     assert pal.mode == 'P'
-    np.testing.assert_array_equal(folder.to_uint8(folder.load_image(good_dir / 'h_palette.png', (70, 90))),
+    np.testing.assert_array_equal(images.to_uint8(folder.load_image(good_dir / 'h_palette.png', (70, 90))),
                                   np.asarray(pal.convert('RGB')))
 
 
@@ -163,7 +164,7 @@ def test_16bit_grayscale_is_scaled_not_clipped(good_dir):
     np.testing.assert_allclose(out, np.repeat(expected[..., None], 3, -1), atol=1e-6)
     # convert('RGB') would have saturated almost everything to white:
     assert (np.asarray(Image.open(path).convert('RGB')) == 255).mean() > 0.9
-    assert (folder.to_uint8(out) == 255).mean() < 0.01
+    assert (images.to_uint8(out) == 255).mean() < 0.01
 
 
 def test_exif_orientation_is_optional(tmp_path):
@@ -172,9 +173,9 @@ def test_exif_orientation_is_optional(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     Image.fromarray(arr).save(tmp_path / 'rot.png', exif=exif)
     plain = folder.load_image(tmp_path / 'rot.png', (40, 64))
-    np.testing.assert_array_equal(folder.to_uint8(plain), arr)  # official: orientation ignored
+    np.testing.assert_array_equal(images.to_uint8(plain), arr)  # official: orientation ignored
     turned = folder.load_image(tmp_path / 'rot.png', (64, 40), exif_transpose=True)
-    np.testing.assert_array_equal(folder.to_uint8(turned), np.rot90(arr, k=-1))
+    np.testing.assert_array_equal(images.to_uint8(turned), np.rot90(arr, k=-1))
 
 
 @pytest.mark.parametrize('name, reason', [
@@ -235,19 +236,19 @@ def test_iter_batches_order_grouping_and_skips(good_dir, bad_dir, n_good, sizes)
 
 def test_to_uint8_and_atomic_save_png(tmp_path):
     x = np.array([[-1.5, -1.0, -0.999, 0.0, 1.0, 2.0, np.nan]], np.float32)
-    np.testing.assert_array_equal(folder.to_uint8(x), [[0, 0, 0, 128, 255, 255, 0]])
+    np.testing.assert_array_equal(images.to_uint8(x), [[0, 0, 0, 128, 255, 255, 0]])
     img = _smooth_rgb(17, 23)
     f = img.astype(np.float32) / 127.5 - 1
-    folder.save_png(tmp_path / 'out' / 'a.png', f)
+    images.save_png(tmp_path / 'out' / 'a.png', f)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'out' / 'a.png')), img)
-    folder.save_png(tmp_path / 'out' / 'a.png', img[..., 0])  # overwrite in place
+    images.save_png(tmp_path / 'out' / 'a.png', img[..., 0])  # overwrite in place
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'out' / 'a.png')), img[..., 0])
     (tmp_path / 'out' / 'dir.png').mkdir()
     with pytest.raises(OSError):
-        folder.save_png(tmp_path / 'out' / 'dir.png', img)  # os.replace onto a directory fails
+        images.save_png(tmp_path / 'out' / 'dir.png', img)  # os.replace onto a directory fails
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a.png', 'dir.png']  # no temp left
     with pytest.raises(ValueError, match='shape'):
-        folder.save_png(tmp_path / 'x.png', np.zeros((4, 4, 4), np.uint8))
+        images.save_png(tmp_path / 'x.png', np.zeros((4, 4, 4), np.uint8))
 
 
 def test_presets_and_size_errors():

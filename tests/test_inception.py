@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from e4e_jax import bundle
-from e4e_jax.models.inception import FIDInceptionV3, bilinear_matrix, resize_bilinear
+from e4e_jax.models.inception import FIDInceptionV3
+from e4e_jax.models.resampling import bilinear_matrix, resize_bilinear
 from tests.refs.inception_ref import FIDInceptionRef
 from tools.convert_weights.__main__ import main as convert_main
 from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from e4e_jax.losses import (ID_CROP, adaptive_avg_pool2d, adaptive_pool_matrix, interpolate_nearest,
-                            nearest_indices)
+from e4e_jax.losses import ID_CROP
+from e4e_jax.models.resampling import adaptive_avg_pool2d, adaptive_pool_matrix, interpolate_nearest, nearest_indices
 
 
 def _nhwc(t):

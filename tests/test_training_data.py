@@ -11,7 +11,7 @@ from PIL import Image
 
 from e4e_jax import sharding
 from e4e_jax.configs import tiny
-from e4e_jax.data import folder, tfds_pipeline, train_input
+from e4e_jax.data import epochs, folder, tfds_pipeline, train_input
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_batches_are_a_function_of_the_step(image_dir):
     for step in (0, 1, 2, 7):
         np.testing.assert_array_equal(a.local_batch(step), b.local_batch(step))
     # 10 files, batch 4: 2 steps per epoch (drop_last), no file twice within an epoch.
-    order = train_input.EpochOrder(10, 4, 3)
+    order = epochs.EpochOrder(10, 4, 3)
     e0 = np.concatenate([order.indices(0)[1], order.indices(1)[1]])
     assert len(set(e0.tolist())) == 8 and order.indices(2)[0] == 1
     assert not np.array_equal(order.permutation(0), order.permutation(1))
@@ -52,10 +52,10 @@ def test_batches_are_a_function_of_the_step(image_dir):
     got = a.local_batch(1)
     for row, i in enumerate(idx):
         want = folder.load_image(files[i], (8, 8))
-        if train_input.flip_draw(3, epoch, int(i)):
+        if epochs.flip_draw(3, epoch, int(i)):
             want = want[:, ::-1]
         np.testing.assert_array_equal(got[row], want)
-    flips = [train_input.flip_draw(3, e, i) for e in range(20) for i in range(10)]
+    flips = [epochs.flip_draw(3, e, i) for e in range(20) for i in range(10)]
     assert 70 <= sum(flips) <= 130
     a.close(), b.close()
 
@@ -81,7 +81,7 @@ def test_corrupt_file_is_logged_and_replaced(image_dir_with_bad, caplog):
     files = _files(image_dir_with_bad)
     bad = [i for i, f in enumerate(files) if f.name == "img_03.png"][0]
     loader = train_input.NumpyFolderLoader(files, 5, (8, 8), seed=0, num_workers=2)
-    order = train_input.EpochOrder(10, 5, 0)
+    order = epochs.EpochOrder(10, 5, 0)
     step = 0 if bad in order.indices(0)[1] else 1
     with caplog.at_level(logging.WARNING):
         x = loader.local_batch(step)
@@ -89,7 +89,7 @@ def test_corrupt_file_is_logged_and_replaced(image_dir_with_bad, caplog):
     assert any("img_03.png" in r.getMessage() for r in caplog.records)
     np.testing.assert_array_equal(loader.local_batch(step), x)  # deterministic, the bad file stays known
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        train_input.EpochOrder(3, 4, 0)
+        epochs.EpochOrder(3, 4, 0)
 
 
 @pytest.mark.skipif(not tfds_pipeline.tf_available(), reason="tensorflow / tensorflow-datasets not installed")

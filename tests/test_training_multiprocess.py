@@ -135,11 +135,11 @@ def test_processes_agree_bit_for_bit_and_match_one_process(runs):
 
 
 def test_each_process_decodes_only_its_rows(runs):
-    from e4e_jax.data import folder, train_input
+    from e4e_jax.data import epochs, folder
 
     files = {kind: [p.name for p in folder.list_images(runs["data"] / kind)] for kind in ("train", "test")}
     seed = json.loads((runs["root"] / "two" / "config.json").read_text())["seed"]
-    order = train_input.EpochOrder(TRAIN_FILES, BATCH, seed)
+    order = epochs.EpochOrder(TRAIN_FILES, BATCH, seed)
     reads: dict[tuple[str, int], dict[int, tuple[list, list]]] = {}
     for p, result in enumerate(runs["two"]):
         for proc, what, k, rows, names in ROWS_LOG.findall(result.stderr):

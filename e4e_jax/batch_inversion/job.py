@@ -122,8 +122,8 @@ def _check_args(opts: InvertOptions) -> None:
         from e4e_jax import alignment
 
         alignment.Aligner(opts.align_size, opts.landmarks).check(load_landmarks=False)  # dlib + model present
-    if opts.image_format is not None and opts.image_format not in pipeline.IMAGE_FORMATS:
-        raise UserError(f"--image-format {opts.image_format!r}: choose one of {sorted(pipeline.IMAGE_FORMATS)}")
+    if opts.image_format is not None and opts.image_format not in workers_lib.IMAGE_FORMATS:
+        raise UserError(f"--image-format {opts.image_format!r}: choose one of {sorted(workers_lib.IMAGE_FORMATS)}")
 
 
 def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from e4e_jax.batch_inversion.layout import ChunkResult, Layout, image_name, staged_name
-from e4e_jax.batch_inversion.workers import IMAGE_FORMATS, WriterPool, context, decode_group
+from e4e_jax.batch_inversion.workers import WriterPool, context, decode_group
 from e4e_jax.data import folder
 
 # Files per decode task: amortises the pool's per-task cost (pickling, queue hops) at ~1,000 img/s.

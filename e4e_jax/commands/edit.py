@@ -15,10 +15,7 @@ from pathlib import Path
 
 from e4e_jax import cli_args
 
-GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
-# What edit writes into --output (and so all that --overwrite removes there).
-OWNED = ("latents.npy", "grid.png")
-OWNED_IMAGES = ("[0-9][0-9][0-9][0-9][0-9]_s*.png", ".[0-9][0-9][0-9][0-9][0-9]_s*.png.*.tmp")
+# The arguments only; the work is `e4e_jax.jobs.edit.edit_folder`.
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -49,135 +46,11 @@ def add_parser(sub, help_text: str) -> None:
     p.set_defaults(run=run)
 
 
-def _read_latents(path: Path, cfg):
-    """(checked W+ latents (N, n_latent, D), source image paths or []) of an invert folder or a .npy."""
-    from e4e_jax import generate, outdir
-    from e4e_jax.errors import UserError
-    from e4e_jax.fileio import load_npy
-
-    sources = []
-    lat_path = path
-    if path.is_dir():
-        outdir.refuse_in_use(path, "--latents")
-        lat_path = path / "latents.npy"
-        if not lat_path.is_file():
-            raise UserError(f"--latents {path} has no latents.npy; pass an `e4e-jax invert` output folder or a .npy")
-        files_txt = path / "files.txt"
-        sources = files_txt.read_text().splitlines() if files_txt.is_file() else []
-    return generate.check_latents(load_npy(lat_path), cfg, str(lat_path)), sources
-
-
-def edited_latents(args: argparse.Namespace, latents, gen_params):
-    """(F, N, n, D) edited codes for the chosen method."""
-    from e4e_jax import editing
-
-    if args.interfacegan:
-        try:
-            return editing.interfacegan_sweep(latents, editing.load_interfacegan_direction(args.interfacegan),
-                                              args.strengths)
-        except ValueError as e:
-            raise ValueError(f"{args.interfacegan}: {e}; use a direction made for this generator") from e
-    if args.ganspace:
-        if args.component is None or not args.layers or "-" not in args.layers:
-            raise ValueError("--ganspace needs --component N and --layers START-END")
-        try:
-            start, end = (int(v) for v in args.layers.split("-"))
-        except ValueError:
-            raise ValueError(f"--layers {args.layers!r}: expected START-END, e.g. 4-8") from None
-        pca = editing.load_ganspace_pca(args.ganspace)
-        return editing.ganspace_sweep(latents, pca, args.component, start, end, args.strengths)
-    factors = editing.sefa_factorize(gen_params, args.layers or "all")
-    if not 0 <= args.sefa < factors.eigvecs.shape[0]:
-        raise ValueError(f"--sefa index {args.sefa} out of range 0..{factors.eigvecs.shape[0] - 1}")
-    return editing.sefa_sweep(latents, factors.eigvecs[args.sefa], factors.layers, args.strengths)
-
-
-def check_output(args: argparse.Namespace) -> None:
-    """Refuse an --output that is or holds an input, or is a file or not writable."""
-    from e4e_jax import outdir
-    from e4e_jax.errors import UserError
-
-    inputs = [args.latents, Path(args.model), args.interfacegan, args.ganspace]
-    outdir.refuse_input_overlap(args.output, inputs, "--output")
-    if args.output.exists() and not args.output.is_dir():
-        raise UserError(f"--output {args.output} is a file; --output names a folder")
-    outdir.refuse_unwritable(args.output, "--output")
-
-
-def check_output_free(args: argparse.Namespace) -> None:
-    """Under the folder's lock: refuse a non-empty --output without --overwrite."""
-    from e4e_jax import outdir
-    from e4e_jax.errors import UserError
-
-    if not args.overwrite and not outdir.is_empty_dir(args.output):
-        raise UserError(f"--output {args.output} is not empty; choose another folder or pass --overwrite "
-                        f"(which replaces only edit's own files: {', '.join(OWNED)}, images/NNNNN_s*.png)")
-
-
-def _write(args: argparse.Namespace, edits, inversions, edited, sources) -> None:
-    """latents.npy, images/ and grid.png into --output (locked by the caller), replacing only edit's own
-    files of an earlier run."""
-    import numpy as np
-
-    from e4e_jax import fileio, outdir
-    from e4e_jax.data.folder import load_image, save_png, Skipped
-    from e4e_jax.visualize import make_grid
-
-    n_f, n = edits.shape[:2]
-    images = args.output / "images"
-    for folder in (args.output, images):
-        fileio.remove_stale_temps(folder)
-    if args.overwrite:
-        outdir.remove_owned(args.output, OWNED)
-        outdir.remove_owned(images, OWNED_IMAGES)
-    fileio.save_npy(args.output / "latents.npy", edits)
-    images.mkdir(exist_ok=True)
-    for f, s in enumerate(args.strengths):
-        for i in range(n):
-            save_png(images / f"{i:05d}_s{s:+g}.png", edited[f, i])
-    rows = []
-    for i in range(min(n, args.max_grid_rows)):
-        row = []
-        if i < len(sources):
-            src = load_image(sources[i], inversions.shape[1:3])
-            row.append(src if not isinstance(src, Skipped) else np.zeros_like(inversions[i]))
-        row.append(inversions[i])
-        row.extend(edited[f, i] for f in range(n_f))
-        rows.append(row)
-    h, w = inversions.shape[1:3]
-    zoom = max(1, -(-GRID_MIN_CELL // max(h, w)))  # small generators: enlarge cells so the grid is viewable
-    save_png(args.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom)))
-
-
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
+    from e4e_jax.jobs.edit import EditOptions, edit_folder
 
-    from e4e_jax import generate, outdir
-    from e4e_jax.errors import UserError
-    from e4e_jax.variable_checks import require_finite
-
-    check_output(args)
-    with outdir.claim(args.output, "e4e-jax edit"):  # one writer per folder; removed again if we fail first
-        check_output_free(args)
-        cfg, variables = generate.load_generator(args.model)
-        latents, sources = _read_latents(args.latents, cfg)
-        try:
-            edits = np.asarray(edited_latents(args, latents, variables["params"]), np.float32)
-        except (ValueError, KeyError) as e:  # bad direction / PCA file or edit arguments, each named
-            raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
-        require_finite(edits, "the edited latents", "check the direction file and --strengths")
-        n_f, n = edits.shape[:2]
-        # Render inversions (strength-free) and every edit in one stream of batches; check before writing.
-        stream = np.concatenate([latents, edits.reshape((-1,) + latents.shape[1:])])
-        rendered = []
-        with tqdm(total=len(stream), desc="edit", unit="img") as bar:
-            for imgs in generate.iter_synthesize(cfg, variables, stream, batch_size=args.batch_size):
-                rendered.append(imgs)
-                bar.update(len(imgs))
-        rendered = np.concatenate(rendered)
-        require_finite(rendered, "the rendered edits", "the edits move the latents too far (lower --strengths)")
-        inversions, edited = rendered[:n], rendered[n:].reshape((n_f, n) + rendered.shape[1:])
-        _write(args, edits, inversions, edited, sources)
-    print(f"wrote {n_f} x {n} edited images, latents and grid.png to {args.output}")
-    return 0
+    return edit_folder(EditOptions(
+        model=args.model, latents=args.latents, output=args.output, strengths=tuple(args.strengths),
+        interfacegan=args.interfacegan, ganspace=args.ganspace, sefa=args.sefa, component=args.component,
+        layers=args.layers, batch_size=args.batch_size, max_grid_rows=args.max_grid_rows,
+        overwrite=args.overwrite))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from e4e_jax import cli_args
+from e4e_jax import choices, cli_args
 
 DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
 reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
@@ -19,7 +19,7 @@ report.json for files that could not be used. Results are committed every --chun
 
 
 def add_parser(sub, help_text: str) -> None:
-    from e4e_jax.batch_inversion import job, pipeline
+    from e4e_jax.batch_inversion import job, workers
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
     p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
@@ -31,14 +31,14 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
     p.add_argument("--no-images", action="store_true", help="latents only: skip the generator and write no "
                    "reconstructions (the official --latents_only)")
-    p.add_argument("--image-format", choices=sorted(pipeline.IMAGE_FORMATS), default="jpg",
+    p.add_argument("--image-format", choices=sorted(workers.IMAGE_FORMATS), default="jpg",
                    help="reconstruction format (default jpg, as the official script; png is lossless)")
     p.add_argument("--jpeg-quality", type=cli_args.int_in(1, 100), default=75,
                    help="quality of jpg/webp reconstructions (default 75, PIL's and the official script's)")
     p.add_argument("--image-size", type=cli_args.positive_int, default=None,
                    help="save reconstructions downscaled to this width (height keeps the aspect), e.g. 256")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    p.add_argument("--modulation", choices=("auto", "grouped", "activation"), default="auto",
+    p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
+    p.add_argument("--modulation", choices=choices.MODULATIONS, default="auto",
                    help="modulated-conv formulation of the generator (same maths)")
     p.add_argument("--workers", type=cli_args.positive_int, default=None,
                    help="image decoding threads (processes with --align; default: CPU count)")

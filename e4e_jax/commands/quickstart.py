@@ -2,8 +2,8 @@
 
 1. train   – an e4e encoder (every loss of the paper; configs/tiny.py) learns to invert the samples of
              a small fixed-seed StyleGAN2 that stands in for a pretrained generator;
-2. invert  – held-out samples of that generator (never seen in training) go through `e4e-jax invert`;
-3. edit    – the inversions are edited along the generator's strongest SeFa direction (`e4e-jax edit`);
+2. invert  – held-out samples of that generator (never seen in training) are inverted (as `e4e-jax invert`);
+3. edit    – the inversions are edited along the generator's strongest SeFa direction (as `e4e-jax edit`);
 4. report  – WORKDIR/quickstart_grid.png (source | inversion | edits) and WORKDIR/metrics.json
              (reconstruction L2, latent recovery ‖E(G(w)) − w‖, latent variation, training losses).
 """
@@ -13,12 +13,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e4e_jax import cli_args
-from e4e_jax.errors import UserError
+from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HELDOUT_SEED = 10_000  # far from the training stream's seeds
 N_HELDOUT = 8
+SEFA_STRENGTHS = (-6.0, -3.0, 3.0, 6.0)  # steps along the strongest SeFa direction, in the grid's columns
 # configs/tiny.py's small encoder runs ~10-15 steps/s on 2 CPU cores: the default is a couple of minutes
 # of training, enough for the reconstruction loss to fall several-fold; more steps give better inversions.
 DEFAULT_STEPS = 1000
@@ -44,7 +49,7 @@ def write_heldout_samples(model_dir: Path, out: Path, n: int) -> "np.ndarray":
     import numpy as np
 
     from e4e_jax import generate
-    from e4e_jax.data.folder import save_png
+    from e4e_jax.images import save_png
     from e4e_jax.models.stylegan2 import Generator
 
     cfg, variables = generate.load_generator(str(model_dir))
@@ -140,8 +145,9 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
     import numpy as np
 
     from e4e_jax import fileio
-    from e4e_jax.cli import main as cli_main
+    from e4e_jax.batch_inversion import job
     from e4e_jax.configs import tiny
+    from e4e_jax.jobs import edit as edit_job
     from e4e_jax.training import train_and_evaluate
 
     config = tiny.get_config()
@@ -153,19 +159,20 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
 
     print(f"[2/4] inverting {args.heldout} held-out samples", flush=True)
     true_ws = write_heldout_samples(model, work / "heldout", args.heldout)
-    rc = cli_main(["invert", "--model", str(model), "--images", str(work / "heldout"),
-                   "--output", str(work / "inversion"), "--batch-size", str(args.heldout),
-                   "--image-format", "png"])  # lossless: the L2 below measures the inversion, not JPEG
-    if rc != 0:
+    rc = job.invert_folder(job.InvertOptions(
+        model=str(model), images=work / "heldout", output=work / "inversion", batch_size=args.heldout,
+        image_format="png"))  # lossless: the L2 below measures the inversion, not JPEG
+    if rc != EXIT_OK:
         print(f"error: inversion failed with exit status {rc}", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING
 
     print("[3/4] editing the inversions along the strongest SeFa direction", flush=True)
-    rc = cli_main(["edit", "--model", str(model), "--latents", str(work / "inversion"), "--output",
-                   str(work / "edits"), "--sefa", "0", "--layers", "all", "--strengths", "-6", "-3", "3", "6"])
-    if rc != 0:
+    rc = edit_job.edit_folder(edit_job.EditOptions(
+        model=str(model), latents=work / "inversion", output=work / "edits", sefa=0, layers="all",
+        strengths=SEFA_STRENGTHS))
+    if rc != EXIT_OK:
         print(f"error: editing failed with exit status {rc}", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING
     fileio.write_bytes(work / "quickstart_grid.png", (work / "edits" / "grid.png").read_bytes())
 
     print("[4/4] metrics", flush=True)
@@ -185,4 +192,4 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
     print(f"held-out L2: {held['l2_mean']:.3f} inverted vs {held['l2_mean_if_answered_by_latent_avg']:.3f} "
           f"for G(latent_avg)")
     print(f"done: {work / 'quickstart_grid.png'} (source | inversion | SeFa edits), {work / 'metrics.json'}")
-    return 0
+    return EXIT_OK

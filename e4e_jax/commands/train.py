@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from e4e_jax import cli_args
-from e4e_jax.errors import UserError
+from e4e_jax.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
 
 FLAG = "config"
 PREFIXES = (f"--{FLAG}.", f"--no{FLAG}.")  # an override, and absl's `--noconfig.flag` for a False boolean
@@ -190,9 +190,9 @@ def run(args: argparse.Namespace) -> int:
         metrics = train_and_evaluate(config, args.workdir, resume=args.resume, max_steps=args.max_steps)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 3
+        return EXIT_PARTIAL
     except (ValueError, FileNotFoundError) as e:  # e.g. a bundle or data folder named in the config
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0
+    return EXIT_OK

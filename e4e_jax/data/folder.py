@@ -37,13 +37,12 @@ import collections
 import dataclasses
 import errno
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from e4e_jax import fileio
 
 # Extensions read (case-insensitive). The official list is jpg/jpeg/png/ppm/bmp/tiff with fixed
 # case; we accept every case and add webp/tif.
@@ -300,40 +299,3 @@ def iter_batches(paths: Sequence[str | os.PathLike], batch_size: int,
     if images or skipped:
         batch = np.stack(images) if images else np.zeros((0, h, w, 3), np.float32)
         yield batch, good, skipped
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """[-1, 1] float image(s) -> uint8, rounded and clipped (NaN -> 0).
-
-    The official `tensor2im` truncates ((x + 1) / 2 * 255).astype(uint8) instead of rounding,
-    which is up to one level darker and does not round-trip; we round so that
-    `to_uint8(load_image(p))` gives back the 8-bit pixels of an unresized input.
-    """
-    x = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=-1.0)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write an (H, W, 3) or (H, W) image as PNG atomically (temp file in the same folder, then
-    os.replace), so readers never see a partial file. uint8 is written as is; floats are taken
-    to be in [-1, 1] and go through `to_uint8`."""
-    path = Path(path)
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
-        raise ValueError(f'save_png({str(path)!r}): expected an (H, W, 3) or (H, W) image, '
-                         f'got shape {a.shape}')
-    if a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f'save_png({str(path)!r}): expected uint8 or float in [-1, 1], '
-                             f'got dtype {a.dtype}')
-        a = to_uint8(a)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fileio.write_atomic(path, lambda f: Image.fromarray(a).save(f, format='PNG'))
-
-
-def iter_images(folder: str | os.PathLike, batch_size: int, size_hw: tuple[int, int] | str,
-                recursive: bool = False, **kwargs) -> Iterable[tuple[np.ndarray, list[Path], list[Skipped]]]:
-    """`iter_batches(list_images(folder, recursive), ...)`."""
-    return iter_batches(list_images(folder, recursive), batch_size, size_hw, **kwargs)

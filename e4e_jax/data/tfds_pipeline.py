@@ -7,7 +7,7 @@ The official train transform (omertov/encoder4editing configs/transforms_config.
 TF's bilinear resize with antialias=True stands in for PIL's bilinear (area-aware when shrinking).
 
 Order: the global batch of step s is permutation(seed, epoch)[k·B:(k+1)·B] with epoch, k = divmod(s,
-n // B) — the same numpy permutation as the numpy loader (train_input.EpochOrder), computed on the host
+n // B) — the same numpy permutation as the numpy loader (e4e_jax/data/epochs.py), computed on the host
 per epoch — so a run resumed at step s starts reading at step s with no iterator state. Each process
 reads only its rows of every global batch (the positions its devices hold, `sharding.process_rows`). Files that fail to decode are dropped by
 `Dataset.ignore_errors` (logged by TF), which shifts the later rows of that batch.
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+
+from e4e_jax.data import epochs
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +48,6 @@ def _tf():
     return tf
 
 
-def _epoch_rows(files: list[Path], global_batch: int, seed: int, start_step: int, rows: np.ndarray
-                ) -> Iterator[tuple[list[str], list[bool]]]:
-    """(paths, flips) of this process's rows, one global batch after another, from `start_step` on."""
-    from e4e_jax.data.train_input import EpochOrder, flip_draw, log_rows
-
-    order = EpochOrder(len(files), global_batch, seed)
-    step = start_step
-    while True:
-        epoch, idx = order.indices(step)
-        mine = [int(i) for i in idx[rows]]
-        log_rows(f"train step {step}", rows, [files[i] for i in mine])
-        yield [str(files[i]) for i in mine], [flip_draw(seed, epoch, i) for i in mine]
-        step += 1
-
-
 def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
                   random_flip: bool, start_step: int, rows: Optional[Sequence[int]] = None):
     """A tf.data.Dataset of this process's (len(rows), H, W, 3) float32 batches in [-1, 1].
@@ -72,7 +59,7 @@ def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, i
     rows = np.arange(global_batch) if rows is None else np.asarray(rows, np.int64)
 
     def items():
-        for paths, flips in _epoch_rows(files, global_batch, seed, start_step, rows):
+        for paths, flips in epochs.process_slices(files, global_batch, seed, start_step, rows):
             for p, f in zip(paths, flips):
                 yield p, bool(f and random_flip)
 

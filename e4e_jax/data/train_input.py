@@ -9,11 +9,10 @@ Sources (config.data.source):
   'synthetic' samples of the frozen generator itself (z ~ N(0, I), random noise), pooled/cropped like
               the reconstructions; generated on the devices, already sharded.
 
-Every batch is a pure function of (seed, step): epoch e uses permutation(seed, e) of the sorted file list,
-drops the last partial batch (official DataLoader drop_last=True), and flips by a per-position draw.
-So a resumed run reads exactly the batches the uninterrupted run would have read, with no iterator state
-in the checkpoint. Each process loads only its rows of every global batch — the rows its devices hold
-under the batch sharding (`sharding.process_rows`), whatever the mesh's device order — and the global
+Every batch is a pure function of (seed, step) (e4e_jax/data/epochs.py: the epoch's permutation of the
+sorted file list, drop_last, a flip coin per file), so a resumed run reads exactly the batches the
+uninterrupted run would have read, with no iterator state in the checkpoint. Each process loads only its
+rows of every global batch — the rows its devices hold under the batch sharding (`sharding.process_rows`), whatever the mesh's device order — and the global
 array is built with `jax.make_array_from_process_local_data`. The test set is read the same way.
 
 A file that cannot be decoded is logged once and replaced by the next readable file of the same epoch's
@@ -23,7 +22,6 @@ At DEBUG level (`e4e-jax train --log-level debug`) every process logs the rows a
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import queue
 import threading
@@ -36,52 +34,12 @@ import numpy as np
 
 from e4e_jax import sharding
 from e4e_jax.data import folder
+from e4e_jax.data.epochs import EpochOrder, flip_draw, log_rows
 
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------- deterministic order
-
-class EpochOrder:
-    """Global positions of step s: permutation(seed, epoch)[k·B:(k+1)·B], epoch = s // (n // B)."""
-
-    def __init__(self, n: int, global_batch: int, seed: int):
-        if n < global_batch:
-            raise ValueError(f"{n} training images are fewer than one global batch of {global_batch}")
-        self.n, self.batch, self.seed = n, global_batch, seed
-        self.steps_per_epoch = n // global_batch
-        self._cache: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        return self._perm(epoch)[0]
-
-    def position(self, epoch: int, index: int) -> int:
-        """Where file `index` sits in `epoch`'s order."""
-        return int(self._perm(epoch)[1][index])
-
-    def _perm(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is None or self._cache[0] != epoch:
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            self._cache = (epoch, (perm, np.argsort(perm)))
-        return self._cache[1]
-
-    def indices(self, step: int) -> tuple[int, np.ndarray]:
-        """(epoch, file indices (B,)) of the global batch of `step`."""
-        epoch, k = divmod(step, self.steps_per_epoch)
-        return epoch, self.permutation(epoch)[k * self.batch:(k + 1) * self.batch]
-
-
-def flip_draw(seed: int, epoch: int, index: int) -> bool:
-    """The horizontal-flip coin of file `index` in `epoch` (p = 0.5)."""
-    return bool(np.random.default_rng([seed, epoch, index, 7]).random() < 0.5)
-
-
-def log_rows(what: str, rows: Sequence[int], files: Sequence[Path | str]) -> None:
-    """DEBUG record of the rows (of a global batch) and files this process reads: `what rows=[..] files=[..]`."""
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("process %d reads %s rows=%s files=%s", jax.process_index(), what, json.dumps([int(r) for r in rows]),
-                  json.dumps([Path(f).name for f in files]))
-
+# ----------------------------------------------------------------------------- readable files
 
 def first_readable(files: list[Path], order: Sequence[int], start: int, size: tuple[int, int],
                    bad: dict[int, str], what: str) -> tuple[int, np.ndarray]:
@@ -142,7 +100,7 @@ def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int,
     z ~ N(0, I) from fold_in(data key of `stream`, step) (stream 0: training, 1: validation); truncation ψ towards latent_avg; random noise; pooled and
     cropped as the reconstructions are; optional horizontal flip; clipped to [-1, 1] like image data.
     """
-    from e4e_jax.training.step import adaptive_avg_pool
+    from e4e_jax.models.resampling import pool_and_crop
 
     gen, cfg = run.nets.generator, run.step_cfg
     psi = float(config.data.synthetic_truncation)
@@ -157,9 +115,7 @@ def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int,
         if psi != 1.0 and center is not None:
             w = center + psi * (w - center)
         img = gen.apply(gen_vars, w, input_is_latent=True, noise_mode="random", rngs={"noise": kn})
-        img = adaptive_avg_pool(img.astype(jnp.float32), cfg.output_size)
-        if cfg.crop_rows is not None:
-            img = img[:, cfg.crop_rows[0]:cfg.crop_rows[1]]
+        img = pool_and_crop(img.astype(jnp.float32), cfg.output_size, cfg.crop_rows)
         if flip:
             img = jnp.where(jax.random.bernoulli(kf, 0.5, (batch, 1, 1, 1)), img[:, :, ::-1], img)
         return jnp.clip(img, -1.0, 1.0)

@@ -32,6 +32,7 @@ import numpy as np
 from e4e_jax.models.fused_styles import fused_style_blocks
 from e4e_jax.models.irse import UNITS, WIDTHS, IRSEBackbone, resolve_sizes
 from e4e_jax.models.layers import TORCH_LRELU_SLOPE, EqualLinear
+from e4e_jax.models.resampling import upsample_bilinear_align_corners
 
 Dtype = Any
 
@@ -59,27 +60,6 @@ def n_styles_for(stylegan_size: int) -> int:
     return 2 * int(math.log2(stylegan_size)) - 2
 
 
-def _align_corners_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation matrix of torch's bilinear resize with align_corners=True."""
-    a = np.zeros((n_out, n_in), np.float64)
-    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    for i in range(n_out):
-        src = i * scale
-        i0 = min(int(np.floor(src)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        lam = src - i0
-        a[i, i0] += 1.0 - lam
-        a[i, i1] += lam
-    return a.astype(np.float32)
-
-
-def upsample_bilinear_align_corners(x, size: tuple[int, int], precision=None):
-    """Resize (B, H, W, C) to (B, size[0], size[1], C) exactly like
-    `F.interpolate(mode='bilinear', align_corners=True)` (separable: rows, then columns)."""
-    ah = jnp.asarray(_align_corners_matrix(size[0], x.shape[1]), x.dtype)
-    aw = jnp.asarray(_align_corners_matrix(size[1], x.shape[2]), x.dtype)
-    x = jnp.einsum("oh,bhwc->bowc", ah, x, precision=precision)
-    return jnp.einsum("pw,bowc->bopc", aw, x, precision=precision)
 
 
 def style_block_spatial(hw: tuple[int, int], nominal: int, follow_map: bool) -> int:

@@ -24,36 +24,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from e4e_jax.models.resampling import resize_bilinear
 
 INPUT_SIZE = 299
 POOL3_DIM = 2048
 BN_EPS = 1e-3
-
-
-def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights of torch's bilinear F.interpolate (align_corners=False, antialias=False)
-    along one axis: src = (dst + 0.5) * n_in / n_out - 0.5, clamped at 0; neighbours x0, min(x0 + 1, n_in - 1)."""
-    scale = np.float32(n_in) / np.float32(n_out)  # torch computes the scale in float32 ...
-    # ... and the source index with one fused multiply-add, rounded once to float32.
-    src = np.maximum(((np.arange(n_out) + 0.5) * np.float64(scale) - 0.5).astype(np.float32), np.float32(0))
-    x0 = np.floor(src).astype(np.int64)
-    x1 = np.minimum(x0 + 1, n_in - 1)
-    l1 = (src - x0.astype(np.float32)).astype(np.float64)
-    m = np.zeros((n_out, n_in), np.float64)
-    np.add.at(m, (np.arange(n_out), x0), 1.0 - l1)
-    np.add.at(m, (np.arange(n_out), x1), l1)
-    return m.astype(np.float32)
-
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int], precision: Any = jax.lax.Precision.HIGHEST) -> jax.Array:
-    """torch F.interpolate(mode='bilinear', align_corners=False) on NHWC: (B, H, W, C) -> (B, h, w, C)."""
-    if x.shape[1:3] == tuple(size):
-        return x  # torch's weights are then the identity
-    mh = jnp.asarray(bilinear_matrix(x.shape[1], size[0]))
-    mw = jnp.asarray(bilinear_matrix(x.shape[2], size[1]))
-    x = jnp.einsum("oh,bhwc->bowc", mh, x, precision=precision)
-    return jnp.einsum("pw,bowc->bopc", mw, x, precision=precision)
 
 
 class BasicConv2d(nn.Module):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import losses as losses_lib
+from e4e_jax.choices import compute_dtype
 from e4e_jax.generate import resolve_upsample
 from e4e_jax.models import encoder_types
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
@@ -24,7 +25,6 @@ from e4e_jax.training.step import Networks, StepConfig
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 W_AVG_SAMPLES, W_AVG_SEED = 10_000, 0
 
 
@@ -170,7 +170,7 @@ def check_w_mode(config) -> None:
 
 
 def build(config) -> Run:
-    dtype = DTYPES[config.compute_dtype]
+    dtype = compute_dtype(config.compute_dtype)
     check_w_mode(config)
     gen_cfg, gen_vars = load_generator(config)
     n_styles = gen_cfg.n_latent

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from e4e_jax import losses as obj
+from e4e_jax.models import resampling
 from e4e_jax.training import optim, pool, schedule
 from e4e_jax.training.state import TrainState
 
@@ -54,7 +55,7 @@ class StepConfig:
     r1_gamma: float = 10.0                      # --r1
     d_reg_every: int = 16                       # --d_reg_every
     start_from_latent_avg: bool = True          # --start_from_latent_avg
-    output_size: tuple[int, int] = (256, 256)   # pSp.face_pool
+    output_size: tuple[int, int] = resampling.FACE_POOL_SIZE  # pSp.face_pool
     crop_rows: Optional[tuple[int, int]] = None  # cars: (32, 224)
     noise_mode: str = "random"                  # official trains with randomize_noise=True
     bn_momentum: float = 0.9                    # flax momentum of the encoder's BatchNorm (torch 0.1)
@@ -79,19 +80,11 @@ class Networks:
     losses: Mapping[str, LossFn]
 
 
-def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
-    """torch AdaptiveAvgPool2d on NHWC (losses.adaptive_avg_pool2d). (B, H, W, C) -> (B, oh, ow, C)."""
-    return obj.adaptive_avg_pool2d(x, tuple(out_hw))
-
-
 def render(generator: nn.Module, gen_vars, codes: jax.Array, cfg: StepConfig, key: jax.Array) -> jax.Array:
     """Codes (B, n, D) -> the image the losses compare: pooled to cfg.output_size and cropped (cars)."""
     images = generator.apply(gen_vars, codes, input_is_latent=True, noise_mode=cfg.noise_mode,
                              rngs={"noise": key})
-    y_hat = adaptive_avg_pool(images, cfg.output_size)
-    if cfg.crop_rows is not None:
-        y_hat = y_hat[:, cfg.crop_rows[0]:cfg.crop_rows[1]]
-    return y_hat
+    return resampling.pool_and_crop(images, cfg.output_size, cfg.crop_rows)
 
 
 def encoder_codes(nets: Networks, params, batch_stats, x, stage, latent_avg, train: bool):

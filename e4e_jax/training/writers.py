@@ -35,7 +35,7 @@ class JsonlWriter:
                      **{k: float(v) for k, v in scalars.items()}})
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]):
-        from e4e_jax.data.folder import save_png
+        from e4e_jax.images import save_png
 
         for name, batch in images.items():
             batch = np.asarray(batch)

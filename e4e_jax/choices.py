@@ -1,0 +1,24 @@
+"""The named choices shared by the command line, the configs and the library: compute dtypes,
+modulated-conv formulations and noise modes.
+
+Plain strings, no JAX import, so building the `e4e-jax` parser stays fast; `compute_dtype` maps a
+name to its jnp dtype where a model is built. The models check the values they are given against their
+own lists (models.layers.MODULATION_PATHS, models.stylegan2.NOISE_MODES); tests/test_choices.py keeps
+these in step with them.
+"""
+from __future__ import annotations
+
+DTYPE_NAMES = ("float32", "bfloat16")  # --dtype, config.compute_dtype; params always stay float32
+# --modulation: 'auto' (the faster one for the backend, generate.resolve_modulation) or one of
+# models.layers.MODULATION_PATHS.
+MODULATIONS = ("auto", "grouped", "activation")
+NOISE_MODES = ("const", "random", "none")  # the stored per-layer buffers, fresh random, or none
+
+
+def compute_dtype(name: str):
+    """The jnp dtype (jnp.float32 or jnp.bfloat16) of a name in DTYPE_NAMES."""
+    import jax.numpy as jnp
+
+    if name not in DTYPE_NAMES:
+        raise KeyError(f"compute dtype must be one of {DTYPE_NAMES}, got {name!r}")
+    return getattr(jnp, name)

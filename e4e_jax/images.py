@@ -1,0 +1,72 @@
+"""Image helpers for every writer of pictures (invert, edit, synthesize, quickstart, training summaries):
+[-1, 1] floats to 8-bit pixels, atomic PNG files, and grids of images for reports.
+
+Reading images is `e4e_jax.data.folder`; this module only turns arrays into pixels and files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from e4e_jax import fileio
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[-1, 1] float image(s) -> uint8, rounded and clipped (NaN -> 0); any shape.
+
+    The official `tensor2im` truncates ((x + 1) / 2 * 255).astype(uint8) instead of rounding,
+    which is up to one level darker and does not round-trip; we round so that
+    `to_uint8(folder.load_image(p))` gives back the 8-bit pixels of an unresized input.
+    """
+    x = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=-1.0)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write an (H, W, 3) or (H, W) image as PNG atomically (`fileio.write_atomic`), so readers never
+    see a partial file. uint8 is written as is; floats are taken to be in [-1, 1] and go through
+    `to_uint8`."""
+    path = Path(path)
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise ValueError(f"save_png({str(path)!r}): expected an (H, W, 3) or (H, W) image, "
+                         f"got shape {a.shape}")
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"save_png({str(path)!r}): expected uint8 or float in [-1, 1], "
+                             f"got dtype {a.dtype}")
+        a = to_uint8(a)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.write_atomic(path, lambda f: Image.fromarray(a).save(f, format="PNG"))
+
+
+def fit(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """uint8 or [-1, 1] float (H, W, 3) → uint8 (h, w, 3), bilinear-resized if the size differs."""
+    u8 = img if img.dtype == np.uint8 else to_uint8(img)
+    if u8.shape[:2] == tuple(hw):
+        return u8
+    return np.asarray(Image.fromarray(u8).resize((hw[1], hw[0]), Image.BILINEAR))
+
+
+def make_grid(rows: Sequence[Sequence[np.ndarray]], cell_hw: tuple[int, int] | None = None, pad: int = 2) -> np.ndarray:
+    """Tile rows of images (each uint8 or [-1, 1] float, (H, W, 3)) into one uint8 image.
+
+    Every cell is resized to `cell_hw` (default: the first image's size); short rows are padded
+    with white cells.
+    """
+    if not rows or not rows[0]:
+        raise ValueError("make_grid needs at least one image")
+    h, w = cell_hw or rows[0][0].shape[:2]
+    n_cols = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = fit(np.asarray(img), (h, w))
+    return grid

@@ -1,0 +1,158 @@
+"""`edit_folder(options)`: edit inverted latents along one direction (InterFaceGAN, GANSpace or SeFa), render
+them and write OUTPUT/latents.npy (F, N, n_latent, 512) for F strengths, OUTPUT/images/NNNNN_sS.png and
+OUTPUT/grid.png whose rows are (source | inversion | one column per strength). The `edit` command and
+the quickstart call it.
+
+Returns the exit code (e4e_jax/errors.py); bad inputs raise UserError before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from e4e_jax import editing, fileio, generate, outdir
+from e4e_jax.data.folder import Skipped, load_image
+from e4e_jax.errors import EXIT_OK, UserError
+from e4e_jax.images import make_grid, save_png
+from e4e_jax.variable_checks import require_finite
+
+GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
+# What edit writes into --output (and so all that --overwrite removes there).
+OWNED = ("latents.npy", "grid.png")
+IMAGE_NAME = "[0-9][0-9][0-9][0-9][0-9]_s*.png"
+OWNED_IMAGES = (IMAGE_NAME, fileio.temp_glob(IMAGE_NAME))
+
+
+@dataclasses.dataclass(frozen=True)
+class EditOptions:
+    """One edit sweep; the fields are the `e4e-jax edit` options (see its --help). Exactly one of
+    interfacegan, ganspace, sefa names the direction."""
+
+    model: str | Path                        # e4e or stylegan2 bundle (its generator renders)
+    latents: Path                            # an invert output folder or a .npy of W+ codes
+    output: Path
+    strengths: Sequence[float]
+    interfacegan: Optional[Path] = None      # direction file
+    ganspace: Optional[Path] = None          # PCA file, with component and layers 'START-END'
+    sefa: Optional[int] = None               # eigenvector index (0 = strongest)
+    component: Optional[int] = None
+    layers: Optional[str] = None             # GANSpace 'START-END'; SeFa 'all', '0-5', '0,2,4'
+    batch_size: int = 8
+    max_grid_rows: int = 8
+    overwrite: bool = False
+
+
+def read_latents(path: Path, cfg):
+    """(checked W+ latents (N, n_latent, D), source image paths or []) of an invert folder or a .npy."""
+    sources = []
+    lat_path = path
+    if path.is_dir():
+        outdir.refuse_in_use(path, "--latents")
+        lat_path = path / "latents.npy"
+        if not lat_path.is_file():
+            raise UserError(f"--latents {path} has no latents.npy; pass an `e4e-jax invert` output folder or a .npy")
+        files_txt = path / "files.txt"
+        sources = files_txt.read_text().splitlines() if files_txt.is_file() else []
+    return generate.check_latents(fileio.load_npy(lat_path), cfg, str(lat_path)), sources
+
+
+def edited_latents(opts: EditOptions, latents, gen_params):
+    """(F, N, n, D) edited codes for the chosen method."""
+    if opts.interfacegan:
+        try:
+            return editing.interfacegan_sweep(latents, editing.load_interfacegan_direction(opts.interfacegan),
+                                              opts.strengths)
+        except ValueError as e:
+            raise ValueError(f"{opts.interfacegan}: {e}; use a direction made for this generator") from e
+    if opts.ganspace:
+        if opts.component is None or not opts.layers or "-" not in opts.layers:
+            raise ValueError("--ganspace needs --component N and --layers START-END")
+        try:
+            start, end = (int(v) for v in opts.layers.split("-"))
+        except ValueError:
+            raise ValueError(f"--layers {opts.layers!r}: expected START-END, e.g. 4-8") from None
+        pca = editing.load_ganspace_pca(opts.ganspace)
+        return editing.ganspace_sweep(latents, pca, opts.component, start, end, opts.strengths)
+    factors = editing.sefa_factorize(gen_params, opts.layers or "all")
+    if not 0 <= opts.sefa < factors.eigvecs.shape[0]:
+        raise ValueError(f"--sefa index {opts.sefa} out of range 0..{factors.eigvecs.shape[0] - 1}")
+    return editing.sefa_sweep(latents, factors.eigvecs[opts.sefa], factors.layers, opts.strengths)
+
+
+def check_output(opts: EditOptions) -> None:
+    """Refuse an --output that is or holds an input, or is a file or not writable."""
+    inputs = [opts.latents, Path(opts.model), opts.interfacegan, opts.ganspace]
+    outdir.refuse_input_overlap(opts.output, inputs, "--output")
+    if opts.output.exists() and not opts.output.is_dir():
+        raise UserError(f"--output {opts.output} is a file; --output names a folder")
+    outdir.refuse_unwritable(opts.output, "--output")
+
+
+def check_output_free(opts: EditOptions) -> None:
+    """Under the folder's lock: refuse a non-empty --output without --overwrite."""
+    if not opts.overwrite and not outdir.is_empty_dir(opts.output):
+        raise UserError(f"--output {opts.output} is not empty; choose another folder or pass --overwrite "
+                        f"(which replaces only edit's own files: {', '.join(OWNED)}, images/NNNNN_s*.png)")
+
+
+def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:
+    """latents.npy, images/ and grid.png into --output (locked by the caller), replacing only edit's own
+    files of an earlier run."""
+    n_f, n = edits.shape[:2]
+    images = opts.output / "images"
+    for folder in (opts.output, images):
+        fileio.remove_stale_temps(folder)
+    if opts.overwrite:
+        outdir.remove_owned(opts.output, OWNED)
+        outdir.remove_owned(images, OWNED_IMAGES)
+    fileio.save_npy(opts.output / "latents.npy", edits)
+    images.mkdir(exist_ok=True)
+    for f, s in enumerate(opts.strengths):
+        for i in range(n):
+            save_png(images / f"{i:05d}_s{s:+g}.png", edited[f, i])
+    rows = []
+    for i in range(min(n, opts.max_grid_rows)):
+        row = []
+        if i < len(sources):
+            src = load_image(sources[i], inversions.shape[1:3])
+            row.append(src if not isinstance(src, Skipped) else np.zeros_like(inversions[i]))
+        row.append(inversions[i])
+        row.extend(edited[f, i] for f in range(n_f))
+        rows.append(row)
+    h, w = inversions.shape[1:3]
+    zoom = max(1, -(-GRID_MIN_CELL // max(h, w)))  # small generators: enlarge cells so the grid is viewable
+    save_png(opts.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom)))
+
+
+def edit_folder(opts: EditOptions) -> int:
+    """Edit, render, write (module docstring); returns EXIT_OK."""
+    if sum(x is not None for x in (opts.interfacegan, opts.ganspace, opts.sefa)) != 1:
+        raise UserError("pass exactly one of --interfacegan, --ganspace, --sefa")
+    check_output(opts)
+    with outdir.claim(opts.output, "e4e-jax edit"):  # one writer per folder; removed again if we fail first
+        check_output_free(opts)
+        cfg, variables = generate.load_generator(opts.model)
+        latents, sources = read_latents(opts.latents, cfg)
+        try:
+            edits = np.asarray(edited_latents(opts, latents, variables["params"]), np.float32)
+        except (ValueError, KeyError) as e:  # bad direction / PCA file or edit arguments, each named
+            raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
+        require_finite(edits, "the edited latents", "check the direction file and --strengths")
+        n_f, n = edits.shape[:2]
+        # Render inversions (strength-free) and every edit in one stream of batches; check before writing.
+        stream = np.concatenate([latents, edits.reshape((-1,) + latents.shape[1:])])
+        rendered = []
+        with tqdm(total=len(stream), desc="edit", unit="img") as bar:
+            for imgs in generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size):
+                rendered.append(imgs)
+                bar.update(len(imgs))
+        rendered = np.concatenate(rendered)
+        require_finite(rendered, "the rendered edits", "the edits move the latents too far (lower --strengths)")
+        inversions, edited = rendered[:n], rendered[n:].reshape((n_f, n) + rendered.shape[1:])
+        _write(opts, edits, inversions, edited, sources)
+    print(f"wrote {n_f} x {n} edited images, latents and grid.png to {opts.output}")
+    return EXIT_OK

@@ -1,0 +1,112 @@
+"""`synthesize_file(options)`: W or W+ latents (.npy) in, the generator's images out: OUTPUT.npy (N, H, W, 3)
+float32 in the generator's raw range (about [-1, 1]) and optionally one PNG per image, PNG/NNNNNN.png (the
+`synthesize` command).
+
+The .npy is written through a memory map beside the target and renamed into place at the end; a failed
+run leaves neither it nor a partial set of PNGs. Returns the exit code (e4e_jax/errors.py); bad inputs
+raise UserError before anything is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from e4e_jax import fileio, generate, outdir
+from e4e_jax.errors import EXIT_OK, UserError
+from e4e_jax.images import save_png
+from e4e_jax.variable_checks import require_finite
+
+# Names synthesize gives its PNGs (NNNNNN.png) and their temporary files: all --overwrite removes there.
+PNG_NAME = "[0-9][0-9][0-9][0-9][0-9][0-9].png"
+PNG_PATTERNS = (PNG_NAME, fileio.temp_glob(PNG_NAME))
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesizeOptions:
+    """The `e4e-jax synthesize` options (see its --help)."""
+
+    model: str | Path                    # stylegan2 (or e4e) bundle
+    latents: Path                        # .npy of W (N, 512) or W+ (N, n_latent, 512) codes
+    output: Path                         # the .npy to write
+    png: Optional[Path] = None           # folder for one PNG per image
+    overwrite: bool = False
+    noise: str = "const"                 # choices.NOISE_MODES
+    truncation: float = 1.0              # psi towards w_avg (1: off)
+    batch_size: int = 8
+    modulation: str = "auto"             # choices.MODULATIONS
+    dtype: str = "float32"               # choices.DTYPE_NAMES
+    seed: int = 0                        # for noise='random'
+
+
+def check_outputs(opts: SynthesizeOptions) -> None:
+    """Refuse outputs that are or hold an input, or are of the wrong type or not writable (UserError)."""
+    inputs = [Path(opts.latents), Path(opts.model)]
+    outdir.refuse_input_overlap(opts.output, inputs, "--output")
+    if opts.output.is_dir():
+        raise UserError(f"--output {opts.output} is a folder; --output names the .npy file to write")
+    outdir.refuse_unwritable(opts.output.parent, "--output")
+    if opts.png is not None:
+        outdir.refuse_input_overlap(opts.png, inputs, "--png")
+        if opts.png.exists() and not opts.png.is_dir():
+            raise UserError(f"--png {opts.png} is a file; --png names a folder for the PNGs")
+        outdir.refuse_unwritable(opts.png, "--png")
+
+
+def check_outputs_free(opts: SynthesizeOptions) -> None:
+    """Under the outputs' locks: refuse an earlier result without --overwrite."""
+    if opts.overwrite:
+        return
+    if opts.output.exists():
+        raise UserError(f"--output {opts.output} exists; choose another file or pass --overwrite")
+    if opts.png is not None and not outdir.is_empty_dir(opts.png):
+        raise UserError(f"--png {opts.png} is not empty; choose another folder or pass --overwrite "
+                        "(which replaces only synthesize's NNNNNN.png files there)")
+
+
+def synthesize_file(opts: SynthesizeOptions) -> int:
+    """Render, write (module docstring); returns EXIT_OK."""
+    check_outputs(opts)
+    with contextlib.ExitStack() as stack:  # one writer per output, from here to the end
+        stack.enter_context(outdir.lock_target(opts.output, "e4e-jax synthesize"))
+        if opts.png is not None:
+            stack.enter_context(outdir.claim(opts.png, "e4e-jax synthesize"))
+        check_outputs_free(opts)
+        cfg, variables = generate.load_generator(opts.model)
+        latents = generate.load_latents(opts.latents, cfg)
+        n = latents.shape[0]
+        fileio.remove_stale_temps(opts.output.parent, target=opts.output.name)
+        if opts.png is not None and opts.overwrite:
+            outdir.remove_owned(opts.png, PNG_PATTERNS)
+        written: list[Path] = []
+        try:
+            with fileio.replacing(opts.output) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))
+                batches = generate.iter_synthesize(cfg, variables, latents, batch_size=opts.batch_size,
+                                                   seed=opts.seed, modulation=opts.modulation, dtype=opts.dtype,
+                                                   noise_mode=opts.noise, truncation=opts.truncation)
+                done = 0
+                with tqdm(total=n, desc="synthesize", unit="img") as bar:
+                    for imgs in batches:
+                        require_finite(imgs, f"the images rendered from {opts.latents}[{done}:{done + len(imgs)}]",
+                                       "the latents are too far from the generator's range (or the model is "
+                                       "damaged)")
+                        out[done:done + len(imgs)] = imgs
+                        if opts.png is not None:
+                            for i, img in enumerate(imgs):
+                                written.append(opts.png / f"{done + i:06d}.png")
+                                save_png(written[-1], img)
+                        done += len(imgs)
+                        bar.update(len(imgs))
+                out.flush()
+                del out  # closes the memmap before the rename
+        except BaseException:
+            for p in written:  # a failed run leaves no partial set of PNGs
+                p.unlink(missing_ok=True)
+            raise
+    print(f"wrote {n} images to {opts.output}")
+    return EXIT_OK
