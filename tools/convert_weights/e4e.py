@@ -193,7 +193,7 @@ def convert(sources: list[Path], encoder_type: str | None = None,
     if len(sources) != 1:
         raise ValueError("e4e takes exactly one source file (the e4e/pSp checkpoint)")
     from e4e_jax.models.encoder_types import ENCODER_TYPES
-    from tools.convert_weights.safe_torch import load_checkpoint
+    from e4e_jax.torchfile import load_checkpoint
 
     path = Path(sources[0])
     ckpt = load_checkpoint(path)

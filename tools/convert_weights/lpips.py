@@ -126,7 +126,7 @@ def infer_net(state: dict[str, np.ndarray], source: str) -> str:
 def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
     from e4e_jax.models.lpips import CHANNELS, conv_indices
-    from tools.convert_weights.safe_torch import load_checkpoint
+    from e4e_jax.torchfile import load_checkpoint
 
     if options:
         raise ValueError(f"lpips: unknown options {sorted(options)}; supported: net=alex|vgg")

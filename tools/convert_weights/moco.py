@@ -102,7 +102,7 @@ def _state_dict(ckpt: Any, path: Path) -> Mapping[str, Any]:
 
 def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
-    from tools.convert_weights.safe_torch import load_checkpoint
+    from e4e_jax.torchfile import load_checkpoint
 
     path = single_source("moco", sources, options, "the MoCo checkpoint")
     state = _state_dict(load_checkpoint(path), path)

@@ -16,7 +16,7 @@ def single_source(kind: str, sources: list, options: dict, expected: str) -> Pat
 
 def load_state_dict(path: Path, what: str) -> dict[str, Any]:
     """The state dict of a checkpoint read by the safe reader: the object itself, or its 'state_dict'."""
-    from tools.convert_weights.safe_torch import load_checkpoint
+    from e4e_jax.torchfile import load_checkpoint
 
     obj = load_checkpoint(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

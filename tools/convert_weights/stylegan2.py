@@ -161,7 +161,7 @@ def convert(sources: list[Path], w_avg_samples: str | int = DEFAULT_W_AVG_SAMPLE
         raise ValueError(f"stylegan2: unknown options {sorted(options)}; supported: w_avg_samples")
     if len(sources) != 1:
         raise ValueError("stylegan2 takes exactly one source file")
-    from tools.convert_weights.safe_torch import load_checkpoint
+    from e4e_jax.torchfile import load_checkpoint
 
     path = Path(sources[0])
     ckpt = load_checkpoint(path)
