@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax import domains
 from e4e_jax.losses import adaptive_avg_pool2d
 from e4e_jax.models.inception import FIDInceptionV3
 from e4e_jax.models.lpips import LPIPS
@@ -66,8 +67,8 @@ def to_encoder_frame(images: jax.Array, input_hw: tuple[int, int]) -> jax.Array:
         return images
     if w != POOL_SIZE[1] or h > POOL_SIZE[0]:
         raise ValueError(f"encoder input {h}x{w} is neither 256x256 nor a centred 256-wide crop (cars: 192x256)")
-    top = (POOL_SIZE[0] - h) // 2
-    return images[:, top:top + h]
+    top, bottom = domains.centred_rows(POOL_SIZE[0], h)
+    return images[:, top:bottom]
 
 
 # ---------------------------------------------------------------------------------------- distortion

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from e4e_jax import domains
 from e4e_jax.errors import UserError
 
 
@@ -143,8 +144,8 @@ def ffhq_w() -> ml_collections.ConfigDict:
 def cars() -> ml_collections.ConfigDict:
     c = base()
     c.dataset_type = "cars_encode"
-    c.data.image_size = (192, 256)
-    c.crop_rows = (32, 224)
+    c.data.image_size = domains.CARS_INPUT_HW
+    c.crop_rows = domains.cars_rows(c.output_size[0])  # of the 256x256 pooled output: (32, 224)
     c.similarity = "moco"
     c.id_lambda = 0.5
     c.max_steps = 200_000                  # official README command for cars
