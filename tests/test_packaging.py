@@ -21,7 +21,7 @@ def installed(tmp_path_factory):
     src = tmp / "src"
     src.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("setup.py", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for name in ("e4e_jax", "tools"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
