@@ -80,6 +80,32 @@ def make_checkpoint(work: Path, official: Path) -> tuple[Path, Path]:
     return ckpt, bundle
 
 
+def make_random_bundle(work: Path) -> Path:
+    """An e4e bundle with random weights made by e4e-jax alone (full IR-SE50 encoder, 1024² generator):
+    for runs of `--sides ours` on a machine without the official code. Speed does not depend on the
+    weights' values."""
+    bundle = work / "bundle_random"
+    if bundle.is_dir():
+        return bundle
+    import jax
+    import jax.numpy as jnp
+
+    from e4e_jax import bundle as bundle_lib
+    from e4e_jax.models.encoder import Encoder4Editing
+    from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+
+    gen_cfg = StyleGAN2Config.rosinality(IMAGE_SIZE)
+    enc = Encoder4Editing(n_styles=gen_cfg.n_latent)
+    enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, 256, 256, 3)))
+    latent_avg = np.asarray(jax.random.normal(jax.random.key(2), (gen_cfg.n_latent, gen_cfg.style_dim))) * 0.1
+    arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": gen_cfg.n_latent,
+                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": [256, 256]},
+            "generator": gen_cfg.to_dict(), "domain": "ffhq"}
+    variables = {"encoder": enc_vars, "generator": init_variables(gen_cfg, jax.random.key(0)),
+                 "latent_avg": latent_avg}
+    return bundle_lib.save(bundle, "e4e", arch, variables)
+
+
 def stub_dlib(work: Path) -> Path:
     d = work / "stubs"
     d.mkdir(exist_ok=True)
@@ -150,6 +176,12 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--bundle", type=Path, default=None, help="an existing e4e bundle (skips the official "
                    "checkpoint; for a smoke run of --sides ours without the official code)")
+    p.add_argument("--random-bundle", action="store_true", help="a random bundle made by e4e-jax (no "
+                   "official code needed; --sides ours only)")
+    p.add_argument("--ours-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="environment of our runs (to compare variants of one build side by side)")
+    p.add_argument("--tag", default="ours", help="key of our results in the JSON (one per --ours-env)")
+    p.add_argument("--warm", action="store_true", help="keep the compilation cache (skip the cold runs)")
     p.add_argument("--photo-size", type=int, default=IMAGE_SIZE)
     args = p.parse_args()
     work = args.workdir.resolve()
@@ -160,7 +192,10 @@ def main() -> None:
     t0 = time.perf_counter()
     make_photos(work / "photos", max(args.sizes), args.photo_size)
     folders = {n: subset(work / "photos", n, work / f"in_{n}") for n in args.sizes}
-    ckpt, bundle = (None, args.bundle) if args.bundle else make_checkpoint(work, args.official)
+    if args.random_bundle:
+        ckpt, bundle = None, make_random_bundle(work)
+    else:
+        ckpt, bundle = (None, args.bundle) if args.bundle else make_checkpoint(work, args.official)
     print(f"setup {time.perf_counter() - t0:.1f} s", flush=True)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -177,17 +212,21 @@ def main() -> None:
                 print(f"official {mode} N={n}: {off[f'{mode}_{n}']:.1f} s", flush=True)
         results["official"] = off
     if "ours" in args.sides:
-        jenv = dict(env, E4E_JAX_CACHE_DIR=str(work / "xla_cache"), XLA_PYTHON_CLIENT_PREALLOCATE="false")
-        shutil.rmtree(work / "xla_cache", ignore_errors=True)
-        ours = {"cold_images_256": run_ours(bundle, folders[min(args.sizes)], work / "ours_cold", args.batch, False,
-                                             args.dtype, jenv)}
-        run_ours(bundle, folders[min(args.sizes)], work / "ours_cold_l", args.batch, True, args.dtype, jenv)
+        jenv = dict(env, E4E_JAX_CACHE_DIR=str(work / "xla_cache"), XLA_PYTHON_CLIENT_PREALLOCATE="false",
+                    **dict(kv.split("=", 1) for kv in args.ours_env))
+        ours = {}
+        if not args.warm:
+            shutil.rmtree(work / "xla_cache", ignore_errors=True)
+            ours["cold_images_256"] = run_ours(bundle, folders[min(args.sizes)], work / "ours_cold", args.batch,
+                                               False, args.dtype, jenv)
+            run_ours(bundle, folders[min(args.sizes)], work / "ours_cold_l", args.batch, True, args.dtype, jenv)
         for mode in ("latents", "images"):
             for n in args.sizes:
                 ours[f"{mode}_{n}"] = run_ours(bundle, folders[n], work / f"ours_{mode}_{n}", args.batch,
                                                mode == "latents", args.dtype, jenv)
-                print(f"ours {mode} N={n}: {ours[f'{mode}_{n}']}", flush=True)
-        results["ours"] = ours
+                print(f"{args.tag} {mode} N={n}: {ours[f'{mode}_{n}']}", flush=True)
+        ours["env"] = args.ours_env
+        results[args.tag] = ours
     if "drift" in args.sides:
         jenv = dict(env, E4E_JAX_CACHE_DIR=str(work / "xla_cache"), XLA_PYTHON_CLIENT_PREALLOCATE="false")
         results["fast_decode_drift"] = drift(bundle, folders[min(args.sizes)], work, jenv, args.dtype)
@@ -199,12 +238,12 @@ def main() -> None:
         if "official" in results:
             o = results["official"]
             row.update(official_wall_n2=o[f"{mode}_{n2}"], official_steady=steady(n1, o[f"{mode}_{n1}"], n2, o[f"{mode}_{n2}"]))
-        if "ours" in results:
-            u = results["ours"]
+        if args.tag in results:
+            u = results[args.tag]
             row.update(ours_wall_n2=u[f"{mode}_{n2}"]["wall_s"],
                        ours_steady=steady(n1, u[f"{mode}_{n1}"]["wall_s"], n2, u[f"{mode}_{n2}"]["wall_s"]),
                        ours_first_batch=u[f"{mode}_{n2}"]["first_batch_from_start_s"])
-        if "official" in results and "ours" in results:
+        if "official" in results and args.tag in results:
             row.update(steady_ratio=round(row["ours_steady"] / row["official_steady"], 2),
                        wall_ratio=round(row["official_wall_n2"] / row["ours_wall_n2"], 2))
         rows.append(row)

@@ -56,11 +56,12 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="+", default=["A", "D", "W"])
     args = p.parse_args(argv)
     from e4e_jax.commands.quickstart import l2_curve
-    from e4e_jax.training import presets, train_and_evaluate
+    from e4e_jax.configs import tiny
+    from e4e_jax.training import train_and_evaluate
 
     rows = {}
     for abl in args.configs:
-        config = presets.tiny()
+        config = tiny.get_config()
         config.ablation = abl
         config.max_steps = args.steps
         work = args.workdir / abl

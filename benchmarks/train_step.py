@@ -5,7 +5,7 @@
 
 Variants:
   l2    encoder (IR-SE50 e4e, 256x256 input) fwd+bwd through the frozen generator with an L2 loss only, no
-        discriminator, all deltas: the setting of the official PyTorch figure in DESIGN.md §9 (182 ms at
+        discriminator, all deltas: the setting of the official PyTorch figure in BUILD_NOTES.md (182 ms at
         batch 8 on an H100).
   full  every loss of the FFHQ config: L2 + LPIPS(alex) + ArcFace ID + latent discriminator (with R1 every
         16 steps: the timed loop covers whole 16-step periods) + Δ-regularisation in a progressive stage.
@@ -29,10 +29,10 @@ from benchmarks.common import device_info, peak_memory_bytes  # noqa: E402
 
 
 def build_config(size: int, batch: int, variant: str, dtype: str):
+    from e4e_jax.configs import ffhq
     from e4e_jax.models.stylegan2 import rosinality_channels
-    from e4e_jax.training import presets
 
-    c = presets.ffhq()
+    c = ffhq.get_config()
     c.generator.random_init = dict(size=size, channels=rosinality_channels(size, 2), style_dim=512, n_mlp=8, seed=0)
     c.random_loss_networks = True
     c.data.source = "synthetic"

@@ -1,4 +1,4 @@
-"""Model bundles: the one on-disk format for converted and trained models (DESIGN.md §3).
+"""Model bundles: the one on-disk format for converted and trained models (docs/architecture.md, "Model bundles").
 
 A bundle is a directory::
 

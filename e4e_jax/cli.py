@@ -1,4 +1,5 @@
-"""The `e4e-jax` command (DESIGN.md §5). Each sub-command lives in `e4e_jax/commands/<name>.py`."""
+"""The `e4e-jax` command (docs/architecture.md, "Command line"). Each sub-command lives in
+`e4e_jax/commands/<name>.py`."""
 from __future__ import annotations
 
 import argparse

@@ -69,6 +69,11 @@ def save(path: str | os.PathLike, architecture: E4EArchitecture, variables: Mapp
                        overwrite=overwrite)
 
 
+def read_architecture(path: str | os.PathLike) -> E4EArchitecture:
+    """The architecture of an e4e bundle from its config.json alone (the weights are not read)."""
+    return E4EArchitecture.from_dict(bundle.read_config(path, KIND)["architecture"])
+
+
 def load(path: str | os.PathLike) -> tuple[E4EArchitecture, dict[str, Any], dict[str, Any]]:
     """(architecture, variables, the whole config.json) of an e4e bundle; BundleError for another kind
     or a damaged bundle."""

@@ -1,4 +1,5 @@
-"""Data-parallel placement over every local device (DESIGN.md §7): one mesh axis 'data'.
+"""Data-parallel placement over every local device (docs/architecture.md, "Data path of a
+training step"): one mesh axis 'data'.
 
 Batches are sharded along axis 0 (`P('data')`), parameters are replicated (`P()`).
 """

@@ -1,4 +1,4 @@
-"""The parity criterion of DESIGN.md §2, defined once for every parity test.
+"""The parity criterion of docs/architecture.md ("Numerics"), defined once for every parity test.
 
 fp32 on CPU: max |ours − reference| ≤ 1e-4 · max(1, max |reference|), for images, latents and
 features alike.

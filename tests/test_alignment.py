@@ -20,19 +20,15 @@ from PIL import Image
 
 from e4e_jax import alignment as al
 from tests import ffhq_reference as ref
+from tests.assets import require
 
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout; E4E_SHARED names it elsewhere (e.g. from a git worktree).
-IMAGES = Path(os.environ.get("E4E_SHARED", ROOT.parent / "shared")) / "assets" / "e4e" / "images"
 SIZE = 256            # most tests align at 256 to stay fast
 BACKGROUND = (90, 110, 130)
 
 
 def _photo(name: str) -> Path:
-    p = IMAGES / name
-    if not p.is_file():
-        pytest.skip(f"official sample photo {p} not found (they live in ../shared/assets/e4e/images)")
-    return p
+    return require(f"images/{name}")
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

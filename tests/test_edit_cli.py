@@ -1,8 +1,6 @@
 """`e4e-jax edit` with the official InterFaceGAN / GANSpace files and SeFa, on a small generator."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
@@ -11,9 +9,9 @@ from PIL import Image
 from e4e_jax import bundle, editing
 from e4e_jax.cli import main as cli_main
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from tests.assets import E4E_ASSETS, needs_assets
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "e4e"
-needs_assets = pytest.mark.skipif(not ASSETS.is_dir(), reason=f"official assets not found at {ASSETS}")
+ASSETS = E4E_ASSETS
 
 
 @pytest.fixture(scope="module")

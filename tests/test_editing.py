@@ -2,15 +2,13 @@
 the published formulas (InterFaceGAN w + αn; GANSpace's official get_delta; SeFa's eigenvectors of
 the column-normalised modulation weights), and on the official direction / PCA files."""
 
-from pathlib import Path
-
 import jax
 import numpy as np
 import pytest
 
 from e4e_jax import editing
+from tests.assets import require
 
-ASSETS = Path(__file__).resolve().parents[2] / 'shared' / 'assets' / 'e4e'
 ATOL = 1e-5
 
 
@@ -229,10 +227,7 @@ def test_sefa_edit_changes_only_selected_layers_linearly():
 # ----------------------------------------------------------------------------- official files
 
 def _assets(sub):
-    d = ASSETS / sub
-    if not d.is_dir():
-        pytest.skip(f'official e4e assets not found at {d} (they live in ../shared/assets/e4e)')
-    return d
+    return require(sub)
 
 
 def _torch_load(path):

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from e4e_jax.data import folder
+from tests.assets import require
 
 pytestmark = pytest.mark.filterwarnings('ignore::PIL.Image.DecompressionBombWarning')
 
-ASSETS = Path(__file__).resolve().parents[2] / 'shared' / 'assets' / 'e4e'
 RNG = np.random.default_rng(1234)
 
 
@@ -266,9 +266,7 @@ def test_no_tensorflow_or_torch_import():
 
 
 def test_real_sample_photos():
-    images = ASSETS / 'images'
-    if not images.is_dir():
-        pytest.skip(f'official sample photos not found at {images} (they live in ../shared/assets/e4e)')
+    images = require('images')
     paths = folder.list_images(images)
     assert [p.name for p in paths] == ['car_img.jpg', 'church_img.jpg', 'horse_img.jpg', 'input_img.jpg']
     for p in paths:

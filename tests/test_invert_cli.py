@@ -15,8 +15,9 @@ from e4e_jax import bundle
 from e4e_jax.cli import main as cli_main
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from tests.assets import E4E_ASSETS
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "e4e" / "images"
+ASSETS = E4E_ASSETS / "images"  # optional here: the official photos join the mixed folder if present
 
 
 # A small IR-SE encoder (the tiny preset's sizes) for tests that exercise the job, not the network.
@@ -159,3 +160,21 @@ def test_bf16_model_stores_conv_kernels_cast_with_the_same_result(e4e_bundle):
     lat_f32, img_f32 = invert(stored, x)
     np.testing.assert_array_equal(np.asarray(lat_cast), np.asarray(lat_f32))
     np.testing.assert_array_equal(np.asarray(img_cast), np.asarray(img_f32))
+
+
+@pytest.mark.parametrize("domain", ["ffhq", "cars"])
+def test_describe_e4e_gives_the_stored_shapes_without_the_weights(tmp_path, domain):
+    """The job compiles from `describe_e4e` while the weights load: its abstract variables must be those
+    `load_e4e` returns (else every run would compile twice), for both compute dtypes."""
+    from e4e_jax import inversion
+
+    path = make_e4e_bundle(tmp_path / "b", domain=domain, encoder_sizes=SMALL_ENCODER)
+    for dtype in ("float32", "bfloat16"):
+        abstract = inversion.describe_e4e(str(path), dtype=dtype)
+        loaded = inversion.load_e4e(str(path), dtype=dtype)
+        assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree_util.tree_leaves(abstract.variables))
+        assert inversion.same_shapes(abstract.variables, loaded.variables)
+        assert (abstract.input_hw, abstract.domain, abstract.gen_config) == \
+            (loaded.input_hw, loaded.domain, loaded.gen_config)
+    other = {**loaded.variables, "latent_avg": np.zeros((3, 512), np.float32)}
+    assert not inversion.same_shapes(abstract.variables, other)

@@ -2,8 +2,6 @@
 the functional LatentCodesPool and the progressive schedule."""
 from __future__ import annotations
 
-import random
-
 import jax
 import jax.numpy as jnp
 import numpy as np

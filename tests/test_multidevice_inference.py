@@ -39,6 +39,16 @@ SCRIPT = textwrap.dedent("""
     assert lat4.shape == (5, 6, 512) and img4.shape == (5, 16, 16, 3)
     np.testing.assert_allclose(lat4, lat1, atol=1e-4)
     np.testing.assert_allclose(img4, img1, atol=1e-4)
+
+    # The copy back through pinned host memory (the route on GPU/TPU), forced on the CPU devices:
+    # the same values, sharded the same way, in host memory.
+    mesh = sharding.data_mesh(jax.devices())
+    a = sharding.shard_batch(np.arange(8 * 3, dtype=np.uint8).reshape(8, 3), mesh)
+    for pinned in (True, False):
+        (back,) = inversion._to_host_memory((a,), pinned=pinned)
+        assert back.sharding.memory_kind == ("pinned_host" if pinned else a.sharding.memory_kind)
+        assert back.sharding.device_set == a.sharding.device_set
+        np.testing.assert_array_equal(np.asarray(back), np.asarray(a))
     print("OK")
 """)
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from e4e_jax import sharding
+from e4e_jax.configs import tiny
 from e4e_jax.data import folder, tfds_pipeline, train_input
-from e4e_jax.training import presets
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,8 @@ def test_tfds_pipeline_reads_the_same_batches(image_dir, image_dir_with_bad):
 
 
 def test_synthetic_source_is_deterministic_and_image_like():
-    from tests.training_helpers import small_config
     from e4e_jax.training import networks
+    from tests.training_helpers import small_config
 
     config = small_config(batch_size=4)
     run = networks.build(config)
@@ -131,7 +131,7 @@ def test_synthetic_source_is_deterministic_and_image_like():
 
 
 def test_test_folder_batches_in_sorted_order_with_a_bad_file_replaced(image_dir_with_bad, caplog):
-    config = presets.tiny()
+    config = tiny.get_config()
     config.data.source, config.data.test_dir, config.data.image_size = "folder", str(image_dir_with_bad), (8, 8)
     config.test_batch_size, config.max_val_batches = 4, -1
     mesh = sharding.data_mesh(jax.devices()[:1])

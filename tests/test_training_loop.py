@@ -14,8 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from e4e_jax import configs
 from e4e_jax.commands import train as train_cmd
-from e4e_jax.training import presets
+from e4e_jax.configs import ffhq_w
+from e4e_jax.training import config_rules
 from e4e_jax.training.loop import NonFiniteLossError, train_and_evaluate
 from tests.training_helpers import small_config
 
@@ -96,21 +98,40 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI config handling
 
-def test_config_overrides_parse_like_config_flags():
-    c = presets.cars()
-    train_cmd.apply_overrides(c, [("batch_size", "16"), ("learning_rate", "3e-4"), ("use_w_pool", "false"),
-                                  ("data.train_dir", "/data/cars"), ("crop_rows", "(0, 192)"),
-                                  ("data.image_size", "[128, 128]"), ("progressive_start", "100"),
-                                  ("lpips_bundle", "123")])
+def test_config_overrides_parse_with_config_flags():
+    c = train_cmd.load_config("cars", ["--config.batch_size=16", "--config.learning_rate=3e-4",
+                                       "--config.use_w_pool=false", "--config.data.train_dir=/data/cars",
+                                       "--config.crop_rows=(0, 192)", "--config.data.image_size=[128, 128]",
+                                       "--config.progressive_start", "100", "--config.lpips_bundle=123",
+                                       "--config.generator.random_init={'size': 16}", "--config.seed", "-1"])
     assert c.batch_size == 16 and c.learning_rate == 3e-4 and c.use_w_pool is False
     assert c.data.train_dir == "/data/cars" and c.crop_rows == (0, 192) and c.data.image_size == (128, 128)
+    assert c.progressive_start == 100 and c.seed == -1 and c.generator.random_init == {"size": 16}
     assert c.lpips_bundle == "123"  # string fields take the text as is
+    assert c.dataset_type == "cars_encode"  # the fields not overridden keep the config's values
     with pytest.raises(ValueError, match="did you mean batch_size"):
-        train_cmd.apply_overrides(c, [("batch_sise", "3")])
+        train_cmd.load_config("cars", ["--config.batch_sise=3"])
     with pytest.raises(ValueError, match=r"data has no field 'trian_dir'.*train_dir"):
-        train_cmd.apply_overrides(c, [("data.trian_dir", "x")])
+        train_cmd.load_config("cars", ["--config.data.trian_dir=x"])
     with pytest.raises(ValueError, match="batch_size=abc"):
-        train_cmd.apply_overrides(c, [("batch_size", "abc")])
+        train_cmd.load_config("cars", ["--config.batch_size=abc"])
+    with pytest.raises(ValueError, match="boolean field takes '='"):
+        train_cmd.load_config("cars", ["--config.use_w_pool", "false"])
+    with pytest.raises(ValueError, match="no such file"):
+        train_cmd.load_config("no_such_config.py")
+
+
+def test_config_files_override_the_default():
+    from e4e_jax.configs import default
+
+    base = default.get_config().to_dict()
+    for name in configs.NAMES:
+        c = configs.get(name)
+        assert set(c.to_dict()) == set(base), name  # every config has the default's fields, no others
+        assert train_cmd.load_config(name).to_dict() == c.to_dict()
+        assert train_cmd.load_config(str(ROOT / "configs" / f"{name}.py")).to_dict() == c.to_dict()
+    assert configs.get("default").to_dict() == configs.get("ffhq").to_dict()
+    assert configs.path("tiny").parent.name == "configs" and configs.path("tiny").parent.parent.name == "e4e_jax"
 
 
 def test_train_command_parses_overrides_and_help(capsys):
@@ -119,8 +140,8 @@ def test_train_command_parses_overrides_and_help(capsys):
     parser = cli.build_parser()
     args = parser.parse_args(["train", "--config", "configs/tiny.py", "--workdir", "w",
                               "--config.batch_size=2", "--config.data.source", "synthetic", "--resume"])
-    assert args.resume and args.config_overrides == [("batch_size", "2"), ("data.source", "synthetic")]
-    assert train_cmd.load_config(str(ROOT / "configs" / "tiny.py")).data.source == "synthetic"
+    assert args.resume and args.config_flags == ["--config.batch_size=2", "--config.data.source", "synthetic"]
+    assert train_cmd.load_config(str(ROOT / "configs" / "tiny.py"), args.config_flags).data.source == "synthetic"
     assert train_cmd.load_config("cars").crop_rows == (32, 224)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
@@ -131,13 +152,13 @@ def test_ablation_switches():
     for key, progressive, d_reg, adv, mode in [("A", False, False, 0.0, "psp"), ("B", True, True, 0.0, "e4e"),
                                                ("C", False, False, 0.1, "e4e"), ("D", True, True, 0.1, "e4e"),
                                                ("W", False, False, 0.1, "w")]:
-        c = presets.ffhq()
+        c = configs.get("ffhq")
         c.ablation = key
-        presets.apply_ablation(c)
+        config_rules.apply_ablation(c)
         assert (c.use_progressive, c.use_delta_reg, c.w_discriminator_lambda, c.encoder.mode) == \
             (progressive, d_reg, adv, mode)
 
-    w = presets.ffhq_w()
+    w = ffhq_w.get_config()
     assert (w.use_progressive, w.use_delta_reg, w.w_discriminator_lambda, w.encoder.mode) == (False, False, 0.1, "w")
     assert train_cmd.load_config(str(ROOT / "configs" / "ffhq_w.py")).to_dict() == w.to_dict()
 
@@ -145,9 +166,9 @@ def test_ablation_switches():
 def test_w_mode_refuses_progressive_stages_and_delta_reg():
     from e4e_jax.training.networks import check_w_mode
 
-    c = presets.ffhq()
+    c = configs.get("ffhq")
     c.encoder.mode = "w"
     with pytest.raises(ValueError, match="use_progressive=False --config.use_delta_reg=False"):
         check_w_mode(c)
-    check_w_mode(presets.ffhq_w())
+    check_w_mode(ffhq_w.get_config())
 

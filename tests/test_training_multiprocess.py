@@ -1,4 +1,4 @@
-"""Training on several processes (DESIGN.md §7, the TPU-pod path), for real: `e4e-jax train` as 2 JAX
+"""Training on several processes (docs/architecture.md, "Several processes": the TPU-pod path), for real: `e4e-jax train` as 2 JAX
 processes × 2 CPU devices (`jax.distributed` on 127.0.0.1, gloo collectives), against the same run as
 1 process × 4 devices, and a 2-process `--resume` from a mid-run checkpoint.
 
@@ -182,13 +182,13 @@ def _rows_worker(data: str) -> None:
     from jax.experimental import multihost_utils
 
     from e4e_jax import distributed, sharding
+    from e4e_jax.configs import tiny
     from e4e_jax.data import folder, tfds_pipeline, train_input
-    from e4e_jax.training import presets
 
     assert distributed.initialize() and jax.process_count() == PROCESSES
     by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(PROCESSES)]
     mesh = sharding.data_mesh([d for group in zip(*by_process) for d in group])  # p0 d0, p1 d0, p0 d1, ...
-    config = presets.tiny()
+    config = tiny.get_config()
     config.data.source, config.data.image_size = "folder", (SIZE, SIZE)
     config.data.train_dir, config.data.test_dir = f"{data}/train", f"{data}/test"
     config.batch_size = config.test_batch_size = BATCH

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _setup(config):
-    from tests import training_helpers  # noqa: F401  (registers the small encoder)
     from e4e_jax.training import networks, optim
     from e4e_jax.training.state import init_train_state
+    from tests import training_helpers  # noqa: F401  (registers the small encoder)
 
     run = networks.build(config)
     enc_tx = optim.encoder_optimizer(config.optim_name, config.learning_rate)
@@ -151,8 +151,8 @@ def test_progressive_stage_and_losses_follow_the_step(setup):
 
 
 def test_bfloat16_compute_keeps_float32_state():
-    from tests.training_helpers import small_config
     from e4e_jax.training.step import train_step
+    from tests.training_helpers import small_config
 
     config = small_config(batch_size=4, compute_dtype="bfloat16", use_w_pool=False)
     run, enc_tx, disc_tx, state = _setup(config)
@@ -171,14 +171,15 @@ def test_w_mode_trains_one_code_for_every_layer(tmp_path):
     import ml_collections
 
     from e4e_jax import inversion
+    from e4e_jax.configs import ffhq_w
     from e4e_jax.models.w_encoder import SingleStyleCodeEncoder
-    from e4e_jax.training import loop, presets
+    from e4e_jax.training import loop
     from e4e_jax.training.state import encoder_variables
     from e4e_jax.training.step import train_step
     from tests.training_helpers import small_config
 
     toy = ml_collections.ConfigDict(dict(widths=(8, 8, 16, 16), units=(1, 1, 1, 1)))
-    config = presets.w_encoder(small_config(batch_size=4, **{"encoder.arch": "e4e", "encoder.kwargs": toy}))
+    config = ffhq_w.w_encoder(small_config(batch_size=4, **{"encoder.arch": "e4e", "encoder.kwargs": toy}))
     run, enc_tx, disc_tx, state0 = _setup(config)
     assert isinstance(run.nets.encoder, SingleStyleCodeEncoder) and not run.step_cfg.progressive
     fn = jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx))

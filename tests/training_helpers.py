@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from e4e_jax.configs import tiny
 from e4e_jax.models.encoder import stage_mask
-from e4e_jax.training import networks, presets
+from e4e_jax.training import networks
 
 
 class SmallEncoder(nn.Module):
@@ -83,7 +84,7 @@ networks.ENCODERS.setdefault(
 def small_config(**overrides):
     """The tiny preset shrunk further for tests: 8x8 generator (4 codes), small encoder, every loss on
     except LPIPS (random LPIPS needs >= 32 px inputs); progressive stages and R1 every few steps."""
-    c = presets.tiny()
+    c = tiny.get_config()
     c.generator.random_init = dict(size=8, channels=(16, 16), style_dim=512, n_mlp=2, seed=0)
     c.data.image_size = (8, 8)
     c.output_size = (8, 8)

@@ -188,6 +188,12 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
             raise UserError(f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. "
                             f"{unlisted[0][0]}: {unlisted[0][1]}")
         raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
+    # The weights load (file reads, mostly outside the GIL) while the output is prepared and the
+    # decoder processes start.
+    loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
+    t_load = time.perf_counter()
+    model_future = loader.submit(inversion.load_e4e, opts.model, modulation=opts.modulation, dtype=opts.dtype)
+    loader.shutdown(wait=False)
     lay = layout_lib.Layout(opts.output)
     plan = _plan(opts, files)
     with (outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext()):
@@ -215,11 +221,15 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=workers_lib.context()) as decode_pool:
             for _ in range(workers if n_todo else 0):
                 decode_pool.submit(int)
-            t_load = time.perf_counter()
-            model = inversion.load_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
-            load_s = time.perf_counter() - t_load
-            out_hw = _out_hw(model, opts.image_size)
-            stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start,
+            # Compiled (or read from the persistent cache) from config.json alone while the weights load.
+            skeleton = inversion.describe_e4e(opts.model, modulation=opts.modulation, dtype=opts.dtype)
+            out_hw = _out_hw(skeleton, opts.image_size)
+            compiled = _compile(opts, skeleton, out_hw)
+            model = model_future.result()
+            load_s = time.perf_counter() - t_load  # to the weights being ready, overlapped with the above
+            if not inversion.same_shapes(model.variables, skeleton.variables):
+                compiled = _compile(opts, model, out_hw)  # a bundle stored otherwise than its config says
+            stats = _invert_chunks(opts, model, compiled, lay, files, todo, all_chunks, n_done_files, multi, t_start,
                                    decode_pool, workers)
         stats["timing"]["load_s"] = round(load_s, 3)
         if multi:
@@ -231,11 +241,11 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
         if missing:
             raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
-        n, skipped, per_process = lay.merge(len(all_chunks), model.gen_config.n_latent, opts.image_format is not None,
+        n, skipped, per_process = lay.merge(len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None,
                                             unlisted)
         report = {"model": str(opts.model), "images": str(opts.images), "n_files": len(files) + len(unlisted), "n_inverted": n,
                   "n_skipped": len(skipped), "skipped": [{"file": f, "reason": r} for f, r in skipped],
-                  "latents_shape": [n, model.gen_config.n_latent, 512], "processes": nproc,
+                  "latents_shape": [n, *pipeline.latent_shape(model)], "processes": nproc,
                   "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
                   "seconds": round(time.perf_counter() - t_start, 2), **stats}
         lay.finish(report)
@@ -246,11 +256,9 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     return errors.EXIT_PARTIAL if skipped else errors.EXIT_OK
 
 
-def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool,
-                   workers) -> dict:
-    """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
+def _compile(opts, model, out_hw) -> tuple[Any, Any, int, float]:
+    """(compiled inversion, mesh, batch size, seconds) for `model` (its variables may be abstract)."""
     import jax
-    from tqdm import tqdm
 
     from e4e_jax import inversion, sharding
 
@@ -261,6 +269,18 @@ def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_fil
                                                     out_hw=out_hw)
     _say(opts, f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
          f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}")
+    return invert_fn, mesh, bs, compile_s
+
+
+def _invert_chunks(opts, model, compiled, lay, files, todo, all_chunks, n_done_files, multi, t_start, decode_pool,
+                   workers) -> dict:
+    """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
+    import jax
+    from tqdm import tqdm
+
+    from e4e_jax import sharding
+
+    invert_fn, mesh, bs, compile_s = compiled
     variables = sharding.replicate(model.variables, mesh)
     clock = pipeline.StageClock()
     jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]

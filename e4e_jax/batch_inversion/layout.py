@@ -1,6 +1,6 @@
 """The on-disk layout of an inversion run: what `e4e-jax invert` writes, commits and merges.
 
-    OUTPUT/latents.npy           (N, n_latent, 512) float32, one row per inverted image (final)
+    OUTPUT/latents.npy           (N, n_latent, style_dim) float32, one row per inverted image (final)
     OUTPUT/files.txt             the input file of each row, one path a line (final)
     OUTPUT/faces.txt             with --align: the face index of each row in its file (0 = largest)
     OUTPUT/inversions.txt        the reconstruction of each row, relative to OUTPUT (final; absent with
@@ -85,7 +85,7 @@ def chunks(n_files: int, chunk_size: int) -> list[Chunk]:
 @dataclasses.dataclass
 class ChunkResult:
     """What a committed chunk holds (rows in input order)."""
-    latents: np.ndarray                 # (n, n_latent, 512) float32
+    latents: np.ndarray                 # (n, n_latent, style_dim) float32
     files: list[str]                    # (n,) input file of each row
     faces: np.ndarray                   # (n,) int32 face index, NO_FACE without alignment
     images: list[str]                   # (n,) reconstruction path relative to OUTPUT ('' = none written)
@@ -131,8 +131,8 @@ class Layout:
             return False
         return all((self.root / name).is_file() for name in result.images if name)
 
-    def commit_chunk(self, j: int, r: ChunkResult, n_latent: int) -> None:
-        latents = np.asarray(r.latents, np.float32).reshape(-1, n_latent, 512)
+    def commit_chunk(self, j: int, r: ChunkResult, latent_shape: tuple[int, int]) -> None:
+        latents = np.asarray(r.latents, np.float32).reshape(-1, *latent_shape)
 
         def write(f):
             np.savez(f, latents=latents, files=np.asarray(r.files, dtype=str), faces=np.asarray(r.faces, np.int32),
@@ -188,7 +188,7 @@ class Layout:
             fileio.remove_stale_temps(d)
 
     # ---- the end of a run --------------------------------------------------------------------------
-    def merge(self, n_chunks: int, n_latent: int, with_images: bool,
+    def merge(self, n_chunks: int, latent_shape: tuple[int, int], with_images: bool,
               unlisted: Sequence[tuple[str, str]] = ()) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
         """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, skipped,
         input files handled per process). `unlisted`: (path, reason) of folder entries the listing could
@@ -200,7 +200,7 @@ class Layout:
         n = sum(len(m.files) for m in metas)
         tmp = fileio.temp_path_beside(self.root / manifest.LATENTS)
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, n_latent, 512))
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *latent_shape))
             row = 0
             for j, m in enumerate(metas):
                 lat = self.read_chunk(j).latents

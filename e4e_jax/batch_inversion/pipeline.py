@@ -104,14 +104,19 @@ def iter_items(jobs: Sequence[tuple[str, int]], prepare: Callable, batch_size: i
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def latent_shape(model) -> tuple[int, int]:
+    """(n_latent, style_dim): the shape of one image's codes in latents.npy."""
+    return model.gen_config.n_latent, model.gen_config.style_dim
+
+
 class ChunkCollector:
     """Gathers results per chunk, names reconstructions, and commits a chunk once every file in it is
     accounted for and its images are written."""
 
-    def __init__(self, layout: Layout, chunk_sizes: dict[int, int], n_latent: int,
+    def __init__(self, layout: Layout, chunk_sizes: dict[int, int], latent_shape: tuple[int, int],
                  known_rows: Optional[dict[int, int]], ext: Optional[str], on_commit: Callable[[int], None],
                  process: int = 0):
-        self.layout, self.n_latent, self.ext, self.on_commit = layout, n_latent, ext, on_commit
+        self.layout, self.latent_shape, self.ext, self.on_commit = layout, latent_shape, ext, on_commit
         self.process = process
         self.remaining = dict(chunk_sizes)         # files not yet accounted for, per pending chunk
         # Latent rows of each chunk known so far (committed ones, then each finished here); None when
@@ -164,9 +169,9 @@ class ChunkCollector:
             for f in futs:
                 f.result()  # A failed write (disk full, permissions) stops the run here, uncommitted.
             r = self.results.pop(j)
-            lat = np.stack(r.latents) if r.latents else np.zeros((0, self.n_latent, 512), np.float32)
+            lat = np.stack(r.latents) if r.latents else np.zeros((0, *self.latent_shape), np.float32)
             self.layout.commit_chunk(j, ChunkResult(lat, r.files, np.asarray(r.faces, np.int32), r.images,
-                                                    r.skipped, self.process), self.n_latent)
+                                                    r.skipped, self.process), self.latent_shape)
             del self.remaining[j]
             self.on_commit(j)
 
@@ -181,8 +186,7 @@ def run(model, layout: Layout, jobs: Sequence[tuple[str, int]], chunk_sizes: dic
 
     from e4e_jax import inversion
 
-    n_latent = model.gen_config.n_latent
-    collector = ChunkCollector(layout, chunk_sizes, n_latent, known_rows, image_format, on_commit, jax.process_index())
+    collector = ChunkCollector(layout, chunk_sizes, latent_shape(model), known_rows, image_format, on_commit, jax.process_index())
     if image_format is not None:
         layout.images.mkdir(parents=True, exist_ok=True)
     batches = iter_items(jobs, prepare, batch_size, workers, clock, decode_pool)

@@ -141,9 +141,10 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
 
     from e4e_jax import fileio
     from e4e_jax.cli import main as cli_main
-    from e4e_jax.training import presets, train_and_evaluate
+    from e4e_jax.configs import tiny
+    from e4e_jax.training import train_and_evaluate
 
-    config = presets.tiny()
+    config = tiny.get_config()
     config.max_steps = args.steps
     print(f"[1/4] training an e4e encoder on samples of a fixed-seed {config.generator.random_init['size']}² "
           f"StyleGAN2 for {config.max_steps} steps (every loss of the paper)", flush=True)

@@ -4,8 +4,10 @@
         --config.data.train_dir=/data/ffhq --config.generator.bundle=models/stylegan2-ffhq \\
         --config.lpips_bundle=models/lpips-alex --config.id_bundle=models/arcface [--resume]
 
-`--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides any field, as flax examples' config_flags do:
-VALUE is parsed as a Python literal (numbers, True/False, None, tuples) unless the field is a string.
+`--config` takes a config file (its get_config()) or the name of one in e4e_jax/configs/ (ffhq, cars, ...).
+`--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides any field through ml_collections' config_flags (the
+flax examples' parser): VALUE is read as the field's type (numbers, True/False, tuples such as `(32,224)`,
+Python dicts), text as it is for string fields; a boolean takes `=` (`--config.use_w_pool=false`).
 Several processes (TPU pods, several hosts): the same command on every host, with
 `--config.distributed.auto=True` (Cloud TPU, SLURM) or `--config.distributed.coordinator_address=HOST:PORT
 --config.distributed.num_processes=N --config.distributed.process_id=I` (or JAX_COORDINATOR_ADDRESS,
@@ -20,34 +22,37 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from e4e_jax import cli_args
 from e4e_jax.errors import UserError
 
-PREFIX = "--config."
+FLAG = "config"
+PREFIXES = (f"--{FLAG}.", f"--no{FLAG}.")  # an override, and absl's `--noconfig.flag` for a False boolean
 LOG_LEVELS = ("debug", "info", "warning")
 
 
 class _OverrideParser(argparse.ArgumentParser):
-    """Collects `--config.KEY[=VALUE]` tokens (argparse cannot declare options with a free suffix)."""
+    """Sets the `--config.KEY[=VALUE]` tokens aside, in order, for config_flags (argparse cannot declare
+    options with a free suffix); the rest is parsed as declared."""
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)
         rest, overrides, i = [], [], 0
         while i < len(args):
             a = args[i]
-            if a.startswith(PREFIX):
-                key, eq, value = a[len(PREFIX):].partition("=")
-                if not eq:
-                    if i + 1 >= len(args):
-                        self.error(f"{a} needs a value: {a}=VALUE")
-                    value, i = args[i + 1], i + 1
-                overrides.append((key, value))
+            if a.startswith(PREFIXES):
+                overrides.append(a)
+                # `--config.KEY VALUE`: the next token is the value unless it is another option (train takes
+                # no positional arguments; "-1" is a value).
+                if "=" not in a and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                    overrides.append(args[i + 1])
+                    i += 1
             else:
                 rest.append(a)
             i += 1
         ns, extra = super().parse_known_args(rest, namespace)
-        ns.config_overrides = overrides
+        ns.config_flags = overrides
         return ns, extra
 
 
@@ -55,11 +60,13 @@ def add_parser(sub, help_text: str) -> None:
     p = sub.add_parser("train", help=help_text, description=help_text + ". Checkpoints, metrics "
                        "(metrics.jsonl, TensorBoard where available), image grids and the final 'e4e' bundle "
                        "(WORKDIR/model) go to --workdir.", epilog="Any config field can be overridden with "
-                       "--config.KEY=VALUE, e.g. --config.batch_size=16 --config.data.train_dir=/data/ffhq.")
+                       "--config.KEY=VALUE, e.g. --config.batch_size=16 --config.data.train_dir=/data/ffhq "
+                       "(parsed by ml_collections' config_flags in the field's type; a boolean takes '=': "
+                       "--config.use_w_pool=false).")
     p.__class__ = _OverrideParser
     p.add_argument("--config", required=True,
-                   help="config file defining get_config() (configs/ffhq.py, cars, horse, church, cats, tiny) "
-                        "or a preset name")
+                   help="config file defining get_config() (configs/ffhq.py) or the name of one in e4e_jax/configs/ "
+                        "(default, ffhq, ffhq_w, cars, horse, church, cats, tiny)")
     p.add_argument("--workdir", required=True, type=Path, help="output directory of the run")
     p.add_argument("--resume", action="store_true",
                    help="continue exactly from the latest checkpoint in --workdir")
@@ -71,70 +78,99 @@ def add_parser(sub, help_text: str) -> None:
     p.set_defaults(run=run)
 
 
-def load_config(spec: str):
-    """A config from a file with get_config() or a preset name of e4e_jax.training.presets."""
-    from e4e_jax.training import presets
+def _register_dict_parser() -> None:
+    """config_flags has no parser for plain-dict fields (`generator.random_init`): read them as a Python
+    dict literal."""
+    from absl import flags
+    from ml_collections import config_flags
 
-    path = Path(spec)
-    if not path.suffix and spec in presets.PRESETS:
-        return presets.PRESETS[spec]()
-    if not path.is_file():
-        raise ValueError(f"--config {spec}: no such file (and not a preset: {sorted(presets.PRESETS)})")
-    mod_spec = importlib.util.spec_from_file_location(f"e4e_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"--config {spec}: the file defines no get_config()")
-    return module.get_config()
+    class DictParser(flags.ArgumentParser):
+        def parse(self, argument):
+            value = ast.literal_eval(argument) if isinstance(argument, str) else argument
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a Python dict such as {{'size': 32}}, got {argument!r}")
+            return value
+
+        def flag_type(self):
+            return "dict"
+
+    config_flags.register_flag_parser_for_type(dict, DictParser())
 
 
-def _parse_value(raw: str, current):
-    if isinstance(current, str):
-        return raw
-    if isinstance(current, bool):
-        low = raw.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ValueError(f"expected a boolean, got {raw!r}")
+def _config_file(spec: str) -> Path:
+    """The file `spec` names: a path, or the name of a config in e4e_jax/configs/."""
+    from e4e_jax import configs
+
+    if not Path(spec).suffix and spec in configs.NAMES:
+        return configs.path(spec)
+    if not Path(spec).is_file():
+        raise ValueError(f"--config {spec}: no such file (and not a config name: {', '.join(configs.NAMES)})")
+    return Path(spec)
+
+
+def _unknown_field(config, key: str) -> str | None:
+    """Why `--config.KEY` names no field of `config` (with the closest names), or None if it does."""
+    node, parts = config, key.split(".")
+    for depth, part in enumerate(parts):
+        fields = list(node.keys()) if hasattr(node, "keys") else []
+        if part not in fields:
+            where = ".".join(parts[:depth]) or FLAG
+            close = difflib.get_close_matches(part, fields, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; fields: {', '.join(sorted(fields))}"
+            return f"--{FLAG}.{key}: {where} has no field {part!r}{hint}"
+        node = node[part]
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    """absl's and config_flags' messages in one line (a config file's traceback: its last line)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)  # KeyError quotes it
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+        return lines[-1]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _parse_error(error: BaseException, path: str, overrides: Sequence[str]) -> str:
+    """One line for a failed parse: the unknown field with its closest names if an override names none,
+    else config_flags' own message."""
+    spec = importlib.util.spec_from_file_location("e4e_config_check", path)
+    module = importlib.util.module_from_spec(spec)
     try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        if current is None:
-            return raw
-        raise ValueError(f"cannot parse {raw!r} as a Python literal")
-    if isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    return value
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            return f"--{FLAG} {path}: the file defines no get_config()"
+        config = module.get_config()
+    except Exception:  # noqa: BLE001 - the file itself is broken: its own error says why
+        config = None
+    if not hasattr(config, "keys"):
+        return f"--{FLAG} {path}: {_one_line(error)}"
+    keys = [a.split("=", 1)[0].split(".", 1)[1] for a in overrides if a.startswith(PREFIXES)]
+    unknown = next(filter(None, (_unknown_field(config, k) for k in keys)), None)
+    return unknown or _one_line(error)
 
 
-def apply_overrides(config, overrides: list[tuple[str, str]]):
-    """Set `a.b.c=value` fields of an ml_collections ConfigDict; unknown keys are errors naming close matches."""
-    for key, raw in overrides:
-        node, parts = config, key.split(".")
-        for depth, part in enumerate(parts):
-            fields = list(node.keys())
-            if part not in fields:
-                where = ".".join(parts[:depth]) or "config"
-                close = difflib.get_close_matches(part, fields, n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; fields: {', '.join(sorted(fields))}"
-                raise ValueError(f"--config.{key}: {where} has no field {part!r}{hint}")
-            if depth < len(parts) - 1:
-                node = node[part]
-        leaf = parts[-1]
-        try:
-            value = _parse_value(raw, node[leaf])
-            if hasattr(node[leaf], "keys") and not isinstance(value, dict):
-                fields = sorted(node[leaf].keys())
-                raise ValueError(f"{key} is a group of fields ({', '.join(fields)}); set one "
-                                 f"of them, e.g. --config.{key}.{fields[0]}=VALUE") from None
-            node[leaf] = value
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"--config.{key}={raw}: {e}") from e
-    return config
+def load_config(spec: str, overrides: Sequence[str] = ()):
+    """The config of `--config SPEC` with the `--config.KEY=VALUE` tokens `overrides` applied, parsed by
+    ml_collections' config_flags. Raises ValueError (one line) for a missing file, an unknown field or a
+    value of the wrong type."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    _register_dict_parser()
+    argv = ["e4e-jax train", f"--{FLAG}={_config_file(spec)}", *overrides]
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file(FLAG, flag_values=values, lock_config=False, sys_argv=argv)
+    try:
+        unparsed = values(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(_parse_error(e, argv[1].partition("=")[2], overrides)) from e
+    if len(unparsed) > 1:
+        raise ValueError(f"unexpected argument {unparsed[1]!r} (a boolean field takes '=': "
+                         f"--{FLAG}.KEY=false)")
+    if not hasattr(holder.value, "keys"):
+        raise ValueError(f"--{FLAG} {spec}: get_config() returned {type(holder.value).__name__}, not a config")
+    return holder.value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("e4e_jax").setLevel(getattr(args, "log_level", "info").upper())
     try:
-        config = apply_overrides(load_config(args.config), getattr(args, "config_overrides", []))
+        config = load_config(args.config, getattr(args, "config_flags", []))
     except (ValueError, OSError, SyntaxError) as e:
         raise UserError(str(e)) from e
     from e4e_jax.training.loop import NonFiniteLossError, train_and_evaluate

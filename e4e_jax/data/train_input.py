@@ -1,4 +1,5 @@
-"""Training input: global batches sharded P('data') for step s, s+1, … (DESIGN.md §7).
+"""Training input: global batches sharded P('data') for step s, s+1, …
+(docs/architecture.md, "Data path of a training step").
 
 Sources (config.data.source):
   'folder'    a folder of images with the official train transform (resize to (H, W), horizontal flip

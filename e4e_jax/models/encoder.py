@@ -31,6 +31,7 @@ import numpy as np
 
 from e4e_jax.models.fused_styles import fused_style_blocks
 from e4e_jax.models.irse import UNITS, WIDTHS, IRSEBackbone, resolve_sizes
+from e4e_jax.models.layers import TORCH_LRELU_SLOPE, EqualLinear
 
 Dtype = Any
 
@@ -81,27 +82,6 @@ def upsample_bilinear_align_corners(x, size: tuple[int, int], precision=None):
     return jnp.einsum("pw,bowc->bopc", aw, x, precision=precision)
 
 
-class EqualLinear(nn.Module):
-    """rosinality EqualLinear (no activation): y = x @ (W * lr_mul/sqrt(in)) + b * lr_mul.
-
-    Params: 'weight' (in, out) raw as stored by torch (transposed), 'bias' (out,).
-    """
-
-    features: int
-    lr_mul: float = 1.0
-    dtype: Dtype = jnp.float32
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x):
-        in_dim = x.shape[-1]
-        w = self.param("weight", nn.initializers.normal(1.0 / self.lr_mul), (in_dim, self.features), jnp.float32)
-        b = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        scale = self.lr_mul / math.sqrt(in_dim)
-        w = (w * scale).astype(self.dtype)
-        return jnp.dot(x.astype(self.dtype), w, precision=self.precision) + (b * self.lr_mul).astype(self.dtype)
-
-
 def style_block_spatial(hw: tuple[int, int], nominal: int, follow_map: bool) -> int:
     """The `spatial` of a GradualStyleBlock on an (H, W) map: the official nominal size, or (follow_map)
     the smallest power of two >= max(H, W) (at least 2: one conv), so that ceil-halving reaches 1x1."""
@@ -129,14 +109,14 @@ class GradualStyleBlock(nn.Module):
         for j in range(int(math.log2(self.spatial))):
             x = nn.Conv(self.out_c, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                         param_dtype=jnp.float32, precision=self.precision, name=f"convs_{j}")(x)
-            x = nn.leaky_relu(x, 0.01)
+            x = nn.leaky_relu(x, TORCH_LRELU_SLOPE)
         if x.shape[1:3] != (1, 1):
             raise ValueError(
                 f"GradualStyleBlock(spatial={self.spatial}) left a {x.shape[1]}x{x.shape[2]} map; the "
                 f"input image is too large for this encoder (official inputs: 256x256, cars 192x256)")
         x = x.reshape(x.shape[0], self.out_c)
         w_dim = self.out_c if self.w_dim is None else self.w_dim
-        return EqualLinear(w_dim, 1.0, self.dtype, self.precision, name="linear")(x)
+        return EqualLinear(w_dim, 1.0, dtype=self.dtype, precision=self.precision, name="linear")(x)
 
 
 def stage_mask(n_styles: int, progressive_stage) -> jnp.ndarray:

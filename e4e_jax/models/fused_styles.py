@@ -25,9 +25,9 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from jax import lax
 
+from e4e_jax.models.layers import DIMENSION_NUMBERS, TORCH_LRELU_SLOPE  # the slope of GradualStyleBlock
+
 Dtype = Any
-_DIMS = ("NHWC", "HWIO", "NHWC")
-LRELU_SLOPE = 0.01  # GradualStyleBlock's nn.LeakyReLU() default
 
 
 def _n_convs(block_params: dict) -> int:
@@ -36,13 +36,13 @@ def _n_convs(block_params: dict) -> int:
 
 def _conv_s2(x, kernel, bias, precision):
     """3x3 stride-2 conv (pad 1) + bias + LeakyReLU(0.01), as GradualStyleBlock's nn.Conv + nn.leaky_relu."""
-    x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DIMS,
+    x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMENSION_NUMBERS,
                                  precision=precision) + bias
     return _leaky_relu(x)
 
 
 def _leaky_relu(x):
-    return jnp.where(x >= 0, x, LRELU_SLOPE * x)
+    return jnp.where(x >= 0, x, TORCH_LRELU_SLOPE * x)
 
 
 def _tail_as_matmul(parts, kernels, biases, dtype, precision):

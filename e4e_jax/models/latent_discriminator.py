@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LEAKY_SLOPE = 0.2
+from e4e_jax.models.layers import LRELU_SLOPE
 
 
 def _torch_linear_bias_init(fan_in: int):
@@ -60,7 +60,7 @@ class LatentCodesDiscriminator(nn.Module):
                          precision=self.precision, kernel_init=kernel_init,
                          bias_init=_torch_linear_bias_init(x.shape[-1]), name=f"mlp_{2 * i}")(x)
             if not last:
-                x = nn.leaky_relu(x, LEAKY_SLOPE)
+                x = nn.leaky_relu(x, LRELU_SLOPE)
         return x.astype(jnp.float32)
 
 

@@ -4,7 +4,7 @@ Numerics follow rosinality's PyTorch port used by official e4e: equalized learni
 stored, scaled at run time), fused bias + leaky-ReLU (slope 0.2, gain √2), upfirdn2d with a
 normalised separable FIR kernel, and modulated convolutions with demodulation.
 
-Two mathematically equal paths compute a modulated convolution (DESIGN.md §2, §9):
+Two mathematically equal paths compute a modulated convolution (docs/architecture.md, "Numerics"):
   * ``grouped``    – per-sample weights, the batch folded into channels, one grouped convolution
                      (``feature_group_count=B``), as the official code does;
   * ``activation`` – scale the input by the style, convolve with the shared weight, scale the
@@ -13,14 +13,16 @@ Two mathematically equal paths compute a modulated convolution (DESIGN.md §2, �
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import flax.linen as nn
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-LRELU_SLOPE = 0.2
+LRELU_SLOPE = 0.2          # StyleGAN2's (fused) leaky ReLU and the latent discriminator's
+TORCH_LRELU_SLOPE = 0.01   # torch's nn.LeakyReLU() default: the encoder's style blocks
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
 PIXELNORM_EPS = 1e-8
@@ -31,7 +33,7 @@ MODULATION_PATHS = ("grouped", "activation")
 #                 then a depth-to-space shuffle (same maths; no dilated conv, no separate blur pass).
 UPSAMPLE_IMPLS = ("transpose", "subpixel")
 
-_DN = ("NHWC", "HWIO", "NHWC")
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")  # lax.conv_general_dilated layouts of every conv here
 
 
 # ----------------------------------------------------------------------------- activations
@@ -62,6 +64,31 @@ def equal_linear(x, weight, bias, lr_mul: float = 1.0, activation: bool = False,
     return y + bias * lr_mul
 
 
+class EqualLinear(nn.Module):
+    """rosinality's EqualLinear: y = x @ (W · lr_mul/√in) + b · lr_mul, then (activation) the fused
+    leaky ReLU. (B, in) -> (B, features).
+
+    Params: 'weight' (in, features), raw as stored by torch (transposed); 'bias' (features,); both float32.
+    The scaled weight, the bias and x are cast to `dtype` (the compute type) before the product.
+    """
+
+    features: int
+    lr_mul: float = 1.0
+    activation: bool = False
+    dtype: Any = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_dim = x.shape[-1]
+        w = self.param("weight", nn.initializers.normal(1.0 / self.lr_mul), (in_dim, self.features), jnp.float32)
+        b = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        scale = self.lr_mul / math.sqrt(in_dim)
+        y = jnp.dot(x.astype(self.dtype), (w * scale).astype(self.dtype), precision=self.precision)
+        bias = (b * self.lr_mul).astype(self.dtype)
+        return fused_leaky_relu(y, bias) if self.activation else y + bias
+
+
 # ----------------------------------------------------------------------------- FIR filtering
 
 def fir_taps(kernel: Sequence[float]) -> tuple[float, ...]:
@@ -74,7 +101,7 @@ def _fir_1d(x: jax.Array, taps: Sequence[float], axis: int) -> jax.Array:
     """Valid 1-D convolution along `axis` by shift-and-add (true convolution: taps reversed).
 
     A shifted-slice sum fuses into one elementwise kernel under XLA and was ~15× faster than a
-    depthwise convolution on GPU (DESIGN.md §9).
+    depthwise convolution on GPU (docs/architecture.md, "Numerics").
     """
     k = len(taps)
     n_out = x.shape[axis] - k + 1
@@ -151,7 +178,7 @@ def _fir_up_1d(x: jax.Array, taps: Sequence[float], up: int, pad0: int, axis: in
 def _conv(x, w, padding, groups=1, lhs_dilation=(1, 1), precision=None):
     return lax.conv_general_dilated(
         x, w, window_strides=(1, 1), padding=[(padding, padding)] * 2, lhs_dilation=lhs_dilation,
-        dimension_numbers=_DN, feature_group_count=groups, precision=precision)
+        dimension_numbers=DIMENSION_NUMBERS, feature_group_count=groups, precision=precision)
 
 
 def _conv_or_transpose(x, w, up: bool, groups: int, precision):
@@ -294,14 +321,14 @@ def _modulated_subpixel_up(x, weight, styles, demodulate, path, precision, blur_
         n_d = kern.shape[1]
         xg = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, h, w_, b * cin)
         kg = jnp.transpose(kern, (1, 2, 3, 0, 4)).reshape(n_d, n_d, cin, b * 4 * cout).astype(dtype)
-        y = lax.conv_general_dilated(xg, kg, (1, 1), [(lo, hi)] * 2, dimension_numbers=_DN,
+        y = lax.conv_general_dilated(xg, kg, (1, 1), [(lo, hi)] * 2, dimension_numbers=DIMENSION_NUMBERS,
                                      feature_group_count=b, precision=precision)
         y = jnp.transpose(y.reshape(h, w_, b, 4 * cout), (2, 0, 1, 3))
         return depth_to_space2(y, cout)
     if path == "activation":
         kern, (lo, hi) = subpixel_up_kernel(weight, blur_taps)
         y = lax.conv_general_dilated(x * styles[:, None, None, :].astype(dtype), kern.astype(dtype), (1, 1),
-                                     [(lo, hi)] * 2, dimension_numbers=_DN, precision=precision)
+                                     [(lo, hi)] * 2, dimension_numbers=DIMENSION_NUMBERS, precision=precision)
         y = depth_to_space2(y, cout)
         return y if d is None else y * d[:, None, None, :].astype(dtype)
     raise ValueError(f"unknown modulation path {path!r}; expected one of {MODULATION_PATHS}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -31,7 +31,7 @@ BLUR_KERNEL = (1, 3, 3, 1)  # the FIR taps of every official StyleGAN2 (rosinali
 
 
 def rosinality_channels(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
-    """Output channels for resolutions 4, 8, …, size (DESIGN.md §2 table)."""
+    """Output channels for resolutions 4, 8, …, size (docs/architecture.md, "Numerics")."""
     cm = channel_multiplier
     table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm,
              512: 32 * cm, 1024: 16 * cm}
@@ -106,21 +106,6 @@ def noise_resolution(i: int) -> int:
     return 2 ** ((i + 5) // 2)
 
 
-class EqualLinear(nn.Module):
-    """Equalized-lr dense layer with raw params `weight` (in, out) and `bias` (out,)."""
-
-    features: int
-    lr_mul: float = 1.0
-    activation: bool = False
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        w = self.param("weight", nn.initializers.normal(1.0 / self.lr_mul), (x.shape[-1], self.features))
-        b = self.param("bias", nn.initializers.zeros, (self.features,))
-        return layers.equal_linear(x, w, b, self.lr_mul, self.activation, precision=self.precision)
-
-
 class MappingNetwork(nn.Module):
     """PixelNorm + n_mlp equalized-lr dense layers (lr_mul 0.01) with fused leaky-ReLU."""
 
@@ -134,8 +119,8 @@ class MappingNetwork(nn.Module):
         """z: (B, z_dim) -> w: (B, style_dim), float32."""
         x = layers.pixel_norm(z.astype(jnp.float32))
         for i in range(self.n_mlp):
-            x = EqualLinear(self.style_dim, self.lr_mlp, activation=True, precision=self.precision,
-                            name=f"dense_{i}")(x)
+            x = layers.EqualLinear(self.style_dim, self.lr_mlp, activation=True, precision=self.precision,
+                                   name=f"dense_{i}")(x)
         return x
 
 
@@ -175,9 +160,8 @@ class StyledConv(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """Modulated 1×1 conv to RGB (no demodulation) + bias, plus the upsampled skip image."""
+    """Modulated 1×1 conv to RGB (no demodulation) + bias, plus the upsampled skip image (if any)."""
 
-    upsample: bool = True
     blur_kernel: tuple[int, ...] = BLUR_KERNEL
     conv_clamp: Optional[float] = None
     path: str = "grouped"
@@ -235,7 +219,7 @@ class SynthesisNetwork(nn.Module):
         const = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, cfg.channels[0]))
         x = jnp.broadcast_to(const, (b,) + const.shape[1:])
         x = StyledConv(cfg.channels[0], name="conv1", **kw)(x, ws[:, 0], self._noise(0, b, noise_mode))
-        skip = ToRGB(upsample=False, name="to_rgb1", **kw)(x, ws[:, 1], None)
+        skip = ToRGB(name="to_rgb1", **kw)(x, ws[:, 1], None)
         for j in range(cfg.log_size - 2):
             c = cfg.channels[j + 1]
             x = StyledConv(c, upsample=True, up_impl=self.up_impl, name=f"convs_{2 * j}", **kw)(

@@ -18,8 +18,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from e4e_jax.models.encoder import STYLE_DIM, EqualLinear
+from e4e_jax.models.encoder import STYLE_DIM
 from e4e_jax.models.irse import IRSEBackbone, resolve_sizes
+from e4e_jax.models.layers import EqualLinear
 
 Dtype = Any
 
@@ -67,5 +68,6 @@ class SingleStyleCodeEncoder(nn.Module):
                             axis_name=self.axis_name, widths=widths, units=units, name="backbone")(x, train)
         # AdaptiveAvgPool2d((1, 1)) + view(-1, C); the mean accumulates in float32 as the SE pools do.
         pooled = jnp.mean(y.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-        w = EqualLinear(STYLE_DIM, 1.0, self.dtype, self.precision, name="linear")(pooled).astype(jnp.float32)
+        w = EqualLinear(STYLE_DIM, 1.0, dtype=self.dtype, precision=self.precision, name="linear")(pooled)
+        w = w.astype(jnp.float32)
         return jnp.broadcast_to(w[:, None], (w.shape[0], self.n_styles, STYLE_DIM))

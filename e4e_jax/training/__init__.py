@@ -1,5 +1,6 @@
-"""e4e training (DESIGN.md §7): train state, Ranger/Adam optimizers, progressive schedule, the jitted
-train step (encoder + latent discriminator with lazy R1), and the loop (metric writers, orbax checkpoints).
+"""e4e training (docs/architecture.md, "Data path of a training step"): train state, Ranger/Adam
+optimizers, progressive schedule, the jitted train step (encoder + latent discriminator with lazy R1),
+and the loop (metric writers, orbax checkpoints).
 
 Entry point: `e4e_jax.training.train_and_evaluate(config, workdir, resume=False) -> dict`.
 """

@@ -1,4 +1,4 @@
-"""orbax checkpoints of the train state (DESIGN.md §7).
+"""orbax checkpoints of the train state (docs/architecture.md, "Several processes").
 
 WORKDIR/checkpoints/<step>/{state, meta}: `state` is the whole TrainState (StandardSave), `meta` a JSON
 record (step, config, e4e-jax version). Saves are asynchronous; every process calls `save` (orbax

@@ -9,11 +9,11 @@ a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint i
 'e4e' bundle of the trained encoder (+ generator, latent_avg) is written to WORKDIR/model (for
 `e4e-jax invert`) and the final metrics to WORKDIR/final_metrics.json.
 
-Before any work: the config is validated (`presets.validate`), the process group is joined
+Before any work: the config is validated (`config_rules.validate`), the process group is joined
 (`config.distributed`, e4e_jax.distributed), and WORKDIR is locked (`outdir.lock`, held by process 0 for
 the whole run; every process learns the outcome, so a refused run stops everywhere with one message).
 
-Several processes (DESIGN.md §7): every process runs every jitted computation — the step, the grids'
+Several processes (docs/architecture.md): every process runs every jitted computation — the step, the grids'
 and validation's eval steps — and host copies of batch-sharded arrays go through
 `multihost_utils.process_allgather`; only process 0 writes metrics, images, config.json,
 final_metrics.json and the bundle (a single-process save); every process takes part in the orbax
@@ -38,7 +38,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from e4e_jax import distributed, e4e_bundle, errors, fileio, outdir, sharding
-from e4e_jax.training import checkpoint, networks, optim, presets, writers
+from e4e_jax.training import checkpoint, config_rules, networks, optim, writers
 from e4e_jax.training.state import (TrainState, abstract_state, encoder_variables, fingerprint, init_train_state,
                                     param_count)
 from e4e_jax.training.step import eval_step, train_step
@@ -217,7 +217,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike, resume: bool = False,
     """Train (or continue) an e4e encoder as `config` says; returns the final metrics.
 
     Args:
-      config: an ml_collections config from e4e_jax.training.presets (or configs/*.py).
+      config: an ml_collections config (e4e_jax/configs/*.py).
       workdir: where checkpoints, metrics, images and the exported model go.
       resume: continue from the latest checkpoint in `workdir` (exactly: step, RNG, both optimizers,
         progressive stage, discriminator, latent pools; batches are a function of the step).
@@ -227,8 +227,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike, resume: bool = False,
     run, a --resume whose checkpoint does not fit the config; NothingToTrain when --resume finds the run
     already at or past `max_steps`.
     """
-    config = presets.apply_ablation(config.copy_and_resolve_references())
-    presets.validate(config)
+    config = config_rules.apply_ablation(config.copy_and_resolve_references())
+    config_rules.validate(config)
     if max_steps is not None and not (isinstance(max_steps, int) and max_steps >= 1):
         raise errors.UserError(f"--max-steps {max_steps!r}: must be a whole number ≥ 1")
     total = int(config.max_steps if max_steps is None else max_steps)
@@ -257,7 +257,7 @@ def _restore(mngr, step: int, abstract, config, workdir: Path) -> TrainState:
     """The state of checkpoint `step`; a UserError naming the differing config fields (one line each)
     when the checkpoint's state does not fit the one this config builds."""
     saved = checkpoint.read_meta(mngr, step).get("config", {})
-    changed = presets.config_diff(saved, json.loads(config.to_json()))
+    changed = config_rules.config_diff(saved, json.loads(config.to_json()))
     lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed)
     misfits = checkpoint.misfits(mngr, step, abstract)
     if misfits:

@@ -1,8 +1,8 @@
 """Build the networks, frozen inputs and step hyper-parameters of a run from its config.
 
-Frozen networks come from bundles (DESIGN.md §3): the generator ('stylegan2', or the generator of an
-'e4e' bundle), LPIPS ('lpips'), ArcFace ('arcface') or MoCo ('moco'). The toy configuration builds a
-fixed-seed random generator (and optionally a random LPIPS) instead.
+Frozen networks come from bundles (docs/architecture.md, "Model bundles"): the generator ('stylegan2',
+or the generator of an 'e4e' bundle), LPIPS ('lpips'), ArcFace ('arcface') or MoCo ('moco'). The toy
+configuration builds a fixed-seed random generator (and optionally a random LPIPS) instead.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import latent_avg
+from e4e_jax import losses as losses_lib
 from e4e_jax.generate import resolve_upsample
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
-from e4e_jax import losses as obj
 from e4e_jax.training.step import Networks, StepConfig
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,8 @@ def random_loss_network(kind: str, seed: int, lpips_type: str = "alex") -> dict:
 
 def build_losses(config, dtype) -> tuple[dict, dict, dict]:
     """(lambdas, {name: LossFn}, {name: frozen params}) of the distortion terms (Eq. 5)."""
-    from e4e_jax import losses as losses_lib  # deferred: pulls in every perceptual network
-
     lambdas = {"l2": float(config.l2_lambda), "lpips": float(config.lpips_lambda)}
-    fns: dict[str, Any] = {"l2": lambda p, a, b: obj.l2_loss(a, b)}
+    fns: dict[str, Any] = {"l2": lambda p, a, b: losses_lib.l2_loss(a, b)}
     params: dict[str, Any] = {}
     if config.lpips_lambda > 0:
         fns["lpips"] = functools.partial(losses_lib.lpips_loss, net=config.lpips_type)

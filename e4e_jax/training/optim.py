@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-RANGER_DEFAULTS = dict(alpha=0.5, k=6, b1=0.95, b2=0.999, eps=1e-5, threshold=5.0)
-
 
 def gradient_centralization(output_axis: int = -1) -> optax.GradientTransformation:
     """g − mean(g) over every axis but `output_axis`, for leaves with ndim > 1 (Yong et al. 2020).

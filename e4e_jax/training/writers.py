@@ -3,7 +3,7 @@
 `clu.metric_writers` imports TensorFlow at module level (its SummaryWriter), so on machines without TF
 (the GPU device) it is unavailable; the JSON-lines writer (WORKDIR/metrics.jsonl, one object per write:
 {"step", "kind", name: value...}) plus PNG grids under WORKDIR/images/ then carry the same data.
-Only process 0 writes anything (DESIGN.md §7).
+Only process 0 writes anything (docs/architecture.md, "Several processes").
 """
 from __future__ import annotations
 

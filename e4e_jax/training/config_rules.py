@@ -1,0 +1,146 @@
+"""The rules of a training config (the configs themselves are in e4e_jax/configs/, `configs/` of the
+repository): the paper's ablation switches, value checks, and the fields two configs differ in.
+
+Ablations of the paper (Table 2) are the switches `use_progressive`, `use_delta_reg`,
+`w_discriminator_lambda` and `encoder.mode`; `ablation='A'|'B'|'C'|'D'` sets them together
+(see `apply_ablation`); `ablation='W'` is the W end of the trade-off (official SingleStyleCodeEncoder).
+`validate` checks every number and choice before a run does any work; `config_diff` names the fields in
+which two configs (e.g. a checkpoint's and the current one) differ.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import ml_collections
+
+from e4e_jax.errors import UserError
+
+# Paper Table 2 (ablation of the editability components), as switches.
+ABLATIONS = {
+    "A": dict(encoder_mode="psp", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.0),
+    "B": dict(encoder_mode="e4e", use_progressive=True, use_delta_reg=True, w_discriminator_lambda=0.0),
+    "C": dict(encoder_mode="e4e", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.1),
+    "D": dict(encoder_mode="e4e", use_progressive=True, use_delta_reg=True, w_discriminator_lambda=0.1),
+    # Not in Table 2: the W encoder (no deltas at all), the other end of the distortion-editability trade-off.
+    "W": dict(encoder_mode="w", use_progressive=False, use_delta_reg=False, w_discriminator_lambda=0.1),
+}
+
+
+def apply_ablation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Set the switches of configuration `c.ablation` (paper Table 2):
+    A: pSp-style W+ encoder, no L_d-reg, no L_adv;  B: + progressive deltas with L_d-reg (W^k);
+    C: L_adv only (all deltas from the start, no L_d-reg);  D: both (full e4e, W^k_*);
+    W: the W encoder (one w repeated, no deltas) with L_adv."""
+    if not c.ablation:
+        return c
+    key = str(c.ablation).upper()
+    if key not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {sorted(ABLATIONS)} (paper Table 2), got {c.ablation!r}")
+    a = ABLATIONS[key]
+    c.encoder.mode = a["encoder_mode"]
+    c.use_progressive = a["use_progressive"]
+    c.use_delta_reg = a["use_delta_reg"]
+    if a["w_discriminator_lambda"] == 0.0 or c.w_discriminator_lambda == 0.0:
+        c.w_discriminator_lambda = a["w_discriminator_lambda"]
+    return c
+
+
+# ----------------------------------------------------------------------------- validation
+
+# Value rules of the numeric fields: (fields, test, what the test asks for).
+_RULES = (
+    (("batch_size", "test_batch_size", "max_steps", "board_interval", "image_interval", "val_interval",
+      "save_interval", "progressive_step_every", "d_reg_every", "data.num_workers", "data.num_eval_samples"),
+     lambda v: _is_int(v) and v >= 1, "a whole number ≥ 1"),
+    (("seed", "progressive_start", "keep_checkpoints", "data.prefetch", "w_pool_size"),
+     lambda v: _is_int(v) and v >= 0, "a whole number ≥ 0"),
+    (("max_val_batches",), lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 (the whole test set) or ≥ 1"),
+    (("learning_rate", "w_discriminator_lr"), lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    (("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "edit_lambda",
+      "r1"), lambda v: _is_real(v) and v >= 0, "a finite number ≥ 0"),
+    (("data.synthetic_truncation",), lambda v: _is_real(v), "a finite number"),
+    (("data.image_size", "output_size"),
+     lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) and x >= 1 for x in v),
+     "(height, width), whole numbers ≥ 1"),
+)
+
+# Fields with a fixed set of values.
+CHOICES = {
+    "data.source": ("folder", "synthetic"),
+    "data.loader": ("auto", "tfds", "numpy"),
+    "optim_name": ("ranger", "adam"),
+    "similarity": ("id", "moco"),
+    "compute_dtype": ("float32", "bfloat16"),
+    "generator.modulation": ("activation", "grouped"),
+    "generator.upsample": ("auto", "transpose", "subpixel"),
+    "lpips_type": ("alex", "vgg"),
+    "train_noise": ("random", "const", "none"),
+}
+
+# Fields that steer the run, not what it trains: free to change on --resume (config_diff leaves them out
+# unless asked).
+RESUME_FREE = ("max_steps", "board_interval", "image_interval", "val_interval", "save_interval",
+               "max_val_batches", "keep_checkpoints", "export_bundle", "test_batch_size", "distributed",
+               "data.train_dir", "data.test_dir", "data.loader", "data.num_workers", "data.prefetch")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _get(c, key: str):
+    node = c
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Check every numeric field and choice of a training config before any work is done.
+
+    Raises UserError with one line per bad field: `config.save_interval=0: must be a whole number ≥ 1`.
+    """
+    bad = []
+    for fields, ok, want in _RULES:
+        for key in fields:
+            value = _get(c, key)
+            if not ok(value):
+                bad.append(f"config.{key}={value!r}: must be {want}")
+    from e4e_jax.models.encoder_types import TYPE_OF_MODE  # deferred: configs load without flax
+
+    for key, allowed in {**CHOICES, "encoder.mode": tuple(TYPE_OF_MODE)}.items():
+        value = _get(c, key)
+        if value not in allowed:
+            bad.append(f"config.{key}={value!r}: must be one of {', '.join(map(repr, allowed))}")
+    if c.crop_rows is not None:
+        rows, height = c.crop_rows, c.output_size[0] if len(c.output_size) == 2 else 0
+        if not (len(rows) == 2 and all(_is_int(r) for r in rows) and 0 <= rows[0] < rows[1] <= height):
+            bad.append(f"config.crop_rows={rows!r}: must be (top, bottom) with 0 ≤ top < bottom ≤ output height "
+                       f"{height}, or None")
+    if bad:
+        raise UserError("\n".join(bad))
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: tuple[str, ...] = RESUME_FREE
+                ) -> list[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) for every field the two configs (as JSON dicts) set differently;
+    a field missing on one side counts as `None` there. Fields in or under `ignore` are left out."""
+    a, b = _flat(old), _flat(new)
+    skip = lambda k: any(k == i or k.startswith(i + ".") for i in ignore)  # noqa: E731
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if not skip(k) and a.get(k) != b.get(k)]
