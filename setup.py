@@ -5,7 +5,10 @@ setup(
     name="e4e-jax",
     version="0.1.0",
     description="Encoder for StyleGAN image manipulation (e4e) in JAX/Flax, with safe PyTorch weight converters",
-    packages=find_packages(include=["e4e_jax", "e4e_jax.*", "tools", "tools.*"]),
+    # The converters live in tools/convert_weights/ (run from the repository as `python -m tools.convert_weights`)
+    # and install as e4e_jax_tools.convert_weights: no generic top-level `tools` package in site-packages.
+    packages=find_packages(include=["e4e_jax", "e4e_jax.*"]) + ["e4e_jax_tools", "e4e_jax_tools.convert_weights"],
+    package_dir={"e4e_jax_tools": "tools"},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10",
@@ -32,7 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "e4e-jax=e4e_jax.cli:main",
-            "e4e-convert=tools.convert_weights.__main__:main",
+            "e4e-convert=e4e_jax_tools.convert_weights.__main__:main",
         ]
     },
 )

@@ -87,7 +87,7 @@ def copy_routes(batch: int, size: int, reps: int) -> dict:
         except Exception as e:  # noqa: BLE001 - a route this JAX does not support is reported, not fatal
             out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(name, out[name], flush=True)
-    del ring
+    ring = None  # noqa: F841 - the shared memory closes only once no array views it
     shm.close()
     shm.unlink()
     return out

@@ -90,20 +90,18 @@ def make_random_bundle(work: Path) -> Path:
     import jax
     import jax.numpy as jnp
 
-    from e4e_jax import bundle as bundle_lib
-    from e4e_jax.models.encoder import Encoder4Editing
+    from e4e_jax import e4e_bundle
+    from e4e_jax.models.encoder_types import EncoderConfig
     from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
 
     gen_cfg = StyleGAN2Config.rosinality(IMAGE_SIZE)
-    enc = Encoder4Editing(n_styles=gen_cfg.n_latent)
-    enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, 256, 256, 3)))
+    enc_cfg = EncoderConfig(mode="e4e", n_styles=gen_cfg.n_latent)
+    enc = enc_cfg.build()
+    enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *enc_cfg.input_size, 3)))
     latent_avg = np.asarray(jax.random.normal(jax.random.key(2), (gen_cfg.n_latent, gen_cfg.style_dim))) * 0.1
-    arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": gen_cfg.n_latent,
-                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": [256, 256]},
-            "generator": gen_cfg.to_dict(), "domain": "ffhq"}
     variables = {"encoder": enc_vars, "generator": init_variables(gen_cfg, jax.random.key(0)),
                  "latent_avg": latent_avg}
-    return bundle_lib.save(bundle, "e4e", arch, variables)
+    return e4e_bundle.save(bundle, e4e_bundle.E4EArchitecture.create(enc_cfg, gen_cfg, "ffhq_encode"), variables)
 
 
 def stub_dlib(work: Path) -> Path:

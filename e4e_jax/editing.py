@@ -3,7 +3,7 @@
 All edit functions are pure (numpy in, jax arrays out, jit-able with static layer arguments) and
 work on W+ latents of shape (B, n_latent, D) (D = style_dim = 512 for official models). Only the
 two `load_*` functions touch files; they read torch-saved files with the project's safe reader
-(`tools.convert_weights.safe_torch`, which never runs pickled code).
+(`e4e_jax.torchfile`, which never runs pickled code).
 
 Facts from the official code (omertov/encoder4editing `editings/`; genforce/sefa `utils.py`):
 - InterFaceGAN (`LatentEditor.apply_interfacegan`): `latent + factor * direction` with torch
@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from e4e_jax import torchfile
 
 ArrayLike = np.ndarray | jax.Array
 
@@ -334,9 +336,7 @@ def sefa_sweep(latents: ArrayLike, direction: ArrayLike, layers: Sequence[int],
 # ------------------------------------------------------------------------------------ loaders
 
 def _load(path: str | os.PathLike) -> Any:
-    # Imported here: e4e_jax stays importable without tools/, which ships in the same package.
-    from tools.convert_weights.safe_torch import load_checkpoint
-    return load_checkpoint(path)
+    return torchfile.load_checkpoint(path)
 
 
 def load_interfacegan_direction(path: str | os.PathLike) -> np.ndarray:

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax import domains
 from e4e_jax.models.inception import FIDInceptionV3
 from e4e_jax.models.lpips import LPIPS
 from e4e_jax.models.resampling import FACE_POOL_SIZE, pool_and_crop
@@ -56,8 +57,8 @@ def to_encoder_frame(images: jax.Array, input_hw: tuple[int, int]) -> jax.Array:
         return pool_and_crop(images, FACE_POOL_SIZE)
     if w != FACE_POOL_SIZE[1] or h > FACE_POOL_SIZE[0]:
         raise ValueError(f"encoder input {h}x{w} is neither 256x256 nor a centred 256-wide crop (cars: 192x256)")
-    top = (FACE_POOL_SIZE[0] - h) // 2
-    return pool_and_crop(images, FACE_POOL_SIZE, (top, top + h))
+    top, bottom = domains.centred_rows(FACE_POOL_SIZE[0], h)
+    return pool_and_crop(images, FACE_POOL_SIZE, (top, bottom))
 
 
 # ---------------------------------------------------------------------------------------- distortion

@@ -43,8 +43,10 @@ def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
         _, variables = bundle.load(path, "stylegan2")
         return StyleGAN2Config.from_dict(config["architecture"]), variables
     if config["kind"] == "e4e":
-        _, variables = bundle.load(path, "e4e")
-        return StyleGAN2Config.from_dict(config["architecture"]["generator"]), variables["generator"]
+        from e4e_jax import e4e_bundle
+
+        arch, variables, _ = e4e_bundle.load(path)
+        return arch.generator, variables["generator"]
     raise bundle.BundleError(f"{path} holds a {config['kind']!r} bundle; synthesis needs a 'stylegan2' or 'e4e' bundle")
 
 

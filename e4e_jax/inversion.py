@@ -14,15 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax import sharding
+from e4e_jax import domains, e4e_bundle, sharding
 from e4e_jax.choices import compute_dtype
 from e4e_jax.generate import resolve_modulation, resolve_upsample
-from e4e_jax.models import encoder_types, resampling
+from e4e_jax.models import resampling
 from e4e_jax.models.encoder import add_latent_avg
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 
-# Official cars inference crops the 512×512 output to rows 64:448 (the 4:3 car frame).
-CARS_CROP_FRACTION = (64 / 512, 448 / 512)
 # What an inversion returns besides the latents: float reconstructions, uint8 ones, or none.
 IMAGE_MODES = ("float", "uint8", "none")
 
@@ -31,7 +29,7 @@ IMAGE_MODES = ("float", "uint8", "none")
 class E4EModel:
     """An e4e bundle ready to run: modules, variables and the facts inversion needs."""
 
-    encoder: nn.Module      # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.py)
+    encoder: nn.Module      # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.EncoderConfig.build)
     generator: Generator
     variables: dict
     input_hw: tuple[int, int]
@@ -53,18 +51,14 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
 
     fuse_style_blocks: run the style blocks that share a feature map as one stack (inference only; same
     parameters and maths, see e4e_jax/models/fused_styles.py)."""
-    from e4e_jax import bundle
-
-    config, variables = bundle.load(path, "e4e")
-    arch = config["architecture"]
-    enc = arch["encoder"]
-    encoder = encoder_types.from_architecture(enc, dtype=compute_dtype(dtype), precision=precision,
-                                              fuse_style_blocks=fuse_style_blocks)
-    generator = Generator(StyleGAN2Config.from_dict(arch["generator"]), modulation=resolve_modulation(modulation),
-                          dtype=compute_dtype(dtype), precision=precision, upsample=resolve_upsample(upsample))
-    if compute_dtype(dtype) != jnp.float32:
-        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], compute_dtype(dtype))}
-    return E4EModel(encoder, generator, variables, tuple(enc["input_size"]), arch.get("domain"), str(path))
+    arch, variables, _ = e4e_bundle.load(path)
+    dt = compute_dtype(dtype)
+    encoder = arch.encoder.build(dtype=dt, precision=precision, fuse_style_blocks=fuse_style_blocks)
+    generator = Generator(arch.generator, modulation=resolve_modulation(modulation), dtype=dt, precision=precision,
+                          upsample=resolve_upsample(upsample))
+    if dt != jnp.float32:
+        variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], dt)}
+    return E4EModel(encoder, generator, variables, arch.encoder.input_size, arch.domain, str(path))
 
 
 def cast_conv_kernels(tree: dict, dtype) -> dict:
@@ -86,15 +80,14 @@ def encode(model: E4EModel, variables: dict, x: jax.Array) -> jax.Array:
     """x: (B, H, W, 3) in [-1, 1] → W+ codes (B, n_latent, 512) float32, latent_avg added."""
     codes = model.encoder.apply(variables["encoder"], x)
     codes = add_latent_avg(codes.astype(jnp.float32), variables["latent_avg"])
-    return codes[:, : model.gen_config.n_latent]  # Official cars inference trims 18 → 16 codes.
+    return codes[:, : model.gen_config.n_latent]  # Official cars inference trims 18 → 16 codes (domains.py).
 
 
 def crop_output(model: E4EModel, images: jax.Array) -> jax.Array:
-    """Official output framing: cars keep rows 64:448 of 512 (scaled to the generator size)."""
+    """Official output framing: cars keep rows 64:448 of 512 (`domains.cars_rows` of the generator size)."""
     if not model.is_cars:
         return images
-    size = model.gen_config.size
-    top, bottom = (int(round(f * size)) for f in CARS_CROP_FRACTION)
+    top, bottom = domains.cars_rows(model.gen_config.size)
     return images[:, top:bottom]
 
 

@@ -109,18 +109,17 @@ def _e4e(arch: Mapping[str, Any]):
     import jax
     import jax.numpy as jnp
 
-    from e4e_jax.models import encoder_types
-    from e4e_jax.models.encoder import STYLE_DIM  # the W width every encoder maps to
+    from e4e_jax.models.encoder import STYLE_DIM
+    from e4e_jax.models.encoder_types import EncoderConfig
 
-    enc = arch["encoder"]
-    encoder = encoder_types.from_architecture(enc)  # the module load_e4e builds (every encoder type)
-    h, w = enc["input_size"]
+    enc = EncoderConfig.from_dict(arch["encoder"])
+    encoder = enc.build()  # the module load_e4e builds (every encoder type)
     generator = _stylegan2(arch["generator"])
 
     def init():
-        return {"encoder": encoder.init(jax.random.key(0), jnp.zeros((1, h, w, enc.get("input_nc", 3)))),
+        return {"encoder": encoder.init(jax.random.key(0), jnp.zeros((1, *enc.input_size, enc.input_nc))),
                 "generator": generator(),
-                "latent_avg": jax.ShapeDtypeStruct((enc["n_styles"], STYLE_DIM), jnp.float32)}
+                "latent_avg": jax.ShapeDtypeStruct((enc.n_styles, STYLE_DIM), jnp.float32)}
     return init
 
 

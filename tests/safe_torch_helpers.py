@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tools.convert_weights.safe_torch import PersistentObject
+from e4e_jax.torchfile import PersistentObject
 
 
 def _expected_array(t: torch.Tensor) -> np.ndarray:

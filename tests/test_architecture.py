@@ -31,7 +31,7 @@ def test_architecture_page_names_the_layers_in_the_same_order():
     text = (ROOT / "docs" / "architecture.md").read_text()
     section = text[text.index("## Layers"):text.index("Two more rules")]
     items = re.findall(r"^\d+\. (.+(?:\n   .+)*)", section, re.MULTILINE)
-    listed = [set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", item))) for item in items]  # not the (notes)
+    listed = [set(re.findall(r"`([a-z0-9_]+)`", re.sub(r"\([^)]*\)", "", item))) for item in items]  # not the (notes)
     assert listed == _layers()[::-1]
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from e4e_jax import bundle
-from e4e_jax.models import encoder_types
 from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
+from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.resampling import upsample_bilinear_align_corners
 from tests.refs import psp_encoders as ref
 from tests.official_e4e import save_random_e4e
@@ -269,7 +269,7 @@ def test_w_encoder_latents_and_images(w_setup):
     r, r_img = r.numpy(), r_img.numpy().transpose(0, 2, 3, 1)
     arch = w_setup["config"]["architecture"]
     v = w_setup["variables"]
-    enc = encoder_types.from_architecture(arch["encoder"], precision="highest")
+    enc = EncoderConfig.from_dict(arch["encoder"]).build(precision="highest")
     gen = Generator(StyleGAN2Config.from_dict(arch["generator"]), precision="highest")
 
     @jax.jit

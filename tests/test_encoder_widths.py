@@ -5,6 +5,8 @@ tests/test_encoder_parity.py); these tests check that small encoders build and r
 input sizes, that the default still has the official parameter shapes, and that the training-time parts
 (progressive stage mask, BatchNorm statistics) work with custom sizes.
 """
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,12 +129,13 @@ def test_encoder_types_schema():
     """The bundle's encoder dict picks the module: 'encoder_type' and 'mode' must agree; either alone works
     (bundles written before the W encoder carry only 'mode')."""
     from e4e_jax.models import encoder_types
+    from e4e_jax.models.encoder_types import EncoderConfig
     from e4e_jax.models.w_encoder import SingleStyleCodeEncoder
 
     base = dict(n_styles=N_STYLES, widths=[16, 32, 64, 128], units=[1, 2, 2, 1], style_channels=128)
-    w = encoder_types.from_architecture({**base, "encoder_type": "SingleStyleCodeEncoder"}, fuse_style_blocks=True)
+    w = EncoderConfig.from_dict({**base, "encoder_type": "SingleStyleCodeEncoder"}).build(fuse_style_blocks=True)
     assert isinstance(w, SingleStyleCodeEncoder) and w.widths == (16, 32, 64, 128) and w.sizes()[0][3] == 128
-    legacy = encoder_types.from_architecture({**base, "mode": "psp"}, fuse_style_blocks=True)
+    legacy = EncoderConfig.from_dict({**base, "mode": "psp"}).build(fuse_style_blocks=True)
     assert isinstance(legacy, Encoder4Editing) and legacy.mode == "psp" and legacy.fuse_style_blocks
     assert encoder_types.mode_of({"mode": "e4e", "encoder_type": "Encoder4Editing"}) == "e4e"
     with pytest.raises(ValueError, match="contradicts encoder_type 'SingleStyleCodeEncoder'"):
@@ -140,9 +143,28 @@ def test_encoder_types_schema():
     with pytest.raises(ValueError, match="encoder_type 'ProgressiveBackboneEncoder' unknown"):
         encoder_types.mode_of({"encoder_type": "ProgressiveBackboneEncoder"})
     with pytest.raises(ValueError, match="encoder mode must be one of"):
-        encoder_types.build_encoder(N_STYLES, "w+")
+        EncoderConfig(mode="w+", n_styles=N_STYLES)
     with pytest.raises(ValueError, match=r"style_channels=64 must be None or widths\[3\]=128"):
         SingleStyleCodeEncoder(n_styles=N_STYLES, style_channels=64, **SMALL).sizes()
+
+
+def test_encoder_config_round_trip():
+    """to_dict / from_dict are inverse; the official sizes write no size keys (the on-disk form of every
+    bundle so far); older dicts without num_layers / backbone_mode / input_nc read as the official values."""
+    from e4e_jax.models.encoder_types import EncoderConfig
+
+    toy = EncoderConfig(mode="e4e", n_styles=N_STYLES, input_size=(192, 256), widths=(16, 32, 64, 128),
+                        units=(1, 2, 2, 1), style_channels=128)
+    d = toy.to_dict()
+    assert d["encoder_type"] == "Encoder4Editing" and d["widths"] == [16, 32, 64, 128] and d["input_size"] == [192, 256]
+    assert EncoderConfig.from_dict(json.loads(json.dumps(d))) == toy
+    official = EncoderConfig(mode="w", n_styles=18).to_dict()
+    assert official == {"mode": "w", "encoder_type": "SingleStyleCodeEncoder", "n_styles": 18, "num_layers": 50,
+                        "backbone_mode": "ir_se", "input_nc": 3, "input_size": [256, 256]}
+    old = EncoderConfig.from_dict({"mode": "psp", "n_styles": 18, "input_size": [256, 256]})
+    assert old == EncoderConfig(mode="psp", n_styles=18)
+    built = toy.build(precision="highest")
+    assert isinstance(built, Encoder4Editing) and built.widths == (16, 32, 64, 128) and built.precision == "highest"
 
 
 @pytest.fixture(scope="module")

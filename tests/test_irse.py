@@ -7,7 +7,8 @@ import torch
 
 from e4e_jax.models.irse import IRSEBackbone, unit_specs
 from tests.refs.psp_encoders import IRSEBody, randomize_
-from tools.convert_weights.e4e import KeyTracker, detect_backbone, irse_to_variables
+from tools.convert_weights.irse import detect_backbone, irse_to_variables
+from tools.convert_weights.state_dicts import KeyTracker
 from tests.parity import tolerance as _tol  # noqa: E402
 
 TAPS = (6, 20, 23)

@@ -11,7 +11,7 @@ from torch import nn
 
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator, params_from_state_dict
 from e4e_jax.training import pool, schedule
-from tools.convert_weights.safe_torch import load_checkpoint
+from e4e_jax.torchfile import load_checkpoint
 
 
 class TorchLatentCodesDiscriminator(nn.Module):

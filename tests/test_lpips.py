@@ -14,7 +14,7 @@ from e4e_jax.models.lpips import LPIPS
 from tests.refs.perceptual_refs import LPIPSRef, TorchvisionFeatures, e4e_lpips_loss, randomize_
 from tools.convert_weights import lpips as lpips_conv
 from tools.convert_weights.__main__ import main as convert_main
-from tools.convert_weights.safe_torch import load_checkpoint
+from e4e_jax.torchfile import load_checkpoint
 from tests.parity import tolerance as _tol  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "lpips_v0.1"

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from tests.safe_torch_helpers import _install_fake_nvlabs, _persistent_classes, _save, assert_same
-from tools.convert_weights import safe_torch
-from tools.convert_weights.safe_torch import CheckpointError, UnsafePickleError, load_checkpoint
+from e4e_jax import torchfile
+from e4e_jax.torchfile import CheckpointError, UnsafePickleError, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_reader_works_without_torch(tmp_path, good_files, monkeypatch):
         sys.meta_path.insert(0, BlockTorch())
         sys.path.insert(0, {str(REPO)!r})
         import numpy as np
-        from tools.convert_weights.safe_torch import load_checkpoint
+        from e4e_jax.torchfile import load_checkpoint
         arrays = {{}}
         for fmt, path in {[(k, str(v)) for k, v in files.items()]!r}:
             for key, value in load_checkpoint(path).items():
@@ -195,10 +195,10 @@ def test_reader_works_without_torch(tmp_path, good_files, monkeypatch):
 
 
 def test_module_does_not_import_torch():
-    """The reader and every module it is built from (tools/convert_weights/*.py minus the converters)."""
-    here = Path(safe_torch.__file__).parent
-    names = ["safe_torch", "torch_containers", "safe_unpickler", "pickle_allowlist", "torch_tensors",
-             "torch_dtypes", "checkpoint_objects", "checkpoint_errors"]
+    """The reader and every module it is built from (e4e_jax/torchfile/*.py)."""
+    here = Path(torchfile.__file__).parent
+    names = sorted(p.stem for p in here.glob("*.py"))
+    assert {"reader", "containers", "unpickler", "allowlist", "tensors", "dtypes", "objects", "errors"} <= set(names)
     for name in names:
         source = (here / f"{name}.py").read_text()
         assert "import torch" not in source and "exec(" not in source and "compile(" not in source, name

@@ -151,9 +151,10 @@ def _out_hw(model, image_size: Optional[int]) -> Optional[tuple[int, int]]:
     size = model.gen_config.size
     h = size
     if model.is_cars:
-        from e4e_jax.inversion import CARS_CROP_FRACTION
+        from e4e_jax.domains import cars_rows
 
-        h = int(round((CARS_CROP_FRACTION[1] - CARS_CROP_FRACTION[0]) * size))
+        top, bottom = cars_rows(size)
+        h = bottom - top
     if image_size > size:
         raise UserError(f"--image-size {image_size} is larger than the generator's {size}; pass at most {size}")
     return int(round(h * image_size / size)), image_size

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from e4e_jax import domains
 
 # Extensions read (case-insensitive). The official list is jpg/jpeg/png/ppm/bmp/tiff with fixed
 # case; we accept every case and add webp/tif.
@@ -56,7 +57,7 @@ PRESETS: dict[str, tuple[int, int]] = {
     'horse': (256, 256),
     'church': (256, 256),
     'cats': (256, 256),
-    'cars': (192, 256),
+    'cars': domains.CARS_INPUT_HW,
 }
 
 DEFAULT_MIN_SIZE = 8

@@ -20,9 +20,11 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
-from e4e_jax.models.irse import IRSEBackbone
+from e4e_jax.models.irse import NUM_LAYERS_OF_UNITS, IRSEBackbone
 
-_UNITS_TO_LAYERS = {24: 50, 49: 100, 50: 152}
+EMBEDDING_DIM = 512  # output_layer's Linear and BatchNorm1d width
+# Input side of the output Linear's fan-in (512 channels of a 7x7 or 14x14 map).
+INPUT_SIZE_OF_FAN_IN = {512 * 7 * 7: 112, 512 * 14 * 14: 224}
 
 
 def _bn(name: str, dtype) -> nn.BatchNorm:
@@ -51,7 +53,7 @@ class ArcFace(nn.Module):
         x = _bn("output_bn", self.dtype)(x)
         # torch flattens NCHW: reorder so the Linear's weight columns line up without permuting them.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-        x = nn.Dense(512, dtype=self.dtype, param_dtype=jnp.float32, precision=self.precision,
+        x = nn.Dense(EMBEDDING_DIM, dtype=self.dtype, param_dtype=jnp.float32, precision=self.precision,
                      name="output_linear")(x)
         x = _bn("output_bn1d", self.dtype)(x).astype(jnp.float32)
         return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
@@ -61,11 +63,11 @@ def architecture_of(params: Mapping[str, Any]) -> dict[str, Any]:
     """(num_layers, mode, input_size) of ArcFace `params` (the 'params' collection), from their shapes."""
     bb = params["backbone"]
     units = sum(1 for k in bb if str(k).startswith("body_"))
-    if units not in _UNITS_TO_LAYERS:
+    if units not in NUM_LAYERS_OF_UNITS:
         raise ValueError(f"ArcFace params have {units} body units; expected 24, 49 or 50")
     fan_in = int(params["output_linear"]["kernel"].shape[0])
-    side = {512 * 7 * 7: 112, 512 * 14 * 14: 224}.get(fan_in)
+    side = INPUT_SIZE_OF_FAN_IN.get(fan_in)
     if side is None:
         raise ValueError(f"ArcFace output_linear has fan-in {fan_in}; expected 512·7·7 (112) or 512·14·14 (224)")
-    return {"num_layers": _UNITS_TO_LAYERS[units], "mode": "ir_se" if "se" in bb["body_0"] else "ir",
+    return {"num_layers": NUM_LAYERS_OF_UNITS[units], "mode": "ir_se" if "se" in bb["body_0"] else "ir",
             "input_size": side}

@@ -55,9 +55,9 @@ TAPS = stage_taps(UNITS[50])
 assert TAPS == (6, 20, 23)
 
 
-def n_styles_for(stylegan_size: int) -> int:
-    """Number of style vectors of a StyleGAN2 of output size `stylegan_size`: 2*log2(size) - 2."""
-    return 2 * int(math.log2(stylegan_size)) - 2
+def style_level(i: int) -> int:
+    """Feature map of style i: 0 = c3 (coarse, i < COARSE_IND), 1 = p2 (middle, i < MIDDLE_IND), 2 = p1."""
+    return 0 if i < COARSE_IND else 1 if i < MIDDLE_IND else 2
 
 
 
@@ -178,7 +178,7 @@ class Encoder4Editing(nn.Module):
         p1 = upsample_bilinear_align_corners(p2, c1.shape[1:3], self.precision) + lateral("latlayer2")(c1)
 
         feats = (c3, p2, p1)
-        levels = [0 if i < COARSE_IND else 1 if i < MIDDLE_IND else 2 for i in range(self.n_styles)]
+        levels = [style_level(i) for i in range(self.n_styles)]
         if self.fuse_style_blocks and not self.is_initializing():
             s = fused_style_blocks(self.variables["params"], feats, levels, self.dtype, self.precision)
         else:

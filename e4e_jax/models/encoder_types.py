@@ -1,18 +1,21 @@
-"""The official encoder types, their bundle schema, and the one factory that builds them.
+"""The official encoder types, their schema (`EncoderConfig`), and the one factory that builds them.
 
     opts.encoder_type (official)   mode    module                               codes
     Encoder4Editing                'e4e'   encoder.Encoder4Editing              w_0 + Δ_i (W^k)
     GradualStyleEncoder            'psp'   encoder.Encoder4Editing(mode='psp')  one style per layer (W+)
     SingleStyleCodeEncoder         'w'     w_encoder.SingleStyleCodeEncoder     one w repeated (W)
 
-The encoder of an 'e4e' bundle is described by config.json's architecture['encoder'] dict: 'mode' and/or
-'encoder_type' (bundles written before the W encoder may lack 'encoder_type'; those with only 'mode' load
-as before), 'n_styles', 'num_layers', 'backbone_mode', and for toy sizes 'widths', 'units', 'style_channels'.
-Every module has the interface __call__(x, progressive_stage=None, train=False) -> (B, n_styles, 512).
+An 'e4e' bundle's config.json stores `EncoderConfig.to_dict()` as architecture['encoder']: 'mode',
+'encoder_type', 'n_styles', 'num_layers', 'backbone_mode', 'input_nc', 'input_size' and, for toy sizes only,
+'widths', 'units', 'style_channels'. `from_dict` also reads the older forms: only 'mode' (bundles written
+before the W encoder) or only 'encoder_type', and no 'num_layers' / 'backbone_mode' / 'input_nc' (official
+values then). Every module has the interface __call__(x, progressive_stage=None, train=False) ->
+(B, n_styles, 512).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 
@@ -25,15 +28,72 @@ TYPE_OF_MODE = {mode: etype for etype, mode in ENCODER_TYPES.items()}
 SIZE_KEYS = ("widths", "units", "style_channels")
 
 
-def build_encoder(n_styles: int, mode: str, **kwargs) -> nn.Module:
-    """The encoder module of `mode` ('e4e', 'psp' or 'w'); kwargs are module attributes (dtype, precision,
-    num_layers, widths, ...). `fuse_style_blocks` is dropped for 'w', which has no style blocks."""
-    if mode == "w":
-        kwargs.pop("fuse_style_blocks", None)
-        return SingleStyleCodeEncoder(n_styles=n_styles, **kwargs)
-    if mode in ("e4e", "psp"):
-        return Encoder4Editing(n_styles=n_styles, mode=mode, **kwargs)
-    raise ValueError(f"encoder mode must be one of {sorted(TYPE_OF_MODE)}, got {mode!r}")
+def _ints(value) -> Optional[tuple[int, ...]]:
+    return None if value is None else tuple(int(v) for v in value)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters that fully determine an encoder (JSON-able via `to_dict`).
+
+    mode: 'e4e', 'psp' or 'w' (see the table above; `encoder_type` is the official class name).
+    n_styles: style vectors out (the generator's n_latent: 2*log2(size) - 2).
+    input_size: (H, W) of the images the encoder was trained on (official 256x256, cars 192x256).
+    num_layers, backbone_mode: IR-SE backbone (official 50, 'ir_se'); input_nc: image channels.
+    widths, units, style_channels: non-official stage sizes (None: official; see models/encoder.py).
+    """
+
+    mode: str
+    n_styles: int
+    input_size: tuple[int, int] = (256, 256)
+    num_layers: int = 50
+    backbone_mode: str = "ir_se"
+    input_nc: int = 3
+    widths: Optional[tuple[int, ...]] = None
+    units: Optional[tuple[int, ...]] = None
+    style_channels: Optional[int] = None
+
+    def __post_init__(self):
+        if self.mode not in TYPE_OF_MODE:
+            raise ValueError(f"encoder mode must be one of {sorted(TYPE_OF_MODE)}, got {self.mode!r}")
+        object.__setattr__(self, "n_styles", int(self.n_styles))
+        object.__setattr__(self, "input_size", _ints(self.input_size))
+        object.__setattr__(self, "widths", _ints(self.widths))
+        object.__setattr__(self, "units", _ints(self.units))
+        if len(self.input_size) != 2:
+            raise ValueError(f"encoder input_size must be (height, width), got {self.input_size}")
+
+    @property
+    def encoder_type(self) -> str:
+        """The official class name (opts.encoder_type) of this mode."""
+        return TYPE_OF_MODE[self.mode]
+
+    def build(self, **runtime) -> nn.Module:
+        """The encoder module; runtime: dtype, precision, axis_name, fuse_style_blocks (not stored;
+        `fuse_style_blocks` is dropped for 'w', which has no style blocks)."""
+        sizes = {k: getattr(self, k) for k in SIZE_KEYS}
+        if self.mode == "w":
+            runtime.pop("fuse_style_blocks", None)
+            return SingleStyleCodeEncoder(n_styles=self.n_styles, num_layers=self.num_layers,
+                                          backbone_mode=self.backbone_mode, **sizes, **runtime)
+        return Encoder4Editing(n_styles=self.n_styles, mode=self.mode, num_layers=self.num_layers,
+                               backbone_mode=self.backbone_mode, **sizes, **runtime)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"mode": self.mode, "encoder_type": self.encoder_type, "n_styles": self.n_styles,
+             "num_layers": self.num_layers, "backbone_mode": self.backbone_mode, "input_nc": self.input_nc,
+             "input_size": list(self.input_size)}
+        for k in SIZE_KEYS:  # written only when set, as bundles of the official sizes always were
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EncoderConfig":
+        """Read architecture['encoder'] of any bundle version (keys beyond the schema are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"mode"}
+        return cls(mode=mode_of(d), **{k: v for k, v in d.items() if k in known})
 
 
 def mode_of(arch: Mapping[str, Any]) -> str:
@@ -49,11 +109,3 @@ def mode_of(arch: Mapping[str, Any]) -> str:
     if mode is None:
         raise ValueError("the encoder architecture names neither 'mode' nor 'encoder_type'")
     return mode
-
-
-def from_architecture(arch: Mapping[str, Any], **kwargs) -> nn.Module:
-    """The encoder described by a bundle's architecture['encoder'] dict; kwargs: dtype, precision,
-    fuse_style_blocks, ... (runtime choices, not stored)."""
-    sizes = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items() if k in SIZE_KEYS}
-    return build_encoder(arch["n_styles"], mode_of(arch), num_layers=arch.get("num_layers", 50),
-                         backbone_mode=arch.get("backbone_mode", "ir_se"), **sizes, **kwargs)

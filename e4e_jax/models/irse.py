@@ -19,7 +19,7 @@ Non-official sizes (small encoders for toy runs): `widths` (the four stage depth
 `num_layers`, with the same parameter tree and numerics. The input layer has widths[0] channels and the SE
 bottleneck keeps reduction 16 (at least one channel).
 
-Parameter tree (torch name -> ours, see tools/convert_weights/e4e.py for the full mapping):
+Parameter tree (torch name -> ours, see tools/convert_weights/irse.py for the full mapping):
     input_layer.{0,1,2}        -> input_layer/{conv, bn, prelu}
     body.{i}.shortcut_layer.*  -> body_{i}/{shortcut_conv, shortcut_bn}
     body.{i}.res_layer.{0..5}  -> body_{i}/{bn1, conv1, prelu, conv2, bn2, se/{fc1, fc2}}
@@ -36,6 +36,8 @@ Dtype = Any
 # Official stage depths and units per stage (`get_blocks`); the first unit of each stage has stride 2.
 WIDTHS = (64, 128, 256, 512)
 UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
+# The depth of a body of n units (24 -> 50, 49 -> 100, 50 -> 152), to recognise a checkpoint's backbone.
+NUM_LAYERS_OF_UNITS = {sum(units): num_layers for num_layers, units in UNITS.items()}
 
 
 def _four_positive(name: str, value) -> tuple[int, ...]:

@@ -24,6 +24,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 RESNET50_STAGES = (3, 4, 6, 3)
+STEM_WIDTH, STEM_KERNEL = 64, 7  # conv1: 7x7, 64 channels
+EXPANSION = 4                     # a Bottleneck's output has EXPANSION x its width
+
+
+def stage_width(l: int) -> int:
+    """Bottleneck width of layer l + 1 (l = 0..3): 64, 128, 256, 512."""
+    return STEM_WIDTH * 2 ** l
 
 
 def _conv(features: int, k: int, stride: int, precision, dtype, name: str) -> nn.Conv:
@@ -38,7 +45,7 @@ def _bn(dtype, name: str) -> nn.BatchNorm:
 
 
 class Bottleneck(nn.Module):
-    """(B, H, W, in) -> (B, H/s, W/s, 4·width)."""
+    """(B, H, W, in) -> (B, H/s, W/s, EXPANSION·width)."""
 
     width: int
     stride: int = 1
@@ -51,9 +58,10 @@ class Bottleneck(nn.Module):
         kw = dict(precision=self.precision, dtype=self.dtype)
         out = nn.relu(_bn(self.dtype, "bn1")(_conv(self.width, 1, 1, name="conv1", **kw)(x)))
         out = nn.relu(_bn(self.dtype, "bn2")(_conv(self.width, 3, self.stride, name="conv2", **kw)(out)))
-        out = _bn(self.dtype, "bn3")(_conv(4 * self.width, 1, 1, name="conv3", **kw)(out))
+        out = _bn(self.dtype, "bn3")(_conv(EXPANSION * self.width, 1, 1, name="conv3", **kw)(out))
         if self.downsample:
-            x = _bn(self.dtype, "downsample_bn")(_conv(4 * self.width, 1, self.stride, name="downsample_conv", **kw)(x))
+            x = _conv(EXPANSION * self.width, 1, self.stride, name="downsample_conv", **kw)(x)
+            x = _bn(self.dtype, "downsample_bn")(x)
         return nn.relu(out + x)
 
 
@@ -79,11 +87,11 @@ class ResNet(nn.Module):
     def __call__(self, x, with_head: bool = False):
         kw = dict(precision=self.precision, dtype=self.dtype)
         x = x.astype(self.dtype)
-        x = nn.relu(_bn(self.dtype, "bn1")(_conv(64, 7, 2, name="conv1", **kw)(x)))
+        x = nn.relu(_bn(self.dtype, "bn1")(_conv(STEM_WIDTH, STEM_KERNEL, 2, name="conv1", **kw)(x)))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # -inf padding, as torch
         for l, n in enumerate(self.stage_sizes):
             for i in range(n):
-                x = Bottleneck(64 * 2 ** l, stride=2 if (l > 0 and i == 0) else 1, downsample=i == 0,
+                x = Bottleneck(stage_width(l), stride=2 if (l > 0 and i == 0) else 1, downsample=i == 0,
                                name=f"layer{l + 1}_{i}", **kw)(x)
         feats = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         if not with_head:

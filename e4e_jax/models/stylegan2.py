@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from e4e_jax.models import layers
 
 NOISE_MODES = ("const", "random", "none")
+BLUR_KERNEL = (1, 3, 3, 1)  # the FIR taps of every official StyleGAN2 (rosinality and NVlabs)
 
 
 def rosinality_channels(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
@@ -51,7 +52,7 @@ class StyleGAN2Config:
     style_dim: int = 512
     n_mlp: int = 8
     lr_mlp: float = 0.01
-    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    blur_kernel: tuple[int, ...] = BLUR_KERNEL
     conv_clamp: Optional[float] = None
     z_dim: Optional[int] = None
 
@@ -128,7 +129,7 @@ class StyledConv(nn.Module):
 
     out_channels: int
     upsample: bool = False
-    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    blur_kernel: tuple[int, ...] = BLUR_KERNEL
     conv_clamp: Optional[float] = None
     path: str = "grouped"
     dtype: Any = jnp.float32
@@ -161,7 +162,7 @@ class StyledConv(nn.Module):
 class ToRGB(nn.Module):
     """Modulated 1×1 conv to RGB (no demodulation) + bias, plus the upsampled skip image (if any)."""
 
-    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    blur_kernel: tuple[int, ...] = BLUR_KERNEL
     conv_clamp: Optional[float] = None
     path: str = "grouped"
     dtype: Any = jnp.float32

@@ -37,8 +37,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from e4e_jax import distributed, errors, fileio, outdir, sharding
-from e4e_jax.models.encoder_types import TYPE_OF_MODE
+from e4e_jax import distributed, e4e_bundle, errors, fileio, outdir, sharding
 from e4e_jax.training import checkpoint, config_rules, networks, optim, writers
 from e4e_jax.training.state import (TrainState, abstract_state, encoder_variables, fingerprint, init_train_state,
                                     param_count)
@@ -151,31 +150,22 @@ def _evaluate(eval_fn, state, frozen, batches) -> dict[str, float]:
 
 
 def _export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Path]:
-    """Write an 'e4e' bundle (same layout as tools/convert_weights/e4e.py) of the trained encoder."""
-    from e4e_jax import bundle
-
-    if config.encoder.arch != "e4e":
+    """Write an 'e4e' bundle (e4e_jax/e4e_bundle.py, as the converter's) of the trained encoder."""
+    if run.encoder_config is None:
         log.info("encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",
                  config.encoder.arch)
         return None
-    n = run.step_cfg.n_styles
-    arch = {"encoder": {"mode": config.encoder.mode, "encoder_type": TYPE_OF_MODE[config.encoder.mode],
-                        "num_layers": 50, "backbone_mode": "ir_se",
-                        "n_styles": n, "input_nc": 3, "input_size": list(config.data.image_size),
-                        **dict(config.encoder.kwargs)},
-            "generator": run.gen_cfg.to_dict(),
-            "opts": {"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)},
-            "dataset_type": config.dataset_type}
-    domain = str(config.dataset_type).split("_")[0]
-    if domain in ("ffhq", "cars", "horse", "church", "cats"):
-        arch["domain"] = domain
+    arch = e4e_bundle.E4EArchitecture.create(
+        run.encoder_config, run.gen_cfg, config.dataset_type,
+        opts={"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)})
     la = run.frozen["latent_avg"]
+    n = run.encoder_config.n_styles
     latent_avg = np.zeros((n, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
     variables = {"encoder": jax.device_get(encoder_variables(state)), "generator": run.frozen["generator"],
                  "latent_avg": latent_avg}
-    return bundle.save(workdir / "model", "e4e", arch, variables,
-                       extra={"trained_steps": int(state.step), "training_config": json.loads(config.to_json())},
-                       overwrite=True)
+    return e4e_bundle.save(workdir / "model", arch, variables,
+                           extra={"trained_steps": int(state.step), "training_config": json.loads(config.to_json())},
+                           overwrite=True)
 
 
 @dataclasses.dataclass

@@ -15,21 +15,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from e4e_jax import latent_avg
 from e4e_jax import losses as losses_lib
 from e4e_jax.choices import compute_dtype
 from e4e_jax.generate import resolve_upsample
-from e4e_jax.models import encoder_types
+from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 from e4e_jax.training.step import Networks, StepConfig
 
 log = logging.getLogger(__name__)
 
-W_AVG_SAMPLES, W_AVG_SEED = 10_000, 0
 
 
 def _e4e_encoder(n_styles: int, mode: str, dtype, **kwargs):
-    return encoder_types.build_encoder(n_styles, mode, dtype=dtype, **kwargs)
+    return EncoderConfig(mode=mode, n_styles=n_styles, **kwargs).build(dtype=dtype)
+
+
+def encoder_config(config, n_styles: int) -> EncoderConfig:
+    """The EncoderConfig of a run's 'e4e' encoder (config.encoder.mode and .kwargs, config.data.image_size):
+    what its exported bundle stores."""
+    return EncoderConfig(mode=config.encoder.mode, n_styles=n_styles, input_size=tuple(config.data.image_size),
+                         **dict(config.encoder.kwargs))
 
 
 # Encoder factories: (n_styles, mode, dtype, **config.encoder.kwargs) -> module with the e4e interface
@@ -45,7 +52,7 @@ class Run:
     step_cfg: StepConfig
     frozen: dict            # {'generator', 'latent_avg', 'losses'}
     gen_cfg: StyleGAN2Config
-    encoder_arch: dict      # JSON-able, for the exported e4e bundle
+    encoder_config: EncoderConfig | None  # of an encoder.arch 'e4e' run (its exported bundle); None otherwise
     init_encoder_variables: dict | None
 
 
@@ -71,16 +78,16 @@ def load_generator(config) -> tuple[StyleGAN2Config, dict]:
     return generate.load_generator(config.generator.bundle)
 
 
-def compute_latent_avg(gen: Generator, gen_vars, n_styles: int) -> np.ndarray:
+def compute_latent_avg(gen_cfg: StyleGAN2Config, gen_vars, n_styles: int) -> np.ndarray:
     """(n_styles, D) latent_avg: the generator's stored w_avg if set, else the mean of mapped N(0, I) codes
-    (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples), repeated per layer."""
+    (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples; the converters'
+    estimate, e4e_jax/latent_avg.py), repeated per layer."""
     w_avg = np.asarray(gen_vars.get("buffers", {}).get("w_avg", 0.0))
     if w_avg.ndim == 1 and np.any(w_avg != 0):
         mean = w_avg
     else:
-        z = jax.random.normal(jax.random.key(W_AVG_SEED), (W_AVG_SAMPLES, gen.config.mapping_in_dim))
-        mean = np.asarray(jax.jit(lambda v, z: jnp.mean(gen.apply(v, z, method="map"), axis=0))(gen_vars, z))
-    return np.broadcast_to(mean[None], (n_styles, mean.shape[-1])).astype(np.float32).copy()
+        mean = latent_avg.mean_w(gen_cfg, gen_vars)
+    return latent_avg.per_layer(mean, n_styles)
 
 
 def _load_bundle(path: str, kind: str, key: str) -> dict:
@@ -141,12 +148,11 @@ def build_losses(config, dtype) -> tuple[dict, dict, dict]:
 
 
 def _initial_encoder_variables(config, n_styles: int) -> dict | None:
-    from e4e_jax import bundle
+    from e4e_jax import e4e_bundle
 
     if config.encoder.init_bundle:
-        cfg, variables = bundle.load(config.encoder.init_bundle, "e4e")
-        arch = cfg["architecture"]["encoder"]
-        have, have_mode = arch.get("n_styles"), encoder_types.mode_of(arch)
+        arch, variables, _ = e4e_bundle.load(config.encoder.init_bundle)
+        have, have_mode = arch.encoder.n_styles, arch.encoder.mode
         if have != n_styles:
             raise ValueError(f"config.encoder.init_bundle {config.encoder.init_bundle}: encoder has {have} styles, "
                              f"the generator needs {n_styles}")
@@ -200,13 +206,12 @@ def build(config) -> Run:
         crop_rows=tuple(config.crop_rows) if config.crop_rows else None,
         noise_mode=config.train_noise,
     )
-    latent_avg = compute_latent_avg(generator, gen_vars, n_styles) if config.start_from_latent_avg else None
-    frozen = {"generator": gen_vars, "latent_avg": latent_avg, "losses": loss_params}
+    avg = compute_latent_avg(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
+    frozen = {"generator": gen_vars, "latent_avg": avg, "losses": loss_params}
     init_vars = _initial_encoder_variables(config, n_styles)
-    encoder_arch = {"arch": config.encoder.arch, "mode": config.encoder.mode, "n_styles": n_styles,
-                    "input_size": list(config.data.image_size), **{k: v for k, v in kwargs.items()}}
+    enc_cfg = encoder_config(config, n_styles) if config.encoder.arch == "e4e" else None
     nets = Networks(encoder=encoder, generator=generator, discriminator=discriminator, losses=fns)
-    return Run(nets, step_cfg, frozen, gen_cfg, encoder_arch, init_vars)
+    return Run(nets, step_cfg, frozen, gen_cfg, enc_cfg, init_vars)
 
 
 def backbone_from_arcface(encoder_variables: dict, arcface_variables: dict, source: str) -> dict:

@@ -1,7 +1,9 @@
 """Standalone converters from official PyTorch checkpoints to e4e-jax bundles.
 
-Usage: ``python -m tools.convert_weights KIND SRC... --out DIR`` (also ``e4e-convert``).
-Converters read checkpoints with `tools.convert_weights.safe_torch` (no torch needed, no code run).
+Usage: ``python -m tools.convert_weights KIND SRC... --out DIR`` from the repository; installed, the package is
+``e4e_jax_tools.convert_weights`` and the command ``e4e-convert``, so its modules import each other relatively.
+Converters read checkpoints with `e4e_jax.torchfile` (no torch needed, no code run); the helpers they share
+are in `state_dicts` (and `irse` for the IR-SE backbone of e4e and ArcFace).
 """
 
 CONVERTER_VERSION = "1"

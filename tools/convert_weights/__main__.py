@@ -17,27 +17,31 @@ from pathlib import Path
 from e4e_jax import cli_args
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.models.encoder_types import ENCODER_TYPES
-from tools.convert_weights import CONVERTER_VERSION
-from tools.convert_weights.stylegan2 import DEFAULT_W_AVG_SAMPLES
+from . import CONVERTER_VERSION
+from e4e_jax.latent_avg import W_AVG_SAMPLES
 
-# KIND -> (module, help of its sources, {option: (type, metavar, help)}). The option names are the keyword
-# arguments of the module's `convert`; they are typed and checked here, before any file is read.
+# KIND -> (module of this package, help of its sources, {option: (type, metavar, help)}). The option names are
+# the keyword arguments of the module's `convert`; they are typed and checked here, before any file is read.
 CONVERTERS = {
-    "stylegan2": ("tools.convert_weights.stylegan2", "rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl (G_ema)", {
+    "stylegan2": ("stylegan2", "rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl (G_ema)", {
         "w_avg_samples": (cli_args.positive_int, "N", "mapped z averaged for w_avg when a .pt has no latent_avg "
-                          f"(default {DEFAULT_W_AVG_SAMPLES}, as official pSp)")}),
-    "e4e": ("tools.convert_weights.e4e", "official e4e / pSp checkpoint (.pt)", {
+                          f"(default {W_AVG_SAMPLES}, as official pSp)")}),
+    "e4e": ("e4e", "official e4e / pSp checkpoint (.pt)", {
         "encoder_type": (cli_args.choice(*ENCODER_TYPES), "|".join(ENCODER_TYPES),
                          "encoder class when the checkpoint's opts do not name it (default Encoder4Editing)"),
         "latent_avg_samples": (cli_args.positive_int, "N", "mapped z averaged for latent_avg when the checkpoint "
-                               f"has none (default {DEFAULT_W_AVG_SAMPLES})")}),
-    "lpips": ("tools.convert_weights.lpips", "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict", {
+                               f"has none (default {W_AVG_SAMPLES})")}),
+    "lpips": ("lpips", "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict", {
         "net": (cli_args.choice("alex", "vgg"), "alex|vgg", "backbone (default: inferred from the weights' shapes)")}),
-    "arcface": ("tools.convert_weights.arcface", "ArcFace IR-SE50 model_ir_se50.pth", {}),
-    "moco": ("tools.convert_weights.moco", "MoCo-v2 ResNet-50 checkpoint (moco_v2_800ep_pretrain.pt)", {}),
-    "inception": ("tools.convert_weights.inception", "pytorch-fid FID Inception-v3 weights "
+    "arcface": ("arcface", "ArcFace IR-SE50 model_ir_se50.pth", {}),
+    "moco": ("moco", "MoCo-v2 ResNet-50 checkpoint (moco_v2_800ep_pretrain.pt)", {}),
+    "inception": ("inception", "pytorch-fid FID Inception-v3 weights "
                   "(pt_inception-2015-12-05-*.pth)", {}),
 }
+
+
+# As the user typed it: from the repository, or the console script of the installed e4e_jax_tools package.
+PROG = "python -m tools.convert_weights" if __package__ == "tools.convert_weights" else "e4e-convert"
 
 
 def _options_help() -> str:
@@ -52,7 +56,7 @@ def _options_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tools.convert_weights",
+        prog=PROG,
         description="Convert official PyTorch checkpoints into e4e-jax model bundles. "
         "Checkpoints are read without torch and without running any code they contain.",
         epilog=_options_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.kind, args.option)
     check_sources(args.sources)
     bundle.check_replaceable(args.out.absolute(), args.overwrite)  # fail before the (long) conversion
-    module = importlib.import_module(CONVERTERS[args.kind][0])
+    module = importlib.import_module(f".{CONVERTERS[args.kind][0]}", __package__)
     names = ", ".join(map(str, args.sources))
     try:
         architecture, variables, extra = module.convert(list(args.sources), **options)

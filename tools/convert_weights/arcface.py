@@ -3,7 +3,7 @@
     python -m tools.convert_weights arcface model_ir_se50.pth --out arcface_ir_se50
 
 Source: a plain state dict of model_irse.Backbone(112, 50, 'ir_se') (TreB1eN's InsightFace port):
-    input_layer.{0,1,2}.*, body.{i}.*            IR-SE backbone (mapping: tools/convert_weights/e4e.py)
+    input_layer.{0,1,2}.*, body.{i}.*            IR-SE backbone (mapping: tools/convert_weights/irse.py)
     output_layer.0.*  BatchNorm2d(512)           -> output_bn
     output_layer.3.*  Linear(512·7·7, 512)       -> output_linear (kernel = weight.T; its rows stay in torch's
                                                     C, H, W flatten order, which the model reproduces)
@@ -21,17 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from tools.convert_weights.e4e import _bn, detect_backbone, irse_to_variables
-from tools.convert_weights.sources import load_state_dict, single_source
-from tools.convert_weights.stylegan2 import KeyTracker
-
-_SIDE = {512 * 7 * 7: 112, 512 * 14 * 14: 224}
+from e4e_jax.models.arcface import EMBEDDING_DIM, INPUT_SIZE_OF_FAN_IN
+from .irse import detect_backbone, irse_to_variables
+from .state_dicts import KeyTracker, batch_norm, load_state_dict, single_source
 
 
 def _bn1d(keys: KeyTracker, name: str, c: int) -> tuple[dict, dict]:
     """BatchNorm1d, with or without affine parameters (IR_SE_50() builds it with affine=False)."""
     if f"{name}.weight" in keys:
-        return _bn(keys, name)
+        return batch_norm(keys, name)
     if f"{name}.num_batches_tracked" in keys:
         keys.skip(f"{name}.num_batches_tracked")
     stats = {"mean": keys.take(f"{name}.running_mean", (c,)), "var": keys.take(f"{name}.running_var", (c,))}
@@ -48,16 +46,17 @@ def state_to_variables(state: dict, source: str) -> tuple[dict, dict]:
     num_layers, mode = detect_backbone(keys)
     bb_params, bb_stats = irse_to_variables(keys, num_layers, mode)
     w = keys.take("output_layer.3.weight")
-    if w.ndim != 2 or w.shape[0] != 512 or w.shape[1] not in _SIDE:
+    if w.ndim != 2 or w.shape[0] != EMBEDDING_DIM or w.shape[1] not in INPUT_SIZE_OF_FAN_IN:
         raise ValueError(f"{source}: {prefix}output_layer.3.weight has shape {w.shape}, expected (512, 512*7*7) "
                          "for 112x112 inputs or (512, 512*14*14) for 224x224")
     params: dict[str, Any] = {"backbone": bb_params}
     stats: dict[str, Any] = {"backbone": bb_stats}
-    params["output_bn"], stats["output_bn"] = _bn(keys, "output_layer.0")
-    params["output_linear"] = {"kernel": np.ascontiguousarray(w.T), "bias": keys.take("output_layer.3.bias", (512,))}
-    params["output_bn1d"], stats["output_bn1d"] = _bn1d(keys, "output_layer.4", 512)
+    params["output_bn"], stats["output_bn"] = batch_norm(keys, "output_layer.0")
+    params["output_linear"] = {"kernel": np.ascontiguousarray(w.T),
+                               "bias": keys.take("output_layer.3.bias", (EMBEDDING_DIM,))}
+    params["output_bn1d"], stats["output_bn1d"] = _bn1d(keys, "output_layer.4", EMBEDDING_DIM)
     keys.check_all_used()
-    arch = {"num_layers": num_layers, "mode": mode, "input_size": _SIDE[w.shape[1]]}
+    arch = {"num_layers": num_layers, "mode": mode, "input_size": INPUT_SIZE_OF_FAN_IN[w.shape[1]]}
     return arch, {"params": params, "batch_stats": stats}
 
 

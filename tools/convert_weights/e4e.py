@@ -8,17 +8,12 @@
              --option latent_avg_samples=N (when the checkpoint has no latent_avg)
 
 A checkpoint is `torch.save({'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg': (n_styles, 512),
-'opts': {...}})`. The bundle (kind 'e4e') holds
+'opts': {...}})`. The bundle (kind 'e4e', schema e4e_jax/e4e_bundle.py) holds
     variables = {'encoder': {'params', 'batch_stats'}, 'generator': <stylegan2 variables>,
                  'latent_avg': (n_styles, 512)}.
 
-Encoder key mapping (torch -> ours; conv weights (O, I, kh, kw) -> kernels (kh, kw, I, O);
-BatchNorm weight/bias -> params scale/bias, running_mean/var -> batch_stats mean/var,
-num_batches_tracked dropped; PReLU weight -> alpha):
-    input_layer.0 / .1 / .2                   -> backbone/input_layer/conv / bn / prelu
-    body.{i}.shortcut_layer.0 / .1            -> backbone/body_{i}/shortcut_conv / shortcut_bn
-    body.{i}.res_layer.0 / 1 / 2 / 3 / 4      -> backbone/body_{i}/bn1 / conv1 / prelu / conv2 / bn2
-    body.{i}.res_layer.5.fc1 / fc2            -> backbone/body_{i}/se/fc1 / fc2
+Encoder key mapping (torch -> ours; conv, dense and BatchNorm layouts: state_dicts.py):
+    input_layer.*, body.*                     -> backbone/... (IR-SE backbone: irse.py)
     latlayer{1,2}.weight / bias               -> latlayer{1,2}/kernel / bias
     styles.{i}.convs.{2j}.weight / bias       -> styles_{i}/convs_{j}/kernel / bias
     styles.{i}.linear.weight / bias           -> styles_{i}/linear/weight (transposed) / bias
@@ -36,79 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from tools.convert_weights.stylegan2 import (DEFAULT_W_AVG_SAMPLES, W_AVG_SEED, KeyTracker, mean_w,
-                                             rosinality_to_variables)
-
-# Units per IR body depth (official get_blocks): 3+4+14+3, 3+13+30+3, 3+8+36+3.
-_NUM_UNITS = {24: 50, 49: 100, 50: 152}
-
-
-def _kernel(w: np.ndarray) -> np.ndarray:
-    """torch conv weight (O, I, kh, kw) -> flax kernel (kh, kw, I, O)."""
-    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
-
-
-def _conv(keys: KeyTracker, name: str, bias: bool) -> dict[str, np.ndarray]:
-    out = {"kernel": _kernel(keys.take(f"{name}.weight"))}
-    if bias:
-        out["bias"] = keys.take(f"{name}.bias")
-    return out
-
-
-def _bn(keys: KeyTracker, name: str) -> tuple[dict, dict]:
-    if f"{name}.num_batches_tracked" in keys:
-        keys.skip(f"{name}.num_batches_tracked")  # Only drives torch's momentum=None mode.
-    params = {"scale": keys.take(f"{name}.weight"), "bias": keys.take(f"{name}.bias")}
-    stats = {"mean": keys.take(f"{name}.running_mean"), "var": keys.take(f"{name}.running_var")}
-    return params, stats
-
-
-def detect_backbone(keys: KeyTracker) -> tuple[int, str]:
-    """(num_layers, 'ir' | 'ir_se') from the body.* keys."""
-    units = {int(m.group(1)) for k in keys.state if (m := re.match(r"body\.(\d+)\.", k))}
-    n = len(units)
-    if n not in _NUM_UNITS or units != set(range(n)):
-        raise ValueError(f"{keys.source}: {keys.prefix}body.* has {n} units; an IR backbone has 24 "
-                         f"(50 layers), 49 (100) or 50 (152)")
-    mode = "ir_se" if "body.0.res_layer.5.fc1.weight" in keys else "ir"
-    return _NUM_UNITS[n], mode
-
-
-def irse_to_variables(keys: KeyTracker, num_layers: int, mode: str, params_prefix: str = "") -> tuple[dict, dict]:
-    """Map `input_layer.*` and `body.*` (under the tracker's prefix) onto IRSEBackbone variables.
-
-    Returns (params, batch_stats) of e4e_jax.models.irse.IRSEBackbone. Reusable for ArcFace.
-    """
-    from e4e_jax.models.irse import unit_specs
-
-    params: dict[str, Any] = {}
-    stats: dict[str, Any] = {}
-    p, s = _bn(keys, "input_layer.1")
-    params["input_layer"] = {"conv": _conv(keys, "input_layer.0", False), "bn": p,
-                             "prelu": {"alpha": keys.take("input_layer.2.weight")}}
-    stats["input_layer"] = {"bn": s}
-    for i, (in_c, depth, _) in enumerate(unit_specs(num_layers)):
-        b = f"body.{i}"
-        up, us = {}, {}
-        if in_c != depth:
-            up["shortcut_conv"] = _conv(keys, f"{b}.shortcut_layer.0", False)
-            up["shortcut_bn"], us["shortcut_bn"] = _bn(keys, f"{b}.shortcut_layer.1")
-        up["bn1"], us["bn1"] = _bn(keys, f"{b}.res_layer.0")
-        up["conv1"] = _conv(keys, f"{b}.res_layer.1", False)
-        up["prelu"] = {"alpha": keys.take(f"{b}.res_layer.2.weight")}
-        up["conv2"] = _conv(keys, f"{b}.res_layer.3", False)
-        up["bn2"], us["bn2"] = _bn(keys, f"{b}.res_layer.4")
-        if mode == "ir_se":
-            up["se"] = {"fc1": _conv(keys, f"{b}.res_layer.5.fc1", False),
-                        "fc2": _conv(keys, f"{b}.res_layer.5.fc2", False)}
-        params[f"body_{i}"], stats[f"body_{i}"] = up, us
-    return params, stats
-
-
-def _linear(keys: KeyTracker, name: str) -> dict[str, np.ndarray]:
-    """EqualLinear(512, 512): torch weight (out, in) -> ours (in, out)."""
-    return {"weight": np.ascontiguousarray(keys.take(f"{name}.weight", (512, 512)).T),
-            "bias": keys.take(f"{name}.bias", (512,))}
+from e4e_jax import domains
+from e4e_jax.e4e_bundle import E4EArchitecture
+from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
+from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
+from e4e_jax.models.encoder_types import ENCODER_TYPES, EncoderConfig
+from e4e_jax.models.stylegan2 import StyleGAN2Config
+from e4e_jax.torchfile import load_checkpoint
+from .irse import detect_backbone, irse_to_variables
+from .state_dicts import KeyTracker, conv, equal_linear
+from .stylegan2 import rosinality_to_variables
 
 
 def encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
@@ -125,13 +57,13 @@ def encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
                          f"Encoder4Editing/GradualStyleEncoder state dict{hint}")
     bb_params, bb_stats = irse_to_variables(keys, num_layers, backbone_mode)
     params: dict[str, Any] = {"backbone": bb_params,
-                              "latlayer1": _conv(keys, "latlayer1", True),
-                              "latlayer2": _conv(keys, "latlayer2", True)}
+                              "latlayer1": conv(keys, "latlayer1", True),
+                              "latlayer2": conv(keys, "latlayer2", True)}
     for i in range(n_styles):
-        spatial = 16 if i < 3 else 32 if i < 7 else 64
-        block = {f"convs_{j}": _conv(keys, f"styles.{i}.convs.{2 * j}", True)
+        spatial = NOMINAL_SPATIAL[style_level(i)]  # official conv counts (the official input size)
+        block = {f"convs_{j}": conv(keys, f"styles.{i}.convs.{2 * j}", True)
                  for j in range(int(math.log2(spatial)))}
-        block["linear"] = _linear(keys, f"styles.{i}.linear")
+        block["linear"] = equal_linear(keys, f"styles.{i}.linear", STYLE_DIM, STYLE_DIM)
         params[f"styles_{i}"] = block
     input_nc = int(params["backbone"]["input_layer"]["conv"]["kernel"].shape[2])
     arch = {"num_layers": num_layers, "backbone_mode": backbone_mode, "n_styles": n_styles, "input_nc": input_nc}
@@ -150,7 +82,7 @@ def w_encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
                          f"dict{hint}")
     num_layers, backbone_mode = detect_backbone(keys)
     bb_params, bb_stats = irse_to_variables(keys, num_layers, backbone_mode)
-    params = {"backbone": bb_params, "linear": _linear(keys, "linear")}
+    params = {"backbone": bb_params, "linear": equal_linear(keys, "linear", STYLE_DIM, STYLE_DIM)}
     input_nc = int(bb_params["input_layer"]["conv"]["kernel"].shape[2])
     arch = {"num_layers": num_layers, "backbone_mode": backbone_mode, "input_nc": input_nc}
     return arch, {"params": params, "batch_stats": {"backbone": bb_stats}}
@@ -162,15 +94,6 @@ def _jsonable(v: Any) -> bool:
     if isinstance(v, (list, tuple)):
         return all(_jsonable(x) for x in v)
     return False
-
-
-def _domain(dataset_type: str) -> str | None:
-    d = dataset_type.lower()
-    for needle, name in (("ffhq", "ffhq"), ("celeb", "ffhq"), ("car", "cars"), ("horse", "horse"),
-                         ("church", "church"), ("cat", "cats")):
-        if needle in d:
-            return name
-    return None
 
 
 def _check_not_generator_ckpt(ckpt: Any, path: Path) -> None:
@@ -186,15 +109,12 @@ def _check_not_generator_ckpt(ckpt: Any, path: Path) -> None:
 
 
 def convert(sources: list[Path], encoder_type: str | None = None,
-            latent_avg_samples: str | int = DEFAULT_W_AVG_SAMPLES, **options) -> tuple[dict, dict, dict]:
+            latent_avg_samples: str | int = W_AVG_SAMPLES, **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
     if options:
         raise ValueError(f"e4e: unknown options {sorted(options)}; supported: encoder_type, latent_avg_samples")
     if len(sources) != 1:
         raise ValueError("e4e takes exactly one source file (the e4e/pSp checkpoint)")
-    from e4e_jax.models.encoder_types import ENCODER_TYPES
-    from tools.convert_weights.safe_torch import load_checkpoint
-
     path = Path(sources[0])
     ckpt = load_checkpoint(path)
     _check_not_generator_ckpt(ckpt, path)
@@ -225,47 +145,42 @@ def convert(sources: list[Path], encoder_type: str | None = None,
     raw_avg = ckpt.get("latent_avg")
     gen_arch, gen_vars = rosinality_to_variables(state, prefix="decoder.", source=str(path),
                                                  latent_avg=raw_avg)
-    n_latent = 2 * int(math.log2(gen_arch["size"])) - 2
+    gen_cfg = StyleGAN2Config.from_dict(gen_arch)
     # The W encoder repeats its w for every layer of the decoder (both sized by opts.stylegan_size).
-    n_styles = enc_arch.setdefault("n_styles", n_latent)
-    if n_latent != n_styles:
+    n_styles = enc_arch.setdefault("n_styles", gen_cfg.n_latent)
+    if gen_cfg.n_latent != n_styles:
         raise ValueError(f"{path}: the encoder has {n_styles} styles but the decoder (size "
-                         f"{gen_arch['size']}) takes {n_latent} latents")
+                         f"{gen_cfg.size}) takes {gen_cfg.n_latent} latents")
+    dim = gen_cfg.style_dim
 
     # The generator's w_avg (truncation centre): the checkpoint's latent_avg, else the mapped mean.
     n = int(latent_avg_samples)
     computed = None
     if raw_avg is None:
-        computed = mean_w(gen_arch, gen_vars, n, W_AVG_SEED)
+        computed = mean_w(gen_cfg, gen_vars, n)
         gen_vars["buffers"]["w_avg"] = computed
     # latent_avg as official pSp.forward uses it: added to the codes iff opts.start_from_latent_avg.
     if start_from_avg is False:
-        latent_avg = np.zeros((n_styles, 512), np.float32)
+        latent_avg = np.zeros((n_styles, dim), np.float32)
         extra["latent_avg_source"] = "zeros: opts.start_from_latent_avg is False (official forward adds nothing)"
     elif raw_avg is not None:
         la = np.asarray(raw_avg, np.float32)
         if la.ndim == 1:
             la = la[None]
-        if la.ndim != 2 or la.shape[1] != 512 or la.shape[0] not in (1, n_styles):
-            raise ValueError(f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected (512,), (1, 512) or "
-                             f"({n_styles}, 512)")
-        latent_avg = np.broadcast_to(la, (n_styles, 512)).copy()
+        if la.ndim != 2 or la.shape[1] != dim or la.shape[0] not in (1, n_styles):
+            raise ValueError(f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({dim},), (1, {dim}) or "
+                             f"({n_styles}, {dim})")
+        latent_avg = np.broadcast_to(la, (n_styles, dim)).copy()
         extra["latent_avg_source"] = "checkpoint latent_avg"
     else:
-        latent_avg = np.broadcast_to(computed[None], (n_styles, 512)).copy()
+        latent_avg = per_layer(computed, n_styles)
         extra["latent_avg_source"] = f"computed from {n} mapped z, seed {W_AVG_SEED}"
 
     dataset_type = opts.get("dataset_type")
-    is_cars = isinstance(dataset_type, str) and "car" in dataset_type.lower()
-    architecture: dict[str, Any] = {
-        "encoder": {"mode": mode, "encoder_type": etype, **enc_arch,
-                    "input_size": [192, 256] if is_cars else [256, 256]},
-        "generator": gen_arch,
-        "opts": {str(k): (list(v) if isinstance(v, tuple) else v) for k, v in opts.items() if _jsonable(v)},
-    }
-    if isinstance(dataset_type, str):
-        architecture["dataset_type"] = dataset_type
-        if (dom := _domain(dataset_type)) is not None:
-            architecture["domain"] = dom
+    dataset_type = dataset_type if isinstance(dataset_type, str) else None
+    encoder = EncoderConfig(mode=mode, input_size=domains.input_hw(domains.domain_of(dataset_type)), **enc_arch)
+    architecture = E4EArchitecture.create(
+        encoder, gen_cfg, dataset_type,
+        opts={str(k): (list(v) if isinstance(v, tuple) else v) for k, v in opts.items() if _jsonable(v)}).to_dict()
     variables = {"encoder": enc_vars, "generator": gen_vars, "latent_avg": latent_avg}
     return architecture, variables, extra

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.convert_weights.sources import load_state_dict, single_source
-from tools.convert_weights.stylegan2 import KeyTracker
+from .state_dicts import KeyTracker, conv_kernel, load_state_dict, single_source
 
 
 def _expected_tree(num_classes: int) -> dict:
@@ -27,10 +26,11 @@ def _expected_tree(num_classes: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from e4e_jax.models.inception import FIDInceptionV3
+    from e4e_jax.models.inception import INPUT_SIZE, FIDInceptionV3
 
     model = FIDInceptionV3(num_classes=num_classes)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3)), return_logits=True))
+    x = jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3))
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, return_logits=True))
 
 
 def _fill(tree: dict, path: tuple[str, ...], collection: str, keys: KeyTracker) -> Any:
@@ -42,7 +42,7 @@ def _fill(tree: dict, path: tuple[str, ...], collection: str, keys: KeyTracker) 
     base = ".".join(module)
     if module and module[-1] == "conv" and leaf == "kernel":
         kh, kw, cin, cout = shape
-        return np.ascontiguousarray(keys.take(f"{base}.weight", (cout, cin, kh, kw)).transpose(2, 3, 1, 0))
+        return conv_kernel(keys.take(f"{base}.weight", (cout, cin, kh, kw)))
     if module == ["fc"]:
         if leaf == "kernel":
             return np.ascontiguousarray(keys.take("fc.weight", shape[::-1]).T)

@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from tools.convert_weights.stylegan2 import KeyTracker
+from e4e_jax.models.lpips import CHANNELS, SCALE, SHIFT, conv_indices
+from e4e_jax.torchfile import load_checkpoint
+from .state_dicts import KeyTracker, conv
 
 _HEAD_PATTERNS = (r"lin(\d)\.model\.1\.weight", r"lins\.(\d)\.model\.1\.weight", r"lin\.(\d)\.1\.weight",
                   r"(\d)\.1\.weight")
@@ -55,8 +57,6 @@ def _canonical_key(key: str) -> str | None:
 
 
 def _check_constant(path: Path, key: str, value: Any) -> None:
-    from e4e_jax.models.lpips import SCALE, SHIFT
-
     expected = np.asarray(SHIFT if _CONSTANTS[key] == "shift" else SCALE, np.float32)
     v = np.asarray(value, np.float32).reshape(-1)
     if v.shape != expected.shape or not np.allclose(v, expected, atol=1e-6):
@@ -105,8 +105,6 @@ def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, 
 
 def infer_net(state: dict[str, np.ndarray], source: str) -> str:
     """'alex' or 'vgg' from the head channel counts and/or the backbone's conv indices."""
-    from e4e_jax.models.lpips import CHANNELS, conv_indices
-
     votes = set()
     heads = tuple(int(np.asarray(state[f"lin{k}"]).size) for k in range(5) if f"lin{k}" in state)
     for net, chans in CHANNELS.items():
@@ -125,9 +123,6 @@ def infer_net(state: dict[str, np.ndarray], source: str) -> str:
 
 def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
-    from e4e_jax.models.lpips import CHANNELS, conv_indices
-    from tools.convert_weights.safe_torch import load_checkpoint
-
     if options:
         raise ValueError(f"lpips: unknown options {sorted(options)}; supported: net=alex|vgg")
     sources = [Path(s) for s in sources]
@@ -146,9 +141,7 @@ def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dic
                        "as another source")
     backbone = {}
     for idx, out, k, cin in conv_indices(inferred):
-        w = keys.take(f"features.{idx}.weight", (out, cin, k, k))
-        backbone[f"features_{idx}"] = {"kernel": np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
-                                       "bias": keys.take(f"features.{idx}.bias", (out,))}
+        backbone[f"features_{idx}"] = conv(keys, f"features.{idx}", True, (out, cin, k, k))
     params: dict[str, Any] = {"backbone": backbone}
     for k, c in enumerate(CHANNELS[inferred]):
         params[f"lin_{k}"] = keys.take(f"lin{k}", (1, c, 1, 1)).reshape(c)

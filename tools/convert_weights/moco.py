@@ -21,32 +21,13 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
-from tools.convert_weights.sources import single_source
-from tools.convert_weights.stylegan2 import KeyTracker
+from e4e_jax.models.resnet import EXPANSION, STEM_KERNEL, STEM_WIDTH, stage_width
+from e4e_jax.torchfile import load_checkpoint
+from .state_dicts import KeyTracker, batch_norm, conv, dense, single_source
 
 _IGNORED_PREFIXES = ("encoder_k.",)
 _IGNORED_KEYS = ("queue", "queue_ptr")
 _ENCODER_Q = ("encoder_q.", "module.encoder_q.")  # the query encoder's keys, without or with DDP's prefix
-
-
-def _kernel(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
-
-
-def _bn(keys: KeyTracker, name: str, c: int) -> tuple[dict, dict]:
-    if f"{name}.num_batches_tracked" in keys:
-        keys.skip(f"{name}.num_batches_tracked")
-    return ({"scale": keys.take(f"{name}.weight", (c,)), "bias": keys.take(f"{name}.bias", (c,))},
-            {"mean": keys.take(f"{name}.running_mean", (c,)), "var": keys.take(f"{name}.running_var", (c,))})
-
-
-def _dense(keys: KeyTracker, name: str) -> dict:
-    w = keys.take(f"{name}.weight")
-    if w.ndim != 2:
-        raise ValueError(f"{keys.source}: {keys.prefix}{name}.weight has shape {w.shape}, expected (out, in)")
-    return {"kernel": np.ascontiguousarray(w.T), "bias": keys.take(f"{name}.bias", (w.shape[0],))}
 
 
 def resnet_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
@@ -58,30 +39,30 @@ def resnet_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
             raise KeyError(f"{keys.source}: missing or non-contiguous {keys.prefix}layer{l}.* blocks; expected a "
                            "torchvision Bottleneck ResNet (resnet50)")
         sizes.append(len(blocks))
-    params: dict[str, Any] = {"conv1": {"kernel": _kernel(keys.take("conv1.weight", (64, 3, 7, 7)))}}
+    params: dict[str, Any] = {"conv1": conv(keys, "conv1", False, (STEM_WIDTH, 3, STEM_KERNEL, STEM_KERNEL))}
     stats: dict[str, Any] = {}
-    params["bn1"], stats["bn1"] = _bn(keys, "bn1", 64)
-    cin = 64
+    params["bn1"], stats["bn1"] = batch_norm(keys, "bn1", STEM_WIDTH)
+    cin = STEM_WIDTH
     for l, n in enumerate(sizes):
-        width = 64 * 2 ** l
+        width, out = stage_width(l), EXPANSION * stage_width(l)
         for i in range(n):
             t, name = f"layer{l + 1}.{i}", f"layer{l + 1}_{i}"
             p, s = {}, {}
-            for j, (co, ci, k) in enumerate(((width, cin, 1), (width, width, 3), (4 * width, width, 1)), 1):
-                p[f"conv{j}"] = {"kernel": _kernel(keys.take(f"{t}.conv{j}.weight", (co, ci, k, k)))}
-                p[f"bn{j}"], s[f"bn{j}"] = _bn(keys, f"{t}.bn{j}", co)
+            for j, (co, ci, k) in enumerate(((width, cin, 1), (width, width, 3), (out, width, 1)), 1):
+                p[f"conv{j}"] = conv(keys, f"{t}.conv{j}", False, (co, ci, k, k))
+                p[f"bn{j}"], s[f"bn{j}"] = batch_norm(keys, f"{t}.bn{j}", co)
             if i == 0:
-                p["downsample_conv"] = {"kernel": _kernel(keys.take(f"{t}.downsample.0.weight", (4 * width, cin, 1, 1)))}
-                p["downsample_bn"], s["downsample_bn"] = _bn(keys, f"{t}.downsample.1", 4 * width)
+                p["downsample_conv"] = conv(keys, f"{t}.downsample.0", False, (out, cin, 1, 1))
+                p["downsample_bn"], s["downsample_bn"] = batch_norm(keys, f"{t}.downsample.1", out)
             params[name], stats[name] = p, s
-            cin = 4 * width
+            cin = out
     arch: dict[str, Any] = {"stage_sizes": sizes, "head": None, "head_dims": []}
     if "fc.0.weight" in keys:  # MoCo-v2: Sequential(Linear, ReLU, Linear)
-        params["head"] = {"fc_0": _dense(keys, "fc.0"), "fc_2": _dense(keys, "fc.2")}
+        params["head"] = {"fc_0": dense(keys, "fc.0"), "fc_2": dense(keys, "fc.2")}
         arch.update(head="mlp", head_dims=[int(params["head"]["fc_0"]["kernel"].shape[1]),
                                            int(params["head"]["fc_2"]["kernel"].shape[1])])
     elif "fc.weight" in keys:  # MoCo-v1 / a plain classifier
-        params["head"] = {"fc": _dense(keys, "fc")}
+        params["head"] = {"fc": dense(keys, "fc")}
         arch.update(head="linear", head_dims=[int(params["head"]["fc"]["kernel"].shape[1])])
     return arch, {"params": params, "batch_stats": stats}
 
@@ -102,8 +83,6 @@ def _state_dict(ckpt: Any, path: Path) -> Mapping[str, Any]:
 
 def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
-    from tools.convert_weights.safe_torch import load_checkpoint
-
     path = single_source("moco", sources, options, "the MoCo checkpoint")
     state = _state_dict(load_checkpoint(path), path)
     root = "module." if any(str(k).startswith("module.") for k in state) else ""

@@ -7,49 +7,17 @@ The format is detected from the file's content. Key mapping: docs/params_layout.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-
-DEFAULT_W_AVG_SAMPLES = 10_000  # official pSp.__load_latent_avg: decoder.mean_latent(10000)
-W_AVG_SEED = 0
-
-
-class KeyTracker:
-    """Hands out state-dict entries by name and reports what was never taken (or is missing)."""
-
-    def __init__(self, state: Mapping[str, Any], prefix: str, source: str):
-        self.state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        self.prefix, self.source, self.used = prefix, source, set()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.state
-
-    def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        if key not in self.state:
-            raise KeyError(f"{self.source}: missing key {self.prefix + key!r}")
-        value = self.state[key]
-        if not isinstance(value, (np.ndarray, np.generic, int, float)):
-            raise ValueError(f"{self.source}: {self.prefix + key} is a {type(value).__name__}, not a tensor")
-        arr = np.asarray(value, dtype=np.float32)
-        if shape is not None and arr.shape != tuple(shape):
-            raise ValueError(f"{self.source}: {self.prefix + key} has shape {arr.shape}, expected {tuple(shape)}")
-        self.used.add(key)
-        return arr
-
-    def skip(self, key: str) -> None:
-        self.used.add(key)
-
-    def check_all_used(self) -> None:
-        left = sorted(set(self.state) - self.used)
-        if left:
-            shown = ", ".join(self.prefix + k for k in left[:10])
-            more = f" (+{len(left) - 10} more)" if len(left) > 10 else ""
-            raise KeyError(f"{self.source}: unexpected keys not matched by the converter: {shown}{more}")
+from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w
+from e4e_jax.models.stylegan2 import BLUR_KERNEL, StyleGAN2Config, noise_resolution
+from e4e_jax.torchfile import load_checkpoint
+from .state_dicts import KeyTracker
+from .stylegan2_nvlabs import convert_nvlabs
 
 
 def _nchw_to_nhwc(a: np.ndarray) -> np.ndarray:
@@ -91,7 +59,7 @@ def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: 
 
     Returns (architecture: StyleGAN2Config.to_dict(), variables). `buffers/w_avg` is `latent_avg`
     when given (any shape whose rows are all the same mean w: (D,), (1, D) or (n, D)), else zeros
-    (the caller fills it, see `fill_w_avg`).
+    (the caller fills it: `e4e_jax.latent_avg.mean_w`).
     """
     keys = KeyTracker(state, prefix, source)
     if not keys.state:
@@ -111,65 +79,39 @@ def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: 
     for k in range(2 * (n_rgbs)):
         syn[f"convs_{k}"] = _styled(keys, f"convs.{k}")
         if k % 2 == 0:
-            _check_fir(keys, f"convs.{k}.conv.blur.kernel", (1, 3, 3, 1), 4.0)
+            _check_fir(keys, f"convs.{k}.conv.blur.kernel", BLUR_KERNEL, 4.0)
     for j in range(n_rgbs):
         syn[f"to_rgbs_{j}"] = _styled(keys, f"to_rgbs.{j}", rgb=True)
-        _check_fir(keys, f"to_rgbs.{j}.upsample.kernel", (1, 3, 3, 1), 4.0)
+        _check_fir(keys, f"to_rgbs.{j}.upsample.kernel", BLUR_KERNEL, 4.0)
     channels = [syn["conv1"]["weight"].shape[-1]] + [syn[f"convs_{2 * j}"]["weight"].shape[-1] for j in range(n_rgbs)]
     style_dim = syn["conv1"]["mod_weight"].shape[0]
     z_dim = params["mapping"]["dense_0"]["weight"].shape[0] if n_mlp else style_dim
+    config = StyleGAN2Config(size=size, channels=channels, style_dim=int(style_dim), n_mlp=n_mlp, lr_mlp=lr_mlp,
+                             blur_kernel=BLUR_KERNEL, conv_clamp=None,
+                             z_dim=int(z_dim) if z_dim != style_dim else None)
     noises = {}
-    for i in range(2 * n_rgbs + 1):
-        r = 2 ** ((i + 5) // 2)
+    for i in range(config.num_noise):
+        r = noise_resolution(i)
         noises[f"noise_{i}"] = _nchw_to_nhwc(keys.take(f"noises.noise_{i}", (1, 1, r, r)))
     keys.check_all_used()
     w_avg = np.zeros((style_dim,), np.float32)
     if latent_avg is not None:
         la = np.asarray(latent_avg, np.float32).reshape(-1, style_dim)
         w_avg = la[0]
-    architecture = {"size": size, "channels": channels, "style_dim": int(style_dim), "n_mlp": n_mlp,
-                    "lr_mlp": lr_mlp, "blur_kernel": [1, 3, 3, 1], "conv_clamp": None,
-                    "z_dim": int(z_dim) if z_dim != style_dim else None}
-    return architecture, {"params": params, "buffers": {"w_avg": w_avg, "synthesis": noises}}
+    return config.to_dict(), {"params": params, "buffers": {"w_avg": w_avg, "synthesis": noises}}
 
 
-def mean_w(architecture: dict, variables: dict, n_samples: int = DEFAULT_W_AVG_SAMPLES,
-           seed: int = W_AVG_SEED, chunk: int = 10_000) -> np.ndarray:
-    """Mean of mapping(z) over `n_samples` z ~ N(0, I) (the official `mean_latent`). Returns (D,)."""
-    if n_samples < 1:
-        raise ValueError(f"w_avg needs at least one mapped z sample, got {n_samples}")
-    import jax
-    import jax.numpy as jnp
-
-    from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
-
-    cfg = StyleGAN2Config.from_dict(architecture)
-    gen = Generator(cfg)
-    mapping = jax.jit(lambda v, z: gen.apply(v, z, method=Generator.map).sum(0))
-    total = jnp.zeros((cfg.style_dim,), jnp.float32)
-    key = jax.random.key(seed)
-    for start in range(0, n_samples, chunk):
-        key, sub = jax.random.split(key)
-        z = jax.random.normal(sub, (min(chunk, n_samples - start), cfg.mapping_in_dim))
-        total = total + mapping(variables, z)
-    return np.asarray(total / n_samples, np.float32)
-
-
-def convert(sources: list[Path], w_avg_samples: str | int = DEFAULT_W_AVG_SAMPLES, **options) -> tuple[dict, dict, dict]:
+def convert(sources: list[Path], w_avg_samples: str | int = W_AVG_SAMPLES, **options) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
     if options:
         raise ValueError(f"stylegan2: unknown options {sorted(options)}; supported: w_avg_samples")
     if len(sources) != 1:
         raise ValueError("stylegan2 takes exactly one source file")
-    from tools.convert_weights.safe_torch import load_checkpoint
-
     path = Path(sources[0])
     ckpt = load_checkpoint(path)
     extra: dict[str, Any] = {}
     nvlabs_keys = {"G_ema", "G", "D", "augment_pipe", "training_set_kwargs"}
     if isinstance(ckpt, dict) and nvlabs_keys & set(map(str, ckpt)):  # NVlabs network pickle
-        from tools.convert_weights.stylegan2_nvlabs import convert_nvlabs
-
         architecture, variables = convert_nvlabs(ckpt, path)
         extra["source_format"] = "nvlabs-stylegan2-ada-pytorch"
         return architecture, variables, extra
@@ -182,7 +124,7 @@ def convert(sources: list[Path], w_avg_samples: str | int = DEFAULT_W_AVG_SAMPLE
         extra["source_format"] = "rosinality-stylegan2-pytorch"
         if latent_avg is None:
             n = int(w_avg_samples)
-            variables["buffers"]["w_avg"] = mean_w(architecture, variables, n)
+            variables["buffers"]["w_avg"] = mean_w(StyleGAN2Config.from_dict(architecture), variables, n)
             extra["w_avg_source"] = f"computed: mean of mapping(z) over {n} z (seed {W_AVG_SEED})"
         else:
             extra["w_avg_source"] = "checkpoint latent_avg"

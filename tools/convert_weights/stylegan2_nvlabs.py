@@ -1,6 +1,6 @@
 """NVlabs stylegan2-ada-pytorch network pickles (`network-snapshot-*.pkl`) -> our StyleGAN2 generator.
 
-Reads `G_ema` as rebuilt by `safe_torch.load_checkpoint` (a `PersistentObject` tree; no code from the
+Reads `G_ema` as rebuilt by `e4e_jax.torchfile.load_checkpoint` (a `PersistentObject` tree; no code from the
 pickle is run), takes the hyper-parameters from its constructor kwargs and maps its parameters and
 buffers onto the layout of docs/params_layout.md:
 
@@ -28,10 +28,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tools.convert_weights.safe_torch import CheckpointError, PersistentObject
-from tools.convert_weights.stylegan2 import KeyTracker
+from e4e_jax.models.stylegan2 import BLUR_KERNEL
+from e4e_jax.torchfile import CheckpointError, PersistentObject
+from .state_dicts import KeyTracker
 
-BLUR_TAPS = (1, 3, 3, 1)
 # Constructor kwargs that do not change the fp32 forward pass.
 _HARMLESS_SYNTHESIS_KWARGS = {"num_fp16_res", "fp16_channels_last", "channels_last", "fused_modconv_default"}
 _SG3_CLASSES = {"SynthesisInput"}  # StyleGAN3 (networks_stylegan3.py) Fourier-feature input
@@ -116,8 +116,8 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
     channel_max = int(syn.pop("channel_max", 512))
     conv_clamp = syn.pop("conv_clamp", None)
     conv_clamp = None if conv_clamp is None else float(conv_clamp)
-    taps = tuple(syn.pop("resample_filter", BLUR_TAPS))
-    if tuple(float(t) for t in taps) != tuple(float(t) for t in BLUR_TAPS):
+    taps = tuple(syn.pop("resample_filter", BLUR_KERNEL))
+    if tuple(float(t) for t in taps) != tuple(float(t) for t in BLUR_KERNEL):
         raise ValueError(f"{source}: resample_filter={list(taps)}; only [1, 3, 3, 1] is supported")
     for k, default in (("kernel_size", 3), ("use_noise", True), ("activation", "lrelu")):
         v = syn.pop(k, default)
@@ -146,7 +146,7 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
     resolutions = [2 ** i for i in range(2, res.bit_length())]
     channels = [min(channel_base // r, channel_max) for r in resolutions]
     architecture = {"size": res, "channels": channels, "style_dim": w_dim, "n_mlp": n_mlp, "lr_mlp": lr_mlp,
-                    "blur_kernel": list(BLUR_TAPS), "conv_clamp": conv_clamp,
+                    "blur_kernel": list(BLUR_KERNEL), "conv_clamp": conv_clamp,
                     "z_dim": z_dim if z_dim != w_dim else None}
     return architecture, {"resolutions": resolutions, "z_dim": z_dim}
 
@@ -156,7 +156,7 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
 
 def _check_filter(keys: KeyTracker, key: str) -> None:
     f = keys.take(key)
-    t = np.asarray(BLUR_TAPS, np.float64)
+    t = np.asarray(BLUR_KERNEL, np.float64)
     expected = np.outer(t, t) / t.sum() ** 2
     if f.shape != expected.shape or not np.allclose(f, expected, atol=1e-6):
         raise ValueError(f"{keys.source}: {keys.prefix + key} is not the normalised [1,3,3,1] FIR filter "
@@ -183,7 +183,7 @@ def _noise(keys: KeyTracker, name: str, r: int) -> np.ndarray:
 
 
 def convert_nvlabs(obj: Mapping[str, Any], path: Path) -> tuple[dict, dict]:
-    """Map an NVlabs network pickle (as returned by `safe_torch.load_checkpoint`) onto our generator.
+    """Map an NVlabs network pickle (as returned by `e4e_jax.torchfile.load_checkpoint`) onto our generator.
 
     Args:
       obj: {'G', 'D', 'G_ema', 'training_set_kwargs', 'augment_pipe'}; only G_ema is read.

@@ -34,14 +34,15 @@ Safety: unpickling goes through an allow-list of *data constructors*. Any other 
 is called; nothing is imported by name from the file. Corrupt, truncated, empty or foreign files
 raise `CheckpointError`. Both name the file and are ``ValueError`` subclasses.
 
-Layout: this module is the entry point (`load_checkpoint` and the public names); the work is done by
-  * `torch_containers`   - the file formats above (zip / legacy / plain pickle) and storage reading;
-  * `safe_unpickler`     - the restricted unpickler and the per-file state nested unpicklers share;
-  * `pickle_allowlist`   - the allow-list: which globals a pickle may name, and what it gets instead;
-  * `torch_tensors`      - storages and tensor rebuilding (bounds-checked numpy views);
-  * `torch_dtypes`       - torch dtype / storage names and their raw and returned numpy dtypes;
-  * `checkpoint_objects` - the returned non-tensor objects (`PersistentObject`, `EasyDict`, ...);
-  * `checkpoint_errors`  - `CheckpointError`, `UnsafePickleError`.
+Layout: this module holds `load_checkpoint` (import it and the public names from `e4e_jax.torchfile`);
+the work is done by
+  * `containers` - the file formats above (zip / legacy / plain pickle) and storage reading;
+  * `unpickler`  - the restricted unpickler and the per-file state nested unpicklers share;
+  * `allowlist`  - the allow-list: which globals a pickle may name, and what it gets instead;
+  * `tensors`    - storages and tensor rebuilding (bounds-checked numpy views);
+  * `dtypes`     - torch dtype / storage names and their raw and returned numpy dtypes;
+  * `objects`    - the returned non-tensor objects (`PersistentObject`, `EasyDict`, ...);
+  * `errors`     - `CheckpointError`, `UnsafePickleError`.
 None of them imports torch or compiles / executes anything from the file.
 """
 from __future__ import annotations
@@ -53,25 +54,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tools.convert_weights.checkpoint_errors import CheckpointError, UnsafePickleError
-from tools.convert_weights.checkpoint_objects import PERSISTENT_MODULE, EasyDict, NamespaceDict, PersistentObject
-from tools.convert_weights.safe_unpickler import _Context
-from tools.convert_weights.torch_containers import MAGIC_NUMBER, PROTOCOL_VERSION  # noqa: F401  (re-exported)
-from tools.convert_weights.torch_containers import _load_stream
-from tools.convert_weights.torch_dtypes import TorchDtype
-from tools.convert_weights.torch_tensors import _PENDING, _Storage
-
-__all__ = [
-    "load_checkpoint",
-    "CheckpointError",
-    "UnsafePickleError",
-    "PersistentObject",
-    "NamespaceDict",
-    "EasyDict",
-    "TorchDtype",
-    "PERSISTENT_MODULE",
-]
-
+from e4e_jax.torchfile.errors import CheckpointError
+from e4e_jax.torchfile.unpickler import _Context
+from e4e_jax.torchfile.containers import _load_stream
+from e4e_jax.torchfile.tensors import _PENDING, _Storage
 
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"

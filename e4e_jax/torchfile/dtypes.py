@@ -1,6 +1,6 @@
 """torch dtypes as the safe checkpoint reader sees them: names, raw storage layouts, output dtypes.
 
-Part of `tools.convert_weights.safe_torch` (import the public names from there). Raw storage
+Part of `e4e_jax.torchfile` (import the public names from there). Raw storage
 bytes are little-endian; float16 and bfloat16 are widened to float32 on the way out.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from tools.convert_weights.checkpoint_errors import CheckpointError
+from e4e_jax.torchfile.errors import CheckpointError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The allow-list of the safe checkpoint reader: which pickle globals may be loaded, and as what.
 
-Part of `tools.convert_weights.safe_torch`. `resolve_global` is the only door from a pickle's
+Part of `e4e_jax.torchfile`. `resolve_global` is the only door from a pickle's
 GLOBAL / STACK_GLOBAL opcode to anything callable: it hands out *data constructors* (builtin
 containers, tensor rebuilders, safe stand-ins for numpy / argparse / dnnlib / torch.nn / NVlabs
 persistence) and refuses everything else with `UnsafePickleError` before it is called. Nothing is
@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tools.convert_weights.checkpoint_errors import CheckpointError, UnsafePickleError
-from tools.convert_weights.checkpoint_objects import (
+from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError
+from e4e_jax.torchfile.objects import (
     PERSISTENT_MODULE,
     EasyDict,
     NamespaceDict,
@@ -25,7 +25,7 @@ from tools.convert_weights.checkpoint_objects import (
     _ModuleStub,
     _state_dict,
 )
-from tools.convert_weights.torch_dtypes import (
+from e4e_jax.torchfile.dtypes import (
     _DTYPE_ALIASES,
     _RAW_DTYPES,
     _STORAGE_DTYPES,
@@ -34,7 +34,7 @@ from tools.convert_weights.torch_dtypes import (
     _UNSUPPORTED_STORAGES,
     TorchDtype,
 )
-from tools.convert_weights.torch_tensors import (
+from e4e_jax.torchfile.tensors import (
     _rebuild_device_tensor,
     _rebuild_parameter,
     _rebuild_parameter_with_state,

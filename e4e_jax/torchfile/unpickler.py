@@ -1,8 +1,8 @@
 """The restricted unpickler of the safe checkpoint reader, and the per-file state it shares.
 
-Part of `tools.convert_weights.safe_torch`. Every global a pickle names goes through
-`pickle_allowlist.resolve_global` (``find_class`` is overridden); persistent ids (torch.save's
-storage records) go to the container parser that started the unpickling (`torch_containers`).
+Part of `e4e_jax.torchfile`. Every global a pickle names goes through
+`allowlist.resolve_global` (``find_class`` is overridden); persistent ids (torch.save's
+storage records) go to the container parser that started the unpickling (`containers`).
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import io
 import pickle
 from typing import Any, Callable
 
-from tools.convert_weights.checkpoint_errors import CheckpointError
-from tools.convert_weights.pickle_allowlist import _wrap, resolve_global
+from e4e_jax.torchfile.errors import CheckpointError
+from e4e_jax.torchfile.allowlist import _wrap, resolve_global
 
 _MAX_NESTING = 4  # _load_from_bytes inside _load_from_bytes ... (real files nest once)
 
@@ -19,7 +19,7 @@ _MAX_NESTING = 4  # _load_from_bytes inside _load_from_bytes ... (real files nes
 class _Context:
     """Per-file state shared by the (possibly nested) unpicklers.
 
-    ``load_stream(f, ctx, what)`` parses embedded torch.save bytes (`torch_containers._load_stream`;
+    ``load_stream(f, ctx, what)`` parses embedded torch.save bytes (`containers._load_stream`;
     passed in so that this module does not depend on the container parsers that depend on it).
     """
 

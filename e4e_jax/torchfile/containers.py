@@ -1,6 +1,6 @@
 """Container formats of PyTorch checkpoints: what surrounds the pickles, and the raw storage bytes.
 
-Part of `tools.convert_weights.safe_torch` (whose docstring describes the formats). The format is
+Part of `e4e_jax.torchfile` (whose docstring describes the formats). The format is
 chosen by the file's first bytes, not its name, in `_load_stream`:
   * zip archives written by ``torch.save`` (`_load_zip`): ``<prefix>/data.pkl`` plus one record
     ``<prefix>/data/<key>`` per storage, and ``<prefix>/byteorder``;
@@ -8,7 +8,7 @@ chosen by the file's first bytes, not its name, in `_load_stream`:
     storages' raw bytes;
   * plain pickles: unpickled as they are (embedded torch.save bytes come back here through
     ``torch.storage._load_from_bytes``); tar files of PyTorch < 0.4 are refused.
-All pickles are read with the restricted unpickler (`safe_unpickler`); storage bytes are read once,
+All pickles are read with the restricted unpickler (`unpickler`); storage bytes are read once,
 bounds- and CRC-checked, straight into the buffers the returned arrays view.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from tools.convert_weights.checkpoint_errors import CheckpointError
-from tools.convert_weights.pickle_allowlist import _StorageType
-from tools.convert_weights.safe_unpickler import _Context, _unpickle
-from tools.convert_weights.torch_dtypes import _raw_dtype
-from tools.convert_weights.torch_tensors import _ints, _Storage
+from e4e_jax.torchfile.errors import CheckpointError
+from e4e_jax.torchfile.allowlist import _StorageType
+from e4e_jax.torchfile.unpickler import _Context, _unpickle
+from e4e_jax.torchfile.dtypes import _raw_dtype
+from e4e_jax.torchfile.tensors import _ints, _Storage
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # first pickle of a legacy torch.save file
 PROTOCOL_VERSION = 1001  # second pickle of a legacy torch.save file

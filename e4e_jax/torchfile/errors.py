@@ -1,8 +1,8 @@
-"""Errors raised by the safe checkpoint reader (`tools.convert_weights.safe_torch`).
+"""Errors raised by the safe checkpoint reader (`e4e_jax.torchfile`).
 
 Both are ``ValueError`` subclasses and `e4e_jax.errors.UserError`s (a command prints them as one line and
 exits 2), and name the file once `load_checkpoint` has attached its path.
-Import them from `safe_torch`; this module only keeps them apart from the reader's other parts.
+Import them from `e4e_jax.torchfile`; this module only keeps them apart from the reader's other parts.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class UnsafePickleError(CheckpointError):
             f"refused to load global '{global_name}': "
             + (detail or "it is not a tensor-rebuilding or plain-data constructor")
             + ". Nothing from the file was executed; if the file is trusted and this type is "
-            "harmless, teach tools/convert_weights/safe_torch.py about it (never unpickle it with "
+            "harmless, teach e4e_jax/torchfile/allowlist.py about it (never unpickle it with "
             "plain pickle/torch.load)"
         )
         super().__init__(message, path)

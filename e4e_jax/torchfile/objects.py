@@ -1,6 +1,6 @@
 """What the safe checkpoint reader hands back for pickled objects that are not tensors.
 
-Part of `tools.convert_weights.safe_torch` (import the public names from there):
+Part of `e4e_jax.torchfile` (import the public names from there):
 ``argparse.Namespace`` -> `NamespaceDict`, ``dnnlib.EasyDict`` -> `EasyDict`, NVlabs persistent
 objects and ``torch.nn.modules.*`` instances -> `PersistentObject` (the stand-in classes the
 unpickler gets for ``torch.nn`` globals are made by `_module_stub`). Every class handed to the
@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tools.convert_weights.checkpoint_errors import CheckpointError, UnsafePickleError
+from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError
 
 PERSISTENT_MODULE = "<torch_utils.persistence>"  # PersistentObject.module_name of NVlabs objects
 

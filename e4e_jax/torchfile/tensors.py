@@ -1,7 +1,7 @@
 """Storages and tensor rebuilding: raw storage bytes + (offset, size, stride) -> numpy arrays.
 
-Part of `tools.convert_weights.safe_torch`. The ``_rebuild_*`` functions here are what the
-allow-listed ``torch._utils._rebuild_*`` globals call (see `pickle_allowlist`); every view is
+Part of `e4e_jax.torchfile`. The ``_rebuild_*`` functions here are what the
+allow-listed ``torch._utils._rebuild_*`` globals call (see `allowlist`); every view is
 bounds-checked against its storage before numpy touches memory.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import operator
 
 import numpy as np
 
-from tools.convert_weights.checkpoint_errors import CheckpointError
-from tools.convert_weights.torch_dtypes import TorchDtype, _raw_dtype, _to_output_dtype
+from e4e_jax.torchfile.errors import CheckpointError
+from e4e_jax.torchfile.dtypes import TorchDtype, _raw_dtype, _to_output_dtype
 
 
 class _Storage:
