@@ -1,4 +1,5 @@
 """e4e-jax: a JAX/Flax reimplementation of e4e (Tov et al., 2021)."""
+
 from setuptools import find_packages, setup
 
 setup(

@@ -20,6 +20,7 @@ detected on the reduced copy instead of the full photo (landmarks always at full
 Needs numpy, PIL, scipy and dlib only (plus this repository). `--landmarks` takes the 68-point model
 file or its `.pack` (benchmarks/dlib_model_pack.py), unpacked to a temporary file first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_PHOTO = ROOT.parent / "shared" / "assets" / "e4e" / "images" / "input_img.jpg"
-SCALE_RANGE = (0.45, 1.1)       # face photo side relative to the 1024² source
-MAX_ROTATION = 20.0             # degrees
+SCALE_RANGE = (0.45, 1.1)  # face photo side relative to the 1024² source
+MAX_ROTATION = 20.0  # degrees
 CANVASES = [(1600, 1200), (1200, 1600), (1920, 1080), (2048, 1536), (1280, 960)]
-TIGHT_EVERY = 3                 # every third photo is a tight portrait crop
-BACKGROUND_BLUR = 40            # px: blurred background, no second face for the detector
+TIGHT_EVERY = 3  # every third photo is a tight portrait crop
+BACKGROUND_BLUR = 40  # px: blurred background, no second face for the detector
 JPEG_QUALITY = 90
 
 
@@ -93,13 +94,31 @@ def run_reference(paths: list[Path], predictor: str, size: int, workers: int) ->
         out = pool.map(_reference_one, jobs, chunksize=1)
     wall = time.perf_counter() - t0
     per_image = [t for t, _ in out]
-    return {"n": len(paths), "workers": workers, "wall_s": round(wall, 2), "images_per_s": round(len(paths) / wall, 3),
-            "seconds_per_image": round(float(np.mean(per_image)), 2), "faces": sum(ok for _, ok in out)}
+    return {
+        "n": len(paths),
+        "workers": workers,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(len(paths) / wall, 3),
+        "seconds_per_image": round(float(np.mean(per_image)), 2),
+        "faces": sum(ok for _, ok in out),
+    }
 
 
 def run_ours(images: Path, output: Path, size: int, workers: int, landmarks: str | None) -> dict:
-    cmd = [sys.executable, "-m", "e4e_jax.cli", "align", "--images", str(images), "--output", str(output),
-           "--output-size", str(size), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "e4e_jax.cli",
+        "align",
+        "--images",
+        str(images),
+        "--output",
+        str(output),
+        "--output-size",
+        str(size),
+        "--workers",
+        str(workers),
+    ]
     if landmarks:
         cmd += ["--landmarks", landmarks]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -112,9 +131,16 @@ def run_ours(images: Path, output: Path, size: int, workers: int, landmarks: str
     n = report["n_inputs"]
     # steady state: after the first photo is done (worker start-up and model loading are before it)
     steady = (n - 1) / max(report["seconds"] - report["seconds_to_first_photo"], 1e-9)
-    return {"n": n, "workers": workers, "wall_s": round(wall, 2), "images_per_s": round(n / wall, 3),
-            "command_s": report["seconds"], "first_photo_s": report["seconds_to_first_photo"],
-            "images_per_s_steady": round(steady, 3), "faces": report["n_faces_written"]}
+    return {
+        "n": n,
+        "workers": workers,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(n / wall, 3),
+        "command_s": report["seconds"],
+        "first_photo_s": report["seconds_to_first_photo"],
+        "images_per_s_steady": round(steady, 3),
+        "faces": report["n_faces_written"],
+    }
 
 
 def eye_shift(paths: list[Path], landmarks: str | None) -> dict:
@@ -135,30 +161,42 @@ def eye_shift(paths: list[Path], landmarks: str | None) -> dict:
         s = float(np.linalg.norm(ea - eb, axis=1).max())
         shifts.append(s)
         rel.append(100 * s / float(np.linalg.norm(eb[1] - eb[0])))
-    return {"n": len(shifts), "detect_size": ours.settings.detect_size,
-            "max_px": round(max(shifts), 2) if shifts else None, "mean_px": round(float(np.mean(shifts)), 2) if shifts else None,
-            "max_pct_of_eye_distance": round(max(rel), 2) if rel else None,
-            "mean_pct_of_eye_distance": round(float(np.mean(rel)), 2) if rel else None}
+    return {
+        "n": len(shifts),
+        "detect_size": ours.settings.detect_size,
+        "max_px": round(max(shifts), 2) if shifts else None,
+        "mean_px": round(float(np.mean(shifts)), 2) if shifts else None,
+        "max_pct_of_eye_distance": round(max(rel), 2) if rel else None,
+        "mean_pct_of_eye_distance": round(float(np.mean(rel)), 2) if rel else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--n", type=int, default=64, help="photos aligned by e4e-jax align")
     p.add_argument("--unique", type=int, default=32, help="different photos made (the rest are copies)")
-    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+    p.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+    )
     p.add_argument("--output-size", type=int, default=1024)
     p.add_argument("--reference-n", type=int, default=8, help="photos aligned by the official procedure")
     p.add_argument("--reference-workers", type=int, default=2)
     p.add_argument("--shift-n", type=int, default=8, help="photos for the eye-shift measurement (0: skip)")
     p.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
-    p.add_argument("--landmarks", default=None, help="68-point model file, or its .pack (default: face-recognition-models)")
+    p.add_argument(
+        "--landmarks", default=None, help="68-point model file, or its .pack (default: face-recognition-models)"
+    )
     p.add_argument("--keep", type=Path, default=None, help="keep the photos and outputs here")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     if not a.photo.is_file():
-        raise SystemExit(f"{a.photo} not found (the official sample photos live in ../shared/assets/e4e/images; "
-                         "or pass --photo)")
+        raise SystemExit(
+            f"{a.photo} not found (the official sample photos live in ../shared/assets/e4e/images; or pass --photo)"
+        )
     work = Path(tempfile.mkdtemp(prefix="align_speed_")) if a.keep is None else a.keep
     work.mkdir(parents=True, exist_ok=True)
     landmarks = a.landmarks
@@ -180,10 +218,15 @@ def main(argv: list[str] | None = None) -> dict:
     photos = make_photos(a.photo, work / "photos", a.n, a.unique)
     print(f"made {len(photos)} photos in {time.perf_counter() - t0:.1f}s ({work / 'photos'})", file=sys.stderr)
 
-    result = {"host": {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                       "python": platform.python_version(), "machine": platform.processor() or platform.machine()},
-              "output_size": a.output_size}
-    result["reference"] = run_reference(photos[:a.reference_n], predictor, a.output_size, a.reference_workers)
+    result = {
+        "host": {
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "python": platform.python_version(),
+            "machine": platform.processor() or platform.machine(),
+        },
+        "output_size": a.output_size,
+    }
+    result["reference"] = run_reference(photos[: a.reference_n], predictor, a.output_size, a.reference_workers)
     print(f"(a) official procedure: {result['reference']}", file=sys.stderr)
     out = work / "aligned"
     shutil.rmtree(out, ignore_errors=True)
@@ -191,16 +234,19 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"(b) e4e-jax align: {result['ours']}", file=sys.stderr)
     result["speedup"] = round(result["ours"]["images_per_s"] / result["reference"]["images_per_s"], 1)
     # per core: ours per worker against one official process
-    result["speedup_per_core"] = round(result["ours"]["images_per_s"] / a.workers
-                                       * result["reference"]["seconds_per_image"], 1)
+    result["speedup_per_core"] = round(
+        result["ours"]["images_per_s"] / a.workers * result["reference"]["seconds_per_image"], 1
+    )
     if a.shift_n:
-        result["eye_shift"] = eye_shift(photos[:a.shift_n], landmarks)
+        result["eye_shift"] = eye_shift(photos[: a.shift_n], landmarks)
         print(f"(c) eye shift, reduced-copy vs full-resolution detection: {result['eye_shift']}", file=sys.stderr)
     print(json.dumps(result, indent=2))
-    print(f"official procedure ({a.reference_workers} processes): {result['reference']['images_per_s']:.2f} images/s "
-          f"({result['reference']['seconds_per_image']:.2f} s per image per process); e4e-jax align --workers {a.workers}: "
-          f"{result['ours']['images_per_s']:.2f} images/s end to end, start-up included "
-          f"({result['ours']['images_per_s_steady']:.2f} after the first photo); {result['speedup']}x, {result['speedup_per_core']}x per core")
+    print(
+        f"official procedure ({a.reference_workers} processes): {result['reference']['images_per_s']:.2f} images/s "
+        f"({result['reference']['seconds_per_image']:.2f} s per image per process); e4e-jax align --workers {a.workers}: "
+        f"{result['ours']['images_per_s']:.2f} images/s end to end, start-up included "
+        f"({result['ours']['images_per_s_steady']:.2f} after the first photo); {result['speedup']}x, {result['speedup_per_core']}x per core"
+    )
     if a.json:
         a.json.write_text(json.dumps(result, indent=2) + "\n")
     if a.keep is None:

@@ -1,4 +1,5 @@
 """Shared timing helpers for the GPU benchmarks (run on the device; results go to BUILD_NOTES.md)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ def time_fn(fn: Callable[[int], object], *, warmup: int = 2, iters: int = 10) ->
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "first_call_s": first}
 
 
-def time_pipelined(launch: Callable[[int], object], sync: Callable[[object], None], *, iters: int = 10,
-                   repeats: int = 3, warmup: int = 2) -> dict[str, float]:
+def time_pipelined(
+    launch: Callable[[int], object],
+    sync: Callable[[object], None],
+    *,
+    iters: int = 10,
+    repeats: int = 3,
+    warmup: int = 2,
+) -> dict[str, float]:
     """Steady-state seconds per call, as a batch job runs: `iters` calls dispatched back to back and
     one `sync` on the last result, so the host queues call i+1 while the device computes call i.
 
@@ -51,8 +58,12 @@ def time_pipelined(launch: Callable[[int], object], sync: Callable[[object], Non
 
 def device_info() -> dict[str, str]:
     d = jax.devices()[0]
-    return {"jax": jax.__version__, "backend": jax.default_backend(), "device": getattr(d, "device_kind", str(d)),
-            "n_devices": str(jax.device_count())}
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": getattr(d, "device_kind", str(d)),
+        "n_devices": str(jax.device_count()),
+    }
 
 
 def peak_memory_bytes() -> int | None:

@@ -10,6 +10,7 @@ of payload bytes; then the payload, little-endian); floats are two of them (mant
 Split into streams (headers; payloads by length and byte position) the regular parts compress well
 and the random mantissa bytes are stored as they are: 55 MB. Needs numpy only; unpack takes seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import numpy as np
 
 MAGIC = b"E4E-DLIB-PACK-1\n"
 SIZE_MASK, MAX_PAYLOAD = 0x0F, 8
-PROBE_BYTES = 1 << 20        # try xz on this much of a stream before compressing all of it
-MIN_GAIN = 0.98              # keep xz only if it saves more than 2%
+PROBE_BYTES = 1 << 20  # try xz on this much of a stream before compressing all of it
+MIN_GAIN = 0.98  # keep xz only if it saves more than 2%
 XZ_PRESET = 6
 
 
@@ -81,10 +82,10 @@ def unpack(src: Path, dst: Path) -> None:
     if not raw.startswith(MAGIC):
         raise SystemExit(f"{src} is not a {MAGIC.strip().decode()} file")
     head_end = raw.index(b"\n", len(MAGIC))
-    meta = json.loads(raw[len(MAGIC):head_end])
+    meta = json.loads(raw[len(MAGIC) : head_end])
     pos, streams = head_end + 1, {}
     for s in meta["streams"]:
-        blob = raw[pos:pos + s["bytes"]]
+        blob = raw[pos : pos + s["bytes"]]
         pos += s["bytes"]
         streams[s["name"]] = np.frombuffer(lzma.decompress(blob) if s["codec"] == "xz" else blob, np.uint8)
     headers = streams["headers"]

@@ -15,6 +15,7 @@ defaults `modulation=activation`, `upsample=subpixel`):
 Times the generator alone and the whole inversion (official-size encoder with fused style heads ->
 + latent_avg -> generator). `--trace` adds the top GPU kernels of the generator and of the whole inversion.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ["matmul/polyphase/subpixel", "conv/polyphase/subpixel", "matmul/zero_stuff/subpixel", "conv/zero_stuff/subpixel"]
+VARIANTS = [
+    "matmul/polyphase/subpixel",
+    "conv/polyphase/subpixel",
+    "matmul/zero_stuff/subpixel",
+    "conv/zero_stuff/subpixel",
+]
 
 # XLA flag sets tried beside the code variants (the 4th field of a variant, default none).
 XLA_FLAG_SETS = {
     "none": "",
     "cmdbuf": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN "
-              "--xla_gpu_graph_min_graph_size=1",
+    "--xla_gpu_graph_min_graph_size=1",
     "nocmdbuf": "--xla_gpu_enable_command_buffer=",
     # NHWC for every cuDNN conv, whatever XLA's layout heuristic picks (float32 included).
     "nhwc": "--xla_gpu_force_conv_nhwc=true",
@@ -46,7 +52,7 @@ def parse_variant(variant: str) -> list[str]:
     fields = variant.split("/")
     if not 3 <= len(fields) <= 5:
         raise ValueError(f"variant {variant!r}: expected TORGB/SKIP_UP/UPSAMPLE[/FLAG_SET[/TAIL]]")
-    return fields + ["none", "matmul"][len(fields) - 3:]
+    return fields + ["none", "matmul"][len(fields) - 3 :]
 
 
 def apply_variant(torgb: str, skip_up: str, tail: str = "matmul") -> None:
@@ -54,27 +60,36 @@ def apply_variant(torgb: str, skip_up: str, tail: str = "matmul") -> None:
     from e4e_jax.models import fused_styles, layers
 
     if tail == "conv":
+
         def tail_as_convs(parts, kernels, biases, dtype, precision):
-            return [fused_styles._conv_s2(x, k.astype(dtype), bb.astype(dtype), precision)
-                    for x, k, bb in zip(parts, kernels, biases)]
+            return [
+                fused_styles._conv_s2(x, k.astype(dtype), bb.astype(dtype), precision)
+                for x, k, bb in zip(parts, kernels, biases)
+            ]
+
         fused_styles._tail_as_matmul = tail_as_convs
     elif tail != "matmul":
         raise ValueError(tail)
 
     if torgb == "conv":
+
         def conv_1x1(x, weight, styles, demodulate, precision):
-            y = layers._conv(x * styles[:, None, None, :].astype(x.dtype), weight[None, None].astype(x.dtype), 0,
-                             precision=precision)
+            y = layers._conv(
+                x * styles[:, None, None, :].astype(x.dtype), weight[None, None].astype(x.dtype), 0, precision=precision
+            )
             if demodulate:
                 y = y * layers._demod(weight[None, None], styles, precision)[:, None, None, :].astype(x.dtype)
             return y
+
         layers._modulated_matmul = conv_1x1
     elif torgb != "matmul":
         raise ValueError(torgb)
     if skip_up == "zero_stuff":
+
         def zero_stuffed(x, taps, factor=2):
             p = len(taps) - factor
-            return layers.upfirdn2d(x, taps, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), gain=factor ** 2)
+            return layers.upfirdn2d(x, taps, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), gain=factor**2)
+
         layers.upsample2d = zero_stuffed
     elif skip_up != "polyphase":
         raise ValueError(skip_up)
@@ -93,8 +108,10 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     model = build(dtype, True, upsample=upsample)
     v = jax.device_put(model.variables, jax.devices()[0])
     rng = np.random.default_rng(0)
-    xs = [jax.device_put(rng.uniform(-1, 1, (batch, INPUT, INPUT, 3)).astype(np.float32), jax.devices()[0])
-          for _ in range(3)]
+    xs = [
+        jax.device_put(rng.uniform(-1, 1, (batch, INPUT, INPUT, 3)).astype(np.float32), jax.devices()[0])
+        for _ in range(3)
+    ]
     enc = jax.jit(lambda v, x: inversion.encode(model, v, x))
     gen = jax.jit(lambda v, w: model.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const"))
     ws = [enc(v, x) for x in xs]
@@ -103,11 +120,17 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
     invert = inversion.make_invert_fn(model)
     ti = time_fn(lambda i: jax.block_until_ready(invert(v, xs[i % 3])), iters=iters)
     tp = time_pipelined(lambda i: invert(v, xs[i % 3]), jax.block_until_ready, iters=iters)
-    row = {"variant": variant, "dtype": dtype, "batch": batch,
-           "generator_ms": round(tg["median_s"] * 1e3, 2), "generator_compile_s": round(tg["first_call_s"], 1),
-           "inversion_ms": round(ti["median_s"] * 1e3, 2), "inversion_img_per_s": round(batch / ti["median_s"], 1),
-           "inversion_ms_pipelined": round(tp["median_s"] * 1e3, 2),
-           "inversion_img_per_s_pipelined": round(batch / tp["median_s"], 1)}
+    row = {
+        "variant": variant,
+        "dtype": dtype,
+        "batch": batch,
+        "generator_ms": round(tg["median_s"] * 1e3, 2),
+        "generator_compile_s": round(tg["first_call_s"], 1),
+        "inversion_ms": round(ti["median_s"] * 1e3, 2),
+        "inversion_img_per_s": round(batch / ti["median_s"], 1),
+        "inversion_ms_pipelined": round(tp["median_s"] * 1e3, 2),
+        "inversion_img_per_s_pipelined": round(batch / tp["median_s"], 1),
+    }
     img = np.asarray(gen(v, ws[0]), np.float32)
     np.save(os.path.join(tempfile.gettempdir(), f"gen_{variant.replace('/', '_')}_{dtype}.npy"), img[:4])
     print("ROW " + json.dumps(row), flush=True)
@@ -133,8 +156,9 @@ def main() -> None:
     if args.one:
         run_one(args.one, args.dtype, args.batch, args.iters, args.trace)
         return
-    from benchmarks.common import device_info
     import numpy as np
+
+    from benchmarks.common import device_info
 
     print(device_info(), flush=True)
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
@@ -144,8 +168,18 @@ def main() -> None:
             env = {**env, "XLA_FLAGS": f"--xla_dump_to={args.dump} --xla_dump_hlo_as_text" if k == 0 else ""}
         flags = XLA_FLAG_SETS[parse_variant(name)[3]]
         env_k = {**env, "XLA_FLAGS": " ".join(f for f in (env.get("XLA_FLAGS", ""), flags) if f)}
-        cmd = [sys.executable, __file__, "--one", name, "--dtype", args.dtype, "--batch", str(args.batch),
-               "--iters", str(args.iters)] + (["--trace"] if args.trace else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--dtype",
+            args.dtype,
+            "--batch",
+            str(args.batch),
+            "--iters",
+            str(args.iters),
+        ] + (["--trace"] if args.trace else [])
         out = subprocess.run(cmd, env=env_k, capture_output=True, text=True)
         lines = out.stdout.splitlines()
         found = [json.loads(l[4:]) for l in lines if l.startswith("ROW ")]
@@ -157,9 +191,11 @@ def main() -> None:
         for l in lines:
             if l.startswith("KERNEL "):
                 print("   ", l[7:], flush=True)
+
     # Same images whatever the formulation (bf16 rounding differs by the order of sums only).
     def saved(row):
         return np.load(os.path.join(tempfile.gettempdir(), f"gen_{row['variant'].replace('/', '_')}_{args.dtype}.npy"))
+
     if rows:
         ref = saved(rows[0])
         for r in rows[1:]:

@@ -12,6 +12,7 @@ each host stage measured alone on the machine that runs the job.
    1024² JPEGs in K worker processes, for several K.
 3. Encode ceiling: JPEG encode of 1024² reconstructions in K worker processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,14 +77,21 @@ def copy_routes(batch: int, size: int, reps: int) -> dict:
     out = {"bytes_per_batch": nbytes}
     base = _median_s(only_compute, reps)
     out["device_only_ms"] = round(base * 1e3, 2)
-    for name, fn in (("plain", plain), ("plain+concat", plain_concat), ("pinned", pinned),
-                     ("pinned+dlpack", pinned_dlpack)):
+    for name, fn in (
+        ("plain", plain),
+        ("plain+concat", plain_concat),
+        ("pinned", pinned),
+        ("pinned+dlpack", pinned_dlpack),
+    ):
         try:
             t = _median_s(fn, reps) - base
             t_ring = _median_s(lambda: ring.__setitem__(slice(None), fn()), reps) - base
-            out[name] = {"ms": round(t * 1e3, 2), "GB_per_s": round(nbytes / t / 1e9, 2),
-                         "with_ring_copy_ms": round(t_ring * 1e3, 2),
-                         "img_per_s_main_thread": round(batch / t_ring, 1)}
+            out[name] = {
+                "ms": round(t * 1e3, 2),
+                "GB_per_s": round(nbytes / t / 1e9, 2),
+                "with_ring_copy_ms": round(t_ring * 1e3, 2),
+                "img_per_s_main_thread": round(batch / t_ring, 1),
+            }
         except Exception as e:  # noqa: BLE001 - a route this JAX does not support is reported, not fatal
             out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
         print(name, out[name], flush=True)

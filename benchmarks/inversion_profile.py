@@ -15,6 +15,7 @@ multiply-add); achieved TFLOP/s and its fraction of the chip's dense peak (H100/
 989 TFLOP/s bf16, 495 TFLOP/s TF32). `--trace` adds the GPU kernels that take the most time
 (jax.profiler, read back with jax.profiler.ProfileData).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,14 @@ def build(dtype: str, fuse: bool, modulation: str = "auto", upsample: str = "aut
     with jax.default_device(jax.devices("cpu")[0]):
         enc_vars = jax.jit(Encoder4Editing(n_styles=N_STYLES).init)(jax.random.key(1), jnp.zeros((1, INPUT, INPUT, 3)))
         gen_vars = init_variables(cfg, jax.random.key(0))
-    generator = Generator(cfg, modulation=resolve_modulation(modulation), dtype=compute_dtype(dtype),
-                          upsample=resolve_upsample(upsample))
-    variables = {"encoder": enc_vars, "generator": gen_vars,
-                 "latent_avg": jnp.asarray(np.random.default_rng(0).normal(0, 0.1, (cfg.n_latent, 512)), jnp.float32)}
+    generator = Generator(
+        cfg, modulation=resolve_modulation(modulation), dtype=compute_dtype(dtype), upsample=resolve_upsample(upsample)
+    )
+    variables = {
+        "encoder": enc_vars,
+        "generator": gen_vars,
+        "latent_avg": jnp.asarray(np.random.default_rng(0).normal(0, 0.1, (cfg.n_latent, 512)), jnp.float32),
+    }
     return E4EModel(encoder, generator, variables, (INPUT, INPUT), None, "random")
 
 
@@ -80,19 +85,41 @@ def top_kernels(trace_dir: str, iters: int, n: int = 25) -> list[dict]:
                     totals[ev.name] += ev.duration_ns
                     counts[ev.name] += 1
     if not totals:
-        names = [(plane.name, [l.name for l in plane.lines]) for path in glob.glob(
-            os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True) for plane in ProfileData.from_file(path).planes]
+        names = [
+            (plane.name, [l.name for l in plane.lines])
+            for path in glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+            for plane in ProfileData.from_file(path).planes
+        ]
         return [{"op": "no GPU op events found", "planes": str(names)[:2000]}]
     total = sum(totals.values()) or 1
-    rows = [{"op": name, "ms_per_call": round(ns / iters / 1e6, 3), "share": round(ns / total, 3),
-             "launches_per_call": counts[name] // iters} for name, ns in totals.most_common(n)]
+    rows = [
+        {
+            "op": name,
+            "ms_per_call": round(ns / iters / 1e6, 3),
+            "share": round(ns / total, 3),
+            "launches_per_call": counts[name] // iters,
+        }
+        for name, ns in totals.most_common(n)
+    ]
     kinds = collections.Counter()
     for name, ns in totals.items():
-        kind = ("conv" if "conv" in name.lower() else "gemm" if any(k in name.lower() for k in ("gemm", "dot", "matmul"))
-                else "fusion" if "fusion" in name.lower() else "other")
+        kind = (
+            "conv"
+            if "conv" in name.lower()
+            else "gemm"
+            if any(k in name.lower() for k in ("gemm", "dot", "matmul"))
+            else "fusion"
+            if "fusion" in name.lower()
+            else "other"
+        )
         kinds[kind] += ns
-    rows.append({"op": "TOTAL by kind", **{k: round(v / iters / 1e6, 2) for k, v in kinds.items()},
-                 "ms_per_call": round(total / iters / 1e6, 2)})
+    rows.append(
+        {
+            "op": "TOTAL by kind",
+            **{k: round(v / iters / 1e6, 2) for k, v in kinds.items()},
+            "ms_per_call": round(total / iters / 1e6, 2),
+        }
+    )
     return rows
 
 
@@ -126,8 +153,10 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool, count_f
     model = build(dtype, fuse)
     v = jax.device_put(model.variables, jax.devices()[0])  # built on the host: move them once
     rng = np.random.default_rng(0)
-    xs = [jax.device_put(rng.uniform(-1, 1, (batch, INPUT, INPUT, 3)).astype(np.float32), jax.devices()[0])
-          for _ in range(3)]
+    xs = [
+        jax.device_put(rng.uniform(-1, 1, (batch, INPUT, INPUT, 3)).astype(np.float32), jax.devices()[0])
+        for _ in range(3)
+    ]
     invert = inversion.make_invert_fn(model)
     enc = jax.jit(lambda v, x: inversion.encode(model, v, x))
     gen = jax.jit(lambda v, w: model.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const"))
@@ -135,10 +164,13 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool, count_f
     log("encoder compiled and run")
     row = {"dtype": dtype, "fuse_style_blocks": fuse, "batch": batch}
     t = time_fn(lambda i: jax.block_until_ready(invert(v, xs[i % 3])), iters=iters)
-    row.update(ms=round(t["median_s"] * 1e3, 2), img_per_s=round(batch / t["median_s"], 1),
-               compile_s=round(t["first_call_s"], 1))
+    row.update(
+        ms=round(t["median_s"] * 1e3, 2),
+        img_per_s=round(batch / t["median_s"], 1),
+        compile_s=round(t["first_call_s"], 1),
+    )
     log(f"inversion timed: {row['ms']} ms")
-    row["peak_mem_gib"] = round((peak_memory_bytes() or 0) / 2 ** 30, 2)
+    row["peak_mem_gib"] = round((peak_memory_bytes() or 0) / 2**30, 2)
     te = time_fn(lambda i: jax.block_until_ready(enc(v, xs[i % 3])), iters=iters)
     tg = time_fn(lambda i: jax.block_until_ready(gen(v, ws[i % 3])), iters=iters)
     log("encoder and generator timed")
@@ -157,16 +189,22 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool, count_f
         return row
     x1 = jnp.zeros((1, INPUT, INPUT, 3))
     f_enc = flops_per_image(jax.jit(lambda v, x: inversion.encode(ref, v, x)), ref.variables, x1)
-    f_gen = flops_per_image(jax.jit(lambda v, w: ref.generator.apply(v["generator"], w, input_is_latent=True,
-                                                                     noise_mode="const")),
-                            ref.variables, jnp.zeros((1, N_STYLES, 512)))
+    f_gen = flops_per_image(
+        jax.jit(lambda v, w: ref.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const")),
+        ref.variables,
+        jnp.zeros((1, N_STYLES, 512)),
+    )
     f_all = flops_per_image(inversion.make_invert_fn(ref), ref.variables, x1)
     tflops = f_all * batch / t["median_s"] / 1e12
-    row.update(gflop_per_img=round(f_all / 1e9, 1), encoder_gflop=round(f_enc / 1e9, 1),
-               generator_gflop=round(f_gen / 1e9, 1), tflop_s=round(tflops, 1),
-               frac_of_peak=round(tflops / PEAK_TFLOPS[dtype], 3),
-               encoder_tflop_s=round(f_enc * batch / te["median_s"] / 1e12, 1),
-               generator_tflop_s=round(f_gen * batch / tg["median_s"] / 1e12, 1))
+    row.update(
+        gflop_per_img=round(f_all / 1e9, 1),
+        encoder_gflop=round(f_enc / 1e9, 1),
+        generator_gflop=round(f_gen / 1e9, 1),
+        tflop_s=round(tflops, 1),
+        frac_of_peak=round(tflops / PEAK_TFLOPS[dtype], 3),
+        encoder_tflop_s=round(f_enc * batch / te["median_s"] / 1e12, 1),
+        generator_tflop_s=round(f_gen * batch / tg["median_s"] / 1e12, 1),
+    )
     log("FLOPs counted")
     return row
 
@@ -193,9 +231,21 @@ def main() -> None:
     rows = []
     for dtype in args.dtypes:
         for fuse in args.fuse:
-            cmd = [sys.executable, __file__, "--one", dtype, str(fuse), "--batch", str(args.batch),
-                   "--iters", str(args.iters)] + (["--trace"] if args.trace else []) + \
-                  (["--no-flops"] if args.no_flops else [])
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    dtype,
+                    str(fuse),
+                    "--batch",
+                    str(args.batch),
+                    "--iters",
+                    str(args.iters),
+                ]
+                + (["--trace"] if args.trace else [])
+                + (["--no-flops"] if args.no_flops else [])
+            )
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             lines = [l for l in out.stdout.splitlines() if l.startswith("ROW ")]
             if out.returncode or not lines:

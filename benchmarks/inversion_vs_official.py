@@ -13,10 +13,10 @@ Two timings per row: `ms`, the median of single calls each waited for, and `ms_p
 dispatched back to back with one wait at the end (how a batch job runs: `inversion.iter_invert`
 keeps a batch in flight; PyTorch launches asynchronously in the same way).
 """
+
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -33,7 +33,7 @@ def build_official(official: Path, size: int, seed: int = 0):
     import torch
 
     sys.path.insert(0, str(official))
-    from models.encoders.psp_encoders import Encoder4Editing  # noqa: official code, not ours
+    from models.encoders.psp_encoders import Encoder4Editing  # noqa: E402 - the official code, from its own folder
     from models.stylegan2.model import Generator
 
     class Opts:
@@ -57,9 +57,19 @@ def save_official_ckpt(enc, dec, latent_avg, size, path):
 
     sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
     sd.update({f"decoder.{k}": v for k, v in dec.state_dict().items()})
-    torch.save({"state_dict": sd, "latent_avg": latent_avg,
-                "opts": {"encoder_type": "Encoder4Editing", "stylegan_size": size, "dataset_type": "ffhq_encode",
-                         "start_from_latent_avg": True}}, path)
+    torch.save(
+        {
+            "state_dict": sd,
+            "latent_avg": latent_avg,
+            "opts": {
+                "encoder_type": "Encoder4Editing",
+                "stylegan_size": size,
+                "dataset_type": "ffhq_encode",
+                "start_from_latent_avg": True,
+            },
+        },
+        path,
+    )
 
 
 def time_torch(fn, iters):
@@ -88,8 +98,13 @@ def main() -> None:
     p.add_argument("--upsample", default="auto")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--skip-official-timing", action="store_true")
-    p.add_argument("--fuse-style-blocks", type=int, nargs="+", default=[1],
-                   help="time ours with these fuse_style_blocks values (0/1)")
+    p.add_argument(
+        "--fuse-style-blocks",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="time ours with these fuse_style_blocks values (0/1)",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
@@ -127,41 +142,70 @@ def main() -> None:
     x = rng.uniform(-1, 1, (2, 256, 256, 3)).astype(np.float32)
     ref_codes, ref_img = official_invert(torch.from_numpy(x.transpose(0, 3, 1, 2)).cuda())
     ref_codes, ref_img = ref_codes.cpu().numpy(), ref_img.cpu().numpy().transpose(0, 2, 3, 1)
-    model = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, precision="highest",
-                               fuse_style_blocks=bool(max(args.fuse_style_blocks)))
+    model = inversion.load_e4e(
+        str(tmp / "bundle"),
+        modulation=args.modulation,
+        precision="highest",
+        fuse_style_blocks=bool(max(args.fuse_style_blocks)),
+    )
     codes, img = inversion.make_invert_fn(model)(model.variables, jnp.asarray(x))
-    print(f"parity (fp32 'highest' ours vs official TF32): latents max|d| {np.abs(np.asarray(codes) - ref_codes).max():.2e} "
-          f"(max|ref| {np.abs(ref_codes).max():.2f}); images max|d| {np.abs(np.asarray(img) - ref_img).max():.2e} "
-          f"mean|d| {np.abs(np.asarray(img) - ref_img).mean():.2e}", flush=True)
+    print(
+        f"parity (fp32 'highest' ours vs official TF32): latents max|d| {np.abs(np.asarray(codes) - ref_codes).max():.2e} "
+        f"(max|ref| {np.abs(ref_codes).max():.2f}); images max|d| {np.abs(np.asarray(img) - ref_img).max():.2e} "
+        f"mean|d| {np.abs(np.asarray(img) - ref_img).mean():.2e}",
+        flush=True,
+    )
 
     rows = []
     for b in args.batches:
         xs = [rng.uniform(-1, 1, (b, 256, 256, 3)).astype(np.float32) for _ in range(3)]
         if not args.skip_official_timing:
             tx = [torch.from_numpy(a.transpose(0, 3, 1, 2)).cuda() for a in xs]
-            it = iter(range(10 ** 9))
+            it = iter(range(10**9))
             torch.cuda.reset_peak_memory_stats()
             t = time_torch(lambda: official_invert(tx[next(it) % 3]), args.iters)
-            tp = time_pipelined(lambda i: official_invert(tx[i % 3]), lambda _: torch.cuda.synchronize(),
-                                iters=args.iters)["median_s"]
-            rows.append({"impl": "official-pytorch", "dtype": "float32(tf32)", "batch": b,
-                         "ms": round(t * 1e3, 2), "img_per_s": round(b / t, 1),
-                         "ms_pipelined": round(tp * 1e3, 2), "img_per_s_pipelined": round(b / tp, 1),
-                         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)})
+            tp = time_pipelined(
+                lambda i: official_invert(tx[i % 3]), lambda _: torch.cuda.synchronize(), iters=args.iters
+            )["median_s"]
+            rows.append(
+                {
+                    "impl": "official-pytorch",
+                    "dtype": "float32(tf32)",
+                    "batch": b,
+                    "ms": round(t * 1e3, 2),
+                    "img_per_s": round(b / t, 1),
+                    "ms_pipelined": round(tp * 1e3, 2),
+                    "img_per_s_pipelined": round(b / tp, 1),
+                    "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                }
+            )
             print(rows[-1], flush=True)
         for dtype, fuse in [(d, f) for d in args.dtypes for f in args.fuse_style_blocks]:
-            m = inversion.load_e4e(str(tmp / "bundle"), modulation=args.modulation, dtype=dtype, upsample=args.upsample,
-                                   fuse_style_blocks=bool(fuse))
+            m = inversion.load_e4e(
+                str(tmp / "bundle"),
+                modulation=args.modulation,
+                dtype=dtype,
+                upsample=args.upsample,
+                fuse_style_blocks=bool(fuse),
+            )
             fn = inversion.make_invert_fn(m)
             v = jax.device_put(m.variables)
             jx = [jax.device_put(a) for a in xs]
             t = time_fn(lambda i: jax.block_until_ready(fn(v, jx[i % 3])), iters=args.iters)
             tp = time_pipelined(lambda i: fn(v, jx[i % 3]), jax.block_until_ready, iters=args.iters)["median_s"]
             tag = ",fused" if fuse else ""
-            rows.append({"impl": f"e4e-jax[{m.generator.modulation},{m.generator.upsample}{tag}]", "dtype": dtype if dtype != "float32" else "float32(tf32)",
-                         "batch": b, "ms": round(t["median_s"] * 1e3, 2), "img_per_s": round(b / t["median_s"], 1),
-                         "ms_pipelined": round(tp * 1e3, 2), "img_per_s_pipelined": round(b / tp, 1),
-                         "compile_s": round(t["first_call_s"], 1)})
+            rows.append(
+                {
+                    "impl": f"e4e-jax[{m.generator.modulation},{m.generator.upsample}{tag}]",
+                    "dtype": dtype if dtype != "float32" else "float32(tf32)",
+                    "batch": b,
+                    "ms": round(t["median_s"] * 1e3, 2),
+                    "img_per_s": round(b / t["median_s"], 1),
+                    "ms_pipelined": round(tp * 1e3, 2),
+                    "img_per_s_pipelined": round(b / tp, 1),
+                    "compile_s": round(t["first_call_s"], 1),
+                }
+            )
             print(rows[-1], flush=True)
         torch.cuda.empty_cache()
     drift(tmp, args, rng)
@@ -180,14 +224,24 @@ def drift(tmp: Path, args, rng) -> None:
     import torchvision
 
     from e4e_jax import bundle, inversion
-    from e4e_jax.models.resampling import adaptive_avg_pool2d
     from e4e_jax.models.lpips import LPIPS
+    from e4e_jax.models.resampling import adaptive_avg_pool2d
     from tools.convert_weights.__main__ import main as convert_main
 
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp / "alexnet.pth")
-    assert convert_main(["lpips", str(ROOT / "tests/data/lpips_v0.1/alex.pth"), str(tmp / "alexnet.pth"),
-                         "--out", str(tmp / "lpips")]) == 0
+    assert (
+        convert_main(
+            [
+                "lpips",
+                str(ROOT / "tests/data/lpips_v0.1/alex.pth"),
+                str(tmp / "alexnet.pth"),
+                "--out",
+                str(tmp / "lpips"),
+            ]
+        )
+        == 0
+    )
     _, lp_vars = bundle.load(tmp / "lpips", "lpips")
     lpips = jax.jit(lambda a, b: LPIPS("alex").apply(lp_vars, a, b))
     x = jnp.asarray(rng.uniform(-1, 1, (16, 256, 256, 3)).astype(np.float32))
@@ -197,9 +251,12 @@ def drift(tmp: Path, args, rng) -> None:
         outs[dtype] = inversion.make_invert_fn(m)(m.variables, x)
     (l32, i32), (l16, i16) = outs["float32"], outs["bfloat16"]
     p32, p16 = adaptive_avg_pool2d(i32, (256, 256)), adaptive_avg_pool2d(i16, (256, 256))
-    print(f"bf16 drift vs fp32 (16 inputs): latents max|d| {float(jnp.abs(l16 - l32).max()):.4f}; "
-          f"images mean|d| {float(jnp.abs(i16 - i32).mean()):.4f}; MSE@256 {float(jnp.mean((p16 - p32) ** 2)):.2e}; "
-          f"LPIPS@256 mean {float(jnp.mean(lpips(p16, p32))):.4f} max {float(jnp.max(lpips(p16, p32))):.4f}", flush=True)
+    print(
+        f"bf16 drift vs fp32 (16 inputs): latents max|d| {float(jnp.abs(l16 - l32).max()):.4f}; "
+        f"images mean|d| {float(jnp.abs(i16 - i32).mean()):.4f}; MSE@256 {float(jnp.mean((p16 - p32) ** 2)):.2e}; "
+        f"LPIPS@256 mean {float(jnp.mean(lpips(p16, p32))):.4f} max {float(jnp.max(lpips(p16, p32))):.4f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ start with a warm persistent compilation cache except the one marked `cold`. Two
 from the steady rate: steady img/s = (N2 - N1) / (T2 - T1). The setup is kept in --workdir so that a
 second call on the same machine skips it (`--sides ours` after `--sides official`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,11 @@ def make_checkpoint(work: Path, official: Path) -> tuple[Path, Path]:
         enc, dec, latent_avg = build_official(official, IMAGE_SIZE)
         save_official_ckpt(enc, dec, latent_avg, IMAGE_SIZE, ckpt)
     if not bundle.is_dir():
-        subprocess.run([sys.executable, "-m", "tools.convert_weights", "e4e", str(ckpt), "--out", str(bundle)],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "tools.convert_weights", "e4e", str(ckpt), "--out", str(bundle)],
+            cwd=ROOT,
+            check=True,
+        )
     return ckpt, bundle
 
 
@@ -99,8 +103,7 @@ def make_random_bundle(work: Path) -> Path:
     enc = enc_cfg.build()
     enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *enc_cfg.input_size, 3)))
     latent_avg = np.asarray(jax.random.normal(jax.random.key(2), (gen_cfg.n_latent, gen_cfg.style_dim))) * 0.1
-    variables = {"encoder": enc_vars, "generator": init_variables(gen_cfg, jax.random.key(0)),
-                 "latent_avg": latent_avg}
+    variables = {"encoder": enc_vars, "generator": init_variables(gen_cfg, jax.random.key(0)), "latent_avg": latent_avg}
     return e4e_bundle.save(bundle, e4e_bundle.E4EArchitecture.create(enc_cfg, gen_cfg, "ffhq_encode"), variables)
 
 
@@ -123,18 +126,45 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 def run_official(official: Path, ckpt: Path, images: Path, out: Path, batch: int, latents_only: bool, env) -> float:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    cmd = [sys.executable, "scripts/inference.py", "--images_dir", str(images), "--save_dir", str(out),
-           "--batch", str(batch), *(["--latents_only"] if latents_only else []), str(ckpt)]
+    cmd = [
+        sys.executable,
+        "scripts/inference.py",
+        "--images_dir",
+        str(images),
+        "--save_dir",
+        str(out),
+        "--batch",
+        str(batch),
+        *(["--latents_only"] if latents_only else []),
+        str(ckpt),
+    ]
     wall, _ = timed(cmd, official, env)
     return wall
 
 
-def run_ours(bundle: Path, images: Path, out: Path, batch: int, latents_only: bool, dtype: str, env,
-             extra: list[str] = ()) -> dict:
+def run_ours(
+    bundle: Path, images: Path, out: Path, batch: int, latents_only: bool, dtype: str, env, extra: list[str] = ()
+) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "e4e_jax.cli", "invert", "--model", str(bundle), "--images", str(images),
-           "--output", str(out), "--batch-size", str(batch), "--dtype", dtype, "--quiet",
-           *(["--no-images"] if latents_only else []), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "e4e_jax.cli",
+        "invert",
+        "--model",
+        str(bundle),
+        "--images",
+        str(images),
+        "--output",
+        str(out),
+        "--batch-size",
+        str(batch),
+        "--dtype",
+        dtype,
+        "--quiet",
+        *(["--no-images"] if latents_only else []),
+        *extra,
+    ]
     wall, _ = timed(cmd, ROOT, env)
     report = json.loads((out / "report.json").read_text())
     t = report["timing"]
@@ -158,9 +188,13 @@ def drift(bundle: Path, images: Path, work: Path, env, dtype: str) -> dict:
     a = np.stack([folder.load_image(p, (256, 256)) for p in paths])
     b = np.stack([folder.load_image(p, (256, 256), fast_decode=True) for p in paths])
     la, lb = np.load(exact / "latents.npy"), np.load(fast / "latents.npy")
-    return {"input_mse_256": float(np.mean((a - b) ** 2)), "input_max_abs": float(np.abs(a - b).max()),
-            "latent_mean_abs_diff": float(np.abs(la - lb).mean()), "latent_max_abs_diff": float(np.abs(la - lb).max()),
-            "latent_mean_abs": float(np.abs(la).mean())}
+    return {
+        "input_mse_256": float(np.mean((a - b) ** 2)),
+        "input_max_abs": float(np.abs(a - b).max()),
+        "latent_mean_abs_diff": float(np.abs(la - lb).mean()),
+        "latent_max_abs_diff": float(np.abs(la - lb).max()),
+        "latent_mean_abs": float(np.abs(la).mean()),
+    }
 
 
 def main() -> None:
@@ -172,12 +206,25 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--sides", nargs="+", default=["official", "ours"], choices=["official", "ours", "drift"])
     p.add_argument("--json", default=None)
-    p.add_argument("--bundle", type=Path, default=None, help="an existing e4e bundle (skips the official "
-                   "checkpoint; for a smoke run of --sides ours without the official code)")
-    p.add_argument("--random-bundle", action="store_true", help="a random bundle made by e4e-jax (no "
-                   "official code needed; --sides ours only)")
-    p.add_argument("--ours-env", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="environment of our runs (to compare variants of one build side by side)")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="an existing e4e bundle (skips the official "
+        "checkpoint; for a smoke run of --sides ours without the official code)",
+    )
+    p.add_argument(
+        "--random-bundle",
+        action="store_true",
+        help="a random bundle made by e4e-jax (no official code needed; --sides ours only)",
+    )
+    p.add_argument(
+        "--ours-env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of our runs (to compare variants of one build side by side)",
+    )
     p.add_argument("--tag", default="ours", help="key of our results in the JSON (one per --ours-env)")
     p.add_argument("--warm", action="store_true", help="keep the compilation cache (skip the cold runs)")
     p.add_argument("--photo-size", type=int, default=IMAGE_SIZE)
@@ -205,23 +252,30 @@ def main() -> None:
         off = {}
         for mode in ("latents", "images"):
             for n in args.sizes:
-                off[f"{mode}_{n}"] = run_official(args.official, ckpt, folders[n], work / f"off_{mode}_{n}",
-                                                  args.batch, mode == "latents", oenv)
+                off[f"{mode}_{n}"] = run_official(
+                    args.official, ckpt, folders[n], work / f"off_{mode}_{n}", args.batch, mode == "latents", oenv
+                )
                 print(f"official {mode} N={n}: {off[f'{mode}_{n}']:.1f} s", flush=True)
         results["official"] = off
     if "ours" in args.sides:
-        jenv = dict(env, E4E_JAX_CACHE_DIR=str(work / "xla_cache"), XLA_PYTHON_CLIENT_PREALLOCATE="false",
-                    **dict(kv.split("=", 1) for kv in args.ours_env))
+        jenv = dict(
+            env,
+            E4E_JAX_CACHE_DIR=str(work / "xla_cache"),
+            XLA_PYTHON_CLIENT_PREALLOCATE="false",
+            **dict(kv.split("=", 1) for kv in args.ours_env),
+        )
         ours = {}
         if not args.warm:
             shutil.rmtree(work / "xla_cache", ignore_errors=True)
-            ours["cold_images_256"] = run_ours(bundle, folders[min(args.sizes)], work / "ours_cold", args.batch,
-                                               False, args.dtype, jenv)
+            ours["cold_images_256"] = run_ours(
+                bundle, folders[min(args.sizes)], work / "ours_cold", args.batch, False, args.dtype, jenv
+            )
             run_ours(bundle, folders[min(args.sizes)], work / "ours_cold_l", args.batch, True, args.dtype, jenv)
         for mode in ("latents", "images"):
             for n in args.sizes:
-                ours[f"{mode}_{n}"] = run_ours(bundle, folders[n], work / f"ours_{mode}_{n}", args.batch,
-                                               mode == "latents", args.dtype, jenv)
+                ours[f"{mode}_{n}"] = run_ours(
+                    bundle, folders[n], work / f"ours_{mode}_{n}", args.batch, mode == "latents", args.dtype, jenv
+                )
                 print(f"{args.tag} {mode} N={n}: {ours[f'{mode}_{n}']}", flush=True)
         ours["env"] = args.ours_env
         results[args.tag] = ours
@@ -235,15 +289,21 @@ def main() -> None:
         row = {"mode": mode}
         if "official" in results:
             o = results["official"]
-            row.update(official_wall_n2=o[f"{mode}_{n2}"], official_steady=steady(n1, o[f"{mode}_{n1}"], n2, o[f"{mode}_{n2}"]))
+            row.update(
+                official_wall_n2=o[f"{mode}_{n2}"], official_steady=steady(n1, o[f"{mode}_{n1}"], n2, o[f"{mode}_{n2}"])
+            )
         if args.tag in results:
             u = results[args.tag]
-            row.update(ours_wall_n2=u[f"{mode}_{n2}"]["wall_s"],
-                       ours_steady=steady(n1, u[f"{mode}_{n1}"]["wall_s"], n2, u[f"{mode}_{n2}"]["wall_s"]),
-                       ours_first_batch=u[f"{mode}_{n2}"]["first_batch_from_start_s"])
+            row.update(
+                ours_wall_n2=u[f"{mode}_{n2}"]["wall_s"],
+                ours_steady=steady(n1, u[f"{mode}_{n1}"]["wall_s"], n2, u[f"{mode}_{n2}"]["wall_s"]),
+                ours_first_batch=u[f"{mode}_{n2}"]["first_batch_from_start_s"],
+            )
         if "official" in results and args.tag in results:
-            row.update(steady_ratio=round(row["ours_steady"] / row["official_steady"], 2),
-                       wall_ratio=round(row["official_wall_n2"] / row["ours_wall_n2"], 2))
+            row.update(
+                steady_ratio=round(row["ours_steady"] / row["official_steady"], 2),
+                wall_ratio=round(row["official_wall_n2"] / row["ours_wall_n2"], 2),
+            )
         rows.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, **results}, indent=1))

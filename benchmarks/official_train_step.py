@@ -9,6 +9,7 @@ weights of the same architecture, or by the real LPIPS v0.1 heads in tests/data.
 step_fn(batch) runs exactly the body of `Coach.train`'s loop (discriminator step with lazy R1,
 forward, calc_loss with every loss of the paper, encoder backward, Ranger step).
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,10 +39,11 @@ def build_official_coach(official: Path, size: int = 1024, batch: int = 8, stage
 
     _patch_downloads(ROOT / "tests" / "data" / "lpips_v0.1" / "alex.pth")
     sys.path.insert(0, str(official))
-    from configs import paths_config  # official
     from models.encoders.model_irse import Backbone
     from models.encoders.psp_encoders import Encoder4Editing, ProgressiveStage
     from models.stylegan2.model import Generator
+
+    from configs import paths_config  # official
 
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
@@ -56,16 +58,45 @@ def build_official_coach(official: Path, size: int = 1024, batch: int = 8, stage
     sd.update({f"decoder.{k}": v for k, v in dec.state_dict().items()})
     n_latent = dec.n_latent
     ckpt = tmp / "e4e_random.pt"
-    torch.save({"state_dict": sd, "latent_avg": torch.randn(n_latent, 512) * 0.1,
-                "opts": {"encoder_type": "Encoder4Editing", "stylegan_size": size, "dataset_type": "ffhq_encode",
-                         "start_from_latent_avg": True}}, ckpt)
-    opts = Namespace(exp_dir=str(tmp / "exp"), dataset_type="ffhq_encode", encoder_type="Encoder4Editing",
-                     batch_size=batch, learning_rate=1e-4, optim_name="ranger", train_decoder=False,
-                     start_from_latent_avg=True, lpips_type="alex", lpips_lambda=0.8, id_lambda=0.1, l2_lambda=1.0,
-                     stylegan_size=size, checkpoint_path=str(ckpt), w_discriminator_lambda=0.1,
-                     w_discriminator_lr=2e-5, r1=10.0, d_reg_every=16, use_w_pool=True, w_pool_size=50,
-                     delta_norm=2, delta_norm_lambda=2e-4, progressive_steps=[0] + [20000 + 2000 * i for i in range(n_latent - 1)],
-                     device="cuda:0")
+    torch.save(
+        {
+            "state_dict": sd,
+            "latent_avg": torch.randn(n_latent, 512) * 0.1,
+            "opts": {
+                "encoder_type": "Encoder4Editing",
+                "stylegan_size": size,
+                "dataset_type": "ffhq_encode",
+                "start_from_latent_avg": True,
+            },
+        },
+        ckpt,
+    )
+    opts = Namespace(
+        exp_dir=str(tmp / "exp"),
+        dataset_type="ffhq_encode",
+        encoder_type="Encoder4Editing",
+        batch_size=batch,
+        learning_rate=1e-4,
+        optim_name="ranger",
+        train_decoder=False,
+        start_from_latent_avg=True,
+        lpips_type="alex",
+        lpips_lambda=0.8,
+        id_lambda=0.1,
+        l2_lambda=1.0,
+        stylegan_size=size,
+        checkpoint_path=str(ckpt),
+        w_discriminator_lambda=0.1,
+        w_discriminator_lr=2e-5,
+        r1=10.0,
+        d_reg_every=16,
+        use_w_pool=True,
+        w_pool_size=50,
+        delta_norm=2,
+        delta_norm_lambda=2e-4,
+        progressive_steps=[0] + [20000 + 2000 * i for i in range(n_latent - 1)],
+        device="cuda:0",
+    )
     from criteria import id_loss
     from criteria.lpips.lpips import LPIPS
     from models.discriminator import LatentCodesDiscriminator

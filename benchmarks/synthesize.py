@@ -6,6 +6,7 @@
 Weights are random (a fixed seed): speed does not depend on their values. Inputs rotate among
 three W+ sets so no result is served from a cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,14 +44,25 @@ def main() -> None:
                 inputs = [jax.random.normal(jax.random.key(i), (b, cfg.n_latent, cfg.style_dim)) for i in range(3)]
                 rng = jax.random.key(0)
                 t = time_fn(lambda i: synth(variables, inputs[i % 3], rng).block_until_ready(), iters=args.iters)
-                rows.append({"path": path, "upsample": up, "dtype": dtype, "batch": b, "ms_per_batch": round(t["median_s"] * 1e3, 2),
-                             "img_per_s": round(b / t["median_s"], 1), "compile_s": round(t["first_call_s"], 1)})
+                rows.append(
+                    {
+                        "path": path,
+                        "upsample": up,
+                        "dtype": dtype,
+                        "batch": b,
+                        "ms_per_batch": round(t["median_s"] * 1e3, 2),
+                        "img_per_s": round(b / t["median_s"], 1),
+                        "compile_s": round(t["first_call_s"], 1),
+                    }
+                )
                 print(rows[-1], flush=True)
     # bf16 drift against fp32 on the same inputs (max abs, images in about [-1, 1]).
     ws = jax.random.normal(jax.random.key(7), (4, cfg.n_latent, cfg.style_dim))
     ref = np.asarray(generate.make_synthesis_fn(cfg, modulation="grouped")(variables, ws, jax.random.key(0)))
     for path in args.paths:
-        out = np.asarray(generate.make_synthesis_fn(cfg, modulation=path, dtype="bfloat16")(variables, ws, jax.random.key(0)))
+        out = np.asarray(
+            generate.make_synthesis_fn(cfg, modulation=path, dtype="bfloat16")(variables, ws, jax.random.key(0))
+        )
         print(f"bf16 {path}: max|bf16 - fp32| = {np.abs(out - ref).max():.4f}, mean = {np.abs(out - ref).mean():.5f}")
     emit(rows, args.json)
 

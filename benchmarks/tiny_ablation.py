@@ -12,6 +12,7 @@ recovery ‖E(G(w)) − w‖ (over all layers and channels, the official norm(2,
 the recovery of the trivial answer latent_avg. The paper's claim: D gives lower values of both; W is the
 variation's lower bound (0), expected at a higher distortion.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,12 @@ def heldout_latents(model_dir: Path, n: int, seed: int = 10_000) -> dict:
     codes = inversion.encode(model, model.variables, images)
     latent_avg = np.asarray(model.variables["latent_avg"]).reshape(-1, ws.shape[-1])[: ws.shape[1]]
     avg = np.broadcast_to(latent_avg, ws.shape)  # the trivial answer, every image -> latent_avg
-    return {"latent_recovery_of_latent_avg": float(np.mean(evaluation.latent_distance(avg, ws))),
-            "latent_variation": float(np.mean(evaluation.latent_variation(codes))),
-            "latent_recovery": float(np.mean(evaluation.latent_distance(codes, ws))),
-            "n_heldout": n}
+    return {
+        "latent_recovery_of_latent_avg": float(np.mean(evaluation.latent_distance(avg, ws))),
+        "latent_variation": float(np.mean(evaluation.latent_variation(codes))),
+        "latent_recovery": float(np.mean(evaluation.latent_distance(codes, ws))),
+        "n_heldout": n,
+    }
 
 
 def main(argv=None) -> int:
@@ -67,14 +70,19 @@ def main(argv=None) -> int:
         work = args.workdir / abl
         train_and_evaluate(config, work)
         curve = l2_curve(work / "metrics.jsonl")
-        rows[abl] = {"l2_first_quarter": curve["train_l2_first_quarter"],
-                     "l2_last_quarter": curve["train_l2_last_quarter"], **heldout_latents(work / "model", args.heldout)}
+        rows[abl] = {
+            "l2_first_quarter": curve["train_l2_first_quarter"],
+            "l2_last_quarter": curve["train_l2_last_quarter"],
+            **heldout_latents(work / "model", args.heldout),
+        }
         print(abl, json.dumps(rows[abl]), flush=True)
     (args.workdir / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"{'config':8}{'L2 first':>10}{'L2 last':>10}{'variation':>12}{'recovery':>12}{'avg recovery':>14}")
     for abl, r in rows.items():
-        print(f"{abl:8}{r['l2_first_quarter']:10.4f}{r['l2_last_quarter']:10.4f}{r['latent_variation']:12.4f}"
-              f"{r['latent_recovery']:12.4f}{r['latent_recovery_of_latent_avg']:14.4f}")
+        print(
+            f"{abl:8}{r['l2_first_quarter']:10.4f}{r['l2_last_quarter']:10.4f}{r['latent_variation']:12.4f}"
+            f"{r['latent_recovery']:12.4f}{r['latent_recovery_of_latent_avg']:14.4f}"
+        )
     return 0
 
 

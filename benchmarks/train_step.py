@@ -11,6 +11,7 @@ Variants:
         16 steps: the timed loop covers whole 16-step periods) + Δ-regularisation in a progressive stage.
 Prints one JSON line: ms/step, images/s, first-call seconds (compile), peak device memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,15 +70,29 @@ def main(argv=None) -> int:
     run = networks.build(config)
     enc_tx = optim.encoder_optimizer(config.optim_name, config.learning_rate)
     disc_tx = optim.discriminator_optimizer(config.w_discriminator_lr)
-    state = jax.jit(lambda: init_train_state(
-        encoder=run.nets.encoder, discriminator=run.nets.discriminator, encoder_tx=enc_tx, disc_tx=disc_tx,
-        optim_name=config.optim_name, seed=0, input_shape=(1, 256, 256, 3), style_dim=512,
-        pool_size=config.w_pool_size), out_shardings=repl)()
+    state = jax.jit(
+        lambda: init_train_state(
+            encoder=run.nets.encoder,
+            discriminator=run.nets.discriminator,
+            encoder_tx=enc_tx,
+            disc_tx=disc_tx,
+            optim_name=config.optim_name,
+            seed=0,
+            input_shape=(1, 256, 256, 3),
+            style_dim=512,
+            pool_size=config.w_pool_size,
+        ),
+        out_shardings=repl,
+    )()
     frozen = sharding.replicate(run.frozen, mesh)
     sample = train_input.make_synthetic_sampler(run, config, mesh)
     batches = [{"image": sample(i, args.batch)} for i in range(4)]
-    step = jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),
-                   in_shardings=(repl, repl, bsh), out_shardings=(repl, repl), donate_argnums=(0,))
+    step = jax.jit(
+        functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),
+        in_shardings=(repl, repl, bsh),
+        out_shardings=(repl, repl),
+        donate_argnums=(0,),
+    )
 
     t0 = time.perf_counter()
     state, m = step(state, frozen, batches[0])
@@ -92,11 +107,21 @@ def main(argv=None) -> int:
         state, m = step(state, frozen, batches[i % 4])
     jax.block_until_ready((state, m))
     dt = (time.perf_counter() - t0) / iters
-    out = {"bench": "train_step", "variant": args.variant, "size": args.size, "batch": args.batch,
-           "dtype": args.dtype, "ms_per_step": round(dt * 1e3, 2), "images_per_s": round(args.batch / dt, 1),
-           "first_call_s": round(first, 1), "iters": iters, "loss": float(m["loss"]),
-           "encoder_params": param_count(optim.fast_params(state.encoder_params)),
-           "peak_mem_gib": round((peak_memory_bytes() or 0) / 2 ** 30, 2), **device_info()}
+    out = {
+        "bench": "train_step",
+        "variant": args.variant,
+        "size": args.size,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "ms_per_step": round(dt * 1e3, 2),
+        "images_per_s": round(args.batch / dt, 1),
+        "first_call_s": round(first, 1),
+        "iters": iters,
+        "loss": float(m["loss"]),
+        "encoder_params": param_count(optim.fast_params(state.encoder_params)),
+        "peak_mem_gib": round((peak_memory_bytes() or 0) / 2**30, 2),
+        **device_info(),
+    }
     print(json.dumps(out), flush=True)
     return 0 if np.isfinite(out["loss"]) else 1
 

@@ -9,6 +9,7 @@ whole 16-step periods (so R1 is amortised as in training), after warm-up. The of
 the body of `Coach.train`'s loop (benchmarks/official_train_step.py); ours is benchmarks/train_step.py
 `--variant full`. TF32 allowed on both sides for float32.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,17 @@ def time_official(official: Path, size: int, batch: int, iters: int) -> dict:
         losses = step(batches[i % 4])
     torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / iters
-    out = {"impl": "official-pytorch", "dtype": "float32(tf32)", "batch": batch, "ms_per_step": round(dt * 1e3, 2),
-           "images_per_s": round(batch / dt, 1), "build_s": round(build_s, 1), "iters": iters,
-           "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2), "loss": losses.get("loss")}
+    out = {
+        "impl": "official-pytorch",
+        "dtype": "float32(tf32)",
+        "batch": batch,
+        "ms_per_step": round(dt * 1e3, 2),
+        "images_per_s": round(batch / dt, 1),
+        "build_s": round(build_s, 1),
+        "iters": iters,
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "loss": losses.get("loss"),
+    }
     del coach, step, batches
     gc.collect()
     torch.cuda.empty_cache()
@@ -66,8 +75,20 @@ def main() -> None:
     from benchmarks import train_step
 
     for dtype in args.dtypes:
-        train_step.main(["--size", str(args.size), "--batch", str(args.batch), "--variant", "full",
-                         "--dtype", dtype, "--iters", str(args.iters)])
+        train_step.main(
+            [
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--variant",
+                "full",
+                "--dtype",
+                dtype,
+                "--iters",
+                str(args.iters),
+            ]
+        )
 
 
 if __name__ == "__main__":

@@ -1,2 +1,3 @@
 """e4e-jax: Designing an Encoder for StyleGAN Image Manipulation, in JAX/Flax."""
+
 __version__ = "0.1.0"

@@ -59,6 +59,7 @@ y down, pixel centres at integers (dlib's convention).
 Licence: the 68-point model (face-recognition-models) was trained on iBUG 300-W, whose terms exclude
 commercial use; dlib itself (Boost licence) and its HOG detector carry no such restriction.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,33 +76,33 @@ from e4e_jax.data import folder
 from e4e_jax.errors import UserError
 
 # ----------------------------------------------------------------------------- recipe constants
-EYE_LEFT = slice(36, 42)           # 68-point indices of the (image-)left eye
+EYE_LEFT = slice(36, 42)  # 68-point indices of the (image-)left eye
 EYE_RIGHT = slice(42, 48)
-MOUTH_LEFT, MOUTH_RIGHT = 48, 54   # outer mouth corners
+MOUTH_LEFT, MOUTH_RIGHT = 48, 54  # outer mouth corners
 N_LANDMARKS = 68
-EYE_TO_EYE_SCALE = 2.0             # half crop width >= 2.0 x eye distance ...
-EYE_TO_MOUTH_SCALE = 1.8           # ... and >= 1.8 x eye-to-mouth distance
-CENTRE_TOWARDS_MOUTH = 0.1         # crop centre = eye midpoint + 0.1 eye-to-mouth
-SHRINK_RATIO = 0.5                 # shrink by floor(qsize / output * 0.5) when that is > 1
-BORDER_FRACTION = 0.1              # crop border = max(rint(0.1 qsize), MIN_BORDER)
+EYE_TO_EYE_SCALE = 2.0  # half crop width >= 2.0 x eye distance ...
+EYE_TO_MOUTH_SCALE = 1.8  # ... and >= 1.8 x eye-to-mouth distance
+CENTRE_TOWARDS_MOUTH = 0.1  # crop centre = eye midpoint + 0.1 eye-to-mouth
+SHRINK_RATIO = 0.5  # shrink by floor(qsize / output * 0.5) when that is > 1
+BORDER_FRACTION = 0.1  # crop border = max(rint(0.1 qsize), MIN_BORDER)
 MIN_BORDER = 3
-PAD_SLACK = 4                      # pad only if the quad comes closer than 4 px to the edge
-PAD_FRACTION = 0.3                 # padding on every side >= rint(0.3 qsize)
-BLUR_FRACTION = 0.02               # padding blur sigma = 0.02 qsize
-BLUR_RAMP_GAIN = 3.0               # blur weight = clip(3 mask + 1, 0, 1); median weight = clip(mask)
-FFHQ_SUPERSAMPLE = 4               # FFHQ samples the quad at 4096² for its 1024² output
-DETECT_UPSAMPLE = 1                # the recipe's dlib detector(img, 1): faces down to ~40 px
-GAUSS_TRUNCATE = 4.0               # Gaussian kernel cut at 4 sigma (scipy.ndimage's default)
+PAD_SLACK = 4  # pad only if the quad comes closer than 4 px to the edge
+PAD_FRACTION = 0.3  # padding on every side >= rint(0.3 qsize)
+BLUR_FRACTION = 0.02  # padding blur sigma = 0.02 qsize
+BLUR_RAMP_GAIN = 3.0  # blur weight = clip(3 mask + 1, 0, 1); median weight = clip(mask)
+FFHQ_SUPERSAMPLE = 4  # FFHQ samples the quad at 4096² for its 1024² output
+DETECT_UPSAMPLE = 1  # the recipe's dlib detector(img, 1): faces down to ~40 px
+GAUSS_TRUNCATE = 4.0  # Gaussian kernel cut at 4 sigma (scipy.ndimage's default)
 
 # ----------------------------------------------------------------------------- our settings
 DEFAULT_OUTPUT_SIZE = 1024
-DEFAULT_DETECT_SIZE = 640          # longer side of the detection copy (None / 0: full resolution)
+DEFAULT_DETECT_SIZE = 640  # longer side of the detection copy (None / 0: full resolution)
 # Blur in a copy reduced so that sigma is about 3 of its pixels: a Gaussian that wide varies
 # little between samples k pixels apart, so box-reducing before and bilinear interpolation after
 # stay below one grey level of the full-resolution filter (tests/test_alignment.py).
 LOWRES_BLUR_SIGMA = 3.0
-PROBE_SIZE = 64                    # blank image the landmark model is tried on, to count its points
-MIN_QUAD_SIZE = 8.0                # a face smaller than this (px) cannot make a crop
+PROBE_SIZE = 64  # blank image the landmark model is tried on, to count its points
+MIN_QUAD_SIZE = 8.0  # a face smaller than this (px) cannot make a crop
 LANDMARKS_68_FILE = "shape_predictor_68_face_landmarks.dat"
 FACE_MODELS_PACKAGE = "face_recognition_models"
 
@@ -139,6 +140,7 @@ class AlignedFace:
       top-right of the output.
     source_size: (width, height) of the (EXIF-oriented) input.
     """
+
     image: np.ndarray
     face_index: int
     box: tuple[int, int, int, int]
@@ -148,8 +150,12 @@ class AlignedFace:
 
     def record(self) -> dict[str, Any]:
         """JSON-ready metadata (everything but the image)."""
-        return {"face_index": self.face_index, "box": list(self.box),
-                "landmarks": np.round(self.landmarks, 3).tolist(), "quad": np.round(self.quad, 3).tolist()}
+        return {
+            "face_index": self.face_index,
+            "box": list(self.box),
+            "landmarks": np.round(self.landmarks, 3).tolist(),
+            "quad": np.round(self.quad, 3).tolist(),
+        }
 
 
 # ----------------------------------------------------------------------------- the geometry
@@ -200,8 +206,12 @@ def transform_size(qsize: float, output_size: int) -> int:
 
 
 def _box_of(quad: np.ndarray) -> tuple[int, int, int, int]:
-    return (int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min())),
-            int(np.ceil(quad[:, 0].max())), int(np.ceil(quad[:, 1].max())))
+    return (
+        int(np.floor(quad[:, 0].min())),
+        int(np.floor(quad[:, 1].min())),
+        int(np.ceil(quad[:, 0].max())),
+        int(np.ceil(quad[:, 1].max())),
+    )
 
 
 def align_crop(image: Image.Image | np.ndarray, quad: np.ndarray, qsize: float, output_size: int) -> np.ndarray:
@@ -228,8 +238,9 @@ def align_crop(image: Image.Image | np.ndarray, quad: np.ndarray, qsize: float, 
     if x1 <= x0 or y1 <= y0:
         raise ValueError("the face's crop lies outside the image")
     if scale is not None:
-        region = img.resize((x1 - x0, y1 - y0), Image.LANCZOS,
-                            box=(x0 * scale[0], y0 * scale[1], x1 * scale[0], y1 * scale[1]))
+        region = img.resize(
+            (x1 - x0, y1 - y0), Image.LANCZOS, box=(x0 * scale[0], y0 * scale[1], x1 * scale[0], y1 * scale[1])
+        )
     elif (x0, y0, x1, y1) != (0, 0, w, h):
         region = img.crop((x0, y0, x1, y1))
     else:
@@ -307,8 +318,9 @@ def blurred_reflect_pad(img: np.ndarray, pad: tuple[int, int, int, int], sigma: 
     blurred = Image.fromarray(np.clip(np.rint(small), 0, 255).astype(np.uint8))
     if k > 1:  # bilinear back to full resolution; low-res pixel j covers [j k, (j + 1) k)
         blurred = blurred.resize((w, h), Image.BILINEAR, box=(0, 0, w / k, h / k))
-    out = Image.composite(blurred, Image.fromarray(padded),
-                          weight(fy * BLUR_RAMP_GAIN + 1.0, fx * BLUR_RAMP_GAIN + 1.0))
+    out = Image.composite(
+        blurred, Image.fromarray(padded), weight(fy * BLUR_RAMP_GAIN + 1.0, fx * BLUR_RAMP_GAIN + 1.0)
+    )
     hist = np.asarray(out.histogram(), np.int64).reshape(3, 256)
     median = tuple(int(np.rint(_hist_median(c))) for c in hist)
     out = Image.composite(Image.new("RGB", (w, h), median), out, weight(fy, fx))
@@ -316,24 +328,28 @@ def blurred_reflect_pad(img: np.ndarray, pad: tuple[int, int, int, int], sigma: 
 
 
 # ----------------------------------------------------------------------------- reading photos
-def read_rgb(path: str | os.PathLike, min_size: int = folder.DEFAULT_MIN_SIZE,
-             max_pixels: int = folder.DEFAULT_MAX_PIXELS) -> Image.Image:
+def read_rgb(
+    path: str | os.PathLike, min_size: int = folder.DEFAULT_MIN_SIZE, max_pixels: int = folder.DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """The photo at `path` as an RGB PIL image at full resolution, EXIF orientation applied.
 
     Raises UnreadableImage (with the reason) for an empty, corrupt, truncated, too small or too
     large file, with the checks and wording of `e4e_jax.data.folder`."""
     path = Path(path)
     if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (some module switched it on); "
-                           "e4e_jax refuses to half-load truncated images. Set it back to False.")
+        raise RuntimeError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (some module switched it on); "
+            "e4e_jax refuses to half-load truncated images. Set it back to False."
+        )
     try:
         if path.stat().st_size == 0:
             raise UnreadableImage("empty file (0 bytes)")
         with Image.open(path) as img:
             w, h = img.size
             if w * h > max_pixels:
-                raise UnreadableImage(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} "
-                                      "(possible decompression bomb)")
+                raise UnreadableImage(
+                    f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} (possible decompression bomb)"
+                )
             if w < min_size or h < min_size:
                 raise UnreadableImage(f"image is {w}x{h} px, smaller than the minimum {min_size}x{min_size}")
             img.load()
@@ -353,8 +369,9 @@ def _import_dlib():
     try:
         import dlib  # the `align` extra; nothing else in e4e_jax imports it
     except ImportError as e:
-        raise AlignmentUnavailable("face alignment needs dlib: pip install 'e4e-jax[align]' "
-                                   "(dlib-bin, face-recognition-models)") from e
+        raise AlignmentUnavailable(
+            "face alignment needs dlib: pip install 'e4e-jax[align]' (dlib-bin, face-recognition-models)"
+        ) from e
     return dlib
 
 
@@ -367,13 +384,16 @@ def default_landmarks_file() -> Path:
             p = Path(loc) / "models" / LANDMARKS_68_FILE
             if p.is_file():
                 return p
-    raise AlignmentUnavailable(f"the 68-point landmark model ({LANDMARKS_68_FILE}) is not installed: "
-                               "pip install 'e4e-jax[align]' (face-recognition-models), or pass --landmarks FILE")
+    raise AlignmentUnavailable(
+        f"the 68-point landmark model ({LANDMARKS_68_FILE}) is not installed: "
+        "pip install 'e4e-jax[align]' (face-recognition-models), or pass --landmarks FILE"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class AlignerSettings:
     """Everything an `Aligner` is made from (picklable; the models load where it is used)."""
+
     output_size: int = DEFAULT_OUTPUT_SIZE
     landmarks: str | None = None
     detect_size: int | None = DEFAULT_DETECT_SIZE
@@ -389,12 +409,17 @@ class Aligner:
       faces down to ~40 px).
     """
 
-    def __init__(self, output_size: int = DEFAULT_OUTPUT_SIZE, landmarks: str | os.PathLike | None = None,
-                 detect_size: int | None = DEFAULT_DETECT_SIZE):
+    def __init__(
+        self,
+        output_size: int = DEFAULT_OUTPUT_SIZE,
+        landmarks: str | os.PathLike | None = None,
+        detect_size: int | None = DEFAULT_DETECT_SIZE,
+    ):
         if int(output_size) < 1:
             raise ValueError(f"output_size must be >= 1, got {output_size}")
-        self.settings = AlignerSettings(int(output_size), None if landmarks is None else str(landmarks),
-                                        int(detect_size) if detect_size else None)
+        self.settings = AlignerSettings(
+            int(output_size), None if landmarks is None else str(landmarks), int(detect_size) if detect_size else None
+        )
         self._detector = None
         self._predictor = None
 
@@ -426,11 +451,14 @@ class Aligner:
             except RuntimeError as e:
                 raise AlignmentUnavailable(f"{path} is not a dlib shape-predictor file ({e})") from None
             # The predictor does not say how many points it fits: ask it on a blank image.
-            n_parts = predictor(np.zeros((PROBE_SIZE, PROBE_SIZE, 3), np.uint8),
-                                dlib.rectangle(0, 0, PROBE_SIZE - 1, PROBE_SIZE - 1)).num_parts
+            n_parts = predictor(
+                np.zeros((PROBE_SIZE, PROBE_SIZE, 3), np.uint8), dlib.rectangle(0, 0, PROBE_SIZE - 1, PROBE_SIZE - 1)
+            ).num_parts
             if n_parts != N_LANDMARKS:
-                raise AlignmentUnavailable(f"{path} predicts {n_parts} landmarks; the FFHQ crop needs "
-                                           f"the {N_LANDMARKS}-point model (eye contours and mouth corners)")
+                raise AlignmentUnavailable(
+                    f"{path} predicts {n_parts} landmarks; the FFHQ crop needs "
+                    f"the {N_LANDMARKS}-point model (eye contours and mouth corners)"
+                )
             self._predictor = predictor
         return path
 
@@ -455,8 +483,15 @@ class Aligner:
             small = np.asarray(Image.fromarray(rgb).resize((sw, sh), Image.BILINEAR))
             sx, sy = w / sw, h / sh
             # A box covers pixels [left, right + 1) of the copy, i.e. [left sx, (right + 1) sx) here.
-            boxes = [(round(r.left() * sx), round(r.top() * sy), round((r.right() + 1) * sx) - 1,
-                      round((r.bottom() + 1) * sy) - 1) for r in self._detector(small, DETECT_UPSAMPLE)]
+            boxes = [
+                (
+                    round(r.left() * sx),
+                    round(r.top() * sy),
+                    round((r.right() + 1) * sx) - 1,
+                    round((r.bottom() + 1) * sy) - 1,
+                )
+                for r in self._detector(small, DETECT_UPSAMPLE)
+            ]
         if not boxes:
             boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in self._detector(rgb, DETECT_UPSAMPLE)]
         return sorted(boxes, key=lambda b: (-(b[2] - b[0] + 1) * (b[3] - b[1] + 1), b[1], b[0]))
@@ -470,7 +505,9 @@ class Aligner:
         return np.array([(p.x, p.y) for p in shape.parts()], np.float64)
 
     # -- the whole thing ----------------------------------------------------------------------
-    def align(self, source: str | os.PathLike | Image.Image | np.ndarray, max_faces: int | None = None) -> list[AlignedFace]:
+    def align(
+        self, source: str | os.PathLike | Image.Image | np.ndarray, max_faces: int | None = None
+    ) -> list[AlignedFace]:
         """Aligned faces of a photo (path, PIL image or uint8 (H, W, 3)), largest first; at most
         `max_faces` (None: all). Raises UnreadableImage for a bad file, NoFaceFound if none."""
         img = read_rgb(source) if isinstance(source, (str, os.PathLike)) else source
@@ -497,11 +534,14 @@ class Aligner:
                 continue  # landmarks extrapolated off the image: no crop
             faces.append(AlignedFace(crop, len(faces), box, lm, quad, (rgb.shape[1], rgb.shape[0])))
         if not faces:
-            raise NoFaceFound("no face found" if not boxes else
-                              f"no face found large enough to crop ({len(boxes)} detected)")
+            raise NoFaceFound(
+                "no face found" if not boxes else f"no face found large enough to crop ({len(boxes)} detected)"
+            )
         return faces
 
-    def align_or_skip(self, path: str | os.PathLike, max_faces: int | None = None) -> list[AlignedFace] | folder.Skipped:
+    def align_or_skip(
+        self, path: str | os.PathLike, max_faces: int | None = None
+    ) -> list[AlignedFace] | folder.Skipped:
         """`align(path)`, with a file that yields no face returned as `folder.Skipped(path, reason)`
         ("no face found", "not a readable image ...", ...). Any other failure on this one file is a
         Skipped too ("alignment failed: <error>"), so that one bad photo never stops a batch."""

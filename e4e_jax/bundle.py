@@ -11,6 +11,7 @@ killed save are removed by the next save to the same place. `--overwrite` (overw
 replaces a bundle, never another folder. `save` and `load` check every array against the architecture
 (shapes, finite values; e4e_jax/variable_checks.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -151,8 +152,10 @@ def check_replaceable(path: Path, overwrite: bool) -> None:
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind not in KINDS:
-        raise BundleError(f"{path} is not an e4e-jax bundle (no config.json of a known kind), so --overwrite "
-                          "will not replace it: its files are kept. Choose another --out")
+        raise BundleError(
+            f"{path} is not an e4e-jax bundle (no config.json of a known kind), so --overwrite "
+            "will not replace it: its files are kept. Choose another --out"
+        )
 
 
 def check_variables(kind: str, architecture: Mapping[str, Any], variables: Mapping[str, Any], what: str) -> None:
@@ -164,16 +167,17 @@ def check_variables(kind: str, architecture: Mapping[str, Any], variables: Mappi
     try:
         expected = variable_checks.expected_shapes(kind, architecture)
     except (KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"{what}: the architecture does not describe a {kind} model "
-                          f"({type(e).__name__}: {e})") from e
+        raise BundleError(f"{what}: the architecture does not describe a {kind} model ({type(e).__name__}: {e})") from e
     problems = variable_checks.shape_problems(expected, variables)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise BundleError(f"{what} do not fit the architecture: {problems[0]}{more}")
     bad = variable_checks.non_finite(variables)
     if bad:
-        raise BundleError(f"{what} hold NaN or Inf: {variable_checks.describe_non_finite(bad)}; the source "
-                          "is damaged or the model diverged")
+        raise BundleError(
+            f"{what} hold NaN or Inf: {variable_checks.describe_non_finite(bad)}; the source "
+            "is damaged or the model diverged"
+        )
 
 
 def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
@@ -201,9 +205,7 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
             f"version (expects {FORMAT_VERSION}); re-convert the source checkpoint"
         )
     if kind is not None and config["kind"] != kind:
-        raise BundleError(
-            f"{path} holds a {config['kind']!r} bundle, but a {kind!r} bundle is needed here"
-        )
+        raise BundleError(f"{path} holds a {config['kind']!r} bundle, but a {kind!r} bundle is needed here")
     return config
 
 
@@ -225,7 +227,8 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
         # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
         variables = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(params_dir)
     except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, "
-                          "re-create it") from e
+        raise BundleError(
+            f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, re-create it"
+        ) from e
     check_variables(config["kind"], config["architecture"], variables, f"{path}: the weights in params/")
     return config, variables

@@ -6,6 +6,7 @@ name to its jnp dtype where a model is built. The models check the values they a
 own lists (models.layers.MODULATION_PATHS, models.stylegan2.NOISE_MODES); tests/test_choices.py keeps
 these in step with them.
 """
+
 from __future__ import annotations
 
 DTYPE_NAMES = ("float32", "bfloat16")  # --dtype, config.compute_dtype; params always stay float32

@@ -1,6 +1,7 @@
 """The `e4e-jax` command (docs/architecture.md, "Command line"). Each sub-command lives in
 `e4e_jax/commands/<name>.py`: `add_parser(sub, help)` declares its arguments, `run(args)` does the work
 through the library and returns an exit code (e4e_jax/errors.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e4e-jax", description="e4e (Designing an Encoder for StyleGAN Image "
-                                     "Manipulation) in JAX: inversion, editing, training, evaluation.")
+    parser = argparse.ArgumentParser(
+        prog="e4e-jax",
+        description="e4e (Designing an Encoder for StyleGAN Image "
+        "Manipulation) in JAX: inversion, editing, training, evaluation.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text in COMMANDS.items():

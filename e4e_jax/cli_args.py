@@ -3,6 +3,7 @@
 Each raises `argparse.ArgumentTypeError`, which argparse prints as `error: argument --x: ...` with
 exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,18 @@ def _whole_number(text: str, expected: str) -> int:
 
 def int_at_least(lo: int):
     """An integer ≥ lo."""
+
     def parse(text: str) -> int:
         value = _whole_number(text, f"≥ {lo}")
         if value < lo:
             raise argparse.ArgumentTypeError(f"must be ≥ {lo}, got {value}")
         return value
+
     parse.__name__ = f"int ≥ {lo}"
     return parse
 
 
-positive_int = int_at_least(1)      # batch sizes, step counts, worker counts
+positive_int = int_at_least(1)  # batch sizes, step counts, worker counts
 non_negative_int = int_at_least(0)  # indices, optional counts (0 = off)
 
 
@@ -44,20 +47,24 @@ def finite_float(text: str) -> float:
 
 def int_in(lo: int, hi: int):
     """An integer in [lo, hi] (e.g. a JPEG quality)."""
+
     def parse(text: str) -> int:
         value = _whole_number(text, f"in [{lo}, {hi}]")
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], got {value}")
         return value
+
     parse.__name__ = f"int in [{lo}, {hi}]"
     return parse
 
 
 def choice(*allowed: str):
     """One of `allowed` (for values outside argparse's own `choices`, e.g. KEY=VALUE options)."""
+
     def parse(text: str) -> str:
         if text not in allowed:
             raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {text!r}")
         return text
+
     parse.__name__ = f"one of {', '.join(allowed)}"
     return parse

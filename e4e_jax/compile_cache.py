@@ -3,6 +3,7 @@ and batch size loads its executables from disk instead of compiling them for ten
 
 Directory: `$E4E_JAX_CACHE_DIR`, else `$XDG_CACHE_HOME/e4e-jax/xla`, else `~/.cache/e4e-jax/xla`.
 """
+
 from __future__ import annotations
 
 import os

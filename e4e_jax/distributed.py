@@ -6,6 +6,7 @@ coordinator / process count / process id taken from (in order) the explicit argu
 own cluster auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes) when `auto=True`. See README
 "Training on a TPU pod / several hosts".
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,15 @@ def _env_int(name: str) -> Optional[int]:
         raise UserError(f"environment variable {name}={text!r} is not a whole number") from None
 
 
-def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *, auto: bool = False, timeout_s: int = 300,
-               flags: tuple[str, str, str] = ("--coordinator-address", "--num-processes", "--process-id")) -> bool:
+def initialize(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    *,
+    auto: bool = False,
+    timeout_s: int = 300,
+    flags: tuple[str, str, str] = ("--coordinator-address", "--num-processes", "--process-id"),
+) -> bool:
     """Join the process group if one is asked for; returns True when running multi-process.
 
     Asked for means: a coordinator address (argument or JAX_COORDINATOR_ADDRESS), or `auto` (JAX then
@@ -46,21 +53,26 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     pid = process_id if process_id is not None else _env_int(ENV_ID)
     if address is None and not auto:
         if num not in (None, 1) or pid not in (None, 0):
-            raise UserError("a process count or id was given without a coordinator address; set "
-                            f"{flag_address} (or {ENV_ADDRESS}) to HOST:PORT of process 0")
+            raise UserError(
+                "a process count or id was given without a coordinator address; set "
+                f"{flag_address} (or {ENV_ADDRESS}) to HOST:PORT of process 0"
+            )
         return False
     if address is not None:
         if num is None or pid is None:
-            raise UserError(f"coordinator {address} given without the process count and id: set both "
-                            f"({flag_num}/{flag_id}, or {ENV_NUM}/{ENV_ID})")
+            raise UserError(
+                f"coordinator {address} given without the process count and id: set both "
+                f"({flag_num}/{flag_id}, or {ENV_NUM}/{ENV_ID})"
+            )
         if num < 1 or not 0 <= pid < num:
             raise UserError(f"process id {pid} is outside 0..{num - 1} (num_processes={num})")
         if num == 1:
             return False
     # CPU collectives across processes need gloo (no effect on GPU/TPU, whose collectives are native).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid,
-                               initialization_timeout=timeout_s)
+    jax.distributed.initialize(
+        coordinator_address=address, num_processes=num, process_id=pid, initialization_timeout=timeout_s
+    )
     return jax.process_count() > 1
 
 

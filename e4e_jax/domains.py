@@ -5,6 +5,7 @@ Official e4e trains and runs on 256x256 images, except cars: the encoder sees 19
 (inference) or 32:224 of the 256x256 face_pool output (training, metrics). Official cars inference
 also trims 18 codes to the 16 of the 512px generator (ours: `codes[:, :n_latent]`, inversion.encode).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -13,8 +14,14 @@ DOMAINS = ("ffhq", "cars", "horse", "church", "cats")
 SQUARE_INPUT_HW = (256, 256)
 CARS_INPUT_HW = (192, 256)  # (H, W): 4:3
 # Substrings of official --dataset_type values and their domain, in matching order.
-_DATASET_DOMAINS = (("ffhq", "ffhq"), ("celeb", "ffhq"), ("car", "cars"), ("horse", "horse"),
-                    ("church", "church"), ("cat", "cats"))
+_DATASET_DOMAINS = (
+    ("ffhq", "ffhq"),
+    ("celeb", "ffhq"),
+    ("car", "cars"),
+    ("horse", "horse"),
+    ("church", "church"),
+    ("cat", "cats"),
+)
 
 
 def domain_of(dataset_type: Optional[str]) -> Optional[str]:

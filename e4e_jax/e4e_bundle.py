@@ -8,6 +8,7 @@ by inversion, editing and training, through one schema (`E4EArchitecture`) and o
 
 Bundles of every earlier version load (EncoderConfig.from_dict reads the older encoder dicts).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,17 +39,27 @@ class E4EArchitecture:
     domain: Optional[str] = None
 
     @classmethod
-    def create(cls, encoder: EncoderConfig, generator: StyleGAN2Config, dataset_type: Optional[str] = None,
-               opts: Optional[Mapping[str, Any]] = None) -> "E4EArchitecture":
+    def create(
+        cls,
+        encoder: EncoderConfig,
+        generator: StyleGAN2Config,
+        dataset_type: Optional[str] = None,
+        opts: Optional[Mapping[str, Any]] = None,
+    ) -> "E4EArchitecture":
         """The architecture of a new bundle: the domain follows from `dataset_type`."""
         if encoder.n_styles != generator.n_latent:
-            raise ValueError(f"the encoder has {encoder.n_styles} styles but the generator (size "
-                             f"{generator.size}) takes {generator.n_latent} latents")
+            raise ValueError(
+                f"the encoder has {encoder.n_styles} styles but the generator (size "
+                f"{generator.size}) takes {generator.n_latent} latents"
+            )
         return cls(encoder, generator, dict(opts or {}), dataset_type, domain_of(dataset_type))
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"encoder": self.encoder.to_dict(), "generator": self.generator.to_dict(),
-                             "opts": dict(self.opts)}
+        d: dict[str, Any] = {
+            "encoder": self.encoder.to_dict(),
+            "generator": self.generator.to_dict(),
+            "opts": dict(self.opts),
+        }
         if self.dataset_type is not None:
             d["dataset_type"] = self.dataset_type
         if self.domain is not None:
@@ -57,16 +68,26 @@ class E4EArchitecture:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "E4EArchitecture":
-        return cls(EncoderConfig.from_dict(d["encoder"]), StyleGAN2Config.from_dict(d["generator"]),
-                   dict(d.get("opts") or {}), d.get("dataset_type"), d.get("domain"))
+        return cls(
+            EncoderConfig.from_dict(d["encoder"]),
+            StyleGAN2Config.from_dict(d["generator"]),
+            dict(d.get("opts") or {}),
+            d.get("dataset_type"),
+            d.get("domain"),
+        )
 
 
-def save(path: str | os.PathLike, architecture: E4EArchitecture, variables: Mapping[str, Any], *,
-         sources: Optional[list[dict[str, str]]] = None, extra: Optional[Mapping[str, Any]] = None,
-         overwrite: bool = False) -> Path:
+def save(
+    path: str | os.PathLike,
+    architecture: E4EArchitecture,
+    variables: Mapping[str, Any],
+    *,
+    sources: Optional[list[dict[str, str]]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+) -> Path:
     """Write an e4e bundle atomically (bundle.save: shapes and finite values checked first)."""
-    return bundle.save(path, KIND, architecture.to_dict(), variables, sources=sources, extra=extra,
-                       overwrite=overwrite)
+    return bundle.save(path, KIND, architecture.to_dict(), variables, sources=sources, extra=extra, overwrite=overwrite)
 
 
 def read_architecture(path: str | os.PathLike) -> E4EArchitecture:

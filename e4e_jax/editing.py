@@ -36,22 +36,26 @@ ArrayLike = np.ndarray | jax.Array
 
 # ----------------------------------------------------------------------------------- helpers
 
+
 def _check_latents(latents: ArrayLike) -> jax.Array:
     w = jnp.asarray(latents, jnp.float32)
     if w.ndim != 3:
-        raise ValueError(f'edits take W+ latents of shape (B, n_latent, D), got shape {w.shape}; '
-                         'repeat a (B, D) code over layers first')
+        raise ValueError(
+            f"edits take W+ latents of shape (B, n_latent, D), got shape {w.shape}; "
+            "repeat a (B, D) code over layers first"
+        )
     return w
 
 
 def _factors(values: Iterable[float] | ArrayLike) -> jax.Array:
     f = jnp.asarray(values, jnp.float32)
     if f.ndim != 1:
-        raise ValueError(f'sweep values must be a 1-D list of numbers, got shape {f.shape}')
+        raise ValueError(f"sweep values must be a 1-D list of numbers, got shape {f.shape}")
     return f
 
 
 # ------------------------------------------------------------------------------ InterFaceGAN
+
 
 def _canonical_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     s = tuple(shape)
@@ -60,8 +64,7 @@ def _canonical_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(s) == 2 and s[0] == 1:
         s = s[1:]
     if len(s) not in (1, 2):
-        raise ValueError(f'an InterFaceGAN direction has shape (D,), (1, D), (n, D) or (1, n, D); '
-                         f'got {tuple(shape)}')
+        raise ValueError(f"an InterFaceGAN direction has shape (D,), (1, D), (n, D) or (1, n, D); got {tuple(shape)}")
     return s
 
 
@@ -75,8 +78,10 @@ def _direction_for(w: jax.Array, direction: ArrayLike) -> jax.Array:
     d = jnp.asarray(direction, jnp.float32)  # works on tracers too (shape logic only)
     d = d.reshape(_canonical_shape(d.shape))
     if d.shape[-1] != w.shape[-1] or (d.ndim == 2 and d.shape[0] != w.shape[1]):
-        raise ValueError(f'direction of shape {d.shape} does not fit latents of shape {w.shape} '
-                         f'(expected ({w.shape[-1]},) or ({w.shape[1]}, {w.shape[-1]}))')
+        raise ValueError(
+            f"direction of shape {d.shape} does not fit latents of shape {w.shape} "
+            f"(expected ({w.shape[-1]},) or ({w.shape[1]}, {w.shape[-1]}))"
+        )
     return d
 
 
@@ -87,8 +92,7 @@ def interfacegan_edit(latents: ArrayLike, direction: ArrayLike, factor: float) -
     return w + jnp.float32(factor) * _direction_for(w, direction)
 
 
-def interfacegan_sweep(latents: ArrayLike, direction: ArrayLike,
-                       factors: Iterable[float] | ArrayLike) -> jax.Array:
+def interfacegan_sweep(latents: ArrayLike, direction: ArrayLike, factors: Iterable[float] | ArrayLike) -> jax.Array:
     """One edit per factor: (F, B, n, D)."""
     w = _check_latents(latents)
     f = _factors(factors)
@@ -103,37 +107,43 @@ def official_factor_range(start: int, stop: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------- GANSpace
 
+
 class GanspacePCA(NamedTuple):
     """GANSpace PCA of W: mean (D,), comp (K, D) unit components, std (K,) per component."""
+
     mean: np.ndarray
     comp: np.ndarray
     std: np.ndarray
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = 'GANSpace PCA') -> 'GanspacePCA':
+    def from_dict(cls, d: Mapping[str, Any], source: str = "GANSpace PCA") -> "GanspacePCA":
         """From the official file's dict: mean (1, D), comp (K, 1, D), std (K,)."""
-        missing = [k for k in ('mean', 'comp', 'std') if k not in d]
+        missing = [k for k in ("mean", "comp", "std") if k not in d]
         if missing:
-            raise ValueError(f'{source}: missing key(s) {missing}; a GANSpace PCA file holds a dict '
-                             f"with 'mean', 'comp' and 'std' (found {sorted(map(str, d))})")
-        mean = np.asarray(d['mean'], np.float32).reshape(-1)
-        comp = np.asarray(d['comp'], np.float32)
+            raise ValueError(
+                f"{source}: missing key(s) {missing}; a GANSpace PCA file holds a dict "
+                f"with 'mean', 'comp' and 'std' (found {sorted(map(str, d))})"
+            )
+        mean = np.asarray(d["mean"], np.float32).reshape(-1)
+        comp = np.asarray(d["comp"], np.float32)
         comp = comp.reshape(comp.shape[0], -1) if comp.ndim >= 2 else comp
-        std = np.asarray(d['std'], np.float32).reshape(-1)
+        std = np.asarray(d["std"], np.float32).reshape(-1)
         if comp.ndim != 2 or comp.shape[1] != mean.shape[0] or std.shape[0] != comp.shape[0]:
-            raise ValueError(f"{source}: inconsistent shapes mean {np.shape(d['mean'])}, "
-                             f"comp {np.shape(d['comp'])}, std {np.shape(d['std'])}; expected "
-                             '(1, D), (K, 1, D), (K,)')
+            raise ValueError(
+                f"{source}: inconsistent shapes mean {np.shape(d['mean'])}, "
+                f"comp {np.shape(d['comp'])}, std {np.shape(d['std'])}; expected "
+                "(1, D), (K, 1, D), (K,)"
+            )
         if not all(np.isfinite(a).all() for a in (mean, comp, std)):
-            raise ValueError(f'{source}: mean, comp or std holds NaN or Inf values; re-create the PCA file')
+            raise ValueError(f"{source}: mean, comp or std holds NaN or Inf values; re-create the PCA file")
         return cls(mean, comp, std)
 
 
 def _check_pc(pca: GanspacePCA, pc_idx: int, w: jax.Array) -> None:
     if not 0 <= pc_idx < pca.comp.shape[0]:
-        raise ValueError(f'GANSpace component index {pc_idx} out of range [0, {pca.comp.shape[0]})')
+        raise ValueError(f"GANSpace component index {pc_idx} out of range [0, {pca.comp.shape[0]})")
     if pca.comp.shape[1] != w.shape[-1]:
-        raise ValueError(f'GANSpace PCA has D={pca.comp.shape[1]} but latents have D={w.shape[-1]}')
+        raise ValueError(f"GANSpace PCA has D={pca.comp.shape[1]} but latents have D={w.shape[-1]}")
 
 
 def ganspace_coordinate(latents: ArrayLike, pca: GanspacePCA, pc_idx: int) -> jax.Array:
@@ -145,8 +155,7 @@ def ganspace_coordinate(latents: ArrayLike, pca: GanspacePCA, pc_idx: int) -> ja
     return jnp.sum(centered * jnp.asarray(pca.comp[pc_idx]), axis=-1) / pca.std[pc_idx]
 
 
-def ganspace_delta(latents: ArrayLike, pca: GanspacePCA, pc_idx: int,
-                   strength: float) -> jax.Array:
+def ganspace_delta(latents: ArrayLike, pca: GanspacePCA, pc_idx: int, strength: float) -> jax.Array:
     """The official `get_delta` per latent: (strength - coordinate) * comp * std, (B, D)."""
     c = ganspace_coordinate(latents, pca, pc_idx)
     # Same operation order as the official code: ((strength - c) * comp) * std.
@@ -155,12 +164,15 @@ def ganspace_delta(latents: ArrayLike, pca: GanspacePCA, pc_idx: int,
 
 def _check_layers(start: int, end: int, n: int) -> None:
     if not 0 <= start < end <= n:
-        raise ValueError(f'GANSpace layer range {start}:{end} is invalid for {n} latent layers '
-                         f'(need 0 <= start < end <= {n}; end is exclusive)')
+        raise ValueError(
+            f"GANSpace layer range {start}:{end} is invalid for {n} latent layers "
+            f"(need 0 <= start < end <= {n}; end is exclusive)"
+        )
 
 
-def ganspace_edit(latents: ArrayLike, pca: GanspacePCA, pc_idx: int, start: int, end: int,
-                  strength: float) -> jax.Array:
+def ganspace_edit(
+    latents: ArrayLike, pca: GanspacePCA, pc_idx: int, start: int, end: int, strength: float
+) -> jax.Array:
     """Move layers start:end (end exclusive) so that the layer-0 coordinate along component
     `pc_idx` would become `strength` (stds). Other layers are unchanged. (B, n, D) float32."""
     w = _check_latents(latents)
@@ -168,31 +180,35 @@ def ganspace_edit(latents: ArrayLike, pca: GanspacePCA, pc_idx: int, start: int,
     return w.at[:, start:end].add(ganspace_delta(w, pca, pc_idx, strength)[:, None, :])
 
 
-def ganspace_sweep(latents: ArrayLike, pca: GanspacePCA, pc_idx: int, start: int, end: int,
-                   strengths: Iterable[float] | ArrayLike) -> jax.Array:
+def ganspace_sweep(
+    latents: ArrayLike, pca: GanspacePCA, pc_idx: int, start: int, end: int, strengths: Iterable[float] | ArrayLike
+) -> jax.Array:
     """One `ganspace_edit` per strength: (F, B, n, D)."""
     w = _check_latents(latents)
     _check_layers(start, end, w.shape[1])
-    c = ganspace_coordinate(w, pca, pc_idx)                                              # (B,)
-    coef = _factors(strengths)[:, None] - c[None, :]                                     # (F, B)
-    delta = coef[..., None] * jnp.asarray(pca.comp[pc_idx]) * pca.std[pc_idx]            # (F, B, D)
+    c = ganspace_coordinate(w, pca, pc_idx)  # (B,)
+    coef = _factors(strengths)[:, None] - c[None, :]  # (F, B)
+    delta = coef[..., None] * jnp.asarray(pca.comp[pc_idx]) * pca.std[pc_idx]  # (F, B, D)
     return jnp.broadcast_to(w, (delta.shape[0],) + w.shape).at[:, :, start:end].add(delta[:, :, None])
 
 
-def ganspace_edit_official(latents: ArrayLike, pca: GanspacePCA,
-                           edit_directions: Sequence[tuple[int, int, int, float]]) -> jax.Array:
+def ganspace_edit_official(
+    latents: ArrayLike, pca: GanspacePCA, edit_directions: Sequence[tuple[int, int, int, float]]
+) -> jax.Array:
     """The official `ganspace.edit`: for each latent, for each (pc_idx, start, end, strength), one
     edited latent (edits are not combined). Returns (B * E, n, D) in that order."""
     w = _check_latents(latents)
-    edits = [ganspace_edit(w, pca, *e) for e in edit_directions]   # E x (B, n, D)
+    edits = [ganspace_edit(w, pca, *e) for e in edit_directions]  # E x (B, n, D)
     return jnp.stack(edits, axis=1).reshape((-1,) + w.shape[1:])
 
 
 # -------------------------------------------------------------------------------------- SeFa
 
+
 class SefaFactors(NamedTuple):
     """layers: the w indices factorised (and edited); eigvals (D,) in descending order;
     eigvecs (D, D), row k the unit direction of eigval k."""
+
     layers: tuple[int, ...]
     eigvals: np.ndarray
     eigvecs: np.ndarray
@@ -201,14 +217,14 @@ class SefaFactors(NamedTuple):
 def parse_layers(spec: str | int | Iterable[int], n_latent: int) -> list[int]:
     """W indices from 'all', an int, a list, or a string such as '0-3' or '0,2,4-5' (ranges
     inclusive, as genforce/sefa's `parse_indices`). Sorted, unique, checked to be in range."""
-    if isinstance(spec, str) and spec.strip().lower() == 'all':
+    if isinstance(spec, str) and spec.strip().lower() == "all":
         return list(range(n_latent))
     if isinstance(spec, (int, np.integer)):
         idx = [int(spec)]
     elif isinstance(spec, str):
         idx = []
-        for part in spec.replace(' ', '').split(','):
-            bounds = part.split('-')
+        for part in spec.replace(" ", "").split(","):
+            bounds = part.split("-")
             try:
                 nums = [int(b) for b in bounds]
             except ValueError:
@@ -223,52 +239,53 @@ def parse_layers(spec: str | int | Iterable[int], n_latent: int) -> list[int]:
         idx = [int(i) for i in spec]
     idx = sorted(set(idx))
     if not idx:
-        raise ValueError(f'layer spec {spec!r} selects no layers')
+        raise ValueError(f"layer spec {spec!r} selects no layers")
     bad = [i for i in idx if not 0 <= i < n_latent]
     if bad:
-        raise ValueError(f'layer index(es) {bad} out of range [0, {n_latent - 1}] for {n_latent} latent layers')
+        raise ValueError(f"layer index(es) {bad} out of range [0, {n_latent - 1}] for {n_latent} latent layers")
     return idx
 
 
 def _synthesis_tree(params: Mapping[str, Any]) -> Mapping[str, Any]:
     """Accepts the generator's variables, its 'params', or the 'synthesis' subtree."""
     tree = params
-    for key in ('params', 'synthesis'):
+    for key in ("params", "synthesis"):
         if key in tree:
             tree = tree[key]
-    if 'conv1' not in tree or 'to_rgb1' not in tree:
-        raise ValueError("expected StyleGAN2 generator params with 'synthesis/conv1' and "
-                         f"'synthesis/to_rgb1' (docs/params_layout.md); found keys {sorted(tree)}")
+    if "conv1" not in tree or "to_rgb1" not in tree:
+        raise ValueError(
+            "expected StyleGAN2 generator params with 'synthesis/conv1' and "
+            f"'synthesis/to_rgb1' (docs/params_layout.md); found keys {sorted(tree)}"
+        )
     return tree
 
 
 def synthesis_n_latent(params: Mapping[str, Any]) -> int:
     """n_latent of a generator's params: one w per StyledConv, plus one for the last ToRGB."""
     syn = _synthesis_tree(params)
-    n_convs = sum(1 for k in syn if k.startswith('convs_'))
+    n_convs = sum(1 for k in syn if k.startswith("convs_"))
     return n_convs + 2
 
 
-def sefa_modulations(params: Mapping[str, Any], layers: Iterable[int],
-                     include_to_rgb: bool = False) -> list[str]:
+def sefa_modulations(params: Mapping[str, Any], layers: Iterable[int], include_to_rgb: bool = False) -> list[str]:
     """Names of the modulation layers that consume the given w indices (rosinality layout):
     0 -> conv1, i in 1..n-2 -> convs_{i-1}, n-1 -> the last ToRGB (the only consumer of that w).
     Like genforce/sefa, the ToRGBs that share a w index with a conv are left out unless
     `include_to_rgb` (then 1 -> to_rgb1 and 2j+3 -> to_rgbs_j are added)."""
     syn = _synthesis_tree(params)
     n = synthesis_n_latent(syn)
-    n_rgbs = sum(1 for k in syn if k.startswith('to_rgbs_'))
-    last_rgb = f'to_rgbs_{n_rgbs - 1}' if n_rgbs else 'to_rgb1'
+    n_rgbs = sum(1 for k in syn if k.startswith("to_rgbs_"))
+    last_rgb = f"to_rgbs_{n_rgbs - 1}" if n_rgbs else "to_rgb1"
     names = []
     for i in layers:
         if i == n - 1:
             names.append(last_rgb)
             continue
-        names.append('conv1' if i == 0 else f'convs_{i - 1}')
+        names.append("conv1" if i == 0 else f"convs_{i - 1}")
         if include_to_rgb and i == 1:
-            names.append('to_rgb1')
+            names.append("to_rgb1")
         elif include_to_rgb and i >= 3 and i % 2 == 1:
-            names.append(f'to_rgbs_{(i - 3) // 2}')
+            names.append(f"to_rgbs_{(i - 3) // 2}")
     return names
 
 
@@ -281,15 +298,16 @@ def sefa_eigen(weights: Sequence[ArrayLike]) -> tuple[np.ndarray, np.ndarray]:
     w = np.concatenate([np.asarray(a, np.float64) for a in weights], axis=1)
     norms = np.linalg.norm(w, axis=0, keepdims=True)
     w = w / np.where(norms == 0, 1.0, norms)  # an all-zero column carries no direction
-    vals, vecs = np.linalg.eigh(w @ w.T)      # symmetric: eigh (real, orthonormal) not eig
+    vals, vecs = np.linalg.eigh(w @ w.T)  # symmetric: eigh (real, orthonormal) not eig
     vals, vecs = vals[::-1], vecs[:, ::-1].T
     sign = np.sign(vecs[np.arange(len(vecs)), np.argmax(np.abs(vecs), axis=1)])
     vecs = vecs * np.where(sign == 0, 1.0, sign)[:, None]
     return vals.astype(np.float32), vecs.astype(np.float32)
 
 
-def sefa_factorize(params: Mapping[str, Any], layers: str | int | Iterable[int] = 'all',
-                   include_to_rgb: bool = False) -> SefaFactors:
+def sefa_factorize(
+    params: Mapping[str, Any], layers: str | int | Iterable[int] = "all", include_to_rgb: bool = False
+) -> SefaFactors:
     """SeFa directions of a StyleGAN2 generator (params as in docs/params_layout.md).
 
     `layers` are w indices ('all', '0-1', [2, 3, 4, 5], ...). The stored `mod_weight` is raw
@@ -303,28 +321,28 @@ def sefa_factorize(params: Mapping[str, Any], layers: str | int | Iterable[int] 
     syn = _synthesis_tree(params)
     idx = parse_layers(layers, synthesis_n_latent(syn))
     names = sefa_modulations(syn, idx, include_to_rgb)
-    vals, vecs = sefa_eigen([syn[name]['mod_weight'] for name in names])
+    vals, vecs = sefa_eigen([syn[name]["mod_weight"] for name in names])
     return SefaFactors(tuple(idx), vals, vecs)
 
 
 def _check_sefa(w: jax.Array, direction: ArrayLike, layers: Sequence[int]) -> tuple[jax.Array, list[int]]:
     d = jnp.asarray(direction, jnp.float32).reshape(-1)
     if d.shape[0] != w.shape[-1]:
-        raise ValueError(f'SeFa direction of size {d.shape[0]} does not fit latents of shape {w.shape}')
+        raise ValueError(f"SeFa direction of size {d.shape[0]} does not fit latents of shape {w.shape}")
     idx = parse_layers(list(layers), w.shape[1])
     return d, idx
 
 
-def sefa_edit(latents: ArrayLike, direction: ArrayLike, layers: Sequence[int],
-              strength: float) -> jax.Array:
+def sefa_edit(latents: ArrayLike, direction: ArrayLike, layers: Sequence[int], strength: float) -> jax.Array:
     """latents[:, layers] += strength * direction (D,); other layers unchanged. (B, n, D)."""
     w = _check_latents(latents)
     d, idx = _check_sefa(w, direction, layers)
     return w.at[:, np.asarray(idx)].add(jnp.float32(strength) * d)
 
 
-def sefa_sweep(latents: ArrayLike, direction: ArrayLike, layers: Sequence[int],
-               strengths: Iterable[float] | ArrayLike) -> jax.Array:
+def sefa_sweep(
+    latents: ArrayLike, direction: ArrayLike, layers: Sequence[int], strengths: Iterable[float] | ArrayLike
+) -> jax.Array:
     """One `sefa_edit` per strength: (F, B, n, D)."""
     w = _check_latents(latents)
     d, idx = _check_sefa(w, direction, layers)
@@ -335,6 +353,7 @@ def sefa_sweep(latents: ArrayLike, direction: ArrayLike, layers: Sequence[int],
 
 # ------------------------------------------------------------------------------------ loaders
 
+
 def _load(path: str | os.PathLike) -> Any:
     return torchfile.load_checkpoint(path)
 
@@ -344,14 +363,15 @@ def load_interfacegan_direction(path: str | os.PathLike) -> np.ndarray:
     (D,) or (n, D) (see `canonical_direction`)."""
     obj = _load(path)
     if not isinstance(obj, np.ndarray):
-        raise ValueError(f'{os.fspath(path)}: expected a single saved tensor (an InterFaceGAN '
-                         f'direction), found {type(obj).__name__}')
+        raise ValueError(
+            f"{os.fspath(path)}: expected a single saved tensor (an InterFaceGAN direction), found {type(obj).__name__}"
+        )
     try:
         direction = canonical_direction(obj)
     except ValueError as e:
-        raise ValueError(f'{os.fspath(path)}: {e}') from None
+        raise ValueError(f"{os.fspath(path)}: {e}") from None
     if not np.isfinite(direction).all():
-        raise ValueError(f'{os.fspath(path)}: the direction holds NaN or Inf values; re-create the file')
+        raise ValueError(f"{os.fspath(path)}: the direction holds NaN or Inf values; re-create the file")
     return direction
 
 
@@ -359,6 +379,7 @@ def load_ganspace_pca(path: str | os.PathLike) -> GanspacePCA:
     """An official GANSpace PCA file (torch-saved dict mean (1, D), comp (K, 1, D), std (K,))."""
     obj = _load(path)
     if not isinstance(obj, Mapping):
-        raise ValueError(f'{os.fspath(path)}: expected a dict with mean/comp/std (a GANSpace PCA '
-                         f'file), found {type(obj).__name__}')
+        raise ValueError(
+            f"{os.fspath(path)}: expected a dict with mean/comp/std (a GANSpace PCA file), found {type(obj).__name__}"
+        )
     return GanspacePCA.from_dict(obj, source=os.fspath(path))

@@ -5,13 +5,14 @@ a wrong file, a bad value, an output folder in use. The CLI boundary (`e4e_jax.c
 one line, `error: ...`, and exits with its `exit_code`; every other exception is a bug and keeps its
 traceback.
 """
+
 from __future__ import annotations
 
-EXIT_OK = 0        # everything done
-EXIT_NOTHING = 1   # the command ran but produced nothing (e.g. no image could be inverted)
-EXIT_USAGE = 2     # bad arguments, bad input file or model, output folder in use; nothing written
-EXIT_PARTIAL = 3   # partial success: some inputs skipped, each with its reason in the report; train:
-                   # stopped by a non-finite loss, the checkpoints before it kept
+EXIT_OK = 0  # everything done
+EXIT_NOTHING = 1  # the command ran but produced nothing (e.g. no image could be inverted)
+EXIT_USAGE = 2  # bad arguments, bad input file or model, output folder in use; nothing written
+EXIT_PARTIAL = 3  # partial success: some inputs skipped, each with its reason in the report; train:
+# stopped by a non-finite loss, the checkpoints before it kept
 
 
 class UserError(Exception):

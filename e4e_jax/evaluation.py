@@ -29,6 +29,7 @@ Sources of the definitions (omertov/encoder4editing unless said):
 Running them over a set of images is `e4e_jax.evaluator.Evaluator` (batches in, report out); over a
 folder or an `invert` output, `e4e_jax.jobs.evaluate.evaluate_folder` (the `evaluate` command).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,6 +47,7 @@ from e4e_jax.models.resampling import FACE_POOL_SIZE, pool_and_crop
 
 Array = jax.Array | np.ndarray
 LatentFn = Callable[[jax.Array], jax.Array]
+
 
 # ------------------------------------------------------------------------------------------- framing
 def to_encoder_frame(images: jax.Array, input_hw: tuple[int, int]) -> jax.Array:
@@ -67,8 +69,9 @@ def l2_per_image(x: Array, y: Array) -> jax.Array:
     return jnp.mean(jnp.square(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32)), axis=(1, 2, 3))
 
 
-def lpips_per_image(lpips_variables: Mapping, x: Array, y: Array, net: str = "alex",
-                    precision: Any = None) -> jax.Array:
+def lpips_per_image(
+    lpips_variables: Mapping, x: Array, y: Array, net: str = "alex", precision: Any = None
+) -> jax.Array:
     """LPIPS v0.1 distance of each pair: x, y (B, H, W, 3) in [-1, 1] -> (B,)."""
     return LPIPS(net=net, precision=precision).apply(lpips_variables, jnp.asarray(x), jnp.asarray(y))
 
@@ -92,8 +95,15 @@ def delta_norm(w: Array) -> jax.Array:
     return jnp.mean(jnp.linalg.norm(w[:, 1:] - w[:, :1], axis=-1), axis=1)
 
 
-def sample_w(map_fn: Callable[[jax.Array], jax.Array], rng: jax.Array, n: int, z_dim: int, n_latent: int,
-             w_avg: Array | None = None, truncation: float = 1.0) -> jax.Array:
+def sample_w(
+    map_fn: Callable[[jax.Array], jax.Array],
+    rng: jax.Array,
+    n: int,
+    z_dim: int,
+    n_latent: int,
+    w_avg: Array | None = None,
+    truncation: float = 1.0,
+) -> jax.Array:
     """W+ codes (n, n_latent, D) of w = map_fn(z), z ~ N(0, I) (n, z_dim), optionally truncated to w_avg."""
     w = map_fn(jax.random.normal(rng, (n, z_dim), jnp.float32))
     if truncation != 1.0:
@@ -109,8 +119,14 @@ def latent_recovery_distances(encode: LatentFn, generate: LatentFn, w: Array) ->
 
 
 # ----------------------------------------------------------------------------------------------- LEC
-def lec_distances(encode: LatentFn, generate: LatentFn, x: Array | None, edit: LatentFn, inverse_edit: LatentFn,
-                  codes: Array | None = None) -> jax.Array:
+def lec_distances(
+    encode: LatentFn,
+    generate: LatentFn,
+    x: Array | None,
+    edit: LatentFn,
+    inverse_edit: LatentFn,
+    codes: Array | None = None,
+) -> jax.Array:
     """|| E(x) - f^{-1}(E(G(f(E(x))))) ||_2 per image (paper Eq. 8): x (B, h, w, 3) -> (B,).
     `codes` = E(x) (B, n, D) may be passed instead of x when already computed."""
     codes = encode(jnp.asarray(x)) if codes is None else jnp.asarray(codes)
@@ -206,8 +222,10 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str = "eigh", eps
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"FID: matrix square root has an imaginary component of "
-                             f"{np.max(np.abs(covmean.imag)):.3g}; use method='eigh'")
+            raise ValueError(
+                f"FID: matrix square root has an imaginary component of "
+                f"{np.max(np.abs(covmean.imag)):.3g}; use method='eigh'"
+            )
         covmean = covmean.real
     return float(np.trace(covmean))
 
@@ -275,7 +293,7 @@ def laplacian_pyramid(x: Array, num_levels: int) -> list[jax.Array]:
     levels = [jnp.asarray(x, jnp.float32)]
     for _ in range(1, num_levels):
         levels.append(pyr_down(levels[-1]))
-        levels[-2] = levels[-2] - pyr_up(levels[-1])[:, :levels[-2].shape[1], :levels[-2].shape[2]]
+        levels[-2] = levels[-2] - pyr_up(levels[-1])[:, : levels[-2].shape[1], : levels[-2].shape[2]]
     return levels
 
 
@@ -288,8 +306,9 @@ def swd_resolutions(height: int) -> list[int]:
     return out
 
 
-def patch_descriptors(level: Array, rng: np.random.Generator, nhood_size: int = SWD_NHOOD,
-                      per_image: int = SWD_PER_IMAGE) -> np.ndarray:
+def patch_descriptors(
+    level: Array, rng: np.random.Generator, nhood_size: int = SWD_NHOOD, per_image: int = SWD_PER_IMAGE
+) -> np.ndarray:
     """`per_image` random nhood x nhood patches of every image: (B, h, w, C) -> (B·per_image, n, n, C)."""
     level = np.asarray(level, np.float32)
     b, h, w, _ = level.shape
@@ -310,8 +329,9 @@ def normalize_descriptors(desc: np.ndarray) -> np.ndarray:
     return desc.reshape(desc.shape[0], -1)
 
 
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, repeats: int = SWD_REPEATS,
-                       dirs_per_repeat: int = SWD_DIRS) -> float:
+def sliced_wasserstein(
+    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, repeats: int = SWD_REPEATS, dirs_per_repeat: int = SWD_DIRS
+) -> float:
     """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projected sets (N, K)."""
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"SWD needs two descriptor sets of equal shape, got {a.shape} and {b.shape}")
@@ -357,8 +377,10 @@ class SWDDescriptors:
 def swd(a: SWDDescriptors, b: SWDDescriptors, seed: int = 0) -> dict[str, float]:
     """SWD x 1e3 per resolution ('SWDx1e3_{res}') and their mean ('SWDx1e3_avg') of two image sets."""
     if a.resolutions != b.resolutions or a.count != b.count:
-        raise ValueError(f"SWD compares sets of equal size and resolution: {a.count} images at "
-                         f"{a.resolutions[0]} vs {b.count} at {b.resolutions[0]}")
+        raise ValueError(
+            f"SWD compares sets of equal size and resolution: {a.count} images at "
+            f"{a.resolutions[0]} vs {b.count} at {b.resolutions[0]}"
+        )
     rng = np.random.default_rng(seed)
     dist = [1e3 * sliced_wasserstein(da, db, rng) for da, db in zip(a.finalize(), b.finalize())]
     out = {f"SWDx1e3_{res}": d for res, d in zip(a.resolutions, dist)}

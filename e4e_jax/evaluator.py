@@ -5,6 +5,7 @@ compile); the edits between them are cheap eager ops. Every batch is padded to a
 device count and sharded over them (`e4e_jax.sharding`); only the real rows enter the metrics. The
 definitions are e4e_jax/evaluation.py; `format_table` and `write_report` present the report.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,14 @@ from e4e_jax import evaluation, fileio, inversion, sharding
 # (name, f, f^{-1}) of a latent edit for LEC (evaluation.interfacegan_pair / ganspace_pair).
 Edit = tuple[str, evaluation.LatentFn, evaluation.LatentFn]
 
-FID_HELP = ("FID needs Inception weights: convert pt_inception-2015-12-05-6726825d.pth with `python -m "
-            "tools.convert_weights inception pt_inception-2015-12-05-6726825d.pth --out DIR` and pass --inception DIR")
-LPIPS_HELP = ("LPIPS needs LPIPS weights: convert them with `python -m tools.convert_weights lpips alex.pth "
-              "alexnet-owt-7be5be79.pth --out DIR` and pass --lpips DIR")
+FID_HELP = (
+    "FID needs Inception weights: convert pt_inception-2015-12-05-6726825d.pth with `python -m "
+    "tools.convert_weights inception pt_inception-2015-12-05-6726825d.pth --out DIR` and pass --inception DIR"
+)
+LPIPS_HELP = (
+    "LPIPS needs LPIPS weights: convert them with `python -m tools.convert_weights lpips alex.pth "
+    "alexnet-owt-7be5be79.pth --out DIR` and pass --lpips DIR"
+)
 LEC_HELP = "LEC needs edits: pass --directions age.pt ... and/or --ganspace PCA --ganspace-edit ..."
 FID_MIN_RANK = 2048  # pool3 width: below it the covariances are rank-deficient
 
@@ -39,10 +44,19 @@ class Evaluator:
     to the device count. seed: SWD patches and directions, and the sampled w.
     """
 
-    def __init__(self, model: inversion.E4EModel, *, lpips_variables: Optional[Mapping] = None,
-                 lpips_net: str = "alex", inception_variables: Optional[Mapping] = None,
-                 edits: Sequence[Edit] = (), lec_group: int = 1, recovery_samples: int = 100,
-                 batch_size: int = 8, seed: int = 0):
+    def __init__(
+        self,
+        model: inversion.E4EModel,
+        *,
+        lpips_variables: Optional[Mapping] = None,
+        lpips_net: str = "alex",
+        inception_variables: Optional[Mapping] = None,
+        edits: Sequence[Edit] = (),
+        lec_group: int = 1,
+        recovery_samples: int = 100,
+        batch_size: int = 8,
+        seed: int = 0,
+    ):
         self.model, self.edits, self.lec_group = model, list(edits), lec_group
         self.recovery_samples, self.seed, self.lpips_net = recovery_samples, seed, lpips_net
         self.mesh = sharding.data_mesh(jax.local_devices())
@@ -50,13 +64,17 @@ class Evaluator:
         self.variables = sharding.replicate(model.variables, self.mesh)
         hw = model.input_hw
         self._encode = jax.jit(lambda v, x: inversion.encode(model, v, x))
-        self._generate = jax.jit(lambda v, w: evaluation.to_encoder_frame(
-            model.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const"), hw))
+        self._generate = jax.jit(
+            lambda v, w: evaluation.to_encoder_frame(
+                model.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const"), hw
+            )
+        )
         self._lpips = jax.jit(lambda lv, x, y: evaluation.lpips_per_image(lv, x, y, lpips_net))
         self._features = jax.jit(evaluation.inception_features)
         self.lpips_variables = None if lpips_variables is None else sharding.replicate(lpips_variables, self.mesh)
-        self.inception_variables = (None if inception_variables is None
-                                    else sharding.replicate(inception_variables, self.mesh))
+        self.inception_variables = (
+            None if inception_variables is None else sharding.replicate(inception_variables, self.mesh)
+        )
         self.names: list[str] = []
         self.per: dict[str, list[np.ndarray]] = {k: [] for k in ("l2", "lpips", "variation", "delta")}
         self.lec: list[list[np.ndarray]] = [[] for _ in self.edits]
@@ -82,8 +100,13 @@ class Evaluator:
         """G(w) in the encoder's frame (`evaluation.to_encoder_frame`): (batch_size, n, D) -> images."""
         return self._generate(self.variables, w)
 
-    def add(self, images: np.ndarray, names: Sequence[str], codes: Optional[np.ndarray] = None,
-            recon: Optional[np.ndarray] = None) -> None:
+    def add(
+        self,
+        images: np.ndarray,
+        names: Sequence[str],
+        codes: Optional[np.ndarray] = None,
+        recon: Optional[np.ndarray] = None,
+    ) -> None:
         """One batch: originals (b, h, w, 3) in [-1, 1] named `names` (keys of the per-image report);
         their codes (b, n, D) (default: encoded here) and reconstructions (b, h, w, 3) (default: rendered
         from the codes)."""
@@ -99,20 +122,23 @@ class Evaluator:
         codes, recon = codes_full[:b], np.asarray(recon)[:b]
         self.per["l2"].append(np.asarray(evaluation.l2_per_image(images, recon)))
         if self.lpips_variables is not None:
-            self.per["lpips"].append(np.asarray(self._lpips(self.lpips_variables, x,
-                                                            sharding.pad_batch(recon, self.batch_size)))[:b])
+            self.per["lpips"].append(
+                np.asarray(self._lpips(self.lpips_variables, x, sharding.pad_batch(recon, self.batch_size)))[:b]
+            )
         self.per["variation"].append(np.asarray(evaluation.latent_variation(codes)))
         self.per["delta"].append(np.asarray(evaluation.delta_norm(codes)))
         self.swd_real.add(images)
         self.swd_fake.add(recon)
         if self.inception_variables is not None:
             self.feats_real.append(np.asarray(self._features(self.inception_variables, x))[:b])
-            self.feats_fake.append(np.asarray(self._features(self.inception_variables,
-                                                             sharding.pad_batch(recon, self.batch_size)))[:b])
+            self.feats_fake.append(
+                np.asarray(self._features(self.inception_variables, sharding.pad_batch(recon, self.batch_size)))[:b]
+            )
         for k, (_, f, inv) in enumerate(self.edits):  # E(x) of the originals: the codes above
             full = self.shard(codes_full)
-            self.lec[k].append(np.asarray(evaluation.lec_distances(self.encode, self.generate, None, f, inv,
-                                                                   codes=full))[:b])
+            self.lec[k].append(
+                np.asarray(evaluation.lec_distances(self.encode, self.generate, None, f, inv, codes=full))[:b]
+            )
         self.names.extend(names)
 
     def latent_recovery(self, num_samples: int) -> float:
@@ -121,10 +147,10 @@ class Evaluator:
         map_j = jax.jit(lambda v, z: self.model.generator.apply(v["generator"], z, method="map"))
 
         def recover(key):
-            w = evaluation.sample_w(lambda z: map_j(self.variables, z), key, self.batch_size, cfg.mapping_in_dim,
-                                    cfg.n_latent)
-            return evaluation.latent_recovery_distances(self.encode, self.generate,
-                                                        sharding.shard_batch(w, self.mesh))
+            w = evaluation.sample_w(
+                lambda z: map_j(self.variables, z), key, self.batch_size, cfg.mapping_in_dim, cfg.n_latent
+            )
+            return evaluation.latent_recovery_distances(self.encode, self.generate, sharding.shard_batch(w, self.mesh))
 
         key, dists = jax.random.key(self.seed), []
         with tqdm(total=num_samples, desc="E(G(w))", unit="w") as bar:
@@ -143,13 +169,15 @@ class Evaluator:
         n, notes, report = len(self.names), {}, {}
         report["distortion"] = {"l2": float(cat["l2"].mean()), "l2_std": float(cat["l2"].std())}
         if cat["lpips"] is not None:
-            report["distortion"].update(lpips=float(cat["lpips"].mean()), lpips_std=float(cat["lpips"].std()),
-                                        net=self.lpips_net)
+            report["distortion"].update(
+                lpips=float(cat["lpips"].mean()), lpips_std=float(cat["lpips"].std()), net=self.lpips_net
+            )
         else:
             notes["lpips"] = LPIPS_HELP
         report["distortion"]["per_image"] = {
             name: {"l2": float(cat["l2"][i]), **({"lpips": float(cat["lpips"][i])} if cat["lpips"] is not None else {})}
-            for i, name in enumerate(self.names)}
+            for i, name in enumerate(self.names)
+        }
 
         perception = {}
         if self.inception_variables is None:
@@ -157,11 +185,14 @@ class Evaluator:
         elif n < 2:
             notes["fid"] = "FID needs at least 2 images"
         else:
-            perception["fid"] = evaluation.fid_from_features(np.concatenate(self.feats_real),
-                                                             np.concatenate(self.feats_fake))
+            perception["fid"] = evaluation.fid_from_features(
+                np.concatenate(self.feats_real), np.concatenate(self.feats_fake)
+            )
             if n < FID_MIN_RANK:
-                notes["fid_sample_size"] = (f"FID from {n} < {FID_MIN_RANK} images uses rank-deficient covariances "
-                                            "and is strongly biased by N: compare FIDs only at equal N")
+                notes["fid_sample_size"] = (
+                    f"FID from {n} < {FID_MIN_RANK} images uses rank-deficient covariances "
+                    "and is strongly biased by N: compare FIDs only at equal N"
+                )
         s = evaluation.swd(self.swd_real, self.swd_fake, seed=self.seed + 2)
         perception.update(swd=s["SWDx1e3_avg"], swd_per_resolution=s)
         report["perception"] = perception
@@ -171,20 +202,24 @@ class Evaluator:
             for (name, _, _), d in zip(self.edits, self.lec):
                 d = np.concatenate(d)
                 try:
-                    per_edit[name] = {"lec": evaluation.lec_score(d, self.lec_group),
-                                      "mean_unfiltered": float(d.mean())}
+                    per_edit[name] = {
+                        "lec": evaluation.lec_score(d, self.lec_group),
+                        "mean_unfiltered": float(d.mean()),
+                    }
                 except ValueError as e:
                     notes[f"lec {name}"] = str(e)
             scores = [v["lec"] for v in per_edit.values()]
-            report["editability"] = {"lec": float(np.mean(scores)) if scores else None, "edits": per_edit,
-                                     "lec_batch": self.lec_group}
+            report["editability"] = {
+                "lec": float(np.mean(scores)) if scores else None,
+                "edits": per_edit,
+                "lec_batch": self.lec_group,
+            }
         else:
             notes["lec"] = LEC_HELP
 
         latent = {"variation": float(cat["variation"].mean()), "delta_norm": float(cat["delta"].mean())}
         if self.recovery_samples:
-            latent.update(recovery=self.latent_recovery(self.recovery_samples),
-                          recovery_samples=self.recovery_samples)
+            latent.update(recovery=self.latent_recovery(self.recovery_samples), recovery_samples=self.recovery_samples)
         report["latent"] = latent
         report["notes"] = notes
         return report
@@ -223,7 +258,10 @@ def format_table(rows: Mapping[str, Mapping]) -> str:
             cells.append(fmt.format(v) if isinstance(v, (int, float)) and math.isfinite(v) else "—")
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    line = lambda cells: " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells):
+        return " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(header), "-+-".join("-" * w for w in widths)] + [line(r) for r in body])
 
 

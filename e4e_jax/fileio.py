@@ -4,6 +4,7 @@ half of one.
 Every temporary file is written beside its target as `.<name>.tmp-<pid>-<random>` and renamed over it
 with `os.replace`; `remove_stale_temps` clears the ones a killed run left behind.
 """
+
 from __future__ import annotations
 
 import contextlib

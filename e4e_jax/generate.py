@@ -1,4 +1,5 @@
 """Batched image synthesis from latents with a StyleGAN2 bundle (the `synthesize` command)."""
+
 from __future__ import annotations
 
 from typing import Any, Iterator, Optional
@@ -58,8 +59,10 @@ def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents")
         return np.repeat(latents[:, None], n, axis=1)
     if latents.ndim == 3 and latents.shape[1:] == (n, d):
         return latents
-    raise ValueError(f"{source}: latents of shape {latents.shape} do not fit this generator: expected "
-                     f"(N, {d}) W codes or (N, {n}, {d}) W+ codes")
+    raise ValueError(
+        f"{source}: latents of shape {latents.shape} do not fit this generator: expected "
+        f"(N, {d}) W codes or (N, {n}, {d}) W+ codes"
+    )
 
 
 def check_latents(latents: np.ndarray, cfg: StyleGAN2Config, source: str) -> np.ndarray:
@@ -87,32 +90,54 @@ def load_latents(path, cfg: StyleGAN2Config) -> np.ndarray:
     return check_latents(load_npy(path), cfg, str(path))
 
 
-def make_synthesis_fn(cfg: StyleGAN2Config, *, modulation: str = "auto", dtype: str = "float32",
-                      noise_mode: str = "const", truncation: float = 1.0, precision: Any = None,
-                      upsample: str = "auto", mesh: Optional[jax.sharding.Mesh] = None):
+def make_synthesis_fn(
+    cfg: StyleGAN2Config,
+    *,
+    modulation: str = "auto",
+    dtype: str = "float32",
+    noise_mode: str = "const",
+    truncation: float = 1.0,
+    precision: Any = None,
+    upsample: str = "auto",
+    mesh: Optional[jax.sharding.Mesh] = None,
+):
     """f(variables, ws (B, n_latent, D), rng) -> images (B, size, size, 3) float32, jitted.
 
     With a `mesh`, each device renders its slice of the batch (B must divide evenly); random noise
     then differs per device (the key is folded with the device index).
     """
-    gen = Generator(cfg, modulation=resolve_modulation(modulation), dtype=compute_dtype(dtype), precision=precision,
-                    upsample=resolve_upsample(upsample))
+    gen = Generator(
+        cfg,
+        modulation=resolve_modulation(modulation),
+        dtype=compute_dtype(dtype),
+        precision=precision,
+        upsample=resolve_upsample(upsample),
+    )
 
     def synth(variables, ws, rng):
         if mesh is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(sharding.DATA_AXIS))
-        return gen.apply(variables, ws, input_is_latent=True, truncation=truncation, noise_mode=noise_mode,
-                         rngs={"noise": rng})
+        return gen.apply(
+            variables, ws, input_is_latent=True, truncation=truncation, noise_mode=noise_mode, rngs={"noise": rng}
+        )
 
     if mesh is None:
         return jax.jit(synth)
-    return sharding.per_device(synth, mesh, (sharding.P(), sharding.P(sharding.DATA_AXIS), sharding.P()),
-                               sharding.P(sharding.DATA_AXIS))
+    return sharding.per_device(
+        synth, mesh, (sharding.P(), sharding.P(sharding.DATA_AXIS), sharding.P()), sharding.P(sharding.DATA_AXIS)
+    )
 
 
-def iter_synthesize(cfg: StyleGAN2Config, variables: dict, latents: np.ndarray, *, batch_size: int = 8,
-                    seed: int = 0, mesh: Optional[jax.sharding.Mesh] = None, **synth_kw
-                    ) -> Iterator[np.ndarray]:
+def iter_synthesize(
+    cfg: StyleGAN2Config,
+    variables: dict,
+    latents: np.ndarray,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    **synth_kw,
+) -> Iterator[np.ndarray]:
     """Yield float32 image batches (b, size, size, 3) for W+ `latents` (N, n_latent, D).
 
     Every batch is padded to one size (a multiple of the device count) so one compilation
@@ -124,7 +149,7 @@ def iter_synthesize(cfg: StyleGAN2Config, variables: dict, latents: np.ndarray, 
     variables = sharding.replicate(variables, mesh)
     rng = jax.random.key(seed)
     for start in range(0, latents.shape[0], bs):
-        chunk = latents[start:start + bs]
+        chunk = latents[start : start + bs]
         ws = sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh)
         rng, sub = jax.random.split(rng)
         yield np.asarray(synth(variables, ws, sub))[: chunk.shape[0]]

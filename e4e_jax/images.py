@@ -3,6 +3,7 @@
 
 Reading images is `e4e_jax.data.folder`; this module only turns arrays into pixels and files.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,12 +36,10 @@ def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
-        raise ValueError(f"save_png({str(path)!r}): expected an (H, W, 3) or (H, W) image, "
-                         f"got shape {a.shape}")
+        raise ValueError(f"save_png({str(path)!r}): expected an (H, W, 3) or (H, W) image, got shape {a.shape}")
     if a.dtype != np.uint8:
         if not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f"save_png({str(path)!r}): expected uint8 or float in [-1, 1], "
-                             f"got dtype {a.dtype}")
+            raise ValueError(f"save_png({str(path)!r}): expected uint8 or float in [-1, 1], got dtype {a.dtype}")
         a = to_uint8(a)
     path.parent.mkdir(parents=True, exist_ok=True)
     fileio.write_atomic(path, lambda f: Image.fromarray(a).save(f, format="PNG"))
@@ -68,5 +67,5 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]], cell_hw: tuple[int, int] | N
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            grid[y:y + h, x:x + w] = fit(np.asarray(img), (h, w))
+            grid[y : y + h, x : x + w] = fit(np.asarray(img), (h, w))
     return grid

@@ -4,6 +4,7 @@ Mirrors official `scripts/inference.py`: codes = encoder(x) + latent_avg; cars c
 the generator's latent count and the 512×512 output is cropped to rows 64:448; the generator runs
 with its stored noise (`randomize_noise=False`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,7 @@ IMAGE_MODES = ("float", "uint8", "none")
 class E4EModel:
     """An e4e bundle ready to run: modules, variables and the facts inversion needs."""
 
-    encoder: nn.Module      # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.EncoderConfig.build)
+    encoder: nn.Module  # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.EncoderConfig.build)
     generator: Generator
     variables: dict
     input_hw: tuple[int, int]
@@ -45,8 +46,15 @@ class E4EModel:
         return self.domain == "cars"
 
 
-def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", precision: Any = None,
-             upsample: str = "auto", fuse_style_blocks: bool = True) -> E4EModel:
+def load_e4e(
+    path: str,
+    *,
+    modulation: str = "auto",
+    dtype: str = "float32",
+    precision: Any = None,
+    upsample: str = "auto",
+    fuse_style_blocks: bool = True,
+) -> E4EModel:
     """Build the encoder and generator of an `e4e` bundle (raises BundleError for other kinds).
 
     fuse_style_blocks: run the style blocks that share a feature map as one stack (inference only; same
@@ -54,8 +62,13 @@ def load_e4e(path: str, *, modulation: str = "auto", dtype: str = "float32", pre
     arch, variables, _ = e4e_bundle.load(path)
     dt = compute_dtype(dtype)
     encoder = arch.encoder.build(dtype=dt, precision=precision, fuse_style_blocks=fuse_style_blocks)
-    generator = Generator(arch.generator, modulation=resolve_modulation(modulation), dtype=dt, precision=precision,
-                          upsample=resolve_upsample(upsample))
+    generator = Generator(
+        arch.generator,
+        modulation=resolve_modulation(modulation),
+        dtype=dt,
+        precision=precision,
+        upsample=resolve_upsample(upsample),
+    )
     if dt != jnp.float32:
         variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], dt)}
     return E4EModel(encoder, generator, variables, arch.encoder.input_size, arch.domain, str(path))
@@ -69,6 +82,7 @@ def cast_conv_kernels(tree: dict, dtype) -> dict:
     parameters (BN statistics, PReLU slopes, EqualLinear weights scaled in float32 before their cast)
     stay float32.
     """
+
     def cast(path, leaf):
         name = getattr(path[-1], "key", None)
         return leaf.astype(dtype) if name == "kernel" and np.ndim(leaf) == 4 else leaf
@@ -113,8 +127,13 @@ def resize_output(images: jax.Array, out_hw: Optional[tuple[int, int]]) -> jax.A
     return resampling.resize_area_or_linear(images, out_hw)
 
 
-def make_invert_fn(model: E4EModel, mesh: Optional[jax.sharding.Mesh] = None, *, images: str = "float",
-                   out_hw: Optional[tuple[int, int]] = None):
+def make_invert_fn(
+    model: E4EModel,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    *,
+    images: str = "float",
+    out_hw: Optional[tuple[int, int]] = None,
+):
     """f(variables, x) -> (latents (B, n_latent, 512) float32, reconstructions), jitted; latents alone
     when images='none'.
 
@@ -148,8 +167,9 @@ def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, in
 
     fn = make_invert_fn(model, mesh, **kw)
     repl = sharding.replicated(mesh)
-    shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=repl),
-                                    model.variables)
+    shapes = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=repl), model.variables
+    )
     x = jax.ShapeDtypeStruct((batch_size, *model.input_hw, 3), input_dtype, sharding=sharding.batch_sharding(mesh))
     t0 = time.perf_counter()
     compiled = fn.lower(shapes, x).compile()
@@ -174,13 +194,23 @@ def _to_host_memory(out, pinned: Optional[bool] = None):
 
 
 def _has_pinned_host(a: jax.Array) -> bool:
-    return all(d.platform != "cpu" and "pinned_host" in {m.kind for m in d.addressable_memories()}
-               for d in a.sharding.device_set)
+    return all(
+        d.platform != "cpu" and "pinned_host" in {m.kind for m in d.addressable_memories()}
+        for d in a.sharding.device_set
+    )
 
 
-def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, Sequence]], batch_size: int,
-                mesh: Optional[jax.sharding.Mesh] = None, *, invert_fn=None, images: str = "float",
-                out_hw: Optional[tuple[int, int]] = None, variables=None):
+def iter_invert(
+    model: E4EModel,
+    batches: Iterator[tuple[np.ndarray, Sequence, Sequence]],
+    batch_size: int,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    *,
+    invert_fn=None,
+    images: str = "float",
+    out_hw: Optional[tuple[int, int]] = None,
+    variables=None,
+):
     """Invert host batches from `data.folder.iter_batches`.
 
     Yields (latents (b, n, 512), images (b, H', W', 3) or None, paths, skipped) as numpy, in input order.
@@ -221,7 +251,7 @@ def iter_invert(model: E4EModel, batches: Iterator[tuple[np.ndarray, Sequence, S
             continue
         parts = []
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
-            chunk = batch[start:start + bs]
+            chunk = batch[start : start + bs]
             out = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
             out = _to_host_memory(out)
             parts.append((out, len(chunk)))

@@ -1,5 +1,6 @@
 """The one estimate of a generator's mean w (official `mean_latent`), used where a checkpoint has none:
 by the converters (a generator's w_avg, an e4e bundle's latent_avg) and by the trainer (latent_avg)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -12,11 +13,16 @@ from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 
 W_AVG_SAMPLES = 10_000  # official pSp.__load_latent_avg: decoder.mean_latent(10000)
 W_AVG_SEED = 0
-CHUNK = 10_000          # z mapped per call: bounds memory for large `n_samples`
+CHUNK = 10_000  # z mapped per call: bounds memory for large `n_samples`
 
 
-def mean_w(config: StyleGAN2Config, variables: Mapping[str, Any], n_samples: int = W_AVG_SAMPLES,
-           seed: int = W_AVG_SEED, chunk: int = CHUNK) -> np.ndarray:
+def mean_w(
+    config: StyleGAN2Config,
+    variables: Mapping[str, Any],
+    n_samples: int = W_AVG_SAMPLES,
+    seed: int = W_AVG_SEED,
+    chunk: int = CHUNK,
+) -> np.ndarray:
     """Mean of mapping(z) over `n_samples` z ~ N(0, I), drawn `chunk` at a time (each chunk from the next
     split of `jax.random.key(seed)`), in float32. Returns (style_dim,)."""
     if n_samples < 1:

@@ -15,6 +15,7 @@ Editability losses and totals (paper Eq. 1-3, 5-7; official training/coach.py), 
     delta_reg_loss, encoder_adv_loss, discriminator_adv_loss, r1_penalty / r1_loss, l2_loss,
     distortion_loss, editability_loss, total_loss
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
@@ -56,8 +57,9 @@ def _similarity_loss(feats, y_hat, y, x, with_logs: bool):
 
 
 # --------------------------------------------------------------------------------------- LPIPS
-def lpips_loss(variables: Variables, y_hat: jax.Array, y: jax.Array, net: str = "alex",
-               precision: Any = None) -> jax.Array:
+def lpips_loss(
+    variables: Variables, y_hat: jax.Array, y: jax.Array, net: str = "alex", precision: Any = None
+) -> jax.Array:
     """e4e's LPIPS loss: the LPIPS v0.1 distance of each pair, averaged over the batch. Returns a scalar.
 
     variables: an 'lpips' bundle's variables for `net` ('alex' in e4e's configs, or 'vgg').
@@ -75,8 +77,15 @@ def id_features(variables: Variables, images: jax.Array, precision: Any = None) 
     return arcface_lib.ArcFace(**arch, precision=precision).apply(variables, x)
 
 
-def id_loss(variables: Variables, y_hat: jax.Array, y: jax.Array, x: jax.Array | None = None, *,
-            with_logs: bool = False, precision: Any = None):
+def id_loss(
+    variables: Variables,
+    y_hat: jax.Array,
+    y: jax.Array,
+    x: jax.Array | None = None,
+    *,
+    with_logs: bool = False,
+    precision: Any = None,
+):
     """Identity loss (Eq. of the paper's L_sim on faces): mean_i 1 - <ArcFace(y_hat_i), ArcFace(y_i)>.
 
     variables: an 'arcface' bundle's variables. y_hat (reconstructions), y (targets), x (encoder inputs,
@@ -102,8 +111,15 @@ def moco_features(variables: Variables, images: jax.Array, precision: Any = None
     return f / norm
 
 
-def moco_loss(variables: Variables, y_hat: jax.Array, y: jax.Array, x: jax.Array | None = None, *,
-              with_logs: bool = False, precision: Any = None):
+def moco_loss(
+    variables: Variables,
+    y_hat: jax.Array,
+    y: jax.Array,
+    x: jax.Array | None = None,
+    *,
+    with_logs: bool = False,
+    precision: Any = None,
+):
     """MoCo-based similarity loss (e4e's L_sim on non-face domains): mean_i 1 - <f(y_hat_i), f(y_i)>.
 
     variables: a 'moco' bundle's variables. Images (B, H, W, 3) in [-1, 1]. Returns like `id_loss`.
@@ -129,7 +145,7 @@ def _safe_l2_norm(x: jax.Array, axis: int = -1) -> jax.Array:
 def delta_reg_loss(codes: jax.Array, active: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
     """Eq. 1. codes: (B, n, D) W+ codes; active: (n,) bool, which deltas are trained (index 0 ignored;
     default all). Returns (total scalar, per-delta (n,) values with 0 where inactive and at i = 0)."""
-    deltas = codes[:, 1:] - codes[:, :1]                      # (B, n-1, D): w_i − w_0
+    deltas = codes[:, 1:] - codes[:, :1]  # (B, n-1, D): w_i − w_0
     per = jnp.mean(_safe_l2_norm(deltas.astype(jnp.float32)), axis=0)  # (n-1,)
     if active is not None:
         per = jnp.where(active[1:], per, 0.0)
@@ -147,8 +163,7 @@ def encoder_adv_loss(fake_logits: jax.Array, active: Optional[jax.Array] = None)
     return jnp.sum(per * w) / jnp.sum(w)
 
 
-def discriminator_adv_loss(real_logits: jax.Array, fake_logits: jax.Array
-                           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def discriminator_adv_loss(real_logits: jax.Array, fake_logits: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Eq. 2 without R1: E[softplus(−D(real))] + E[softplus(D(fake))]. Returns (loss, parts)."""
     real = jnp.mean(jax.nn.softplus(-real_logits))
     fake = jnp.mean(jax.nn.softplus(fake_logits))
@@ -187,8 +202,9 @@ def distortion_loss(terms: Mapping[str, jax.Array], lambdas: Mapping[str, float]
     return weighted_sum(terms, lambdas)
 
 
-def editability_loss(d_reg: Optional[jax.Array], adv: Optional[jax.Array], lambda_d_reg: float,
-                     lambda_adv: float) -> jax.Array:
+def editability_loss(
+    d_reg: Optional[jax.Array], adv: Optional[jax.Array], lambda_d_reg: float, lambda_adv: float
+) -> jax.Array:
     """Eq. 6: λ_d-reg L_d-reg + λ_adv L_adv (a None term is switched off)."""
     total = jnp.zeros((), jnp.float32)
     if d_reg is not None:

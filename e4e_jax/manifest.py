@@ -12,6 +12,7 @@ Readers take the reconstructions exactly as inversions.txt lists them, never by 
 by an earlier run can not be mistaken for this run's. Output folders of older versions have no
 inversions.txt; their reconstructions are found by the one name those versions gave them.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,10 @@ def reconstructions(folder: str | os.PathLike, files: list[str]) -> list[Path | 
     if listing.is_file():
         lines = read_lines(listing)
         if len(lines) != len(files):
-            raise UserError(f"{listing} lists {len(lines)} reconstructions for {len(files)} inputs in "
-                            f"{folder / FILES}; the output is incomplete: finish it with `e4e-jax invert --resume`")
+            raise UserError(
+                f"{listing} lists {len(lines)} reconstructions for {len(files)} inputs in "
+                f"{folder / FILES}; the output is incomplete: finish it with `e4e-jax invert --resume`"
+            )
         root = folder.resolve()
         paths = []
         for line in lines:
@@ -59,8 +62,10 @@ def reconstructions(folder: str | os.PathLike, files: list[str]) -> list[Path | 
             if root not in p.parents:
                 raise UserError(f"{listing} lists {line!r}, which is outside {folder}; the file is damaged")
             if not p.is_file():
-                raise UserError(f"{listing} lists {line}, which is missing; finish the output with "
-                                "`e4e-jax invert --resume` or rerun it")
+                raise UserError(
+                    f"{listing} lists {line}, which is missing; finish the output with "
+                    "`e4e-jax invert --resume` or rerun it"
+                )
             paths.append(p)
         return paths
     out: list[Path | None] = []

@@ -8,6 +8,7 @@ same for one file or bundle written into a folder the command does not own, `cla
 the folder again if the command fails before writing anything into it, and `remove_owned` clears a
 command's own earlier results for `--overwrite`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -124,8 +125,9 @@ def _hold(path: Path, what: Path, command: str | None) -> Iterator[Path]:
         except BlockingIOError:
             os.close(fd)
             other = "output folder" if what == path.parent else "output"
-            raise LockedError(f"{what} is in use by {_describe(path)}; wait for that run to finish, "
-                              f"or choose another {other}") from None
+            raise LockedError(
+                f"{what} is in use by {_describe(path)}; wait for that run to finish, or choose another {other}"
+            ) from None
         # The owner before us may have unlinked the file between our open and our flock: then we hold
         # a lock on a dead inode and must retry on the path's current file.
         try:
@@ -135,8 +137,12 @@ def _hold(path: Path, what: Path, command: str | None) -> Iterator[Path]:
         if same:
             break
         os.close(fd)
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or " ".join(sys.argv[:2]),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command or " ".join(sys.argv[:2]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     os.ftruncate(fd, 0)
     os.write(fd, (json.dumps(info) + "\n").encode())
     try:
@@ -189,7 +195,9 @@ def _resolved(p: str | os.PathLike) -> Path:
     return Path(p).expanduser().resolve()
 
 
-def refuse_input_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], flag: str = "--output") -> None:
+def refuse_input_overlap(
+    output: str | os.PathLike, inputs: Iterable[str | os.PathLike], flag: str = "--output"
+) -> None:
     """Refuse an output that is one of the inputs, lies inside an input folder, or contains an input.
 
     Raises UserError naming both paths.
@@ -200,8 +208,10 @@ def refuse_input_overlap(output: str | os.PathLike, inputs: Iterable[str | os.Pa
             continue
         src = _resolved(inp)
         if out == src or src in out.parents or out in src.parents:
-            raise UserError(f"{flag} {output} overlaps the input {inp}; writing there could replace your input. "
-                            f"Choose an output outside it")
+            raise UserError(
+                f"{flag} {output} overlaps the input {inp}; writing there could replace your input. "
+                f"Choose an output outside it"
+            )
 
 
 def is_empty_dir(folder: Path) -> bool:

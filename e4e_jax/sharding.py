@@ -3,13 +3,15 @@ training step"): one mesh axis 'data'.
 
 Batches are sharded along axis 0 (`P('data')`), parameters are replicated (`P()`).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 

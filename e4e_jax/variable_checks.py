@@ -5,6 +5,7 @@ The converters run both at conversion time and `bundle.save` / `bundle.load` run
 so a damaged or mismatched tensor is reported by its key, expected and found shape instead of surfacing
 as a flax traceback at the first forward pass (where `synthesize` would blame the latents).
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,10 @@ def require_finite(array: Any, what: str, fix: str) -> None:
     n = int(a.size - np.count_nonzero(np.isfinite(a)))
     if n:
         first = np.unravel_index(int(np.argmin(np.isfinite(a).reshape(-1))), a.shape)
-        raise UserError(f"{what} holds {n} NaN or Inf value{'s' if n > 1 else ''} (the first at index "
-                        f"{tuple(int(i) for i in first)}); {fix}")
+        raise UserError(
+            f"{what} holds {n} NaN or Inf value{'s' if n > 1 else ''} (the first at index "
+            f"{tuple(int(i) for i in first)}); {fix}"
+        )
 
 
 def describe_non_finite(bad: list[tuple[str, int]], limit: int = 3) -> str:
@@ -117,9 +120,12 @@ def _e4e(arch: Mapping[str, Any]):
     generator = _stylegan2(arch["generator"])
 
     def init():
-        return {"encoder": encoder.init(jax.random.key(0), jnp.zeros((1, *enc.input_size, enc.input_nc))),
-                "generator": generator(),
-                "latent_avg": jax.ShapeDtypeStruct((enc.n_styles, STYLE_DIM), jnp.float32)}
+        return {
+            "encoder": encoder.init(jax.random.key(0), jnp.zeros((1, *enc.input_size, enc.input_nc))),
+            "generator": generator(),
+            "latent_avg": jax.ShapeDtypeStruct((enc.n_styles, STYLE_DIM), jnp.float32),
+        }
+
     return init
 
 
@@ -150,8 +156,9 @@ def _moco(arch: Mapping[str, Any]):
 
     from e4e_jax.models.resnet import ResNet
 
-    model = ResNet(stage_sizes=tuple(arch["stage_sizes"]), head=arch.get("head"),
-                   head_dims=tuple(arch.get("head_dims") or ()))
+    model = ResNet(
+        stage_sizes=tuple(arch["stage_sizes"]), head=arch.get("head"), head_dims=tuple(arch.get("head_dims") or ())
+    )
     x = jnp.zeros((1, 64, 64, 3))
     return lambda: model.init(jax.random.key(0), x, with_head=model.head is not None)
 
@@ -166,5 +173,11 @@ def _inception(arch: Mapping[str, Any]):
     return lambda: model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3)), return_logits=True)
 
 
-_BUILDERS = {"stylegan2": _stylegan2, "e4e": _e4e, "lpips": _lpips, "arcface": _arcface, "moco": _moco,
-             "inception": _inception}
+_BUILDERS = {
+    "stylegan2": _stylegan2,
+    "e4e": _e4e,
+    "lpips": _lpips,
+    "arcface": _arcface,
+    "moco": _moco,
+    "inception": _inception,
+}

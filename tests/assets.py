@@ -2,6 +2,7 @@
 ../shared/assets/e4e beside the checkout, or $E4E_SHARED/assets/e4e (e.g. from a git worktree).
 They are not in the repository; a test that needs them skips and says where it looked.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,10 @@ E4E_ASSETS = Path(os.environ.get("E4E_SHARED", ROOT.parent / "shared")) / "asset
 
 def skip_reason(path: Path) -> str:
     """Why a test that needs `path` did not run."""
-    return (f"needs the official e4e files at {path}: ../shared/assets/e4e beside the checkout, or set "
-            f"E4E_SHARED to the folder holding assets/e4e")
+    return (
+        f"needs the official e4e files at {path}: ../shared/assets/e4e beside the checkout, or set "
+        f"E4E_SHARED to the folder holding assets/e4e"
+    )
 
 
 def require(sub: str = "") -> Path:

@@ -1,5 +1,6 @@
 """Test-wide settings: run JAX on the CPU (parity tolerances assume fp32 without TF32) unless
 E4E_TEST_PLATFORM names another platform."""
+
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", os.environ.get("E4E_TEST_PLATFORM", "cpu"))

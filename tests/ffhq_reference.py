@@ -9,6 +9,7 @@ lists is used, the whole image is shrunk, the padding blur is scipy.ndimage.gaus
 whole padded float32 image, and the median is np.median. Needs numpy, PIL, scipy, dlib only.
 `Image.ANTIALIAS` (gone since Pillow 10) is its alias LANCZOS.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,11 +51,13 @@ def recipe_pad(img: np.ndarray, pad, qsize: float) -> np.ndarray:
     in float32 over the whole padded image; uint8 result."""
     import scipy.ndimage
 
-    a = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), 'reflect')
+    a = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
     h, w, _ = a.shape
     y, x, _ = np.ogrid[:h, :w, :1]
-    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
-                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    mask = np.maximum(
+        1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+        1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]),
+    )
     blur = qsize * 0.02
     a += (scipy.ndimage.gaussian_filter(a, [blur, blur, 0]) - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     a += (np.median(a, axis=(0, 1)) - a) * np.clip(mask, 0.0, 1.0)
@@ -73,20 +76,36 @@ def recipe_crop(img: Image.Image, lm: np.ndarray, output_size: int, transform_si
         quad /= shrink
         qsize /= shrink
     border = max(int(np.rint(qsize * 0.1)), 3)
-    crop = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
-            int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
-    crop = (max(crop[0] - border, 0), max(crop[1] - border, 0),
-            min(crop[2] + border, img.size[0]), min(crop[3] + border, img.size[1]))
+    crop = (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+    crop = (
+        max(crop[0] - border, 0),
+        max(crop[1] - border, 0),
+        min(crop[2] + border, img.size[0]),
+        min(crop[3] + border, img.size[1]),
+    )
     if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
         img = img.crop(crop)
         quad -= crop[0:2]
-    pad = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
-           int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
-    pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0),
-           max(pad[2] - img.size[0] + border, 0), max(pad[3] - img.size[1] + border, 0))
+    pad = (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+    pad = (
+        max(-pad[0] + border, 0),
+        max(-pad[1] + border, 0),
+        max(pad[2] - img.size[0] + border, 0),
+        max(pad[3] - img.size[1] + border, 0),
+    )
     if max(pad) > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
-        img = Image.fromarray(recipe_pad(np.asarray(img), pad, qsize), 'RGB')
+        img = Image.fromarray(recipe_pad(np.asarray(img), pad, qsize), "RGB")
         quad += pad[:2]
     img = img.transform((transform_size, transform_size), Image.QUAD, (quad + 0.5).flatten(), Image.BILINEAR)
     if output_size < transform_size:
@@ -94,9 +113,11 @@ def recipe_crop(img: Image.Image, lm: np.ndarray, output_size: int, transform_si
     return img
 
 
-def official_align(path, predictor_path: str, output_size: int, transform_size: int | None = None) -> Image.Image | None:
+def official_align(
+    path, predictor_path: str, output_size: int, transform_size: int | None = None
+) -> Image.Image | None:
     """The official per-image procedure: load models, detect, fit, crop. None if no face."""
     lm = official_landmarks(path, predictor_path)
     if lm is None:
         return None
-    return recipe_crop(Image.open(path).convert('RGB'), lm, output_size, transform_size)
+    return recipe_crop(Image.open(path).convert("RGB"), lm, output_size, transform_size)

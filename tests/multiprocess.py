@@ -5,6 +5,7 @@ that `e4e_jax.distributed.initialize` reads, `devices` simulated CPU devices, PY
 repository the tests run from, and its own session: whatever happens (timeout, a failed assertion in
 the caller, Ctrl-C), every process group is killed before `launch` returns.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,16 +30,28 @@ def free_port() -> int:
 
 def env_for(devices: int, extra: Optional[dict] = None) -> dict:
     """The environment of one JAX process with `devices` CPU devices, importing this repository."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="",
-               TF_CPP_MIN_LOG_LEVEL="2", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(ROOT),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(k, None)
     env.update(extra or {})
     return env
 
 
-def launch(argv: Sequence[str], processes: int, devices: int, timeout_s: float,
-           extra_env: Optional[dict] = None, flag_prefix: Optional[str] = None) -> list[subprocess.CompletedProcess]:
+def launch(
+    argv: Sequence[str],
+    processes: int,
+    devices: int,
+    timeout_s: float,
+    extra_env: Optional[dict] = None,
+    flag_prefix: Optional[str] = None,
+) -> list[subprocess.CompletedProcess]:
     """Run `python ARGV...` as `processes` processes of one JAX run; returns their results in process
     order (stdout, stderr as text). Raises TimeoutError (after killing all) when they outlive `timeout_s`.
     With processes=1 no coordinator is set: a plain single-process run. `flag_prefix` (e.g.
@@ -50,15 +63,26 @@ def launch(argv: Sequence[str], processes: int, devices: int, timeout_s: float,
         for i in range(processes):
             extra, flags = dict(extra_env or {}), []
             if processes > 1 and flag_prefix:
-                flags = [f"{flag_prefix}coordinator_address={address}", f"{flag_prefix}num_processes={processes}",
-                         f"{flag_prefix}process_id={i}"]
+                flags = [
+                    f"{flag_prefix}coordinator_address={address}",
+                    f"{flag_prefix}num_processes={processes}",
+                    f"{flag_prefix}process_id={i}",
+                ]
             elif processes > 1:
-                extra.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(processes),
-                             JAX_PROCESS_ID=str(i))
+                extra.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES=str(processes), JAX_PROCESS_ID=str(i))
             out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
             logs.append((out, err))
-            procs.append(subprocess.Popen([sys.executable, *argv, *flags], cwd=ROOT, env=env_for(devices, extra),
-                                          stdout=out, stderr=err, text=True, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *argv, *flags],
+                    cwd=ROOT,
+                    env=env_for(devices, extra),
+                    stdout=out,
+                    stderr=err,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
         deadline = time.monotonic() + timeout_s
         while any(p.poll() is None for p in procs):
             # One failed process leaves the others waiting in a collective: stop them all at once.

@@ -3,6 +3,7 @@
 fp32 on CPU: max |ours − reference| ≤ 1e-4 · max(1, max |reference|), for images, latents and
 features alike.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Shared helpers of the safe_torch tests: torch-vs-reader comparison, checkpoint writing, fake NVlabs modules."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ def assert_same(ours, ref, where="obj"):
     elif isinstance(ref, torch.Tensor):
         exp = _expected_array(ref)
         assert isinstance(ours, np.ndarray), f"{where}: {type(ours)}"
-        assert ours.dtype == exp.dtype and ours.shape == exp.shape, f"{where}: {ours.dtype}{ours.shape} vs {exp.dtype}{exp.shape}"
+        assert ours.dtype == exp.dtype and ours.shape == exp.shape, (
+            f"{where}: {ours.dtype}{ours.shape} vs {exp.dtype}{exp.shape}"
+        )
         np.testing.assert_array_equal(ours, exp, err_msg=where)
     elif isinstance(ref, np.ndarray):
         assert isinstance(ours, np.ndarray) and ours.dtype == ref.dtype, where
@@ -60,7 +63,7 @@ def _save(obj, path: Path, fmt: str) -> Path:
     elif fmt == "legacy":
         torch.save(obj, path, _use_new_zipfile_serialization=False)
     elif fmt.startswith("pickle"):
-        path.write_bytes(pickle.dumps(obj, protocol=int(fmt[len("pickle"):])))
+        path.write_bytes(pickle.dumps(obj, protocol=int(fmt[len("pickle") :])))
     else:
         raise ValueError(fmt)
     return path
@@ -94,7 +97,12 @@ def _install_fake_nvlabs(monkeypatch):
     util.EasyDict = FakeEasyDict
     dnnlib = types.ModuleType("dnnlib")
     dnnlib.util, dnnlib.EasyDict = util, FakeEasyDict
-    for name, module in [("torch_utils", package), ("torch_utils.persistence", persistence), ("dnnlib", dnnlib), ("dnnlib.util", util)]:
+    for name, module in [
+        ("torch_utils", package),
+        ("torch_utils.persistence", persistence),
+        ("dnnlib", dnnlib),
+        ("dnnlib.util", util),
+    ]:
         monkeypatch.setitem(sys.modules, name, module)
     return persistence, FakeEasyDict
 

@@ -5,6 +5,7 @@ Angles and positions are measured on landmarks re-detected on the aligned output
 test: it checks the pixels, not only our own geometry). Needs dlib + face-recognition-models (the
 `align` extra) and the official sample photos in ../shared/assets/e4e/images.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from tests import ffhq_reference as ref
 from tests.assets import require
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 256            # most tests align at 256 to stay fast
+SIZE = 256  # most tests align at 256 to stay fast
 BACKGROUND = (90, 110, 130)
 
 
@@ -33,7 +34,7 @@ def _photo(name: str) -> Path:
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / mse))
+    return float(10 * np.log10(255.0**2 / mse))
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +123,8 @@ def test_quad_geometry():
     np.testing.assert_allclose(quad, q_ref)
     assert qsize == pytest.approx(qsize_ref) == pytest.approx(400.0)  # 2 x (2 x eye distance 100)
     eyes = al.to_output_coords(np.array([[100, 200], [200, 200]]), quad, 1024)
-    np.testing.assert_allclose(eyes[:, 1], eyes[0, 1])               # level
-    np.testing.assert_allclose(eyes.mean(0)[0], 511.5)               # centred
+    np.testing.assert_allclose(eyes[:, 1], eyes[0, 1])  # level
+    np.testing.assert_allclose(eyes.mean(0)[0], 511.5)  # centred
     assert al.transform_size(qsize, 1024) == 1024 and al.transform_size(3000, 1024) == 3000
     assert al.transform_size(9000, 1024) == 4096
 
@@ -272,9 +273,29 @@ def test_cli_all_faces_in_worker_processes(photos, tmp_path):
     """--faces all through the process pool (a real `e4e-jax` subprocess)."""
     out = tmp_path / "all"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "e4e_jax.cli", "align", "--images", str(photos), "--output", str(out),
-                        "--faces", "all", "--output-size", str(SIZE), "--workers", "2"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "e4e_jax.cli",
+            "align",
+            "--images",
+            str(photos),
+            "--output",
+            str(out),
+            "--faces",
+            "all",
+            "--output-size",
+            str(SIZE),
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 3, r.stderr
     assert sorted(p.name for p in out.glob("*.png")) == ["a_person_face0.png", "pair_face0.png", "pair_face1.png"]
     doc = json.loads((out / "landmarks" / "pair.json").read_text())
@@ -295,8 +316,10 @@ def test_output_stems_do_not_collide():
 
 
 def test_nothing_else_imports_dlib():
-    code = ("import sys, e4e_jax.cli as c, e4e_jax.alignment, e4e_jax.data.folder; c.build_parser(); "
-            "assert 'dlib' not in sys.modules and 'scipy' not in sys.modules")
+    code = (
+        "import sys, e4e_jax.cli as c, e4e_jax.alignment, e4e_jax.data.folder; c.build_parser(); "
+        "assert 'dlib' not in sys.modules and 'scipy' not in sys.modules"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
 
@@ -310,9 +333,16 @@ def test_process_pool_api_for_invert_align(aligner, dlib):
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + env_path  # the worker imports this checkout
     try:
-        with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
-                                    initializer=al.worker_init, initargs=(aligner.settings,)) as pool:
-            faces, skipped = pool.submit(al.worker_align, photo, 1).result(), pool.submit(al.worker_align, church).result()
+        with cf.ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=al.worker_init,
+            initargs=(aligner.settings,),
+        ) as pool:
+            faces, skipped = (
+                pool.submit(al.worker_align, photo, 1).result(),
+                pool.submit(al.worker_align, church).result(),
+            )
     finally:
         os.environ["PYTHONPATH"] = env_path
     assert np.array_equal(faces[0].image, aligner.align(photo)[0].image)

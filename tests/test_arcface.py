@@ -1,4 +1,5 @@
 """ArcFace IR-SE50: converter on model_ir_se50.pth's layout, embeddings, and e4e's ID loss vs PyTorch."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +10,19 @@ import torch.nn.functional as F
 from e4e_jax import bundle
 from e4e_jax.losses import id_features, id_loss
 from e4e_jax.models.arcface import ArcFace, architecture_of
-from tests.refs.perceptual_refs import (ArcFaceBackbone, assert_gradient_close, calibrate_bn_, e4e_id_loss,
-                                        id_extract_feats, randomize_, reference_loss_and_grad, smooth_images)
+from tests.parity import tolerance as _tol  # noqa: E402
+from tests.refs.perceptual_refs import (
+    ArcFaceBackbone,
+    assert_gradient_close,
+    calibrate_bn_,
+    e4e_id_loss,
+    id_extract_feats,
+    randomize_,
+    reference_loss_and_grad,
+    smooth_images,
+)
 from tools.convert_weights import arcface as arcface_conv
 from tools.convert_weights.__main__ import main as convert_main
-from tests.parity import tolerance as _tol  # noqa: E402
 
 HI = "highest"
 ARCH = {"num_layers": 50, "mode": "ir_se", "input_size": 112}
@@ -56,8 +65,9 @@ def test_converter_layout(facenet, converted):
     np.testing.assert_array_equal(p["output_linear"]["kernel"], net.output_layer[3].weight.detach().numpy().T)
     np.testing.assert_array_equal(s["output_bn1d"]["var"], net.output_layer[4].running_var.numpy())
     np.testing.assert_array_equal(p["output_bn"]["scale"], net.output_layer[0].weight.detach().numpy())
-    np.testing.assert_array_equal(s["backbone"]["body_23"]["bn2"]["mean"],
-                                  net.body[23].res_layer[4].running_mean.numpy())
+    np.testing.assert_array_equal(
+        s["backbone"]["body_23"]["bn2"]["mean"], net.body[23].res_layer[4].running_mean.numpy()
+    )
 
 
 def test_embedding_parity(facenet, converted, images):
@@ -90,7 +100,8 @@ def test_id_loss_logs_and_gradient_match_reference(facenet, converted, images):
         return id_loss(v, a, b, c, with_logs=True, precision=HI)
 
     (loss, logs), grad = jax.jit(jax.value_and_grad(f, argnums=1, has_aux=True))(
-        variables, _nhwc(y_hat), _nhwc(y), _nhwc(x))
+        variables, _nhwc(y_hat), _nhwc(y), _nhwc(x)
+    )
     assert ref_loss > 0.1, ref_loss
     assert abs(float(loss) - ref_loss) <= _tol(ref_loss)
     assert abs(float(logs["sim_improvement"]) - ref_sim) <= 1e-4
@@ -103,7 +114,8 @@ def test_id_loss_logs_and_gradient_match_reference(facenet, converted, images):
     print(f"id_loss gradient: relative L2 error {err:.2e}")
     # Without x the loss is the same and logs carry only diff_target.
     loss2, logs2 = jax.jit(lambda v, a, b: id_loss(v, a, b, with_logs=True, precision=HI))(
-        variables, _nhwc(y_hat), _nhwc(y))
+        variables, _nhwc(y_hat), _nhwc(y)
+    )
     assert float(loss2) == pytest.approx(float(loss), abs=1e-6) and sorted(logs2) == ["diff_target"]
 
 
@@ -116,13 +128,18 @@ def test_converter_variants_and_errors(facenet, converted, tmp_path):
     _, wrapped, _ = arcface_conv.convert([tmp_path / "wrapped.pth"])
     np.testing.assert_array_equal(wrapped["params"]["output_bn1d"]["scale"], np.ones(512, np.float32))
     np.testing.assert_array_equal(wrapped["params"]["output_bn1d"]["bias"], np.zeros(512, np.float32))
+
     def without_bn1d(v):  # (copies: the converted fixture is shared)
         return {"params": {k: x for k, x in v["params"].items() if k != "output_bn1d"}, "batch_stats": v["batch_stats"]}
 
     jax.tree_util.tree_map(np.testing.assert_array_equal, without_bn1d(wrapped), without_bn1d(converted[1]))
     cases = [
         ({**sd, "output_layer.5.weight": torch.zeros(1)}, KeyError, "output_layer.5.weight"),
-        ({k: v for k, v in sd.items() if k != "body.7.res_layer.5.fc2.weight"}, KeyError, "body.7.res_layer.5.fc2.weight"),
+        (
+            {k: v for k, v in sd.items() if k != "body.7.res_layer.5.fc2.weight"},
+            KeyError,
+            "body.7.res_layer.5.fc2.weight",
+        ),
         ({**sd, "output_layer.3.weight": torch.zeros(512, 512 * 8 * 8)}, ValueError, "output_layer.3.weight has shape"),
         ({"input_layer.0.weight": torch.zeros(64, 3, 3, 3)}, KeyError, "output_layer.3.weight"),
     ]

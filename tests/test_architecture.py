@@ -1,6 +1,7 @@
 """The import layering of docs/architecture.md as checked by `lint-imports` (.importlinter; .ci/run runs
 it before the tests: `pip install import-linter && lint-imports`): every module of the package sits in
 one of the contract's layers, and the page names the same layers."""
+
 from __future__ import annotations
 
 import configparser
@@ -29,7 +30,7 @@ def test_every_module_of_the_package_is_in_a_layer():
 
 def test_architecture_page_names_the_layers_in_the_same_order():
     text = (ROOT / "docs" / "architecture.md").read_text()
-    section = text[text.index("## Layers"):text.index("Two more rules")]
+    section = text[text.index("## Layers") : text.index("Two more rules")]
     items = re.findall(r"^\d+\. (.+(?:\n   .+)*)", section, re.MULTILINE)
     listed = [set(re.findall(r"`([a-z0-9_]+)`", re.sub(r"\([^)]*\)", "", item))) for item in items]  # not the (notes)
     assert listed == _layers()[::-1]

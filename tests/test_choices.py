@@ -1,4 +1,5 @@
 """One definition of the --dtype / --modulation choices (e4e_jax/choices.py), in step with the models."""
+
 import jax.numpy as jnp
 import pytest
 

@@ -9,6 +9,7 @@ Every form must give exactly the variables of the canonical form, whose numerics
 against the PyTorch references (test_arcface.py, test_moco.py, test_stylegan2_nvlabs.py). DataParallel
 is torch's own nn.DataParallel (on CPU it only wraps: its state dict has the 'module.' keys of DDP too).
 """
+
 import argparse
 import copy
 
@@ -52,8 +53,9 @@ def arcface(tmp_path_factory):
 
 ARCFACE_FORMS = {
     # Saved by torch < 0.4.1 (BatchNorm had no num_batches_tracked buffer yet), as TreB1eN's 2018 weights.
-    "before_torch_0.4.1": lambda net: {k: v for k, v in net.state_dict().items()
-                                       if not k.endswith("num_batches_tracked")},
+    "before_torch_0.4.1": lambda net: {
+        k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
+    },
     "dataparallel": lambda net: _dataparallel(net),
     "wrapped": lambda net: {"state_dict": net.state_dict(), **TRAINING_STATE},
     "wrapped_dataparallel": lambda net: {"state_dict": _dataparallel(net), **TRAINING_STATE},
@@ -79,15 +81,19 @@ def test_arcface_bn1d_without_affine(arcface):
     bn1d = got["params"].pop("output_bn1d")
     np.testing.assert_array_equal(bn1d["scale"], np.ones(512, np.float32))
     np.testing.assert_array_equal(bn1d["bias"], np.zeros(512, np.float32))
-    _assert_same_variables(got, {"params": {k: v for k, v in ref["params"].items() if k != "output_bn1d"},
-                                 "batch_stats": ref["batch_stats"]})
+    _assert_same_variables(
+        got,
+        {"params": {k: v for k, v in ref["params"].items() if k != "output_bn1d"}, "batch_stats": ref["batch_stats"]},
+    )
 
 
 def test_arcface_form_errors(tmp_path):
     # (Keys are checked before any tensor is used: a few stand for the whole state dict.)
     sd = {"input_layer.0.weight": torch.zeros(64, 3, 3, 3), "output_layer.3.weight": torch.zeros(512, 512 * 7 * 7)}
-    half = {"input_layer.0.weight": sd["input_layer.0.weight"],
-            "module.output_layer.3.weight": sd["output_layer.3.weight"]}
+    half = {
+        "input_layer.0.weight": sd["input_layer.0.weight"],
+        "module.output_layer.3.weight": sd["output_layer.3.weight"],
+    }
     torch.save(half, tmp_path / "half_prefixed.pth")  # 'module.' on some keys only: not a DataParallel save
     with pytest.raises(KeyError, match="half_prefixed.pth: missing key output_layer.3.weight"):
         arcface_conv.convert([tmp_path / "half_prefixed.pth"])
@@ -135,8 +141,9 @@ def test_moco_v1_linear_head(moco):
     arch, got, _ = moco_conv.convert([tmp / "v1.pth.tar"])
     assert arch == {"stage_sizes": [3, 4, 6, 3], "head": "linear", "head_dims": [128]}
     np.testing.assert_array_equal(got["params"].pop("head")["fc"]["kernel"], ref["params"]["head"]["fc_2"]["kernel"])
-    _assert_same_variables(got, {"params": {k: v for k, v in ref["params"].items() if k != "head"},
-                                 "batch_stats": ref["batch_stats"]})
+    _assert_same_variables(
+        got, {"params": {k: v for k, v in ref["params"].items() if k != "head"}, "batch_stats": ref["batch_stats"]}
+    )
 
 
 def test_moco_form_errors(tmp_path):
@@ -152,9 +159,15 @@ def test_moco_form_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- NVlabs
-NVLABS_KWARGS = dict(z_dim=32, w_dim=32, img_resolution=32, img_channels=3, c_dim=0,
-                     mapping_kwargs=dict(num_layers=2),
-                     synthesis_kwargs=dict(channel_base=1024, channel_max=64, num_fp16_res=4, conv_clamp=256))
+NVLABS_KWARGS = dict(
+    z_dim=32,
+    w_dim=32,
+    img_resolution=32,
+    img_channels=3,
+    c_dim=0,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=1024, channel_max=64, num_fp16_res=4, conv_clamp=256),
+)
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +175,9 @@ def nvlabs(tmp_path_factory):
     """(G_ema, directory, converted canonical form: a stylegan2-ada-pytorch training snapshot)."""
     g_ema = nvlabs_pickle.make_generator(seed=SEED, **copy.deepcopy(NVLABS_KWARGS))
     tmp = tmp_path_factory.mktemp("nvlabs_forms")
-    pkl = nvlabs_pickle.save_network_pickle(tmp / "network-snapshot-000000.pkl", copy.deepcopy(g_ema), g_ema,
-                                            D=nvlabs_pickle.Discriminator())
+    pkl = nvlabs_pickle.save_network_pickle(
+        tmp / "network-snapshot-000000.pkl", copy.deepcopy(g_ema), g_ema, D=nvlabs_pickle.Discriminator()
+    )
     return g_ema, tmp, stylegan2_conv.convert([pkl])
 
 
@@ -209,19 +223,29 @@ SMALL_SIZE, SMALL_STYLE, SMALL_WIDTH = 16, 16, 8  # a tiny generator: only key h
 def test_rosinality_train_py_checkpoint(tmp_path):
     """stylegan2-pytorch's train.py saves {'g', 'd', 'g_ema', 'g_optim', 'd_optim', 'args' (Namespace)}."""
     torch.manual_seed(SEED)
-    g_ema = RosinalityGenerator(SMALL_SIZE, style_dim=SMALL_STYLE, n_mlp=2,
-                                channels={r: SMALL_WIDTH for r in (4, 8, 16)}).randomize_()
+    g_ema = RosinalityGenerator(
+        SMALL_SIZE, style_dim=SMALL_STYLE, n_mlp=2, channels={r: SMALL_WIDTH for r in (4, 8, 16)}
+    ).randomize_()
     latent_avg = torch.randn(SMALL_STYLE)
     torch.save({"g_ema": g_ema.state_dict(), "latent_avg": latent_avg}, tmp_path / "minimal.pt")
     w = next(iter(g_ema.parameters()))
-    adam = {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros_like(w),
-                          "exp_avg_sq": torch.ones_like(w)}},
-            "param_groups": [{"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "params": [0]}]}  # Adam's state_dict()
-    torch.save({"g": copy.deepcopy(g_ema).state_dict(), "d": {"convs.0.0.weight": torch.zeros(4, 3, 1, 1)},
-                "g_ema": g_ema.state_dict(), "latent_avg": latent_avg, "g_optim": adam, "d_optim": adam,
-                "args": argparse.Namespace(size=SMALL_SIZE, n_mlp=2, batch=4)}, tmp_path / "train.pt")
+    adam = {
+        "state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros_like(w), "exp_avg_sq": torch.ones_like(w)}},
+        "param_groups": [{"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "params": [0]}],
+    }  # Adam's state_dict()
+    torch.save(
+        {
+            "g": copy.deepcopy(g_ema).state_dict(),
+            "d": {"convs.0.0.weight": torch.zeros(4, 3, 1, 1)},
+            "g_ema": g_ema.state_dict(),
+            "latent_avg": latent_avg,
+            "g_optim": adam,
+            "d_optim": adam,
+            "args": argparse.Namespace(size=SMALL_SIZE, n_mlp=2, batch=4),
+        },
+        tmp_path / "train.pt",
+    )
     ref = stylegan2_conv.convert([tmp_path / "minimal.pt"])
     got = stylegan2_conv.convert([tmp_path / "train.pt"])
     assert got[0] == ref[0] and got[2] == ref[2]
     _assert_same_variables(got[1], ref[1])
-

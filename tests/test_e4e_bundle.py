@@ -1,5 +1,6 @@
 """The e4e bundle schema (e4e_jax/e4e_bundle.py), the domain geometry (e4e_jax/domains.py) and the one
 latent_avg estimate (e4e_jax/latent_avg.py) that converter and trainer share."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,9 +19,10 @@ HW = (32, 32)
 
 
 def test_domain_of_official_dataset_types():
-    assert [domains.domain_of(t) for t in ("ffhq_encode", "celeba_encode", "cars_encode", "horse_encode",
-                                           "church_encode", "cats_encode")] == ["ffhq", "ffhq", "cars", "horse",
-                                                                                "church", "cats"]
+    assert [
+        domains.domain_of(t)
+        for t in ("ffhq_encode", "celeba_encode", "cars_encode", "horse_encode", "church_encode", "cats_encode")
+    ] == ["ffhq", "ffhq", "cars", "horse", "church", "cats"]
     assert domains.domain_of("tiny_synthetic") is None and domains.domain_of(None) is None
 
 
@@ -69,9 +71,18 @@ def test_save_load(tmp_path):
 def test_old_bundles_load(tmp_path):
     """An encoder dict of the first format (only 'mode', no input_nc / encoder_type) and no 'opts'."""
     _, variables = _variables("psp")
-    old = {"encoder": {"mode": "psp", "n_styles": GEN.n_latent, "num_layers": 50, "backbone_mode": "ir_se",
-                       "input_size": list(HW), **{k: list(v) if isinstance(v, tuple) else v for k, v in TOY.items()}},
-           "generator": GEN.to_dict(), "domain": "ffhq"}
+    old = {
+        "encoder": {
+            "mode": "psp",
+            "n_styles": GEN.n_latent,
+            "num_layers": 50,
+            "backbone_mode": "ir_se",
+            "input_size": list(HW),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in TOY.items()},
+        },
+        "generator": GEN.to_dict(),
+        "domain": "ffhq",
+    }
     bundle.save(tmp_path / "old", "e4e", old, variables)
     arch, _, _ = e4e_bundle.load(tmp_path / "old")
     assert arch.encoder == EncoderConfig(mode="psp", n_styles=GEN.n_latent, input_size=HW, **TOY)
@@ -92,7 +103,9 @@ def test_one_latent_avg_estimate():
     np.testing.assert_allclose(got, np.concatenate(parts).mean(0), rtol=1e-5, atol=1e-6)
     assert got.shape == (GEN.style_dim,) and got.dtype == np.float32
     zero_w_avg = {**gen_vars, "buffers": {**gen_vars["buffers"], "w_avg": jnp.zeros(GEN.style_dim)}}
-    np.testing.assert_array_equal(compute_latent_avg(GEN, zero_w_avg, GEN.n_latent),
-                                  latent_avg.per_layer(latent_avg.mean_w(GEN, zero_w_avg), GEN.n_latent))
+    np.testing.assert_array_equal(
+        compute_latent_avg(GEN, zero_w_avg, GEN.n_latent),
+        latent_avg.per_layer(latent_avg.mean_w(GEN, zero_w_avg), GEN.n_latent),
+    )
     stored = {**gen_vars, "buffers": {**gen_vars["buffers"], "w_avg": jnp.full(GEN.style_dim, 0.5)}}
     np.testing.assert_array_equal(compute_latent_avg(GEN, stored, 2), np.full((2, GEN.style_dim), 0.5, np.float32))

@@ -1,4 +1,5 @@
 """`e4e-jax edit` with the official InterFaceGAN / GANSpace files and SeFa, on a small generator."""
+
 from __future__ import annotations
 
 import jax
@@ -36,8 +37,23 @@ def setup(tmp_path_factory):
 def test_interfacegan_sweep_cli(setup):
     root, cfg, latents = setup
     out = root / "ifg"
-    rc = cli_main(["edit", "--model", str(root / "g"), "--latents", str(root / "inv"), "--output", str(out),
-                   "--interfacegan", str(ASSETS / "interfacegan_directions" / "age.pt"), "--strengths", "-3", "0", "3"])
+    rc = cli_main(
+        [
+            "edit",
+            "--model",
+            str(root / "g"),
+            "--latents",
+            str(root / "inv"),
+            "--output",
+            str(out),
+            "--interfacegan",
+            str(ASSETS / "interfacegan_directions" / "age.pt"),
+            "--strengths",
+            "-3",
+            "0",
+            "3",
+        ]
+    )
     assert rc == 0
     edits = np.load(out / "latents.npy")
     v = editing.load_interfacegan_direction(ASSETS / "interfacegan_directions" / "age.pt")
@@ -53,9 +69,25 @@ def test_interfacegan_sweep_cli(setup):
 def test_ganspace_cli_moves_only_chosen_layers(setup):
     root, cfg, latents = setup
     out = root / "gs"
-    rc = cli_main(["edit", "--model", str(root / "g"), "--latents", str(root / "inv" / "latents.npy"),
-                   "--output", str(out), "--ganspace", str(ASSETS / "ganspace_pca" / "ffhq_pca.pt"),
-                   "--component", "3", "--layers", "2-4", "--strengths", "5"])
+    rc = cli_main(
+        [
+            "edit",
+            "--model",
+            str(root / "g"),
+            "--latents",
+            str(root / "inv" / "latents.npy"),
+            "--output",
+            str(out),
+            "--ganspace",
+            str(ASSETS / "ganspace_pca" / "ffhq_pca.pt"),
+            "--component",
+            "3",
+            "--layers",
+            "2-4",
+            "--strengths",
+            "5",
+        ]
+    )
     assert rc == 0
     edits = np.load(out / "latents.npy")[0]
     changed = np.abs(edits - latents).max(axis=(0, 2)) > 0
@@ -65,16 +97,46 @@ def test_ganspace_cli_moves_only_chosen_layers(setup):
 def test_sefa_cli_and_bad_direction_shape(setup, capsys):
     root, cfg, latents = setup
     out = root / "sefa"
-    assert cli_main(["edit", "--model", str(root / "g"), "--latents", str(root / "inv"), "--output", str(out),
-                     "--sefa", "0", "--layers", "0-1", "--strengths", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "edit",
+                "--model",
+                str(root / "g"),
+                "--latents",
+                str(root / "inv"),
+                "--output",
+                str(out),
+                "--sefa",
+                "0",
+                "--layers",
+                "0-1",
+                "--strengths",
+                "2",
+            ]
+        )
+        == 0
+    )
     edits = np.load(out / "latents.npy")[0]
     delta = edits - latents
     assert np.abs(delta[:, 2:]).max() == 0
     np.testing.assert_allclose(np.linalg.norm(delta[:, 0], axis=-1), 2.0, rtol=1e-5)  # unit eigenvector
     if ASSETS.is_dir():  # pose.pt has 18 layers; this generator has 6.
-        rc = cli_main(["edit", "--model", str(root / "g"), "--latents", str(root / "inv"), "--output",
-                       str(root / "bad"), "--interfacegan", str(ASSETS / "interfacegan_directions" / "pose.pt"),
-                       "--strengths", "1"])
+        rc = cli_main(
+            [
+                "edit",
+                "--model",
+                str(root / "g"),
+                "--latents",
+                str(root / "inv"),
+                "--output",
+                str(root / "bad"),
+                "--interfacegan",
+                str(ASSETS / "interfacegan_directions" / "pose.pt"),
+                "--strengths",
+                "1",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 2 and "pose.pt" in err and "(18, 512)" in err
 
@@ -82,17 +144,19 @@ def test_sefa_cli_and_bad_direction_shape(setup, capsys):
 def test_edit_folder_library_call_matches_the_command(setup):
     """`jobs.edit.edit_folder`, the call behind `e4e-jax edit` (and the quickstart), writes what the command
     writes; it asks for exactly one direction."""
-    from e4e_jax.jobs import edit as edit_job
     from e4e_jax.errors import EXIT_OK, UserError
+    from e4e_jax.jobs import edit as edit_job
 
     root, cfg, latents = setup
     argv = ["--model", str(root / "g"), "--latents", str(root / "inv"), "--sefa", "1", "--strengths", "-1", "2"]
     assert cli_main(["edit", *argv, "--output", str(root / "by_cli")]) == 0
-    opts = edit_job.EditOptions(model=root / "g", latents=root / "inv", output=root / "by_call", sefa=1,
-                                strengths=(-1.0, 2.0))
+    opts = edit_job.EditOptions(
+        model=root / "g", latents=root / "inv", output=root / "by_call", sefa=1, strengths=(-1.0, 2.0)
+    )
     assert edit_job.edit_folder(opts) == EXIT_OK
     for name in ("latents.npy", "grid.png", "images/00002_s+2.png", "images/00000_s-1.png"):
         assert (root / "by_call" / name).read_bytes() == (root / "by_cli" / name).read_bytes(), name
     with pytest.raises(UserError, match="exactly one"):
-        edit_job.edit_folder(edit_job.EditOptions(model=root / "g", latents=root / "inv", output=root / "none",
-                                                  strengths=(1.0,)))
+        edit_job.edit_folder(
+            edit_job.EditOptions(model=root / "g", latents=root / "inv", output=root / "none", strengths=(1.0,))
+        )

@@ -5,6 +5,7 @@ tiny rosinality generator (64x64, channel_multiplier 1, n_mlp 2) so n_styles = 1
 blocks read all three pyramid levels (c3: 0-2, p2: 3-6, p1: 7-9). The W encoder (SingleStyleCodeEncoder)
 has its own checkpoint (IR-SE50 body, pool, one EqualLinear) with the same decoder.
 """
+
 import math
 
 import jax
@@ -17,17 +18,27 @@ from e4e_jax import bundle
 from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.resampling import upsample_bilinear_align_corners
-from tests.refs import psp_encoders as ref
 from tests.official_e4e import save_random_e4e
+from tests.parity import max_err as _err
+from tests.parity import tolerance as _tol  # noqa: E402
+from tests.refs import psp_encoders as ref
 from tools.convert_weights import e4e as e4e_conv
 from tools.convert_weights.__main__ import main as convert_main
-from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 
 SIZE = 64
 N_STYLES = 2 * int(math.log2(SIZE)) - 2
-OPTS = {"encoder_type": "Encoder4Editing", "dataset_type": "ffhq_encode", "stylegan_size": SIZE,
-        "start_from_latent_avg": True, "input_nc": 3, "lpips_lambda": 0.8, "progressive_steps": [0, 20000],
-        "device": "cuda:0", "checkpoint_path": None, "learning_rate": 1e-4}
+OPTS = {
+    "encoder_type": "Encoder4Editing",
+    "dataset_type": "ffhq_encode",
+    "stylegan_size": SIZE,
+    "start_from_latent_avg": True,
+    "input_nc": 3,
+    "lpips_lambda": 0.8,
+    "progressive_steps": [0, 20000],
+    "device": "cuda:0",
+    "checkpoint_path": None,
+    "learning_rate": 1e-4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +50,14 @@ def setup(tmp_path_factory):
     assert convert_main(["e4e", str(ckpt), "--out", str(out)]) == 0
     config, variables = bundle.load(out, "e4e")
     images = np.random.RandomState(0).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
-    return dict(tmp=tmp, **ref_models, config=config,
-                variables=variables, images=images, x=jnp.asarray(images.transpose(0, 2, 3, 1)))
+    return dict(
+        tmp=tmp,
+        **ref_models,
+        config=config,
+        variables=variables,
+        images=images,
+        x=jnp.asarray(images.transpose(0, 2, 3, 1)),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +70,15 @@ def e4e_apply(setup):
 def test_bundle_config(setup):
     cfg = setup["config"]
     arch = cfg["architecture"]
-    assert arch["encoder"] == {"mode": "e4e", "encoder_type": "Encoder4Editing", "num_layers": 50,
-                               "backbone_mode": "ir_se", "n_styles": N_STYLES, "input_nc": 3,
-                               "input_size": [256, 256]}
+    assert arch["encoder"] == {
+        "mode": "e4e",
+        "encoder_type": "Encoder4Editing",
+        "num_layers": 50,
+        "backbone_mode": "ir_se",
+        "n_styles": N_STYLES,
+        "input_nc": 3,
+        "input_size": [256, 256],
+    }
     assert arch["generator"]["size"] == SIZE and arch["domain"] == "ffhq"
     assert arch["opts"]["progressive_steps"] == [0, 20000] and "checkpoint_path" in arch["opts"]
     assert cfg["latent_avg_source"] == "checkpoint latent_avg"
@@ -79,7 +102,8 @@ def test_e4e_latents(setup, e4e_apply, stage):
         np.testing.assert_array_equal(same[1:], np.arange(1, N_STYLES) > stage)
     if stage == 2:  # A python int gives the same result as the traced scalar.
         py = Encoder4Editing(n_styles=N_STYLES, precision="highest").apply(
-            setup["variables"]["encoder"], setup["x"], progressive_stage=stage)
+            setup["variables"]["encoder"], setup["x"], progressive_stage=stage
+        )
         assert _err(py, ours) <= 1e-5 * max(1.0, float(np.abs(r).max()))
 
 
@@ -102,12 +126,19 @@ def test_psp_mode(setup):
     with torch.no_grad():
         r = psp(torch.from_numpy(setup["images"])).numpy()
     path = setup["tmp"] / "psp.pt"
-    torch.save({"state_dict": setup["state"], "latent_avg": setup["latent_avg"],
-                "opts": {**OPTS, "encoder_type": "GradualStyleEncoder"}}, path)
+    torch.save(
+        {
+            "state_dict": setup["state"],
+            "latent_avg": setup["latent_avg"],
+            "opts": {**OPTS, "encoder_type": "GradualStyleEncoder"},
+        },
+        path,
+    )
     arch, variables, _ = e4e_conv.convert([path])
     assert arch["encoder"]["mode"] == "psp"
     ours = jax.jit(lambda v, x: Encoder4Editing(n_styles=N_STYLES, mode="psp", precision="highest").apply(v, x))(
-        variables["encoder"], setup["x"])
+        variables["encoder"], setup["x"]
+    )
     err = _err(ours, r)
     print(f"psp: max err {err:.2e}, max |ref| {np.abs(r).max():.2f}")
     assert err <= _tol(r)
@@ -135,8 +166,11 @@ def test_end_to_end_images(setup, e4e_apply):
 def test_upsample_matches_torch_align_corners():
     x = np.random.RandomState(1).randn(2, 3, 5, 7).astype(np.float32)
     for size in [(10, 14), (9, 13), (5, 7), (1, 1)]:
-        r = torch.nn.functional.interpolate(torch.from_numpy(x), size=size, mode="bilinear",
-                                            align_corners=True).numpy().transpose(0, 2, 3, 1)
+        r = (
+            torch.nn.functional.interpolate(torch.from_numpy(x), size=size, mode="bilinear", align_corners=True)
+            .numpy()
+            .transpose(0, 2, 3, 1)
+        )
         ours = upsample_bilinear_align_corners(jnp.asarray(x.transpose(0, 2, 3, 1)), size, "highest")
         assert _err(ours, r) <= 1e-5
 
@@ -170,10 +204,17 @@ def _save(path, **ckpt):
 def test_training_state_entries_are_ignored(setup):
     """e4e's coach with save_training_data also saves global_step, optimizer, best_val_loss and the latent
     discriminator's state next to the weights (docs/converters.md)."""
-    path = _save(setup["tmp"] / "training.pt", state_dict=setup["state"], latent_avg=setup["latent_avg"], opts=OPTS,
-                 global_step=5000, best_val_loss=0.25, optimizer={"state": {}, "param_groups": [{"lr": 1e-4}]},
-                 discriminator_state_dict={"mlp.0.weight": torch.zeros(512, 512)},
-                 discriminator_optimizer_state_dict={"state": {}, "param_groups": []})
+    path = _save(
+        setup["tmp"] / "training.pt",
+        state_dict=setup["state"],
+        latent_avg=setup["latent_avg"],
+        opts=OPTS,
+        global_step=5000,
+        best_val_loss=0.25,
+        optimizer={"state": {}, "param_groups": [{"lr": 1e-4}]},
+        discriminator_state_dict={"mlp.0.weight": torch.zeros(512, 512)},
+        discriminator_optimizer_state_dict={"state": {}, "param_groups": []},
+    )
     arch, variables, _ = e4e_conv.convert([path])
     assert arch == setup["config"]["architecture"]
     jax.tree.map(np.testing.assert_array_equal, variables, setup["variables"])
@@ -196,8 +237,7 @@ def test_missing_latent_avg_is_computed_from_mapping(setup):
 
 
 def test_start_from_latent_avg_false_gives_zero_latent_avg(setup):
-    path = _save(setup["tmp"] / "no_start.pt", state_dict=setup["state"],
-                 opts={**OPTS, "start_from_latent_avg": False})
+    path = _save(setup["tmp"] / "no_start.pt", state_dict=setup["state"], opts={**OPTS, "start_from_latent_avg": False})
     _, variables, extra = e4e_conv.convert([path], latent_avg_samples="100")
     assert "start_from_latent_avg is False" in extra["latent_avg_source"]
     assert not np.any(variables["latent_avg"])
@@ -205,13 +245,21 @@ def test_start_from_latent_avg_false_gives_zero_latent_avg(setup):
 
 def test_errors(setup):
     tmp, state = setup["tmp"], setup["state"]
-    p = _save(tmp / "unknown_type.pt", state_dict=state, latent_avg=setup["latent_avg"],
-              opts={**OPTS, "encoder_type": "BackboneEncoderUsingLastLayerIntoWPlus"})
+    p = _save(
+        tmp / "unknown_type.pt",
+        state_dict=state,
+        latent_avg=setup["latent_avg"],
+        opts={**OPTS, "encoder_type": "BackboneEncoderUsingLastLayerIntoWPlus"},
+    )
     with pytest.raises(ValueError, match=r"unknown_type\.pt.*BackboneEncoderUsingLastLayerIntoWPlus.*not supported"):
         e4e_conv.convert([p])
     # An Encoder4Editing state dict under the W encoder's type: the hint names the likely cause.
-    p = _save(tmp / "e4e_as_w.pt", state_dict=state, latent_avg=setup["latent_avg"],
-              opts={**OPTS, "encoder_type": "SingleStyleCodeEncoder"})
+    p = _save(
+        tmp / "e4e_as_w.pt",
+        state_dict=state,
+        latent_avg=setup["latent_avg"],
+        opts={**OPTS, "encoder_type": "SingleStyleCodeEncoder"},
+    )
     with pytest.raises(ValueError, match=r"e4e_as_w\.pt.*not a SingleStyleCodeEncoder.*styles"):
         e4e_conv.convert([p])
 
@@ -220,8 +268,12 @@ def test_errors(setup):
     with pytest.raises(ValueError, match="StyleGAN2 generator checkpoint.*stylegan2"):
         e4e_conv.convert([p])
 
-    p = _save(tmp / "extra_key.pt", state_dict={**state, "encoder.bogus.weight": torch.zeros(3)},
-              latent_avg=setup["latent_avg"], opts=OPTS)
+    p = _save(
+        tmp / "extra_key.pt",
+        state_dict={**state, "encoder.bogus.weight": torch.zeros(3)},
+        latent_avg=setup["latent_avg"],
+        opts=OPTS,
+    )
     with pytest.raises(KeyError, match="encoder.bogus.weight"):
         e4e_conv.convert([p])
 
@@ -248,9 +300,15 @@ def w_setup(tmp_path_factory):
 
 def test_w_bundle_config(w_setup):
     arch = w_setup["config"]["architecture"]
-    assert arch["encoder"] == {"mode": "w", "encoder_type": "SingleStyleCodeEncoder", "num_layers": 50,
-                               "backbone_mode": "ir_se", "n_styles": N_STYLES, "input_nc": 3,
-                               "input_size": [256, 256]}
+    assert arch["encoder"] == {
+        "mode": "w",
+        "encoder_type": "SingleStyleCodeEncoder",
+        "num_layers": 50,
+        "backbone_mode": "ir_se",
+        "n_styles": N_STYLES,
+        "input_nc": 3,
+        "input_size": [256, 256],
+    }
     params = w_setup["variables"]["encoder"]["params"]
     assert sorted(params) == ["backbone", "linear"] and params["linear"]["weight"].shape == (512, 512)
     # torch stores EqualLinear's weight (out, in); ours is (in, out).
@@ -264,8 +322,9 @@ def test_w_encoder_latents_and_images(w_setup):
     images = np.random.RandomState(3).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
     with torch.no_grad():
         r = w_setup["enc"](torch.from_numpy(images))
-        r_img, _ = w_setup["dec"]([r + w_setup["latent_avg"].repeat(2, 1, 1)], input_is_latent=True,
-                                  randomize_noise=False)
+        r_img, _ = w_setup["dec"](
+            [r + w_setup["latent_avg"].repeat(2, 1, 1)], input_is_latent=True, randomize_noise=False
+        )
     r, r_img = r.numpy(), r_img.numpy().transpose(0, 2, 3, 1)
     arch = w_setup["config"]["architecture"]
     v = w_setup["variables"]
@@ -275,15 +334,18 @@ def test_w_encoder_latents_and_images(w_setup):
     @jax.jit
     def forward(v, x):
         codes = enc.apply(v["encoder"], x)
-        return codes, gen.apply(v["generator"], add_latent_avg(codes, v["latent_avg"]), input_is_latent=True,
-                                noise_mode="const")
+        return codes, gen.apply(
+            v["generator"], add_latent_avg(codes, v["latent_avg"]), input_is_latent=True, noise_mode="const"
+        )
 
     codes, img = forward(v, jnp.asarray(images.transpose(0, 2, 3, 1)))
     codes = np.asarray(codes)
     assert codes.shape == (2, N_STYLES, 512) and np.all(codes == codes[:, :1])  # one w for every layer
     err, err_img = _err(codes, r), _err(img, r_img)
-    print(f"W encoder: latents max err {err:.2e} (max |ref| {np.abs(r).max():.2f}), "
-          f"images {err_img:.2e} (max |ref| {np.abs(r_img).max():.2f})")
+    print(
+        f"W encoder: latents max err {err:.2e} (max |ref| {np.abs(r).max():.2f}), "
+        f"images {err_img:.2e} (max |ref| {np.abs(r_img).max():.2f})"
+    )
     assert err <= _tol(r) and img.shape == r_img.shape and err_img <= _tol(r_img)
 
 

@@ -5,6 +5,7 @@ tests/test_encoder_parity.py); these tests check that small encoders build and r
 input sizes, that the default still has the official parameter shapes, and that the training-time parts
 (progressive stage mask, BatchNorm statistics) work with custom sizes.
 """
+
 import json
 
 import jax
@@ -62,8 +63,14 @@ def test_non_square_and_odd_inputs_reach_1x1():
 
 def test_style_block_spatial():
     assert [style_block_spatial((s, s), 16, False) for s in (1, 8, 16)] == [16, 16, 16]  # official: nominal
-    assert [style_block_spatial(hw, 16, True) for hw in [(1, 1), (2, 2), (3, 2), (12, 16), (16, 16), (17, 8)]] \
-        == [2, 2, 4, 16, 16, 32]
+    assert [style_block_spatial(hw, 16, True) for hw in [(1, 1), (2, 2), (3, 2), (12, 16), (16, 16), (17, 8)]] == [
+        2,
+        2,
+        4,
+        16,
+        16,
+        32,
+    ]
 
 
 def test_default_is_official_architecture():
@@ -84,10 +91,10 @@ def test_default_is_official_architecture():
     assert [_conv_count(p, i) for i in (0, 3, 7)] == [4, 5, 6]
     assert stats["backbone"]["body_5"]["bn1"]["mean"].shape == (128,)
     # Explicit official sizes are the default network, not a "custom" one.
-    explicit = Encoder4Editing(n_styles=N_STYLES, widths=(64, 128, 256, 512), units=(3, 4, 14, 3),
-                               style_channels=512)
-    assert jax.tree.map(lambda a: a.shape, jax.eval_shape(explicit.init, jax.random.PRNGKey(0), x)) == \
-        jax.tree.map(lambda a: a.shape, shapes)
+    explicit = Encoder4Editing(n_styles=N_STYLES, widths=(64, 128, 256, 512), units=(3, 4, 14, 3), style_channels=512)
+    assert jax.tree.map(lambda a: a.shape, jax.eval_shape(explicit.init, jax.random.PRNGKey(0), x)) == jax.tree.map(
+        lambda a: a.shape, shapes
+    )
     # The official network at a smaller input keeps the official conv counts (1x1 maps convolved, as
     # the official code does), so official checkpoints run unchanged.
     small_in = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))["params"]
@@ -153,14 +160,27 @@ def test_encoder_config_round_trip():
     bundle so far); older dicts without num_layers / backbone_mode / input_nc read as the official values."""
     from e4e_jax.models.encoder_types import EncoderConfig
 
-    toy = EncoderConfig(mode="e4e", n_styles=N_STYLES, input_size=(192, 256), widths=(16, 32, 64, 128),
-                        units=(1, 2, 2, 1), style_channels=128)
+    toy = EncoderConfig(
+        mode="e4e",
+        n_styles=N_STYLES,
+        input_size=(192, 256),
+        widths=(16, 32, 64, 128),
+        units=(1, 2, 2, 1),
+        style_channels=128,
+    )
     d = toy.to_dict()
     assert d["encoder_type"] == "Encoder4Editing" and d["widths"] == [16, 32, 64, 128] and d["input_size"] == [192, 256]
     assert EncoderConfig.from_dict(json.loads(json.dumps(d))) == toy
     official = EncoderConfig(mode="w", n_styles=18).to_dict()
-    assert official == {"mode": "w", "encoder_type": "SingleStyleCodeEncoder", "n_styles": 18, "num_layers": 50,
-                        "backbone_mode": "ir_se", "input_nc": 3, "input_size": [256, 256]}
+    assert official == {
+        "mode": "w",
+        "encoder_type": "SingleStyleCodeEncoder",
+        "n_styles": 18,
+        "num_layers": 50,
+        "backbone_mode": "ir_se",
+        "input_nc": 3,
+        "input_size": [256, 256],
+    }
     old = EncoderConfig.from_dict({"mode": "psp", "n_styles": 18, "input_size": [256, 256]})
     assert old == EncoderConfig(mode="psp", n_styles=18)
     built = toy.build(precision="highest")
@@ -215,16 +235,18 @@ def test_train_mode_updates_batch_stats(small_model):
         assert not np.allclose(np.asarray(a), np.asarray(b))
     # The input layer's running mean: 0.9 * old + 0.1 * batch mean of its conv output.
     conv = variables["params"]["backbone"]["input_layer"]["conv"]["kernel"]
-    h = jax.lax.conv_general_dilated(x, conv, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision="highest")
+    h = jax.lax.conv_general_dilated(
+        x, conv, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest"
+    )
     expect = 0.9 * old["backbone"]["input_layer"]["bn"]["mean"] + 0.1 * h.mean(axis=(0, 1, 2))
     np.testing.assert_allclose(new["backbone"]["input_layer"]["bn"]["mean"], expect, atol=1e-5)
     # Train mode normalises with batch statistics: the output differs from eval mode.
     assert not np.allclose(np.asarray(out), np.asarray(model.apply(variables, x, progressive_stage=3)))
 
 
-@pytest.mark.parametrize("sizes,n_styles,hw", [(SMALL, N_STYLES, (32, 32)),
-                                                (dict(widths=(8, 16, 16, 32), units=(1, 1, 1, 1)), 18, (64, 48))])
+@pytest.mark.parametrize(
+    "sizes,n_styles,hw", [(SMALL, N_STYLES, (32, 32)), (dict(widths=(8, 16, 16, 32), units=(1, 1, 1, 1)), 18, (64, 48))]
+)
 def test_fused_style_blocks_match_per_block(sizes, n_styles, hw):
     """fuse_style_blocks (one dense first conv + per-block convs + batched linear) on the same parameters."""
     x = _images(hw, batch=3, seed=4)
@@ -232,8 +254,12 @@ def test_fused_style_blocks_match_per_block(sizes, n_styles, hw):
     variables = plain.init(jax.random.PRNGKey(3), x)
     leaves, tree = jax.tree.flatten(variables["params"])
     keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
-    variables = {**variables, "params": jax.tree.unflatten(
-        tree, [leaf + 0.05 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)])}
+    variables = {
+        **variables,
+        "params": jax.tree.unflatten(
+            tree, [leaf + 0.05 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
+        ),
+    }
     fused = plain.clone(fuse_style_blocks=True)
     for stage in (None, 2):
         a = np.asarray(plain.apply(variables, x, progressive_stage=stage))
@@ -241,7 +267,6 @@ def test_fused_style_blocks_match_per_block(sizes, n_styles, hw):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * max(1.0, np.abs(a).max()))
     # init of the fused module builds the same per-block tree (bundles stay interchangeable).
     assert jax.tree.structure(fused.init(jax.random.PRNGKey(3), x)) == jax.tree.structure(variables)
-
 
 
 @pytest.mark.parametrize("hw", [(2, 2), (1, 2), (2, 1), (1, 1)])

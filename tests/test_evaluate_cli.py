@@ -1,4 +1,5 @@
 """`e4e-jax evaluate` end to end vs PyTorch references of calc_losses_on_images.py, metrics/LEC.py and pytorch-fid."""
+
 import json
 import math
 from pathlib import Path
@@ -8,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 from tests.official_e4e import save_random_e4e
+from tests.parity import max_err as _err
+from tests.parity import tolerance as _tol  # noqa: E402
 from tests.test_evaluation_distances import _nuclear_fid
-
 
 # ------------------------------------------------------------------------------- `e4e-jax evaluate`
 SIZE, N_STYLES = 16, 6  # tiny generator; the encoder is the official IR-SE50 at 256x256
@@ -33,8 +34,16 @@ def e2e(tmp_path_factory):
     from tools.convert_weights.__main__ import main as convert_main
 
     tmp = tmp_path_factory.mktemp("evaluate")
-    ref_models = save_random_e4e(tmp / "e4e.pt", SIZE, {"encoder_type": "Encoder4Editing", "dataset_type": "ffhq_encode",
-                                                        "start_from_latent_avg": True, "stylegan_size": SIZE})
+    ref_models = save_random_e4e(
+        tmp / "e4e.pt",
+        SIZE,
+        {
+            "encoder_type": "Encoder4Editing",
+            "dataset_type": "ffhq_encode",
+            "start_from_latent_avg": True,
+            "stylegan_size": SIZE,
+        },
+    )
     enc, dec, latent_avg = ref_models["enc"], ref_models["dec"], ref_models["latent_avg"]
     assert convert_main(["e4e", str(tmp / "e4e.pt"), "--out", str(tmp / "e4e")]) == 0
 
@@ -49,8 +58,10 @@ def e2e(tmp_path_factory):
 
     inc = FIDInceptionRef().randomize_(seed=2).eval()
     torch.save(inc.state_dict(), tmp / "pt_inception-2015-12-05-6726825d.pth")
-    assert convert_main(["inception", str(tmp / "pt_inception-2015-12-05-6726825d.pth"), "--out",
-                         str(tmp / "inception")]) == 0
+    assert (
+        convert_main(["inception", str(tmp / "pt_inception-2015-12-05-6726825d.pth"), "--out", str(tmp / "inception")])
+        == 0
+    )
 
     direction = 0.5 * torch.randn(1, 512)
     torch.save(direction, tmp / "age.pt")
@@ -64,17 +75,50 @@ def e2e(tmp_path_factory):
     for i in range(2):  # smooth colour fields plus noise: something an image-like metric can see
         base = rng.uniform(0, 255, (1, 1, 3)) * np.linspace(0.3, 1, 256)[:, None, None]
         Image.fromarray(np.clip(base + rng.normal(0, 20, (256, 256, 3)), 0, 255).astype(np.uint8)).save(
-            imgs / f"img{i}.png")
+            imgs / f"img{i}.png"
+        )
     (imgs / "broken.png").write_text("not an image")
 
     out = tmp / "metrics"
-    rc = cli_main(["evaluate", "--model", str(tmp / "e4e"), "--images", str(imgs), "--output", str(out),
-                   "--lpips", str(tmp / "lpips"), "--inception", str(tmp / "inception"),
-                   "--directions", str(tmp / "age.pt"), "--ganspace", str(tmp / "ffhq_pca.pt"),
-                   "--ganspace-edit", "1,0,3,2", "--num-samples", "2", "--batch-size", "2"])
-    return dict(tmp=tmp, enc=enc, dec=dec, latent_avg=latent_avg, lpips_ref=lpips_ref, inc=inc,
-                direction=direction, pca=pca, imgs=imgs, rc=rc, report=json.loads((out / "metrics.json").read_text()),
-                cli=cli_main)
+    rc = cli_main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp / "e4e"),
+            "--images",
+            str(imgs),
+            "--output",
+            str(out),
+            "--lpips",
+            str(tmp / "lpips"),
+            "--inception",
+            str(tmp / "inception"),
+            "--directions",
+            str(tmp / "age.pt"),
+            "--ganspace",
+            str(tmp / "ffhq_pca.pt"),
+            "--ganspace-edit",
+            "1,0,3,2",
+            "--num-samples",
+            "2",
+            "--batch-size",
+            "2",
+        ]
+    )
+    return dict(
+        tmp=tmp,
+        enc=enc,
+        dec=dec,
+        latent_avg=latent_avg,
+        lpips_ref=lpips_ref,
+        inc=inc,
+        direction=direction,
+        pca=pca,
+        imgs=imgs,
+        rc=rc,
+        report=json.loads((out / "metrics.json").read_text()),
+        cli=cli_main,
+    )
 
 
 def _torch_pipeline(e2e, names):
@@ -100,12 +144,14 @@ def test_evaluate_cli_matches_official_computations(e2e):
     x, codes, recon, encode, generate = _torch_pipeline(e2e, names)
 
     per = rep["distortion"]["per_image"]
-    l2 = [float(torch.nn.MSELoss()(recon[i:i + 1], x[i:i + 1])) for i in range(2)]
+    l2 = [float(torch.nn.MSELoss()(recon[i : i + 1], x[i : i + 1])) for i in range(2)]
     with torch.no_grad():
-        lp = [float(e2e["lpips_ref"](recon[i:i + 1], x[i:i + 1])) for i in range(2)]
+        lp = [float(e2e["lpips_ref"](recon[i : i + 1], x[i : i + 1])) for i in range(2)]
     ours_l2, ours_lp = [per[n]["l2"] for n in names], [per[n]["lpips"] for n in names]
-    print(f"L2 max err {_err(ours_l2, l2):.2e} (|ref| {max(l2):.3f}); LPIPS max err {_err(ours_lp, lp):.2e} "
-          f"(|ref| {max(lp):.3f})")
+    print(
+        f"L2 max err {_err(ours_l2, l2):.2e} (|ref| {max(l2):.3f}); LPIPS max err {_err(ours_lp, lp):.2e} "
+        f"(|ref| {max(lp):.3f})"
+    )
     assert _err(ours_l2, l2) <= _tol(l2) and _err(ours_lp, lp) <= _tol(lp)
     assert rep["distortion"]["l2"] == pytest.approx(np.mean(l2), rel=1e-4)
     assert rep["distortion"]["lpips"] == pytest.approx(np.mean(lp), rel=1e-4)
@@ -118,8 +164,10 @@ def test_evaluate_cli_matches_official_computations(e2e):
     pca, d = e2e["pca"], e2e["direction"]
     gs = torch.zeros(1, N_STYLES, 512)
     gs[:, 0:3] = 2 * pca["std"][1] * pca["comp"][1]
-    edits = {"age x3": (lambda c: c + 3 * d, lambda c: c - 3 * d),
-             "ganspace pc1 0:3 2": (lambda c: c + gs, lambda c: c - gs)}
+    edits = {
+        "age x3": (lambda c: c + 3 * d, lambda c: c - 3 * d),
+        "ganspace pc1 0:3 2": (lambda c: c + gs, lambda c: c - gs),
+    }
     for name, (f, inv) in edits.items():
         with torch.no_grad():
             dist = (codes - inv(encode(generate(f(codes))))).norm(2, dim=(1, 2)).numpy()
@@ -146,11 +194,40 @@ def test_evaluate_cli_matches_official_computations(e2e):
 def test_evaluate_cli_on_invert_output(e2e, tmp_path, capsys):
     cli, tmp = e2e["cli"], e2e["tmp"]
     inv = tmp_path / "inv"
-    assert cli(["invert", "--model", str(tmp / "e4e"), "--images", str(e2e["imgs"]), "--output", str(inv),
-                "--batch-size", "2"]) == 3
+    assert (
+        cli(
+            [
+                "invert",
+                "--model",
+                str(tmp / "e4e"),
+                "--images",
+                str(e2e["imgs"]),
+                "--output",
+                str(inv),
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 3
+    )
     out = tmp_path / "metrics"
-    rc = cli(["evaluate", "--model", str(tmp / "e4e"), "--inversions", str(inv), "--images", str(e2e["imgs"]),
-              "--output", str(out), "--num-samples", "0", "--name", "e4e-tiny"])
+    rc = cli(
+        [
+            "evaluate",
+            "--model",
+            str(tmp / "e4e"),
+            "--inversions",
+            str(inv),
+            "--images",
+            str(e2e["imgs"]),
+            "--output",
+            str(out),
+            "--num-samples",
+            "0",
+            "--name",
+            "e4e-tiny",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "e4e-tiny" in printed

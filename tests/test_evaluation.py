@@ -1,4 +1,5 @@
 """The paper's metrics (e4e_jax.evaluation) on hand-made inputs: latents, LEC, distortion, encoder frame, report."""
+
 import json
 import math
 from pathlib import Path
@@ -11,14 +12,15 @@ import torch
 
 from e4e_jax import evaluation as ev
 from e4e_jax import evaluator
-from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
+from tests.parity import max_err as _err
+from tests.parity import tolerance as _tol  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------- latents and LEC
 def test_latent_variation_and_delta_norm_by_hand():
     w = np.zeros((2, 2, 2), np.float32)
-    w[0, 1] = [3, 4]                     # layers (0, 0), (3, 4): mean (1.5, 2), each 2.5 away
-    w[1] = [[1, 1], [1, 1]]              # a code in W: no variation
+    w[0, 1] = [3, 4]  # layers (0, 0), (3, 4): mean (1.5, 2), each 2.5 away
+    w[1] = [[1, 1], [1, 1]]  # a code in W: no variation
     np.testing.assert_allclose(ev.latent_variation(w), [2.5, 0.0], atol=1e-6)
     np.testing.assert_allclose(ev.delta_norm(w), [5.0, 0.0], atol=1e-6)
     w3 = np.array([[[0, 0], [2, 0], [4, 0]]], np.float32)  # mean (2, 0): distances 2, 0, 2
@@ -36,12 +38,13 @@ def test_latent_recovery_by_hand():
     w = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
     enc, gen = _toy_pair()
     np.testing.assert_allclose(ev.latent_recovery_distances(enc, gen, w), 0, atol=1e-6)
-    e = np.float32([0.5, -1, 0, 2, 1])   # E(G(w)) = w + e on every layer: sqrt(n) ||e||
+    e = np.float32([0.5, -1, 0, 2, 1])  # E(G(w)) = w + e on every layer: sqrt(n) ||e||
     shifted = lambda x: jnp.asarray(x) / 2 + e
     np.testing.assert_allclose(ev.latent_recovery_distances(shifted, gen, w), 2 * np.linalg.norm(e), rtol=1e-6)
-    enc_half, _ = _toy_pair(0.5)          # E(G(w)) = w/2: ||w|| / 2
-    np.testing.assert_allclose(ev.latent_recovery_distances(enc_half, gen, w),
-                               np.linalg.norm(w.reshape(3, -1), axis=1) / 2, rtol=1e-6)
+    enc_half, _ = _toy_pair(0.5)  # E(G(w)) = w/2: ||w|| / 2
+    np.testing.assert_allclose(
+        ev.latent_recovery_distances(enc_half, gen, w), np.linalg.norm(w.reshape(3, -1), axis=1) / 2, rtol=1e-6
+    )
 
 
 def test_sample_w():
@@ -57,13 +60,13 @@ def test_sample_w():
 
 def test_lec_zero_for_consistent_pair_and_by_hand_otherwise():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(4, 3, 8)).astype(np.float32)    # toy "images" = 2·codes
+    x = rng.normal(size=(4, 3, 8)).astype(np.float32)  # toy "images" = 2·codes
     v = rng.normal(size=8).astype(np.float32)
     f, inv = ev.interfacegan_pair(v, 3.0)
     enc, gen = _toy_pair()
     zero = np.asarray(ev.lec_distances(enc, gen, x, f, inv))
     assert zero.shape == (4,) and zero.max() <= 1e-5  # only the rounding of (c + 3v) - 3v
-    for k in (0.5, 1.5):                                 # E(G(w)) = k·w: |1 - k| ||c + 3v||, c = E(x)
+    for k in (0.5, 1.5):  # E(G(w)) = k·w: |1 - k| ||c + 3v||, c = E(x)
         enc_k, _ = _toy_pair(k)
         c = k * x / 2
         expected = abs(1 - k) * np.linalg.norm((c + 3 * v).reshape(4, -1), axis=1)
@@ -91,7 +94,7 @@ def test_outlier_filter_and_lec_score():
     values = [1.0] * 150 + [1e6]
     np.testing.assert_array_equal(ev.filter_outliers(values), [1.0] * 150)
     assert ev.lec_score(values) == 1.0
-    d = list(range(1, 201))                              # 1st pct (lower) = 2, 99th (higher) = 199
+    d = list(range(1, 201))  # 1st pct (lower) = 2, 99th (higher) = 199
     kept = ev.filter_outliers(d)
     assert kept.min() == 2 and kept.max() == 199 and ev.lec_score(d) == pytest.approx(np.mean(range(2, 200)))
     # Grouped as LEC.py's batches (drop_last): [1.5, 3.5, 5.5], none filtered with 3 values.
@@ -104,7 +107,7 @@ def test_outlier_filter_and_lec_score():
 def test_l2_is_torch_mse_per_image():
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32), rng.uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32)
-    ref = [float(torch.nn.MSELoss()(torch.from_numpy(x[i:i + 1]), torch.from_numpy(y[i:i + 1]))) for i in range(3)]
+    ref = [float(torch.nn.MSELoss()(torch.from_numpy(x[i : i + 1]), torch.from_numpy(y[i : i + 1]))) for i in range(3)]
     np.testing.assert_allclose(ev.l2_per_image(x, y), ref, rtol=1e-6)
 
 
@@ -137,24 +140,35 @@ def test_lpips_per_image_matches_reference(tmp_path):
     x = rng.uniform(-1, 1, (3, 3, 64, 64)).astype(np.float32)
     y = np.clip(x + rng.normal(0, 0.3, x.shape), -1, 1).astype(np.float32)
     with torch.no_grad():  # calc_losses_on_images.py: one image at a time
-        r = [float(ref(torch.from_numpy(y[i:i + 1]), torch.from_numpy(x[i:i + 1]))) for i in range(3)]
+        r = [float(ref(torch.from_numpy(y[i : i + 1]), torch.from_numpy(x[i : i + 1]))) for i in range(3)]
     ours = ev.lpips_per_image(variables, y.transpose(0, 2, 3, 1), x.transpose(0, 2, 3, 1), precision="highest")
     assert ours.shape == (3,) and _err(ours, r) <= _tol(r)
 
 
 # -------------------------------------------------------------------------------------------- report
 def test_report_and_table(tmp_path):
-    report = {"distortion": {"l2": np.float32(0.0123), "lpips": jnp.float32(0.2)},
-              "perception": {"fid": float("nan"), "swd": 12.5},
-              "latent": {"variation": np.asarray(1.5), "recovery": None}, "list": (np.int64(3), np.zeros(2))}
+    report = {
+        "distortion": {"l2": np.float32(0.0123), "lpips": jnp.float32(0.2)},
+        "perception": {"fid": float("nan"), "swd": 12.5},
+        "latent": {"variation": np.asarray(1.5), "recovery": None},
+        "list": (np.int64(3), np.zeros(2)),
+    }
     path = evaluator.write_report(tmp_path / "sub" / "metrics.json", report)
     back = json.loads(path.read_text())
     assert back["distortion"]["l2"] == pytest.approx(0.0123) and back["perception"]["fid"] is None
     assert back["list"] == [3, [0.0, 0.0]] and back["latent"]["variation"] == 1.5
     table = evaluator.format_table({"e4e": back, "pSp": {"distortion": {"l2": 0.01}}})
     lines = table.splitlines()
-    assert [c.strip() for c in lines[0].split("|")] == ["Method", "L2 ↓", "LPIPS ↓", "FID ↓", "SWD ↓", "LEC ↓",
-                                                         "Var(w+)", "E(G(w)) ↓"]
+    assert [c.strip() for c in lines[0].split("|")] == [
+        "Method",
+        "L2 ↓",
+        "LPIPS ↓",
+        "FID ↓",
+        "SWD ↓",
+        "LEC ↓",
+        "Var(w+)",
+        "E(G(w)) ↓",
+    ]
     row = [c.strip() for c in lines[2].split("|")]
     assert row == ["e4e", "0.0123", "0.2000", "—", "12.50", "—", "1.500", "—"]
     assert lines[3].split("|")[0].strip() == "pSp" and len(lines) == 4

@@ -1,4 +1,5 @@
 """FID and SWD of e4e_jax.evaluation against scipy, pytorch-fid's computation and ProGAN's Laplacian pyramid."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def _nuclear_fid(f1, f2):
     a1 = (f1 - f1.mean(0)) / np.sqrt(len(f1) - 1)
     a2 = (f2 - f2.mean(0)) / np.sqrt(len(f2) - 1)
     d = f1.mean(0) - f2.mean(0)
-    return float(d @ d + np.sum(a1 ** 2) + np.sum(a2 ** 2) - 2 * np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())
+    return float(d @ d + np.sum(a1**2) + np.sum(a2**2) - 2 * np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())
 
 
 def test_fid_rank_deficient_features():
@@ -76,7 +77,8 @@ def test_fid_rank_deficient_features():
     # N > D goes through the (D, D) statistics.
     g1, g2 = rng.normal(size=(40, 8)), rng.normal(size=(50, 8)) + 0.3
     assert ev.fid_from_features(g1, g2) == pytest.approx(
-        _fid_reference(*ev.feature_statistics(g1), *ev.feature_statistics(g2)), rel=1e-9)
+        _fid_reference(*ev.feature_statistics(g1), *ev.feature_statistics(g2)), rel=1e-9
+    )
     with pytest.raises(ValueError, match="do not match"):
         ev.frechet_distance(m1, s1, m2[:5], s2[:5, :5])
     with pytest.raises(ValueError, match="N >= 2"):
@@ -125,7 +127,7 @@ def test_patch_descriptors_and_normalisation():
     rng = np.random.default_rng(7)  # same draws: x centres, then y centres, in [3, size - 3)
     cx, cy = rng.integers(3, 24 - 3, 15), rng.integers(3, 20 - 3, 15)
     for k in range(15):
-        np.testing.assert_array_equal(desc[k], level[k // 5, cy[k] - 3:cy[k] + 4, cx[k] - 3:cx[k] + 4])
+        np.testing.assert_array_equal(desc[k], level[k // 5, cy[k] - 3 : cy[k] + 4, cx[k] - 3 : cx[k] + 4])
     flat = ev.normalize_descriptors(desc)
     assert flat.shape == (15, 147)
     per_channel = flat.reshape(15, 7, 7, 3)
@@ -149,8 +151,8 @@ def _smooth_images(n, seed, hw=32):
 def _swd(x, y, seeds=(0, 1)):
     a, b = ev.SWDDescriptors(x.shape[1], seeds[0]), ev.SWDDescriptors(y.shape[1], seeds[1])
     for i in range(0, len(x), 32):  # batch by batch, as the CLI feeds it
-        a.add(x[i:i + 32])
-        b.add(y[i:i + 32])
+        a.add(x[i : i + 32])
+        b.add(y[i : i + 32])
     return ev.swd(a, b)
 
 
@@ -159,8 +161,10 @@ def test_swd_identical_sets_small_distorted_sets_larger():
     same = _swd(a, a)
     assert sorted(same) == ["SWDx1e3_16", "SWDx1e3_32", "SWDx1e3_avg"]
     assert _swd(a, a, seeds=(0, 0))["SWDx1e3_avg"] == 0.0  # same patches of the same images
-    noisy = [_swd(a, np.clip(a + np.random.default_rng(3).normal(0, s, a.shape), -1, 1))["SWDx1e3_avg"]
-             for s in (0.1, 0.3, 0.6)]
+    noisy = [
+        _swd(a, np.clip(a + np.random.default_rng(3).normal(0, s, a.shape), -1, 1))["SWDx1e3_avg"]
+        for s in (0.1, 0.3, 0.6)
+    ]
     print(f"SWD same images {same['SWDx1e3_avg']:.1f}, with noise 0.1/0.3/0.6: {noisy}")
     assert same["SWDx1e3_avg"] < noisy[0] < noisy[1] < noisy[2]
     assert same["SWDx1e3_avg"] < 0.6 * noisy[2]

@@ -4,6 +4,7 @@ The metrics themselves are checked against the official computations in test_eva
 accumulation: batch boundaries change nothing, given codes and reconstructions are used as they are,
 and the report names every image.
 """
+
 import numpy as np
 import pytest
 
@@ -29,15 +30,17 @@ def test_batches_accumulate_and_report(models):  # noqa: F811
     assert list(a) == ["distortion", "perception", "latent", "notes"]  # no edits: no editability
     assert list(a["distortion"]["per_image"]) == names
     for name in names:
-        assert a["distortion"]["per_image"][name]["l2"] == pytest.approx(b["distortion"]["per_image"][name]["l2"],
-                                                                        rel=1e-5)
+        assert a["distortion"]["per_image"][name]["l2"] == pytest.approx(
+            b["distortion"]["per_image"][name]["l2"], rel=1e-5
+        )
     assert a["latent"]["recovery_samples"] == 2 and np.isfinite(a["latent"]["recovery"])
     assert "recovery" not in b["latent"]
     assert set(a["notes"]) == {"lpips", "fid", "lec"}  # what was not computed, each with its reason
     # the reconstructions are G(E(x)) in the encoder's frame
     recon = np.asarray(whole.generate(whole.encode(whole.shard(x))))[:3]
-    np.testing.assert_allclose([b["distortion"]["per_image"][n]["l2"] for n in names],
-                               np.asarray(evaluation.l2_per_image(x, recon)), rtol=1e-5)
+    np.testing.assert_allclose(
+        [b["distortion"]["per_image"][n]["l2"] for n in names], np.asarray(evaluation.l2_per_image(x, recon)), rtol=1e-5
+    )
 
 
 def test_given_codes_and_reconstructions_are_used_and_edits_give_lec(models):  # noqa: F811
@@ -45,8 +48,9 @@ def test_given_codes_and_reconstructions_are_used_and_edits_give_lec(models):  #
     x = _images(2, seed=1)
     n = model.gen_config.n_latent
     direction = np.random.default_rng(2).standard_normal(512).astype(np.float32)
-    ev = evaluator.Evaluator(model, recovery_samples=0, batch_size=2,
-                             edits=[("d x3", *evaluation.interfacegan_pair(direction, 3.0))])
+    ev = evaluator.Evaluator(
+        model, recovery_samples=0, batch_size=2, edits=[("d x3", *evaluation.interfacegan_pair(direction, 3.0))]
+    )
     codes = np.zeros((2, n, 512), np.float32)
     ev.add(x, ["a", "b"], codes, x)  # reconstructions identical to the originals
     r = ev.report()

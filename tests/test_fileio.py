@@ -1,4 +1,5 @@
 """fileio: the one home of atomic writes (temporary file beside the target, then one rename)."""
+
 import fnmatch
 
 import numpy as np

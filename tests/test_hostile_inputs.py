@@ -5,6 +5,7 @@ exit status 2 (or an argparse error at parse time), and leave the user's files a
 Invert and train have their own tests of their parts (locks, --resume); the README's "Failure behaviour"
 section describes the whole.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,17 @@ import pytest
 from PIL import Image
 
 from e4e_jax import bundle, outdir
-from e4e_jax.cli import COMMANDS, build_parser, main as cli_main
+from e4e_jax.cli import COMMANDS, build_parser
+from e4e_jax.cli import main as cli_main
 from e4e_jax.data import folder
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
 
 torch = pytest.importorskip("torch")
-from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator, channel_table  # noqa: E402
-from tools.convert_weights.__main__ import build_parser as convert_parser, main as convert_main  # noqa: E402
+from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator  # noqa: E402
+from tests.refs.rosinality_stylegan2 import channel_table  # noqa: E402
+from tools.convert_weights.__main__ import build_parser as convert_parser  # noqa: E402
+from tools.convert_weights.__main__ import main as convert_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN_CFG = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)
@@ -48,12 +52,24 @@ def models(tmp_path_factory):
     bundle.save(root / "g", "stylegan2", GEN_CFG.to_dict(), gen_vars)
     enc = Encoder4Editing(n_styles=GEN_CFG.n_latent, **ENC_SIZES)
     enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *ENC_HW, 3)))
-    arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": GEN_CFG.n_latent,
-                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": list(ENC_HW),
-                        **{k: list(v) for k, v in ENC_SIZES.items()}},
-            "generator": GEN_CFG.to_dict(), "domain": "ffhq"}
-    variables = {"encoder": enc_vars, "generator": gen_vars,
-                 "latent_avg": np.zeros((GEN_CFG.n_latent, 512), np.float32)}
+    arch = {
+        "encoder": {
+            "mode": "e4e",
+            "encoder_type": "Encoder4Editing",
+            "n_styles": GEN_CFG.n_latent,
+            "num_layers": 50,
+            "backbone_mode": "ir_se",
+            "input_size": list(ENC_HW),
+            **{k: list(v) for k, v in ENC_SIZES.items()},
+        },
+        "generator": GEN_CFG.to_dict(),
+        "domain": "ffhq",
+    }
+    variables = {
+        "encoder": enc_vars,
+        "generator": gen_vars,
+        "latent_avg": np.zeros((GEN_CFG.n_latent, 512), np.float32),
+    }
     bundle.save(root / "e4e", "e4e", arch, variables)
     latents = np.random.default_rng(0).standard_normal((2, GEN_CFG.n_latent, 512)).astype(np.float32)
     np.save(root / "w.npy", latents)
@@ -131,16 +147,19 @@ def test_convert_refuses_non_finite_weights_and_zero_samples(rosinality_pt, tmp_
     no_avg = tmp_path / "no_avg.pt"
     torch.save({"g_ema": sd}, no_avg)
     for value, why in (("0", "≥ 1"), ("-3", "≥ 1"), ("many", "whole number")):
-        assert convert_main(["stylegan2", str(no_avg), "--out", str(tmp_path / "o"),
-                             "--option", f"w_avg_samples={value}"]) == 2
+        assert (
+            convert_main(["stylegan2", str(no_avg), "--out", str(tmp_path / "o"), "--option", f"w_avg_samples={value}"])
+            == 2
+        )
         assert why in _error(capsys)
     assert convert_main(["stylegan2", str(no_avg), "--out", str(tmp_path / "o"), "--option", "w_avg=3"]) == 2
     assert "w_avg_samples" in _error(capsys)  # unknown option: the supported ones are named
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("key,shape", [("convs.1.conv.weight", (1, 8, 7, 3, 3)),
-                                       ("to_rgbs.0.conv.modulation.weight", (8, 15))])
+@pytest.mark.parametrize(
+    "key,shape", [("convs.1.conv.weight", (1, 8, 7, 3, 3)), ("to_rgbs.0.conv.modulation.weight", (8, 15))]
+)
 def test_convert_checks_every_shape_against_the_architecture(rosinality_pt, tmp_path, capsys, key, shape):
     _, sd = rosinality_pt
     bad = dict(sd)
@@ -194,8 +213,14 @@ def test_convert_read_only_out_and_unreadable_source(rosinality_pt, tmp_path, ca
 def test_convert_error_from_the_real_entry_point_is_one_line():
     """As a user runs it: `python -m tools.convert_weights` in a fresh process, no traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "tools.convert_weights", "stylegan2", str(ROOT), "--out", "/nonexistent/x"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tools.convert_weights", "stylegan2", str(ROOT), "--out", "/nonexistent/x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"error: {ROOT} is a folder"), r.stderr  # not "no such file"
 
@@ -220,8 +245,12 @@ def test_convert_cleans_leftovers_and_uses_the_umask(rosinality_pt, tmp_path):
 
 def test_convert_help_lists_each_converters_options():
     text = convert_parser().format_help()
-    for kind, option in (("stylegan2", "w_avg_samples"), ("e4e", "latent_avg_samples"), ("e4e", "encoder_type"),
-                         ("lpips", "net=alex|vgg")):
+    for kind, option in (
+        ("stylegan2", "w_avg_samples"),
+        ("e4e", "latent_avg_samples"),
+        ("e4e", "encoder_type"),
+        ("lpips", "net=alex|vgg"),
+    ):
         assert re.search(rf"{kind}:.*?--option {re.escape(option)}", text, re.S), (kind, option)
 
 
@@ -267,8 +296,11 @@ def test_listing_reports_what_it_cannot_use(tmp_path):
     Image.fromarray(ramp * 1000, "F").save(d / "float_hdr.tif")
 
     good, skipped = folder.scan_images(d)
-    assert [p.name for p in good] == ["float01.tif", "float_hdr.tif", "good.png"] == \
-        [p.name for p in folder.list_images(d)]
+    assert (
+        [p.name for p in good]
+        == ["float01.tif", "float_hdr.tif", "good.png"]
+        == [p.name for p in folder.list_images(d)]
+    )
     reasons = {s.path.name: s.reason for s in skipped}
     assert sorted(reasons) == ["broken.jpg", "folder.png", "line\nbreak.png", "loop.jpg"]
     assert "line break" in reasons["line\nbreak.png"] and "loop" in reasons["loop.jpg"]
@@ -294,8 +326,25 @@ def test_outputs_never_replace_inputs(models, tmp_path, capsys):
     np.save(inv / "latents.npy", models["latents"])
     inv_before = (inv / "latents.npy").read_bytes()
     for out in (inv, inv / "edits", tmp_path):
-        assert cli_main(["edit", "--model", str(models["g"]), "--latents", str(inv), "--output", str(out),
-                         "--sefa", "0", "--strengths", "1", "--overwrite"]) == 2
+        assert (
+            cli_main(
+                [
+                    "edit",
+                    "--model",
+                    str(models["g"]),
+                    "--latents",
+                    str(inv),
+                    "--output",
+                    str(out),
+                    "--sefa",
+                    "0",
+                    "--strengths",
+                    "1",
+                    "--overwrite",
+                ]
+            )
+            == 2
+        )
         assert "overlaps the input" in _error(capsys)
     assert w.read_bytes() == before and (inv / "latents.npy").read_bytes() == inv_before
     assert not (inv / "edits").exists()
@@ -337,37 +386,111 @@ def test_non_finite_inputs_and_outputs_are_refused(models, tmp_path, capsys):
     direction[0, 7] = float("inf")
     torch.save(direction, tmp_path / "inf_direction.pt")
     runs = [
-        (["synthesize", "--model", g, "--latents", str(tmp_path / "nan.npy"), "--output", str(tmp_path / "a.npy")],
-         "NaN or Inf value (the first at index (1, 2, 3))"),
-        (["synthesize", "--model", g, "--latents", str(tmp_path / "huge.npy"), "--output", str(tmp_path / "b.npy"),
-          "--png", str(tmp_path / "png")], "images rendered"),
-        (["edit", "--model", g, "--latents", str(tmp_path / "nan.npy"), "--output", str(tmp_path / "e1"),
-          "--sefa", "0", "--strengths", "1"], "NaN or Inf"),
-        (["edit", "--model", g, "--latents", str(models["w"]), "--output", str(tmp_path / "e2"),
-          "--interfacegan", str(tmp_path / "inf_direction.pt"), "--strengths", "1"], "inf_direction.pt"),
+        (
+            ["synthesize", "--model", g, "--latents", str(tmp_path / "nan.npy"), "--output", str(tmp_path / "a.npy")],
+            "NaN or Inf value (the first at index (1, 2, 3))",
+        ),
+        (
+            [
+                "synthesize",
+                "--model",
+                g,
+                "--latents",
+                str(tmp_path / "huge.npy"),
+                "--output",
+                str(tmp_path / "b.npy"),
+                "--png",
+                str(tmp_path / "png"),
+            ],
+            "images rendered",
+        ),
+        (
+            [
+                "edit",
+                "--model",
+                g,
+                "--latents",
+                str(tmp_path / "nan.npy"),
+                "--output",
+                str(tmp_path / "e1"),
+                "--sefa",
+                "0",
+                "--strengths",
+                "1",
+            ],
+            "NaN or Inf",
+        ),
+        (
+            [
+                "edit",
+                "--model",
+                g,
+                "--latents",
+                str(models["w"]),
+                "--output",
+                str(tmp_path / "e2"),
+                "--interfacegan",
+                str(tmp_path / "inf_direction.pt"),
+                "--strengths",
+                "1",
+            ],
+            "inf_direction.pt",
+        ),
     ]
     for argv, expected in runs:
         assert cli_main(argv) == 2, argv
         assert expected in _error(capsys), argv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.npy", "inf_direction.pt", "nan.npy"]
-    for argv in (["synthesize", "--model", g, "--latents", "w.npy", "--output", "o.npy", "--truncation", "nan"],
-                 ["edit", "--model", g, "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "nan"],
-                 ["edit", "--model", g, "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1", "inf"]):
+    for argv in (
+        ["synthesize", "--model", g, "--latents", "w.npy", "--output", "o.npy", "--truncation", "nan"],
+        ["edit", "--model", g, "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "nan"],
+        ["edit", "--model", g, "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1", "inf"],
+    ):
         _parse_error(argv)
 
 
 # ------------------------------------------------------------ 6: every number checked at parse time
 
 
-@pytest.mark.parametrize("argv", [
-    ["synthesize", "--model", "m", "--latents", "w.npy", "--output", "o.npy", "--batch-size", "-2"],
-    ["synthesize", "--model", "m", "--latents", "w.npy", "--output", "o.npy", "--batch-size", "0"],
-    ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1",
-     "--batch-size", "0"],
-    ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--sefa", "0", "--strengths", "1",
-     "--max-grid-rows", "0"],
-    ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--strengths", "1", "--sefa", "-1"],
-], ids=lambda a: f"{a[0]}{a[-2]}={a[-1]}")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["synthesize", "--model", "m", "--latents", "w.npy", "--output", "o.npy", "--batch-size", "-2"],
+        ["synthesize", "--model", "m", "--latents", "w.npy", "--output", "o.npy", "--batch-size", "0"],
+        [
+            "edit",
+            "--model",
+            "m",
+            "--latents",
+            "w.npy",
+            "--output",
+            "o",
+            "--sefa",
+            "0",
+            "--strengths",
+            "1",
+            "--batch-size",
+            "0",
+        ],
+        [
+            "edit",
+            "--model",
+            "m",
+            "--latents",
+            "w.npy",
+            "--output",
+            "o",
+            "--sefa",
+            "0",
+            "--strengths",
+            "1",
+            "--max-grid-rows",
+            "0",
+        ],
+        ["edit", "--model", "m", "--latents", "w.npy", "--output", "o", "--strengths", "1", "--sefa", "-1"],
+    ],
+    ids=lambda a: f"{a[0]}{a[-2]}={a[-1]}",
+)
 def test_numeric_arguments_are_checked_at_parse_time(argv):
     _parse_error(argv)
 
@@ -376,8 +499,10 @@ def test_empty_and_zero_byte_latents(models, tmp_path, capsys):
     (tmp_path / "zero.npy").write_bytes(b"")
     np.save(tmp_path / "none.npy", np.zeros((0, GEN_CFG.n_latent, 512), np.float32))
     for name, expected in (("zero.npy", "empty (0 bytes)"), ("none.npy", "holds no latents")):
-        for argv in (["synthesize", "--output", str(tmp_path / "o.npy")],
-                     ["edit", "--output", str(tmp_path / "e"), "--sefa", "0", "--strengths", "1"]):
+        for argv in (
+            ["synthesize", "--output", str(tmp_path / "o.npy")],
+            ["edit", "--output", str(tmp_path / "e"), "--sefa", "0", "--strengths", "1"],
+        ):
             assert cli_main(argv[:1] + ["--model", str(models["g"]), "--latents", str(tmp_path / name)] + argv[1:]) == 2
             assert expected in _error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["none.npy", "zero.npy"]
@@ -389,16 +514,44 @@ def test_empty_and_zero_byte_latents(models, tmp_path, capsys):
 def test_second_writer_is_refused_and_kill_leftovers_are_cleaned(models, rosinality_pt, tmp_path, capsys):
     out = tmp_path / "edits"
     with outdir.lock(out, "another edit"):
-        assert cli_main(["edit", "--model", str(models["g"]), "--latents", str(models["w"]), "--output", str(out),
-                         "--sefa", "0", "--strengths", "1"]) == 2
+        assert (
+            cli_main(
+                [
+                    "edit",
+                    "--model",
+                    str(models["g"]),
+                    "--latents",
+                    str(models["w"]),
+                    "--output",
+                    str(out),
+                    "--sefa",
+                    "0",
+                    "--strengths",
+                    "1",
+                ]
+            )
+            == 2
+        )
         assert "in use by" in _error(capsys)
     with outdir.lock_target(tmp_path / "b", "another conversion"):
         assert convert_main(["stylegan2", str(rosinality_pt[0]), "--out", str(tmp_path / "b")]) == 2
         assert "in use by" in _error(capsys)
     leftover = tmp_path / ".imgs.npy.tmp-4242-abcdef"  # a synthesize killed mid-write
     leftover.write_bytes(b"partial")
-    assert cli_main(["synthesize", "--model", str(models["g"]), "--latents", str(models["w"]),
-                     "--output", str(tmp_path / "imgs.npy")]) == 0
+    assert (
+        cli_main(
+            [
+                "synthesize",
+                "--model",
+                str(models["g"]),
+                "--latents",
+                str(models["w"]),
+                "--output",
+                str(tmp_path / "imgs.npy"),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edits", "imgs.npy"]
 
 
@@ -419,8 +572,24 @@ def _invert_output(root: Path, models) -> tuple[Path, Path]:
 def _evaluated_l2(models, inv: Path, out: Path) -> dict:
     import json
 
-    assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv), "--output", str(out),
-                     "--num-samples", "0", "--batch-size", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(models["e4e"]),
+                "--inversions",
+                str(inv),
+                "--output",
+                str(out),
+                "--num-samples",
+                "0",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     return {k: v["l2"] for k, v in json.loads((out / "metrics.json").read_text())["distortion"]["per_image"].items()}
 
 
@@ -449,11 +618,29 @@ def test_evaluate_of_an_old_output_takes_exact_names(models, tmp_path):
 def test_evaluate_refuses_an_incomplete_manifest(models, tmp_path, capsys):
     _, inv = _invert_output(tmp_path, models)
     (inv / "inversions.txt").write_text("inversions/00000_a.jpg\n")
-    assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
-                     "--output", str(tmp_path / "m"), "--num-samples", "0"]) == 2
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(models["e4e"]),
+                "--inversions",
+                str(inv),
+                "--output",
+                str(tmp_path / "m"),
+                "--num-samples",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "lists 1 reconstructions for 2 inputs" in _error(capsys)
-    assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
-                     "--output", str(inv / "metrics")]) == 2
+    assert (
+        cli_main(
+            ["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv), "--output", str(inv / "metrics")]
+        )
+        == 2
+    )
     assert "overlaps the input" in _error(capsys)
 
 
@@ -464,21 +651,36 @@ def test_evaluate_reports_unusable_entries_as_skipped(models, tmp_path):
     d.mkdir()
     _image(d / "a.png", 0)
     (d / "b.png").mkdir()
-    rc = cli_main(["evaluate", "--model", str(models["e4e"]), "--images", str(d), "--output", str(tmp_path / "m"),
-                   "--num-samples", "0"])
+    rc = cli_main(
+        [
+            "evaluate",
+            "--model",
+            str(models["e4e"]),
+            "--images",
+            str(d),
+            "--output",
+            str(tmp_path / "m"),
+            "--num-samples",
+            "0",
+        ]
+    )
     report = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert rc == 3 and report["n_images"] == 1 and [Path(s["file"]).name for s in report["skipped"]] == ["b.png"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--batch-size", "0"],
-    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--lec-batch", "0"],
-    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--num-samples", "-1"],
-    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--workers", "-1"],
-    ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--factor", "inf"],
-    ["quickstart", "--workdir", "w", "--steps", "0"],
-    ["quickstart", "--workdir", "w", "--heldout", "-1"],
-], ids=lambda a: f"{a[0]}{a[-2]}={a[-1]}")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--batch-size", "0"],
+        ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--lec-batch", "0"],
+        ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--num-samples", "-1"],
+        ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--workers", "-1"],
+        ["evaluate", "--model", "m", "--images", "i", "--output", "o", "--factor", "inf"],
+        ["quickstart", "--workdir", "w", "--steps", "0"],
+        ["quickstart", "--workdir", "w", "--heldout", "-1"],
+    ],
+    ids=lambda a: f"{a[0]}{a[-2]}={a[-1]}",
+)
 def test_evaluate_and_quickstart_numbers_are_checked_at_parse_time(argv):
     _parse_error(argv)
 
@@ -486,8 +688,12 @@ def test_evaluate_and_quickstart_numbers_are_checked_at_parse_time(argv):
 def test_evaluate_refuses_an_invert_output_still_being_written(models, tmp_path, capsys):
     _, inv = _invert_output(tmp_path, models)
     with outdir.lock(inv, "e4e-jax invert"):
-        assert cli_main(["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv),
-                         "--output", str(tmp_path / "m")]) == 2
+        assert (
+            cli_main(
+                ["evaluate", "--model", str(models["e4e"]), "--inversions", str(inv), "--output", str(tmp_path / "m")]
+            )
+            == 2
+        )
         assert "still being written" in _error(capsys)
 
 

@@ -1,4 +1,5 @@
 """FID Inception-v3: pytorch-fid layout checkpoint -> real converter (CLI) -> Flax vs the PyTorch reference."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,9 +9,10 @@ import torch
 from e4e_jax import bundle
 from e4e_jax.models.inception import FIDInceptionV3
 from e4e_jax.models.resampling import bilinear_matrix, resize_bilinear
+from tests.parity import max_err as _err
+from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.inception_ref import FIDInceptionRef
 from tools.convert_weights.__main__ import main as convert_main
-from tests.parity import tolerance as _tol, max_err as _err  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,10 @@ def test_pool3_and_logits_match_reference(setup, shape):
     pool, logits = setup["apply"](setup["variables"], jnp.asarray(x.transpose(0, 2, 3, 1)))
     assert pool.shape == (b, 2048) and logits.shape == (b, 1008)
     e_pool, e_logits = _err(pool, r_pool.numpy()), _err(logits, r_logits.numpy())
-    print(f"{shape}: pool3 max err {e_pool:.2e} (max |ref| {r_pool.abs().max():.2f}), "
-          f"logits max err {e_logits:.2e} (max |ref| {r_logits.abs().max():.2f})")
+    print(
+        f"{shape}: pool3 max err {e_pool:.2e} (max |ref| {r_pool.abs().max():.2f}), "
+        f"logits max err {e_logits:.2e} (max |ref| {r_logits.abs().max():.2f})"
+    )
     assert e_pool <= _tol(r_pool.numpy()) and e_logits <= _tol(r_logits.numpy())
     # Features must be informative (not collapsed by the random weights).
     assert float(r_pool.std()) > 0.05
@@ -51,16 +55,19 @@ def test_bundle_layout(setup):
     v = setup["variables"]
     assert v["params"]["Conv2d_1a_3x3"]["conv"]["kernel"].shape == (3, 3, 3, 32)
     assert v["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"].shape == (1, 7, 128, 128)
-    np.testing.assert_array_equal(v["batch_stats"]["Mixed_7c"]["branch_pool"]["bn"]["var"],
-                                  setup["state"]["Mixed_7c.branch_pool.bn.running_var"].numpy())
+    np.testing.assert_array_equal(
+        v["batch_stats"]["Mixed_7c"]["branch_pool"]["bn"]["var"],
+        setup["state"]["Mixed_7c.branch_pool.bn.running_var"].numpy(),
+    )
     np.testing.assert_array_equal(v["params"]["fc"]["kernel"], setup["state"]["fc.weight"].numpy().T)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(256, 299), (1024, 299), (299, 299), (7, 3), (3, 8), (64, 299)])
 def test_bilinear_matrix_matches_torch(n_in, n_out):
     x = np.random.RandomState(n_in).randn(1, 2, n_in, 5).astype(np.float32)
-    r = torch.nn.functional.interpolate(torch.from_numpy(x), size=(n_out, 5), mode="bilinear",
-                                        align_corners=False).numpy()
+    r = torch.nn.functional.interpolate(
+        torch.from_numpy(x), size=(n_out, 5), mode="bilinear", align_corners=False
+    ).numpy()
     ours = np.einsum("oh,bchw->bcow", bilinear_matrix(n_in, n_out).astype(np.float64), x.astype(np.float64))
     # Float32 source indices near 1024 are quantised to 6e-5: torch's fused multiply-add rounding must be
     # matched, not only the formula.

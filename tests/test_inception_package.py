@@ -13,6 +13,7 @@ pytorch-fid imports torchvision, whose PyPI builds need a different torch than t
 here: the package runs on the stand-in of tests/torchvision_standin.py (torchvision's module layout,
 written from its published architecture), installed in sys.modules for this module's tests only.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,8 +47,9 @@ def setup(fid_pkg, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("inception_pkg")
     src = tmp / "pt_inception-2015-12-05-6726825d.pth"
-    layout = torchvision.models.inception_v3(weights=None, num_classes=FID_CLASSES, aux_logits=False,
-                                             init_weights=False)
+    layout = torchvision.models.inception_v3(
+        weights=None, num_classes=FID_CLASSES, aux_logits=False, init_weights=False
+    )
     with torch.no_grad():
         randomize_(layout, seed=0)
     torch.save(layout.state_dict(), src)
@@ -71,7 +73,11 @@ def test_package_builds_its_fid_blocks(setup, fid_pkg):
     model, *_ = setup
     mixed = [type(m).__name__ for m in model.blocks[2]] + [type(m).__name__ for m in model.blocks[3]]
     assert mixed == ["FIDInceptionA"] * 3 + ["InceptionB"] + ["FIDInceptionC"] * 4 + [
-        "InceptionD", "FIDInceptionE_1", "FIDInceptionE_2", "AdaptiveAvgPool2d"]
+        "InceptionD",
+        "FIDInceptionE_1",
+        "FIDInceptionE_2",
+        "AdaptiveAvgPool2d",
+    ]
     assert isinstance(model.blocks[2][0], fid_pkg.FIDInceptionA)
 
 
@@ -85,7 +91,8 @@ def test_pool3_and_logits_match_package(setup):
     ref = ref.numpy().reshape(BATCH, POOL3)
     fid = FIDInceptionV3(num_classes=FID_CLASSES, precision="highest")
     pool, logits = jax.jit(lambda v, a: fid.apply(v, a, return_logits=True))(
-        variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+        variables, jnp.asarray(x.transpose(0, 2, 3, 1))
+    )
     err = max_err(pool, ref)
     print(f"pytorch-fid pool3: max |ours - package| {err:.3g}, relative {err / np.abs(ref).max():.3g}")
     assert float(ref.std()) > 0.05  # informative features, not collapsed by the random weights

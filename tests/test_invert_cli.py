@@ -1,4 +1,5 @@
 """`e4e-jax invert` on a folder mixing the official sample photos with broken files."""
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,25 @@ def make_e4e_bundle(path: Path, size: int = 16, domain: str = "ffhq", encoder_si
     gen_cfg = StyleGAN2Config(size=size, channels=(16,) * (int(np.log2(size)) - 1), n_mlp=2)
     gen_vars = init_variables(gen_cfg, jax.random.key(0))
     sizes = encoder_sizes or {}
-    enc = Encoder4Editing(n_styles=gen_cfg.n_latent, **{k: tuple(v) if isinstance(v, list) else v
-                                                        for k, v in sizes.items()})
+    enc = Encoder4Editing(
+        n_styles=gen_cfg.n_latent, **{k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()}
+    )
     hw = (192, 256) if domain == "cars" else (256, 256)
     enc_vars = jax.jit(enc.init)(jax.random.key(1), jnp.zeros((1, *hw, 3)))
     latent_avg = np.asarray(jax.random.normal(jax.random.key(2), (gen_cfg.n_latent, 512))) * 0.1
-    arch = {"encoder": {"mode": "e4e", "encoder_type": "Encoder4Editing", "n_styles": gen_cfg.n_latent,
-                        "num_layers": 50, "backbone_mode": "ir_se", "input_size": list(hw), **sizes},
-            "generator": gen_cfg.to_dict(), "domain": domain}
+    arch = {
+        "encoder": {
+            "mode": "e4e",
+            "encoder_type": "Encoder4Editing",
+            "n_styles": gen_cfg.n_latent,
+            "num_layers": 50,
+            "backbone_mode": "ir_se",
+            "input_size": list(hw),
+            **sizes,
+        },
+        "generator": gen_cfg.to_dict(),
+        "domain": domain,
+    }
     variables = {"encoder": enc_vars, "generator": gen_vars, "latent_avg": latent_avg}
     return bundle.save(path, "e4e", arch, variables)
 
@@ -70,8 +82,19 @@ def _mixed_folder(root: Path) -> tuple[list[str], list[str]]:
 def test_invert_folder_with_bad_files(e4e_bundle, tmp_path, capsys):
     good, bad = _mixed_folder(tmp_path / "in")
     out = tmp_path / "out"
-    rc = cli_main(["invert", "--model", str(e4e_bundle), "--images", str(tmp_path / "in"), "--output", str(out),
-                   "--batch-size", "3"])
+    rc = cli_main(
+        [
+            "invert",
+            "--model",
+            str(e4e_bundle),
+            "--images",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--batch-size",
+            "3",
+        ]
+    )
     assert rc == 3, "partial success must be signalled by exit status 3"
     files = [Path(l).name for l in (out / "files.txt").read_text().splitlines()]
     assert files == good
@@ -100,8 +123,9 @@ def test_invert_all_good_exits_zero_and_refuses_nonempty_output(e4e_bundle, tmp_
     src.mkdir()
     Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(src / "a.png")
     out = tmp_path / "out"
-    assert cli_main(["invert", "--model", str(e4e_bundle), "--images", str(src), "--output", str(out),
-                     "--no-images"]) == 0
+    assert (
+        cli_main(["invert", "--model", str(e4e_bundle), "--images", str(src), "--output", str(out), "--no-images"]) == 0
+    )
     assert np.load(out / "latents.npy").shape[0] == 1
     assert cli_main(["invert", "--model", str(e4e_bundle), "--images", str(src), "--output", str(out)]) == 2
 
@@ -110,8 +134,9 @@ def test_invert_rejects_wrong_bundle_kind(tmp_path, capsys):
     cfg = StyleGAN2Config(size=8, channels=(8, 8), n_mlp=1)
     bundle.save(tmp_path / "g", "stylegan2", cfg.to_dict(), init_variables(cfg, jax.random.key(0)))
     (tmp_path / "in").mkdir()
-    rc = cli_main(["invert", "--model", str(tmp_path / "g"), "--images", str(tmp_path / "in"),
-                   "--output", str(tmp_path / "o")])
+    rc = cli_main(
+        ["invert", "--model", str(tmp_path / "g"), "--images", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
+    )
     assert rc == 2 and "'stylegan2' bundle, but a 'e4e' bundle" in capsys.readouterr().err
 
 

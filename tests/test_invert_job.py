@@ -3,6 +3,7 @@
 The runs whose outputs are compared byte for byte are subprocesses with one fixed environment (CPU,
 fixed device count), so they do not depend on what earlier tests did to this process's JAX.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,15 +44,36 @@ def photos(tmp_path_factory) -> Path:
 
 
 def _env(tmp: Path, devices: int = 1) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", E4E_JAX_CACHE_DIR=str(tmp / "xla-cache"),
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        JAX_PLATFORMS="cpu",
+        E4E_JAX_CACHE_DIR=str(tmp / "xla-cache"),
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     return env
 
 
 def _cmd(bundle: Path, images: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "e4e_jax.cli", "invert", "--model", str(bundle), "--images", str(images),
-            "--output", str(out), "--batch-size", str(BATCH), "--chunk-size", str(CHUNK), "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "e4e_jax.cli",
+        "invert",
+        "--model",
+        str(bundle),
+        "--images",
+        str(images),
+        "--output",
+        str(out),
+        "--batch-size",
+        str(BATCH),
+        "--chunk-size",
+        str(CHUNK),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _run(cmd, env) -> subprocess.CompletedProcess:
@@ -60,8 +82,11 @@ def _run(cmd, env) -> subprocess.CompletedProcess:
 
 def _outputs(out: Path) -> dict[str, bytes]:
     """Every file of a finished output folder (reconstructions included), by relative path."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != "report.json"}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "report.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +113,13 @@ def test_reference_run_outputs(reference):
 def test_kill9_then_resume_is_byte_identical(small_bundle, photos, reference, tmp_path):
     out = tmp_path / "out"
     env = _env(tmp_path)
-    p = subprocess.Popen(_cmd(small_bundle, photos, out), env=env, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        _cmd(small_bundle, photos, out),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not (out / ".e4e-invert" / "chunk-000001.npz").exists():
@@ -119,10 +149,26 @@ def test_two_processes_invert_every_file_once(small_bundle, photos, reference, t
     out = tmp_path / "out"
     port = _free_port()
     env = _env(tmp_path, devices=2)
-    procs = [subprocess.Popen(_cmd(small_bundle, photos, out, "--coordinator-address", f"127.0.0.1:{port}",
-                                   "--num-processes", "2", "--process-id", str(i)),
-                              env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            _cmd(
+                small_bundle,
+                photos,
+                out,
+                "--coordinator-address",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ),
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
     try:
         logs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
     finally:
@@ -142,8 +188,21 @@ def test_two_processes_invert_every_file_once(small_bundle, photos, reference, t
 
 
 def _invert(bundle, photos, out, *extra) -> int:
-    return cli_main(["invert", "--model", str(bundle), "--images", str(photos), "--output", str(out),
-                     "--batch-size", str(BATCH), "--quiet", *extra])
+    return cli_main(
+        [
+            "invert",
+            "--model",
+            str(bundle),
+            "--images",
+            str(photos),
+            "--output",
+            str(out),
+            "--batch-size",
+            str(BATCH),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture()
@@ -168,8 +227,9 @@ def test_overwrite_removes_only_what_invert_wrote(small_bundle, photos, tmp_path
 
 def test_latents_only_equals_latents_with_images(small_bundle, photos, reference, tmp_path, cache_env):
     assert _invert(small_bundle, photos, tmp_path / "out", "--no-images") == 3
-    np.testing.assert_allclose(np.load(tmp_path / "out" / "latents.npy"), np.load(reference / "latents.npy"),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out" / "latents.npy"), np.load(reference / "latents.npy"), rtol=1e-5, atol=1e-5
+    )
     assert not (tmp_path / "out" / "inversions").exists()
 
 

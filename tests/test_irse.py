@@ -1,4 +1,5 @@
 """IR / IR-SE backbone parity against the PyTorch reference (random weights, non-default BN stats)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,10 +7,10 @@ import pytest
 import torch
 
 from e4e_jax.models.irse import IRSEBackbone, unit_specs
+from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.psp_encoders import IRSEBody, randomize_
 from tools.convert_weights.irse import detect_backbone, irse_to_variables
 from tools.convert_weights.state_dicts import KeyTracker
-from tests.parity import tolerance as _tol  # noqa: E402
 
 TAPS = (6, 20, 23)
 
@@ -55,7 +56,8 @@ def test_train_mode_uses_batch_stats_and_updates_them(images):
     _, _, variables = _convert(randomize_(IRSEBody(50, "ir_se"), seed=2))
     model = IRSEBackbone(50, "ir_se", precision="highest")
     (out, _), new_vars = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        variables, jnp.asarray(images.transpose(0, 2, 3, 1)))
+        variables, jnp.asarray(images.transpose(0, 2, 3, 1))
+    )
     ref = ref_out.numpy().transpose(0, 2, 3, 1)
     assert float(np.abs(np.asarray(out) - ref).max()) <= _tol(ref)
     # Running mean follows torch's momentum 0.1 update.

@@ -1,5 +1,6 @@
 """Latent discriminator D_W (parity with a PyTorch reference built from the official architecture),
 the functional LatentCodesPool and the progressive schedule."""
+
 from __future__ import annotations
 
 import jax
@@ -10,8 +11,8 @@ import torch
 from torch import nn
 
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator, params_from_state_dict
-from e4e_jax.training import pool, schedule
 from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.training import pool, schedule
 
 
 class TorchLatentCodesDiscriminator(nn.Module):
@@ -74,12 +75,13 @@ def test_init_matches_torch_linear_ranges():
 
 # ----------------------------------------------------------------------------- LatentCodesPool
 
+
 def test_pool_fills_then_swaps_half_the_time():
     size, d = 6, 3
     state = pool.init_pool(size, d)
     first = jnp.arange(4 * d, dtype=jnp.float32).reshape(4, d)
     out, state = pool.query(state, first, jax.random.key(0))
-    np.testing.assert_array_equal(out, first)            # not full: returns the input and stores it
+    np.testing.assert_array_equal(out, first)  # not full: returns the input and stores it
     assert int(state.count) == 4
     np.testing.assert_array_equal(state.codes[:4], first)
 
@@ -116,6 +118,7 @@ def test_pool_size_zero_is_identity_and_layer_selection():
 
 
 # ----------------------------------------------------------------------------- progressive schedule
+
 
 def _official_stage(step: int, n_styles: int, start: int, every: int) -> int:
     """scripts/train.py setup_progressive_steps + coach.check_for_progressive_training_update, replayed."""

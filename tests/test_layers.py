@@ -1,7 +1,8 @@
 """Layer-level equalities behind the fast paths (the whole-generator torch parity tests cover the rest)."""
-import numpy as np
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from e4e_jax.models import layers
@@ -16,7 +17,7 @@ def test_polyphase_upsample_equals_zero_stuffing(kernel, factor):
     x = _rand((2, 7, 5, 3))
     taps = layers.fir_taps(kernel)
     p = len(taps) - factor
-    ref = layers.upfirdn2d(x, taps, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), gain=factor ** 2)
+    ref = layers.upfirdn2d(x, taps, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), gain=factor**2)
     out = layers.upsample2d(x, taps, factor)
     assert out.shape == ref.shape == (2, 7 * factor, 5 * factor, 3)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6, rtol=0)
@@ -32,4 +33,3 @@ def test_1x1_activation_path_matches_grouped_conv(demodulate):
     # The 1×1 case must not run a convolution: it is a per-sample matmul.
     hlo = jax.jit(lambda x, s: layers.modulated_conv2d(x, w, s, path="activation", **kw)).lower(x, s).as_text()
     assert "convolution" not in hlo and "dot_general" in hlo
-

@@ -3,6 +3,7 @@
 The loss values and gradients themselves are checked against PyTorch in test_lpips.py, test_arcface.py
 and test_moco.py, which hold the (expensive) networks as module fixtures.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,8 +47,9 @@ def test_id_crop_and_pool_match_torch():
 
 
 # 76 and 248: sizes where torch's float32 index rule differs from exact integer floor(i·in/out).
-@pytest.mark.parametrize("n_in,n_out", [(64, 224), (256, 224), (224, 224), (112, 224), (300, 224), (76, 224),
-                                       (248, 224), (7, 5)])
+@pytest.mark.parametrize(
+    "n_in,n_out", [(64, 224), (256, 224), (224, 224), (112, 224), (300, 224), (76, 224), (248, 224), (7, 5)]
+)
 def test_nearest_resize_matches_torch(n_in, n_out):
     t = torch.arange(n_in, dtype=torch.float32).reshape(1, 1, n_in, 1)
     ref_idx = F.interpolate(t, size=(n_out, 1))[0, 0, :, 0].numpy().astype(np.int64)

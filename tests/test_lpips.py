@@ -1,4 +1,5 @@
 """LPIPS (alex / vgg) against the PyTorch reference: real v0.1 heads, random torchvision-layout backbones."""
+
 import hashlib
 from pathlib import Path
 
@@ -11,15 +12,17 @@ import torch
 from e4e_jax import bundle
 from e4e_jax.losses import lpips_loss
 from e4e_jax.models.lpips import LPIPS
+from e4e_jax.torchfile import load_checkpoint
+from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.perceptual_refs import LPIPSRef, TorchvisionFeatures, e4e_lpips_loss, randomize_
 from tools.convert_weights import lpips as lpips_conv
 from tools.convert_weights.__main__ import main as convert_main
-from e4e_jax.torchfile import load_checkpoint
-from tests.parity import tolerance as _tol  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "lpips_v0.1"
-SHA256 = {"alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-          "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"}
+SHA256 = {
+    "alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+}
 CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 
 
@@ -92,7 +95,8 @@ def test_e4e_loss_and_gradient_match_reference(setup, images):
     ref_loss.backward()
     ref_grad = xt.grad.numpy().transpose(0, 2, 3, 1)
     loss, grad = jax.jit(jax.value_and_grad(lambda a, b: lpips_loss(variables, a, b, net, precision="highest")))(
-        _nhwc(x), _nhwc(y))
+        _nhwc(x), _nhwc(y)
+    )
     ref_loss = ref_loss.item()
     assert abs(float(loss) - ref_loss) <= _tol(ref_loss)
     grad = np.asarray(grad)
@@ -120,9 +124,13 @@ def test_identity_zero_symmetry_and_small_perturbation_scaling(setup, images):
 
 def _e4e_module_state(net, tv, heads):
     """e4e's criteria.lpips.LPIPS().state_dict(): net.mean/std, net.layers.{n}.*, lin.{k}.1.weight."""
-    sd = {"net.mean": torch.tensor([-.030, -.088, -.188])[None, :, None, None],
-          "net.std": torch.tensor([.458, .448, .450])[None, :, None, None]}
-    sd.update({f"net.layers.{k[len('features.'):]}": v for k, v in tv.state_dict().items() if k.startswith("features.")})
+    sd = {
+        "net.mean": torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None],
+        "net.std": torch.tensor([0.458, 0.448, 0.450])[None, :, None, None],
+    }
+    sd.update(
+        {f"net.layers.{k[len('features.') :]}": v for k, v in tv.state_dict().items() if k.startswith("features.")}
+    )
     sd.update({f"lin.{k}.1.weight": heads[f"lin{k}.model.1.weight"] for k in range(5)})
     return sd
 
@@ -139,8 +147,11 @@ def test_other_layouts_convert_identically(setup, tmp_path):
     torch.save(_e4e_module_state(net, tv, heads), tmp_path / "e4e_module.pth")
     torch.save({f"{k}.1.weight": heads[f"lin{k}.model.1.weight"] for k in range(5)}, tmp_path / "linlayers.pth")
     torch.save(tv.features.state_dict(), tmp_path / "features.pth")
-    for srcs in ([tmp_path / "lpips_module.pth"], [tmp_path / "e4e_module.pth"],
-                 [tmp_path / "features.pth", tmp_path / "linlayers.pth"]):
+    for srcs in (
+        [tmp_path / "lpips_module.pth"],
+        [tmp_path / "e4e_module.pth"],
+        [tmp_path / "features.pth", tmp_path / "linlayers.pth"],
+    ):
         arch, other, _ = lpips_conv.convert(srcs)
         assert arch["net"] == net
         jax.tree_util.tree_map(np.testing.assert_array_equal, other, variables)
@@ -184,6 +195,7 @@ def test_cli_bundle_roundtrip(setup, images, tmp_path):
     x, y = images
     with torch.no_grad():
         ref_d = ref(torch.from_numpy(x), torch.from_numpy(y)).numpy().reshape(-1)
-    d = np.asarray(LPIPS(**{"net": config["architecture"]["net"]}, precision="highest").apply(
-        variables, _nhwc(x), _nhwc(y)))
+    d = np.asarray(
+        LPIPS(**{"net": config["architecture"]["net"]}, precision="highest").apply(variables, _nhwc(x), _nhwc(y))
+    )
     assert np.abs(d - ref_d).max() <= _tol(ref_d)

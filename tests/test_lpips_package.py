@@ -11,6 +11,7 @@ lpips imports torchvision, whose PyPI builds need a different torch than the CPU
 the package runs on the stand-in of tests/torchvision_standin.py (torchvision's module layout, written from
 its published architecture), installed in sys.modules for this module's tests only.
 """
+
 from pathlib import Path
 
 import jax
@@ -68,12 +69,14 @@ def test_state_dict_names_each_head_twice(converted, lpips_pkg):
     """The package's state dict has lin{k} and its ModuleList alias lins.{k}; the shipped heads are converted."""
     net, model, _, variables = converted
     sd = model.state_dict()
-    shipped = torch.load(Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu",
-                         weights_only=True)
+    shipped = torch.load(
+        Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu", weights_only=True
+    )
     for k, c in enumerate(CHANNELS[net]):
         assert torch.equal(sd[f"lin{k}.model.1.weight"], sd[f"lins.{k}.model.1.weight"])
-        np.testing.assert_array_equal(variables["params"][f"lin_{k}"],
-                                      shipped[f"lin{k}.model.1.weight"].numpy().reshape(c))
+        np.testing.assert_array_equal(
+            variables["params"][f"lin_{k}"], shipped[f"lin{k}.model.1.weight"].numpy().reshape(c)
+        )
     assert any(k.startswith("net.slice5.") for k in sd) and "scaling_layer.shift" in sd
 
 
@@ -88,8 +91,10 @@ def test_distances_match_package(converted, images):
     d = np.asarray(jax.jit(lp.apply)(variables, _nhwc(x), _nhwc(y)))
     layers = np.asarray(lp.apply(variables, _nhwc(x), _nhwc(y), per_layer=True))
     err = max_err(d, ref)
-    print(f"lpips {net}: max |ours - package| {err:.3g}, relative {err / np.abs(ref).max():.3g} "
-          f"(distances {ref.min():.3g}..{ref.max():.3g})")
+    print(
+        f"lpips {net}: max |ours - package| {err:.3g}, relative {err / np.abs(ref).max():.3g} "
+        f"(distances {ref.min():.3g}..{ref.max():.3g})"
+    )
     assert ref.min() > 1e-3  # a meaningful comparison, not 0 vs 0
     assert_close(d, ref, f"lpips {net} distance")
     np.testing.assert_allclose(d, ref, rtol=1e-4)  # distances are O(0.1): relative check too

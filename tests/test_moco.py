@@ -1,4 +1,5 @@
 """MoCo-v2 ResNet-50: converter on the official checkpoint layout, features, head, and e4e's MoCo loss."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,12 +9,21 @@ import torch
 from e4e_jax import bundle
 from e4e_jax.losses import moco_features, moco_loss
 from e4e_jax.models.resnet import ProjectionHead, ResNet, architecture_of
-from tests.refs.perceptual_refs import (DDPWrapper, MoCo, assert_gradient_close, calibrate_bn_, e4e_moco_loss,
-                                        moco_extract_feats, moco_feature_net, randomize_, reference_loss_and_grad,
-                                        smooth_images)
+from tests.parity import tolerance as _tol  # noqa: E402
+from tests.refs.perceptual_refs import (
+    DDPWrapper,
+    MoCo,
+    assert_gradient_close,
+    calibrate_bn_,
+    e4e_moco_loss,
+    moco_extract_feats,
+    moco_feature_net,
+    randomize_,
+    reference_loss_and_grad,
+    smooth_images,
+)
 from tools.convert_weights import moco as moco_conv
 from tools.convert_weights.__main__ import main as convert_main
-from tests.parity import tolerance as _tol  # noqa: E402
 
 HI = "highest"
 
@@ -31,9 +41,18 @@ def moco_ckpt(tmp_path_factory):
     calibrate_bn_(moco.encoder_q, torch.nn.functional.interpolate(smooth_images(9, 8, 64), size=224), -0.25)
     randomize_(moco.encoder_k, seed=2)
     path = tmp_path_factory.mktemp("moco") / "moco_v2_test.pth.tar"
-    torch.save({"epoch": 200, "arch": "resnet50", "state_dict": DDPWrapper(moco).state_dict(),
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4,
-                                                             "params": list(range(161))}]}}, path)
+    torch.save(
+        {
+            "epoch": 200,
+            "arch": "resnet50",
+            "state_dict": DDPWrapper(moco).state_dict(),
+            "optimizer": {
+                "state": {},
+                "param_groups": [{"lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4, "params": list(range(161))}],
+            },
+        },
+        path,
+    )
     return moco.eval(), path
 
 
@@ -56,8 +75,9 @@ def test_converter_layout(moco_ckpt, converted):
     assert architecture_of(variables["params"]) == arch
     assert extra["bundle_kind"] == "moco"
     p, s = variables["params"], variables["batch_stats"]
-    np.testing.assert_array_equal(p["layer2_0"]["conv2"]["kernel"],
-                                  moco.encoder_q.layer2[0].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        p["layer2_0"]["conv2"]["kernel"], moco.encoder_q.layer2[0].conv2.weight.detach().numpy().transpose(2, 3, 1, 0)
+    )
     np.testing.assert_array_equal(s["layer4_2"]["bn3"]["var"], moco.encoder_q.layer4[2].bn3.running_var.numpy())
     np.testing.assert_array_equal(p["head"]["fc_2"]["kernel"], moco.encoder_q.fc[2].weight.detach().numpy().T)
     assert "layer1_1" in p and "downsample_conv" not in p["layer1_1"]
@@ -96,7 +116,8 @@ def test_loss_logs_and_gradient_match_reference(moco_ckpt, converted, images):
         return moco_loss(v, a, b, c, with_logs=True, precision=HI)
 
     (loss, logs), grad = jax.jit(jax.value_and_grad(f, argnums=1, has_aux=True))(
-        variables, _nhwc(y_hat), _nhwc(y), _nhwc(x))
+        variables, _nhwc(y_hat), _nhwc(y), _nhwc(x)
+    )
     assert ref_loss > 0.05, ref_loss  # the images are told apart: a meaningful loss
     assert abs(float(loss) - ref_loss) <= _tol(ref_loss)
     assert abs(float(logs["sim_improvement"]) - ref_sim) <= 1e-4
@@ -112,8 +133,11 @@ def test_converter_errors_and_cli(moco_ckpt, converted, tmp_path):
     tiny = {"module.encoder_q.conv1.weight": torch.zeros(64, 3, 7, 7)}
     cases = [  # (state_dict or whole checkpoint, error type, message)
         ({**q, "module.encoder_q.extra.weight": torch.zeros(1)}, KeyError, "module.encoder_q.extra.weight"),
-        ({k: v for k, v in q.items() if k != "module.encoder_q.layer3.4.bn2.running_var"}, KeyError,
-         "layer3.4.bn2.running_var"),
+        (
+            {k: v for k, v in q.items() if k != "module.encoder_q.layer3.4.bn2.running_var"},
+            KeyError,
+            "layer3.4.bn2.running_var",
+        ),
         ({**tiny, "module.predictor.weight": torch.zeros(1)}, KeyError, "module.predictor.weight"),
         ({"arch": "resnet18", "state_dict": tiny}, ValueError, "resnet18"),
         ({"model": tiny}, ValueError, "expected a MoCo checkpoint"),
@@ -124,7 +148,7 @@ def test_converter_errors_and_cli(moco_ckpt, converted, tmp_path):
         with pytest.raises(err, match=msg):
             moco_conv.convert([tmp_path / f"bad{i}.pth"])
     # Saved without DDP (no 'module.' prefix) converts the same.
-    torch.save({"state_dict": {k[len("module."):]: v for k, v in q.items()}}, tmp_path / "plain.pth")
+    torch.save({"state_dict": {k[len("module.") :]: v for k, v in q.items()}}, tmp_path / "plain.pth")
     _, plain, _ = moco_conv.convert([tmp_path / "plain.pth"])
     ref = converted[1]
     jax.tree_util.tree_map(np.testing.assert_array_equal, plain, ref)

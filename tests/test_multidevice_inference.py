@@ -1,5 +1,6 @@
 """Synthesis and inversion sharded over several (simulated CPU) devices give the single-device result,
 for both modulation paths (the grouped conv runs per device under shard_map)."""
+
 from __future__ import annotations
 
 import os
@@ -55,6 +56,11 @@ SCRIPT = textwrap.dedent("""
 
 def test_sharded_inference_matches_single_device(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    out = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT), tmp=str(tmp_path))],
-                         capture_output=True, text=True, env=env, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(root=str(ROOT), tmp=str(tmp_path))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

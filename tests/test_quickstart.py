@@ -1,4 +1,5 @@
 """`e4e-jax quickstart` end to end (short: 120 training steps, two held-out samples) and that it learns."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Reference values come from torch itself: files are written with torch.save / pic
 with torch.load(weights_only=False); the safe reader must give the same values and structure.
 Hostile and broken inputs are in test_safe_torch_hostile.py; shared helpers in safe_torch_helpers.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.safe_torch_helpers import _expected_array, _install_fake_nvlabs, _persistent_classes, _save, assert_same
 from e4e_jax.torchfile import PERSISTENT_MODULE, EasyDict, PersistentObject, load_checkpoint
+from tests.safe_torch_helpers import _expected_array, _install_fake_nvlabs, _persistent_classes, _save, assert_same
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -100,7 +101,9 @@ def test_plain_pickle_of_tensors(tmp_path, protocol):
 @pytest.mark.parametrize("fmt", ["zip", "legacy", "pickle4"])
 def test_whole_torch_modules_become_persistent_objects(tmp_path, fmt):
     g = torch.Generator().manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ModuleList([torch.nn.Linear(3, 2)]))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ModuleList([torch.nn.Linear(3, 2)])
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
@@ -167,7 +170,10 @@ def test_legacy_cuda_tagged_storages(tmp_path):
     """lpips v0.1 weights: legacy pickles whose storages are torch.cuda.FloatStorage on 'cuda:0'."""
     g = torch.Generator().manual_seed(2)
     state = collections.OrderedDict(
-        [("lin0.model.1.weight", torch.rand(1, 64, 1, 1, generator=g)), ("lin1.model.1.weight", torch.rand(1, 128, 1, 1, generator=g))]
+        [
+            ("lin0.model.1.weight", torch.rand(1, 64, 1, 1, generator=g)),
+            ("lin1.model.1.weight", torch.rand(1, 128, 1, 1, generator=g)),
+        ]
     )
     raw = _save(state, tmp_path / "cpu.pth", "legacy").read_bytes()
     assert raw.count(b"X\x03\x00\x00\x00cpu") == 1 and raw.count(b"ctorch\nFloatStorage\n") == 1
@@ -211,7 +217,9 @@ def test_nvlabs_persistent_pickle(tmp_path, monkeypatch):
     # Flattened names and values are torch's own.
     assert_same(G_ours.state_dict(), G.state_dict(), "state_dict")
     assert_same(G_ours.parameters(), collections.OrderedDict(G.named_parameters()), "parameters")
-    assert_same(G_ours.buffers(), collections.OrderedDict((k, v) for k, v in G.named_buffers() if k != "scratch"), "buffers")
+    assert_same(
+        G_ours.buffers(), collections.OrderedDict((k, v) for k, v in G.named_buffers() if k != "scratch"), "buffers"
+    )
     assert "scratch" in G_ours.buffers(persistent_only=False)
     assert "mapping.fc0.weight" in G_ours.parameters() and "synthesis.b4.bias" in G_ours.parameters()
     # Attributes, including init_kwargs (stored as _init_kwargs) with nested EasyDicts.
@@ -223,7 +231,11 @@ def test_nvlabs_persistent_pickle(tmp_path, monkeypatch):
     assert mapping.class_name == "MappingNetwork" and mapping.attr("w_dim") == 3
     np.testing.assert_array_equal(mapping.attr("w_avg"), G.mapping.w_avg.numpy())
     linear = G_ours.submodule("mapping.fc0")
-    assert (linear.module_name, linear.class_name, linear.attr("in_features")) == ("torch.nn.modules.linear", "Linear", 4)
+    assert (linear.module_name, linear.class_name, linear.attr("in_features")) == (
+        "torch.nn.modules.linear",
+        "Linear",
+        4,
+    )
     assert G_ours.attr("missing", None) is None
     with pytest.raises(KeyError, match="no attribute 'nonexistent'"):
         G_ours.attr("nonexistent")

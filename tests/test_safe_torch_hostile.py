@@ -1,4 +1,5 @@
 """Tests that the safe_torch checkpoint reader refuses malicious files, survives broken ones and needs no torch."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.safe_torch_helpers import _install_fake_nvlabs, _persistent_classes, _save, assert_same
 from e4e_jax import torchfile
 from e4e_jax.torchfile import CheckpointError, UnsafePickleError, load_checkpoint
+from tests.safe_torch_helpers import _install_fake_nvlabs, _persistent_classes, _save, assert_same
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,8 +109,17 @@ def good_files(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "case",
-    ["truncated_zip", "truncated_zip_tail", "truncated_legacy_data", "truncated_legacy_pickle", "truncated_pickle",
-     "empty", "random", "text", "corrupt_zip_record"],
+    [
+        "truncated_zip",
+        "truncated_zip_tail",
+        "truncated_legacy_data",
+        "truncated_legacy_pickle",
+        "truncated_pickle",
+        "empty",
+        "random",
+        "text",
+        "corrupt_zip_record",
+    ],
 )
 def test_broken_files_raise_checkpoint_error(tmp_path, good_files, case):
     _, files = good_files
@@ -184,7 +194,9 @@ def test_reader_works_without_torch(tmp_path, good_files, monkeypatch):
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     with np.load(out) as arrays:
         for fmt in files:

@@ -1,5 +1,6 @@
 """Parity of the Flax StyleGAN2 with a PyTorch reference saved as a rosinality `.pt` and converted
 by the real converter CLI; plus jit caching, converter errors and the `synthesize` command."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,8 @@ import jax.numpy as jnp  # noqa: E402
 from e4e_jax import bundle  # noqa: E402
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
-from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator, channel_table  # noqa: E402
+from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator  # noqa: E402
+from tests.refs.rosinality_stylegan2 import channel_table  # noqa: E402
 from tools.convert_weights.__main__ import main as convert_main  # noqa: E402
 
 STYLE_DIM = 64
@@ -33,7 +35,9 @@ def converted(request, tmp_path_factory):
     size, cm, div, style_dim = request.param
     torch.manual_seed(size * 10 + cm)
     channels = {r: max(c // div, 4) for r, c in channel_table(cm).items()}
-    tg = TorchGenerator(size, style_dim=style_dim, n_mlp=3, channel_multiplier=cm, channels=channels).randomize_(seed=size + cm)
+    tg = TorchGenerator(size, style_dim=style_dim, n_mlp=3, channel_multiplier=cm, channels=channels).randomize_(
+        seed=size + cm
+    )
     tg.eval()
     latent_avg = torch.randn(style_dim) * 0.5
     tmp = tmp_path_factory.mktemp(f"sg2_{size}_{cm}")
@@ -82,8 +86,9 @@ def test_style_mixing_and_no_noise(converted):
         ref_mix, lat = tg([z1, z2], inject_index=3, randomize_noise=False, return_latents=True)
         ref_none, _ = tg([z1], noise=noise0)
     gen = _gen(cfg)
-    ours_mix, ours_lat = gen.apply(variables, (jnp.asarray(z1.numpy()), jnp.asarray(z2.numpy())), inject_index=3,
-                                   return_latents=True)
+    ours_mix, ours_lat = gen.apply(
+        variables, (jnp.asarray(z1.numpy()), jnp.asarray(z2.numpy())), inject_index=3, return_latents=True
+    )
     assert_close(ours_lat, lat.numpy(), "mixed latents")
     assert_close(ours_mix, nhwc(ref_mix), "mixing")
     assert_close(gen.apply(variables, jnp.asarray(z1.numpy()), noise_mode="none"), nhwc(ref_none), "noise none")
@@ -100,8 +105,9 @@ def test_random_noise_is_seeded_and_differs_from_const(converted):
     assert float(jnp.abs(a - c).max()) > 1e-3
 
 
-@pytest.mark.parametrize("path,upsample", [("activation", "transpose"), ("grouped", "subpixel"),
-                                           ("activation", "subpixel")])
+@pytest.mark.parametrize(
+    "path,upsample", [("activation", "transpose"), ("grouped", "subpixel"), ("activation", "subpixel")]
+)
 def test_modulation_and_upsampling_paths_agree(converted, path, upsample):
     _, _, cfg, variables, _ = converted
     ws = jax.random.normal(jax.random.key(2), (BATCH, cfg.n_latent, cfg.style_dim))
@@ -137,8 +143,21 @@ def test_synthesize_cli_writes_npy_and_png(converted, tmp_path):
         pytest.skip("one size is enough for the CLI")
     ws = np.random.default_rng(0).standard_normal((3, cfg.n_latent, cfg.style_dim)).astype(np.float32)
     np.save(tmp_path / "w.npy", ws)
-    rc = cli_main(["synthesize", "--model", str(bundle_dir), "--latents", str(tmp_path / "w.npy"),
-                   "--output", str(tmp_path / "imgs.npy"), "--png", str(tmp_path / "png"), "--batch-size", "2"])
+    rc = cli_main(
+        [
+            "synthesize",
+            "--model",
+            str(bundle_dir),
+            "--latents",
+            str(tmp_path / "w.npy"),
+            "--output",
+            str(tmp_path / "imgs.npy"),
+            "--png",
+            str(tmp_path / "png"),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert rc == 0
     imgs = np.load(tmp_path / "imgs.npy")
     assert imgs.shape == (3, cfg.size, cfg.size, 3) and imgs.dtype == np.float32
@@ -147,12 +166,15 @@ def test_synthesize_cli_writes_npy_and_png(converted, tmp_path):
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["000000.png", "000001.png", "000002.png"]
     bad = tmp_path / "bad.npy"
     np.save(bad, ws[:, :3])
-    assert cli_main(["synthesize", "--model", str(bundle_dir), "--latents", str(bad),
-                     "--output", str(tmp_path / "x.npy")]) == 2
+    assert (
+        cli_main(["synthesize", "--model", str(bundle_dir), "--latents", str(bad), "--output", str(tmp_path / "x.npy")])
+        == 2
+    )
     assert not (tmp_path / "x.npy").exists()
 
 
 # ----------------------------------------------------------------------------- converter errors
+
 
 @pytest.fixture(scope="module")
 def small_torch_gen():

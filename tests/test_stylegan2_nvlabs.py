@@ -5,6 +5,7 @@ weights is written as an official network pickle (tests/refs/nvlabs_pickle.py), 
 CLI (`python -m tools.convert_weights stylegan2 FILE.pkl --out DIR`, run in-process), loaded back as a
 bundle, and compared with the reference at the project tolerance.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,24 +17,38 @@ import torch
 
 from e4e_jax import bundle
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
+from e4e_jax.torchfile import load_checkpoint
 from tests.refs import nvlabs_pickle, nvlabs_stylegan2
 from tools.convert_weights.__main__ import main as convert_main
-from e4e_jax.torchfile import load_checkpoint
 from tools.convert_weights.stylegan2_nvlabs import convert_nvlabs
 
 BATCH = 3
 
 CASES = {
     # res 32, 2-layer mapping, no clamp.
-    "r32_map2": dict(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs=dict(num_layers=2),
-                     synthesis_kwargs=dict(channel_base=1024, channel_max=64)),
+    "r32_map2": dict(
+        z_dim=32,
+        w_dim=32,
+        img_resolution=32,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=1024, channel_max=64),
+    ),
     # res 64, 8-layer mapping, ADA's conv_clamp=256 and fp16 metadata, z_dim != w_dim.
-    "r64_map8_clamp256": dict(z_dim=48, w_dim=32, img_resolution=64, mapping_kwargs=dict(num_layers=8),
-                              synthesis_kwargs=dict(channel_base=2048, channel_max=64, num_fp16_res=4,
-                                                    conv_clamp=256)),
+    "r64_map8_clamp256": dict(
+        z_dim=48,
+        w_dim=32,
+        img_resolution=64,
+        mapping_kwargs=dict(num_layers=8),
+        synthesis_kwargs=dict(channel_base=2048, channel_max=64, num_fp16_res=4, conv_clamp=256),
+    ),
     # A clamp small enough to bite in every layer.
-    "r32_clamp0.5": dict(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs=dict(num_layers=2),
-                         synthesis_kwargs=dict(channel_base=1024, channel_max=64, conv_clamp=0.5)),
+    "r32_clamp0.5": dict(
+        z_dim=32,
+        w_dim=32,
+        img_resolution=32,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=1024, channel_max=64, conv_clamp=0.5),
+    ),
 }
 
 
@@ -68,8 +83,9 @@ def converted(request, tmp_path_factory):
     """(reference G_ema, our Generator, variables) for one case, through pickle -> CLI -> bundle."""
     g_ema = _build(request.param)
     tmp = tmp_path_factory.mktemp(request.param)
-    pkl = nvlabs_pickle.save_network_pickle(tmp / "network-snapshot-000000.pkl", _perturbed_copy(g_ema), g_ema,
-                                            D=nvlabs_pickle.Discriminator())
+    pkl = nvlabs_pickle.save_network_pickle(
+        tmp / "network-snapshot-000000.pkl", _perturbed_copy(g_ema), g_ema, D=nvlabs_pickle.Discriminator()
+    )
     assert convert_main(["stylegan2", str(pkl), "--out", str(tmp / "bundle")]) == 0
     config, variables = bundle.load(tmp / "bundle", "stylegan2")
     gen = Generator(StyleGAN2Config(**config["architecture"]), precision="highest")
@@ -158,8 +174,14 @@ def test_error_resnet_architecture(tmp_path, capsys):
 def test_error_missing_g_ema(tmp_path):
     pkl = tmp_path / "net.pkl"
     with open(pkl, "wb") as f:  # e.g. a D-only or hand-trimmed snapshot
-        nvlabs_pickle._PersistentPickler(f).dump({"G": _build("r32_map2"), "D": None, "augment_pipe": None,
-                                                  "training_set_kwargs": nvlabs_pickle.dnnlib.EasyDict()})
+        nvlabs_pickle._PersistentPickler(f).dump(
+            {
+                "G": _build("r32_map2"),
+                "D": None,
+                "augment_pipe": None,
+                "training_set_kwargs": nvlabs_pickle.dnnlib.EasyDict(),
+            }
+        )
     with pytest.raises(KeyError, match=r"net\.pkl.*G_ema"):
         _convert(pkl)
 

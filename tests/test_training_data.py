@@ -1,5 +1,6 @@
 """Training input: deterministic per-step batches, per-process slices, corrupt files skipped, the tfds
 pipeline (where TensorFlow is installed) reading the same batches as the TF-free loader, synthetic data."""
+
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """`e4e-jax train` on bad input and unlucky timing (issue 16): bad config values refused before any work,
 one writer per work directory (the lock), a --resume whose config does not fit the checkpoint names
 the differing fields, a --resume already past --max-steps says nothing was trained and writes nothing."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from e4e_jax import cli, errors, outdir
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 2
-LOCK_WAIT_S = 120   # the CLI run takes its lock after start-up (imports): seconds, not minutes
+LOCK_WAIT_S = 120  # the CLI run takes its lock after start-up (imports): seconds, not minutes
 RUN_TIMEOUT_S = 600
 
 CONFIG_FILE = """
@@ -43,9 +44,15 @@ def trained(tmp_path_factory):
     cfg.write_text(CONFIG_FILE.format(steps=STEPS))
     work = root / "work"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "e4e_jax.cli", "train", "--config", str(cfg), "--workdir",
-                             str(work)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "e4e_jax.cli", "train", "--config", str(cfg), "--workdir", str(work)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
         while not (work / outdir.LOCK_NAME).exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -63,14 +70,17 @@ def trained(tmp_path_factory):
     return cfg, work
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.save_interval=0", "config.save_interval=0: must be a whole number ≥ 1"),
-    ("--config.batch_size=-2", "config.batch_size=-2: must be a whole number ≥ 1"),
-    ("--config.learning_rate=1e999", "config.learning_rate=inf: must be a finite number > 0"),
-    ("--config.max_val_batches=0", "config.max_val_batches=0: must be -1 (the whole test set) or ≥ 1"),
-    ("--config.data.image_size=(0,32)", "config.data.image_size=(0, 32): must be (height, width)"),
-    ("--config.data.loader=tf", "config.data.loader='tf': must be one of 'auto', 'tfds', 'numpy'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.save_interval=0", "config.save_interval=0: must be a whole number ≥ 1"),
+        ("--config.batch_size=-2", "config.batch_size=-2: must be a whole number ≥ 1"),
+        ("--config.learning_rate=1e999", "config.learning_rate=inf: must be a finite number > 0"),
+        ("--config.max_val_batches=0", "config.max_val_batches=0: must be -1 (the whole test set) or ≥ 1"),
+        ("--config.data.image_size=(0,32)", "config.data.image_size=(0, 32): must be (height, width)"),
+        ("--config.data.loader=tf", "config.data.loader='tf': must be one of 'auto', 'tfds', 'numpy'"),
+    ],
+)
 def test_bad_config_values_are_refused_before_any_work(tmp_path, capsys, override, message):
     work = tmp_path / "w"
     code, err = _train(capsys, "--config", "configs/tiny.py", "--workdir", str(work), override)
@@ -80,8 +90,15 @@ def test_bad_config_values_are_refused_before_any_work(tmp_path, capsys, overrid
 
 def test_every_bad_value_gets_its_own_line_and_bad_flags_fail_at_parse_time(tmp_path, capsys):
     work = tmp_path / "w"
-    code, err = _train(capsys, "--config", "configs/tiny.py", "--workdir", str(work),
-                       "--config.save_interval=0", "--config.val_interval=-1")
+    code, err = _train(
+        capsys,
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        str(work),
+        "--config.save_interval=0",
+        "--config.val_interval=-1",
+    )
     assert code == errors.EXIT_USAGE and len(err) == 2, err
     fields = sorted(line.removeprefix("error: ").split(":")[0] for line in err)
     assert fields == ["config.save_interval=0", "config.val_interval=-1"], err
@@ -102,8 +119,18 @@ def test_second_writer_is_refused(trained, capsys):
 
 def test_resume_with_another_config_names_the_fields_that_differ(trained, capsys):
     cfg, work = trained
-    code, err = _train(capsys, "--config", str(cfg), "--workdir", str(work), "--resume", "--max-steps", "3",
-                       "--config.w_pool_size=8", "--config.learning_rate=0.5")
+    code, err = _train(
+        capsys,
+        "--config",
+        str(cfg),
+        "--workdir",
+        str(work),
+        "--resume",
+        "--max-steps",
+        "3",
+        "--config.w_pool_size=8",
+        "--config.learning_rate=0.5",
+    )
     assert code == errors.EXIT_USAGE, err
     assert err[0].startswith(f"error: --resume: the checkpoint at step {STEPS}") and "fields that differ" in err[0]
     # One line per differing field, nothing of orbax's own report; run-steering fields (max_steps) not listed.

@@ -1,5 +1,6 @@
 """The training loop: exact kill-and-resume in a fresh process (through the CLI), NaN stops with the last
 good checkpoint intact, metric/image writers without TensorFlow, config overrides of `e4e-jax train`."""
+
 from __future__ import annotations
 
 import json
@@ -42,16 +43,16 @@ def test_kill_and_resume_in_a_fresh_process_is_exact(tmp_path):
     cfg_file = tmp_path / "cfg.py"
     cfg_file.write_text(CONFIG_FILE.format(overrides=RESUME_OVERRIDES))
 
-    metrics = train_and_evaluate(small_config(**RESUME_OVERRIDES), full)       # 6 steps uninterrupted
+    metrics = train_and_evaluate(small_config(**RESUME_OVERRIDES), full)  # 6 steps uninterrupted
     assert metrics["step"] == 6 and math.isfinite(metrics["train/loss"])
-    train_and_evaluate(small_config(**RESUME_OVERRIDES), split, max_steps=3)   # 3 steps, checkpoint, "killed"
+    train_and_evaluate(small_config(**RESUME_OVERRIDES), split, max_steps=3)  # 3 steps, checkpoint, "killed"
 
     # A fresh process continues the split run to step 6 through the command line.
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "e4e_jax.cli", "train", "--config", str(cfg_file), "--workdir", str(split)]
     out = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout[out.stdout.index("{"):])["step"] == 6
+    assert json.loads(out.stdout[out.stdout.index("{") :])["step"] == 6
 
     a, b = _state(full, 6), _state(split, 6)
     leaves_a, leaves_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)
@@ -64,8 +65,10 @@ def test_kill_and_resume_in_a_fresh_process_is_exact(tmp_path):
     mid = _state(split, 3)
     assert int(np.asarray(a["step"])) == 6 and int(np.asarray(mid["step"])) == 3
     assert np.asarray(a["fake_pool"]["count"]) == 4
-    moved = [np.max(np.abs(np.asarray(x) - np.asarray(y))) for x, y in
-             zip(jax.tree.leaves(a["disc_params"]), jax.tree.leaves(mid["disc_params"]))]
+    moved = [
+        np.max(np.abs(np.asarray(x) - np.asarray(y)))
+        for x, y in zip(jax.tree.leaves(a["disc_params"]), jax.tree.leaves(mid["disc_params"]))
+    ]
     assert max(moved) > 0
 
     # Metrics without TensorFlow: JSON lines continue across the restart; image grids are PNGs.
@@ -92,18 +95,34 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert saved and max(saved) < failed, (saved, failed)
     assert f"step {max(saved)}" in msg
     good = _state(tmp_path, max(saved))
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(good)
-               if np.issubdtype(np.asarray(x).dtype, np.floating))
+    assert all(
+        np.all(np.isfinite(np.asarray(x)))
+        for x in jax.tree.leaves(good)
+        if np.issubdtype(np.asarray(x).dtype, np.floating)
+    )
 
 
 # ----------------------------------------------------------------------------- CLI config handling
 
+
 def test_config_overrides_parse_with_config_flags():
-    c = train_cmd.load_config("cars", ["--config.batch_size=16", "--config.learning_rate=3e-4",
-                                       "--config.use_w_pool=false", "--config.data.train_dir=/data/cars",
-                                       "--config.crop_rows=(0, 192)", "--config.data.image_size=[128, 128]",
-                                       "--config.progressive_start", "100", "--config.lpips_bundle=123",
-                                       "--config.generator.random_init={'size': 16}", "--config.seed", "-1"])
+    c = train_cmd.load_config(
+        "cars",
+        [
+            "--config.batch_size=16",
+            "--config.learning_rate=3e-4",
+            "--config.use_w_pool=false",
+            "--config.data.train_dir=/data/cars",
+            "--config.crop_rows=(0, 192)",
+            "--config.data.image_size=[128, 128]",
+            "--config.progressive_start",
+            "100",
+            "--config.lpips_bundle=123",
+            "--config.generator.random_init={'size': 16}",
+            "--config.seed",
+            "-1",
+        ],
+    )
     assert c.batch_size == 16 and c.learning_rate == 3e-4 and c.use_w_pool is False
     assert c.data.train_dir == "/data/cars" and c.crop_rows == (0, 192) and c.data.image_size == (128, 128)
     assert c.progressive_start == 100 and c.seed == -1 and c.generator.random_init == {"size": 16}
@@ -138,8 +157,19 @@ def test_train_command_parses_overrides_and_help(capsys):
     from e4e_jax import cli
 
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "--config", "configs/tiny.py", "--workdir", "w",
-                              "--config.batch_size=2", "--config.data.source", "synthetic", "--resume"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--config",
+            "configs/tiny.py",
+            "--workdir",
+            "w",
+            "--config.batch_size=2",
+            "--config.data.source",
+            "synthetic",
+            "--resume",
+        ]
+    )
     assert args.resume and args.config_flags == ["--config.batch_size=2", "--config.data.source", "synthetic"]
     assert train_cmd.load_config(str(ROOT / "configs" / "tiny.py"), args.config_flags).data.source == "synthetic"
     assert train_cmd.load_config("cars").crop_rows == (32, 224)
@@ -149,14 +179,22 @@ def test_train_command_parses_overrides_and_help(capsys):
 
 
 def test_ablation_switches():
-    for key, progressive, d_reg, adv, mode in [("A", False, False, 0.0, "psp"), ("B", True, True, 0.0, "e4e"),
-                                               ("C", False, False, 0.1, "e4e"), ("D", True, True, 0.1, "e4e"),
-                                               ("W", False, False, 0.1, "w")]:
+    for key, progressive, d_reg, adv, mode in [
+        ("A", False, False, 0.0, "psp"),
+        ("B", True, True, 0.0, "e4e"),
+        ("C", False, False, 0.1, "e4e"),
+        ("D", True, True, 0.1, "e4e"),
+        ("W", False, False, 0.1, "w"),
+    ]:
         c = configs.get("ffhq")
         c.ablation = key
         config_rules.apply_ablation(c)
-        assert (c.use_progressive, c.use_delta_reg, c.w_discriminator_lambda, c.encoder.mode) == \
-            (progressive, d_reg, adv, mode)
+        assert (c.use_progressive, c.use_delta_reg, c.w_discriminator_lambda, c.encoder.mode) == (
+            progressive,
+            d_reg,
+            adv,
+            mode,
+        )
 
     w = ffhq_w.get_config()
     assert (w.use_progressive, w.use_delta_reg, w.w_discriminator_lambda, w.encoder.mode) == (False, False, 0.1, "w")
@@ -171,4 +209,3 @@ def test_w_mode_refuses_progressive_stages_and_delta_reg():
     with pytest.raises(ValueError, match="use_progressive=False --config.use_delta_reg=False"):
         check_w_mode(c)
     check_w_mode(ffhq_w.get_config())
-

@@ -9,6 +9,7 @@ and every image is written once; final_metrics.json and model/ exist; the resume
 to the uninterrupted one. And: the rows a process loads come from the batch sharding (an interleaved
 mesh), not from an assumed device order.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,25 +26,37 @@ from PIL import Image
 from tests.multiprocess import describe, launch
 from tests.training_helpers import ONE_VS_MANY_RTOL, read_state, worst_relative_difference
 
-PROCESSES, DEVICES = 2, 2                 # 2 processes × 2 devices, against 1 process × 4 devices
+PROCESSES, DEVICES = 2, 2  # 2 processes × 2 devices, against 1 process × 4 devices
 BATCH = TEST_BATCH = PROCESSES * DEVICES  # one row per device
-STEPS, MID = 6, 4                          # the resumed run continues from checkpoint MID
+STEPS, MID = 6, 4  # the resumed run continues from checkpoint MID
 IMAGE_EVERY, VAL_EVERY, SAVE_EVERY = 2, 3, 2
 TRAIN_FILES, TEST_FILES, SIZE = 3 * BATCH, 2 * TEST_BATCH, 16  # 3 steps per epoch: the run crosses epochs
-TIMEOUT_S = 400                            # per run of the CLI (measured: about 30-70 s on 2 CPU cores)
+TIMEOUT_S = 400  # per run of the CLI (measured: about 30-70 s on 2 CPU cores)
 
 # A tiny configs/tiny.py: 16 px generator (6 codes), small IR-SE widths, folder data, every loss but
 # LPIPS (random LPIPS needs ≥ 32 px), progressive stages and R1 within the run.
 OVERRIDES = [
-    "--config.data.source=folder", f"--config.data.image_size=({SIZE},{SIZE})", f"--config.output_size=({SIZE},{SIZE})",
+    "--config.data.source=folder",
+    f"--config.data.image_size=({SIZE},{SIZE})",
+    f"--config.output_size=({SIZE},{SIZE})",
     "--config.generator.random_init={'size': %d, 'channels': (16, 16, 16), 'style_dim': 512, 'n_mlp': 1, "
     "'seed': 0}" % SIZE,
-    "--config.encoder.kwargs.widths=(8,8,16,16)", "--config.encoder.kwargs.units=(1,1,1,1)",
-    "--config.encoder.kwargs.style_channels=16", "--config.lpips_lambda=0",
-    f"--config.batch_size={BATCH}", f"--config.test_batch_size={TEST_BATCH}", f"--config.max_steps={STEPS}",
-    "--config.board_interval=1", f"--config.image_interval={IMAGE_EVERY}", f"--config.val_interval={VAL_EVERY}",
-    f"--config.save_interval={SAVE_EVERY}", "--config.max_val_batches=-1", "--config.progressive_start=2",
-    "--config.progressive_step_every=2", "--config.d_reg_every=2", "--config.w_pool_size=4",
+    "--config.encoder.kwargs.widths=(8,8,16,16)",
+    "--config.encoder.kwargs.units=(1,1,1,1)",
+    "--config.encoder.kwargs.style_channels=16",
+    "--config.lpips_lambda=0",
+    f"--config.batch_size={BATCH}",
+    f"--config.test_batch_size={TEST_BATCH}",
+    f"--config.max_steps={STEPS}",
+    "--config.board_interval=1",
+    f"--config.image_interval={IMAGE_EVERY}",
+    f"--config.val_interval={VAL_EVERY}",
+    f"--config.save_interval={SAVE_EVERY}",
+    "--config.max_val_batches=-1",
+    "--config.progressive_start=2",
+    "--config.progressive_step_every=2",
+    "--config.d_reg_every=2",
+    "--config.w_pool_size=4",
 ]
 ROWS_LOG = re.compile(r"process (\d+) reads (train step|test batch) (\d+) rows=(\[[^\]]*\]) files=(\[[^\]]*\])")
 
@@ -58,12 +71,30 @@ def _images(d: Path, n: int, seed: int) -> Path:
 
 def _train(data: Path, workdir: Path, processes: int, devices: int, cache: Path, *extra: str, flags: bool = False):
     """The CLI run; the process group named by the JAX_* environment, or (flags) by --config.distributed.*."""
-    argv = ["-m", "e4e_jax.cli", "train", "--config", "configs/tiny.py", "--workdir", str(workdir),
-            "--log-level", "debug", f"--config.data.train_dir={data / 'train'}",
-            f"--config.data.test_dir={data / 'test'}", *OVERRIDES, *extra]
+    argv = [
+        "-m",
+        "e4e_jax.cli",
+        "train",
+        "--config",
+        "configs/tiny.py",
+        "--workdir",
+        str(workdir),
+        "--log-level",
+        "debug",
+        f"--config.data.train_dir={data / 'train'}",
+        f"--config.data.test_dir={data / 'test'}",
+        *OVERRIDES,
+        *extra,
+    ]
     # One compilation cache for all runs: the resumed run reuses the executables of the first.
-    results = launch(argv, processes, devices, TIMEOUT_S, extra_env={"JAX_COMPILATION_CACHE_DIR": str(cache)},
-                     flag_prefix="--config.distributed." if flags else None)
+    results = launch(
+        argv,
+        processes,
+        devices,
+        TIMEOUT_S,
+        extra_env={"JAX_COMPILATION_CACHE_DIR": str(cache)},
+        flag_prefix="--config.distributed." if flags else None,
+    )
     assert all(r.returncode == 0 for r in results), describe(results)
     return results
 
@@ -71,7 +102,7 @@ def _train(data: Path, workdir: Path, processes: int, devices: int, cache: Path,
 def _final(result) -> dict:
     """The final metrics the command printed (after any lines of the collectives library)."""
     text = "\n" + result.stdout
-    return json.loads(text[text.index("\n{\n") + 1:])
+    return json.loads(text[text.index("\n{\n") + 1 :])
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +133,10 @@ def test_two_process_run_writes_every_output_once(runs):
     assert val_steps == [s for s in range(1, STEPS + 1) if s % VAL_EVERY == 0 or s == STEPS]
     assert [r["kind"] for r in rows].count("hparams") == 1
     grids = [(r["step"], r["name"]) for r in rows if r["kind"] == "images"]
-    want = sorted([(s, "train/input_reconstruction") for s in range(IMAGE_EVERY, STEPS + 1, IMAGE_EVERY)] +
-                  [(s, "test/input_reconstruction") for s in val_steps])
+    want = sorted(
+        [(s, "train/input_reconstruction") for s in range(IMAGE_EVERY, STEPS + 1, IMAGE_EVERY)]
+        + [(s, "test/input_reconstruction") for s in val_steps]
+    )
     assert sorted(grids) == want  # each grid recorded once (process 0 alone writes)
     pngs = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*.png"))
     assert pngs == sorted(f"{name.replace('/', '_')}/{s:08d}_0.png" for s, name in grids)
@@ -122,16 +155,19 @@ def test_processes_agree_bit_for_bit_and_match_one_process(runs):
     finals = [_final(r) for r in runs["two"]]
     # The loop compares the processes' state fingerprints (and would have failed); both report the same.
     assert finals[0]["state_sha256"] == finals[1]["state_sha256"]
-    assert {k: v for k, v in finals[0].items() if k != "model_bundle"} == \
-        {k: v for k, v in finals[1].items() if k != "model_bundle"}
+    assert {k: v for k, v in finals[0].items() if k != "model_bundle"} == {
+        k: v for k, v in finals[1].items() if k != "model_bundle"
+    }
     two, one = read_state(work_two, STEPS), read_state(work_one, STEPS)
     worst, leaf = worst_relative_difference(one, two)
     assert worst <= ONE_VS_MANY_RTOL, (worst, leaf)
     # Not a comparison of untouched states: training moved them.
     moved, _ = worst_relative_difference(read_state(work_two, SAVE_EVERY), two)
     assert moved > ONE_VS_MANY_RTOL * 100, moved
-    print(f"2 processes × {DEVICES} vs 1 × {PROCESSES * DEVICES} devices after {STEPS} steps: worst relative "
-          f"difference {worst:.3g} ({leaf})")
+    print(
+        f"2 processes × {DEVICES} vs 1 × {PROCESSES * DEVICES} devices after {STEPS} steps: worst relative "
+        f"difference {worst:.3g} ({leaf})"
+    )
 
 
 def test_each_process_decodes_only_its_rows(runs):
@@ -169,12 +205,16 @@ def test_two_process_resume_is_bit_identical(runs):
     a, b = read_state(full, STEPS), read_state(resumed, STEPS)
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=jax.tree_util.keystr(path))
-    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()
-             if '"train/loss"' in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (resumed / "metrics.jsonl").read_text().splitlines()
+        if '"train/loss"' in line
+    ]
     assert steps == list(range(MID + 1, STEPS + 1))
 
 
 # ----------------------------------------------------------------------------- rows from the sharding
+
 
 def _rows_worker(data: str) -> None:
     """In each of 2 processes: a mesh whose device order alternates between the processes; the global
@@ -204,7 +244,7 @@ def _rows_worker(data: str) -> None:
         it.close()
     test_files = folder.list_images(config.data.test_dir)
     for k, b in enumerate(train_input.eval_batches(config, None, mesh)):
-        want = np.stack([folder.load_image(p, (SIZE, SIZE)) for p in test_files[k * BATCH:(k + 1) * BATCH]])
+        want = np.stack([folder.load_image(p, (SIZE, SIZE)) for p in test_files[k * BATCH : (k + 1) * BATCH]])
         np.testing.assert_array_equal(multihost_utils.process_allgather(b["image"], tiled=True), want)
     rows = sharding.process_rows(sharding.batch_sharding(mesh), BATCH)
     print(json.dumps({"rows": rows.tolist(), "loaders": loaders}))

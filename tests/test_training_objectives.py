@@ -1,5 +1,6 @@
 """Editability losses (Eq. 1-3), R1 (jax.grad vs finite differences and torch autograd), and the
 optimizers (Ranger vs a PyTorch reference of the official algorithm, Adam vs torch.optim.Adam)."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import optax
 import torch
 import torch.nn.functional as F
 
-from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax import losses as obj
+from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.training import optim
 
 HI = "highest"
@@ -24,6 +25,7 @@ def _tol(ref, got, rel=1e-4):
 
 
 # ----------------------------------------------------------------------------- Eq. 1-3
+
 
 def test_delta_reg_matches_official_loop_and_is_differentiable_at_zero():
     rng = np.random.default_rng(0)
@@ -58,6 +60,7 @@ def test_adversarial_losses_match_official():
 
 # ----------------------------------------------------------------------------- R1
 
+
 def _small_disc(dim=16, seed=0):
     d = LatentCodesDiscriminator(style_dim=dim, precision=HI)
     p = d.init(jax.random.key(seed), jnp.zeros((1, dim)))["params"]
@@ -83,7 +86,7 @@ def test_r1_matches_finite_differences():
             up = float(jnp.sum(f(jnp.asarray(w + e, jnp.float32))))
             dn = float(jnp.sum(f(jnp.asarray(w - e, jnp.float32))))
             grads[b, j] = (up - dn) / (2 * eps)
-    fd = float(np.mean(np.sum(grads ** 2, axis=1)))
+    fd = float(np.mean(np.sum(grads**2, axis=1)))
     assert abs(penalty - fd) <= 2e-3 * max(1.0, fd), (penalty, fd)
     assert penalty > 0.1
     _tol(10 / 2 * penalty * 16, obj.r1_loss(f, real_w, 10.0, 16))
@@ -111,7 +114,8 @@ def test_r1_loss_and_its_parameter_gradient_match_torch_autograd():
     want_grad_last = ref[6].weight.grad.numpy().T
 
     val, grads = jax.value_and_grad(
-        lambda q: obj.r1_loss(lambda w: d.apply({"params": q}, w), jnp.asarray(real_w), 10.0, 16))(p)
+        lambda q: obj.r1_loss(lambda w: d.apply({"params": q}, w), jnp.asarray(real_w), 10.0, 16)
+    )(p)
     _tol(loss.item(), val)
     _tol(want_grad_last, grads["mlp_6"]["kernel"])
     _tol(ref[0].weight.grad.numpy().T, grads["mlp_0"]["kernel"])
@@ -119,14 +123,16 @@ def test_r1_loss_and_its_parameter_gradient_match_torch_autograd():
 
 # ----------------------------------------------------------------------------- optimizers
 
+
 class TorchRanger:
     """Reference of the official Ranger (RAdam + Lookahead + GC) written from the algorithm description:
     per parameter, GC over dims 1.. for dim > 1, moments, N_sma rectification (> 5), lookahead every k."""
 
     def __init__(self, params, lr, alpha=0.5, k=6, betas=(0.95, 0.999), eps=1e-5):
         self.params, self.lr, self.alpha, self.k, self.betas, self.eps = params, lr, alpha, k, betas, eps
-        self.state = [dict(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p), slow=p.detach().clone())
-                      for p in params]
+        self.state = [
+            dict(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p), slow=p.detach().clone()) for p in params
+        ]
 
     @torch.no_grad()
     def step(self):
@@ -139,14 +145,14 @@ class TorchRanger:
             t = s["step"]
             s["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
             s["m"].mul_(b1).add_(g, alpha=1 - b1)
-            b2t = b2 ** t
+            b2t = b2**t
             n_max = 2 / (1 - b2) - 1
             n = n_max - 2 * t * b2t / (1 - b2t)
             if n > 5:
-                size = math.sqrt((1 - b2t) * (n - 4) / (n_max - 4) * (n - 2) / n * n_max / (n_max - 2)) / (1 - b1 ** t)
+                size = math.sqrt((1 - b2t) * (n - 4) / (n_max - 4) * (n - 2) / n * n_max / (n_max - 2)) / (1 - b1**t)
                 p.addcdiv_(s["m"], s["v"].sqrt().add(self.eps), value=-size * self.lr)
             else:
-                p.add_(s["m"], alpha=-self.lr / (1 - b1 ** t))
+                p.add_(s["m"], alpha=-self.lr / (1 - b1**t))
             if t % self.k == 0:
                 s["slow"].add_(p - s["slow"], alpha=self.alpha)
                 p.copy_(s["slow"])
@@ -160,8 +166,8 @@ def _quadratic_grads(params_t, c, d):
 
 def test_ranger_matches_reference_over_lookahead_syncs():
     rng = np.random.default_rng(0)
-    conv_t = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)   # torch (O, I, kh, kw)
-    lin_t = rng.normal(size=(5, 4)).astype(np.float32)          # torch (out, in)
+    conv_t = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)  # torch (O, I, kh, kw)
+    lin_t = rng.normal(size=(5, 4)).astype(np.float32)  # torch (out, in)
     bias = rng.normal(size=(5,)).astype(np.float32)
     to_ours = [lambda a: a.transpose(2, 3, 1, 0), lambda a: a.T, lambda a: a]
     tensors = [conv_t, lin_t, bias]
@@ -185,8 +191,9 @@ def test_ranger_matches_reference_over_lookahead_syncs():
         u, st = upd(g, st, lp)
         lp = optax.apply_updates(lp, u)
         for k, f, p in zip(keys, to_ours, tp):
-            np.testing.assert_allclose(np.asarray(lp.fast[k]), f(p.numpy()), rtol=2e-5, atol=2e-6,
-                                       err_msg=f"{k} after step {step + 1}")
+            np.testing.assert_allclose(
+                np.asarray(lp.fast[k]), f(p.numpy()), rtol=2e-5, atol=2e-6, err_msg=f"{k} after step {step + 1}"
+            )
     assert optim.first_rectified_step(0.999, 5.0) == 6
 
 
@@ -201,7 +208,7 @@ def test_discriminator_adam_matches_torch():
     st = tx.init(w)
     for _ in range(5):
         topt.zero_grad()
-        (0.5 * (torch.from_numpy(c) * tw ** 2).sum()).backward()
+        (0.5 * (torch.from_numpy(c) * tw**2).sum()).backward()
         topt.step()
         u, st = tx.update(jnp.asarray(c) * w, st, w)
         w = optax.apply_updates(w, u)

@@ -1,5 +1,6 @@
 """The jitted train step: same numbers on 1 and 8 devices (global BatchNorm statistics), the official
 double BatchNorm update, and the discriminator's lazy R1 schedule."""
+
 from __future__ import annotations
 
 import functools
@@ -28,10 +29,19 @@ def _setup(config):
     enc_tx = optim.encoder_optimizer(config.optim_name, config.learning_rate)
     disc_tx = optim.discriminator_optimizer(config.w_discriminator_lr)
     h, w = config.data.image_size
-    state = jax.jit(lambda: init_train_state(
-        encoder=run.nets.encoder, discriminator=run.nets.discriminator, encoder_tx=enc_tx, disc_tx=disc_tx,
-        optim_name=config.optim_name, seed=0, input_shape=(1, h, w, 3), style_dim=512,
-        pool_size=config.w_pool_size))()
+    state = jax.jit(
+        lambda: init_train_state(
+            encoder=run.nets.encoder,
+            discriminator=run.nets.discriminator,
+            encoder_tx=enc_tx,
+            disc_tx=disc_tx,
+            optim_name=config.optim_name,
+            seed=0,
+            input_shape=(1, h, w, 3),
+            style_dim=512,
+            pool_size=config.w_pool_size,
+        )
+    )()
     return run, enc_tx, disc_tx, state
 
 
@@ -51,8 +61,12 @@ def _worker_one_vs_many() -> dict:
     for n in (1, 8):
         mesh = sharding.data_mesh(jax.devices()[:n])
         repl, bsh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-        fn = jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),
-                     in_shardings=(repl, repl, bsh), out_shardings=(repl, repl), donate_argnums=(0,))
+        fn = jax.jit(
+            functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),
+            in_shardings=(repl, repl, bsh),
+            out_shardings=(repl, repl),
+            donate_argnums=(0,),
+        )
         state = jax.device_put(host_state, repl)
         frozen = jax.device_put(run.frozen, repl)
         for b in batches:
@@ -62,19 +76,41 @@ def _worker_one_vs_many() -> dict:
     (s1, m1), (s8, m8) = results[1], results[8]
     worst, worst_leaf = worst_relative_difference(s1, s8)
     names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(s1)[0]]
-    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                for a, b in zip(jax.tree.leaves(host_state.encoder_params), jax.tree.leaves(s1.encoder_params)))
-    return {"worst": worst, "worst_leaf": worst_leaf, "leaves": len(names), "moved": moved, "step": int(s8.step),
-            "loss1": float(m1["loss"]), "loss8": float(m8["loss"]),
-            "stats_changed": float(np.max(np.abs(np.asarray(jax.tree.leaves(s1.encoder_batch_stats)[0]) -
-                                                 np.asarray(jax.tree.leaves(host_state.encoder_batch_stats)[0]))))}
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree.leaves(host_state.encoder_params), jax.tree.leaves(s1.encoder_params))
+    )
+    return {
+        "worst": worst,
+        "worst_leaf": worst_leaf,
+        "leaves": len(names),
+        "moved": moved,
+        "step": int(s8.step),
+        "loss1": float(m1["loss"]),
+        "loss8": float(m8["loss"]),
+        "stats_changed": float(
+            np.max(
+                np.abs(
+                    np.asarray(jax.tree.leaves(s1.encoder_batch_stats)[0])
+                    - np.asarray(jax.tree.leaves(host_state.encoder_batch_stats)[0])
+                )
+            )
+        ),
+    }
 
 
 def test_same_update_on_one_and_eight_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "tests.test_training_step", "one_vs_many"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.test_training_step", "one_vs_many"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["step"] == 3 and r["leaves"] > 20
@@ -142,8 +178,9 @@ def test_progressive_stage_and_losses_follow_the_step(setup):
         stages.append(int(m["progressive_stage"]))
         deltas.append(float(m["total_delta_loss"]))
         assert abs(float(m["loss"]) - (float(m["loss_dist"]) + float(m["loss_edit"]))) < 1e-5
-        want_edit = config.delta_norm_lambda * float(m["total_delta_loss"]) + \
-            config.w_discriminator_lambda * float(m["encoder_discriminator_loss"])
+        want_edit = config.delta_norm_lambda * float(m["total_delta_loss"]) + config.w_discriminator_lambda * float(
+            m["encoder_discriminator_loss"]
+        )
         assert abs(float(m["loss_edit"]) - want_edit) < 1e-5
     # small_config: progressive_start 1, one more delta per step, 4 codes (stage ≤ 3).
     assert stages == [0, 1, 2, 3, 3]
@@ -159,7 +196,9 @@ def test_bfloat16_compute_keeps_float32_state():
     fn = jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx))
     x = jnp.asarray(np.random.default_rng(3).uniform(-1, 1, size=(4, 8, 8, 3)).astype(np.float32))
     new, m = fn(state, run.frozen, {"image": x})
-    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.encoder_params) if jnp.issubdtype(a.dtype, jnp.floating))
+    assert all(
+        a.dtype == jnp.float32 for a in jax.tree.leaves(new.encoder_params) if jnp.issubdtype(a.dtype, jnp.floating)
+    )
     assert np.isfinite(float(m["loss"])) and float(m["nonfinite_params"]) == 0
     assert 0.5 < float(m["loss_l2"]) < 2.0  # images in [-1, 1] vs a random-init reconstruction
 
@@ -190,8 +229,10 @@ def test_w_mode_trains_one_code_for_every_layer(tmp_path):
         l2.append(float(m["loss_l2"]))
         assert not any("delta" in k for k in m) and float(m["encoder_discriminator_loss"]) > 0
     assert l2[-1] < l2[0], l2
-    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                zip(jax.tree.leaves(state0.encoder_params), jax.tree.leaves(state.encoder_params)))
+    moved = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(state0.encoder_params), jax.tree.leaves(state.encoder_params))
+    )
     assert moved > 0
 
     out = loop._export_bundle(run, state, config, tmp_path)

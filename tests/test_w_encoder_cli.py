@@ -1,5 +1,6 @@
 """A converted W-encoder bundle (official SingleStyleCodeEncoder checkpoint layout) through the existing
 commands: `e4e-jax invert`, `edit` and `evaluate`. Its codes are one w repeated for every layer."""
+
 import json
 
 import numpy as np
@@ -12,8 +13,12 @@ from tests.parity import max_err, tolerance
 from tools.convert_weights.__main__ import main as convert_main
 
 SIZE, N_STYLES = 16, 6  # tiny generator; the encoder is the official IR-SE50 at 256x256
-OPTS = {"encoder_type": "SingleStyleCodeEncoder", "dataset_type": "ffhq_encode", "start_from_latent_avg": True,
-        "stylegan_size": SIZE}
+OPTS = {
+    "encoder_type": "SingleStyleCodeEncoder",
+    "dataset_type": "ffhq_encode",
+    "start_from_latent_avg": True,
+    "stylegan_size": SIZE,
+}
 STRENGTH = 3.0
 
 
@@ -33,8 +38,10 @@ def test_w_bundle_inverts_edits_and_evaluates(tmp_path):
         Image.fromarray(rng.integers(0, 255, (256, 256, 3), np.uint8)).save(imgs / f"img{i}.png")
 
     inv = tmp_path / "inv"
-    assert cli_main(["invert", "--model", str(model), "--images", str(imgs), "--output", str(inv),
-                     "--batch-size", "2"]) == 0
+    assert (
+        cli_main(["invert", "--model", str(model), "--images", str(imgs), "--output", str(inv), "--batch-size", "2"])
+        == 0
+    )
     latents = np.load(inv / "latents.npy")
     assert latents.shape == (2, N_STYLES, 512) and _all_rows_equal(latents)
     # The official forward on the same images: encoder(x) + latent_avg (pSp.forward, start_from_latent_avg).
@@ -47,16 +54,51 @@ def test_w_bundle_inverts_edits_and_evaluates(tmp_path):
     direction = 0.5 * torch.randn(1, 512, generator=torch.Generator().manual_seed(1))
     torch.save(direction, tmp_path / "age.pt")
     edits = tmp_path / "edits"
-    assert cli_main(["edit", "--model", str(model), "--latents", str(inv), "--output", str(edits),
-                     "--interfacegan", str(tmp_path / "age.pt"), "--strengths", str(STRENGTH)]) == 0
+    assert (
+        cli_main(
+            [
+                "edit",
+                "--model",
+                str(model),
+                "--latents",
+                str(inv),
+                "--output",
+                str(edits),
+                "--interfacegan",
+                str(tmp_path / "age.pt"),
+                "--strengths",
+                str(STRENGTH),
+            ]
+        )
+        == 0
+    )
     edited = np.load(edits / "latents.npy")
     assert edited.shape == (1, 2, N_STYLES, 512) and _all_rows_equal(edited)
-    np.testing.assert_allclose(edited[0] - latents, np.broadcast_to(STRENGTH * direction.numpy(), latents.shape),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        edited[0] - latents, np.broadcast_to(STRENGTH * direction.numpy(), latents.shape), atol=1e-5
+    )
 
     metrics = tmp_path / "metrics"
-    assert cli_main(["evaluate", "--model", str(model), "--images", str(imgs), "--output", str(metrics),
-                     "--directions", str(tmp_path / "age.pt"), "--num-samples", "2", "--batch-size", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--images",
+                str(imgs),
+                "--output",
+                str(metrics),
+                "--directions",
+                str(tmp_path / "age.pt"),
+                "--num-samples",
+                "2",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     report = json.loads((metrics / "metrics.json").read_text())
     assert report["n_images"] == 2 and np.isfinite(report["distortion"]["l2"])
     latent = report["latent"]

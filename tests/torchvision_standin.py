@@ -22,6 +22,7 @@ InceptionB/D forwards, which pytorch-fid runs as Mixed_6a/Mixed_7a, are torchvis
         lpips = pytest.importorskip("lpips")
         ...
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,16 +48,25 @@ INCEPTION_INIT_STD = 0.1  # Inception3(init_weights=True): truncated normal std 
 
 def _refuse_pretrained(pretrained: bool, weights) -> None:
     if pretrained or weights is not None:
-        raise RuntimeError("torchvision stand-in: pretrained weights are not available (nothing is downloaded); "
-                           "construct with pretrained=False / weights=None")
+        raise RuntimeError(
+            "torchvision stand-in: pretrained weights are not available (nothing is downloaded); "
+            "construct with pretrained=False / weights=None"
+        )
 
 
 def _classifier(in_features: int, num_classes: int) -> nn.Sequential:
     """Both classifiers' layout; built on the meta device (shapes only): no test runs them, and VGG16's
     would be 120M parameters to initialise."""
     with torch.device("meta"):
-        return nn.Sequential(nn.Dropout(), nn.Linear(in_features, 4096), nn.ReLU(inplace=True), nn.Dropout(),
-                             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, num_classes))
+        return nn.Sequential(
+            nn.Dropout(),
+            nn.Linear(in_features, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
 
 
 class AlexNet(nn.Module):
@@ -65,14 +75,20 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = IMAGENET_CLASSES):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2))
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
         assert len(self.features) == ALEXNET_FEATURES
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = _classifier(256 * 6 * 6, num_classes)
@@ -212,8 +228,15 @@ class InceptionE(nn.Module):
 class Inception3(nn.Module):
     """torchvision Inception3's modules (its state dict keys); aux_logits=True (InceptionAux) is not provided."""
 
-    def __init__(self, num_classes: int = IMAGENET_CLASSES, aux_logits: bool = True, transform_input: bool = False,
-                 inception_blocks=None, init_weights: bool | None = None, dropout: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int = IMAGENET_CLASSES,
+        aux_logits: bool = True,
+        transform_input: bool = False,
+        inception_blocks=None,
+        init_weights: bool | None = None,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         if aux_logits or inception_blocks is not None:
             raise NotImplementedError("torchvision stand-in: only aux_logits=False with the default blocks")
@@ -261,8 +284,16 @@ def _modules() -> dict[str, types.ModuleType]:
     models = types.ModuleType("torchvision.models")
     inception = types.ModuleType("torchvision.models.inception")
     root.__version__, root.models = __version__, models
-    for name in ("BasicConv2d", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE",
-                 "Inception3", "inception_v3"):
+    for name in (
+        "BasicConv2d",
+        "InceptionA",
+        "InceptionB",
+        "InceptionC",
+        "InceptionD",
+        "InceptionE",
+        "Inception3",
+        "inception_v3",
+    ):
         setattr(inception, name, globals()[name])
     for name in ("AlexNet", "VGG", "alexnet", "vgg16", "Inception3", "inception_v3"):
         setattr(models, name, globals()[name])

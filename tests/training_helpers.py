@@ -6,6 +6,7 @@ minutes per step on 2 CPU cores; the training-system tests (sharding, resume, Na
 encoder with the same interface and the same moving parts — BatchNorm in train mode, w_0 + masked deltas
 (e4e_jax.models.encoder.stage_mask) — not the same size.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,9 @@ class SmallEncoder(nn.Module):
         h = x.astype(self.dtype)
         for i in range(2):
             h = nn.Conv(self.width, (3, 3), strides=(2, 2), dtype=self.dtype, name=f"conv{i}")(h)
-            h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             name=f"bn{i}")(h)
+            h = nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=f"bn{i}"
+            )(h)
             h = nn.leaky_relu(h, 0.2)
         h = jnp.mean(h, axis=(1, 2))
         s = nn.Dense(self.n_styles * 512, dtype=self.dtype, name="head")(h).reshape(-1, self.n_styles, 512)
@@ -78,7 +80,8 @@ def read_state(workdir: Path, step: int) -> dict:
 
 
 networks.ENCODERS.setdefault(
-    "small_test", lambda n_styles, mode, dtype, **kw: SmallEncoder(n_styles=n_styles, mode=mode, dtype=dtype, **kw))
+    "small_test", lambda n_styles, mode, dtype, **kw: SmallEncoder(n_styles=n_styles, mode=mode, dtype=dtype, **kw)
+)
 
 
 def small_config(**overrides):

@@ -3,6 +3,7 @@
 Runs in the decoder processes (pipeline.py); one `alignment.Aligner` per process, its models loaded
 on first use. Needs the `align` extra; `job._check_args` checks it before any work.
 """
+
 from __future__ import annotations
 
 from typing import Optional

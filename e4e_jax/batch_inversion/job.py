@@ -6,6 +6,7 @@ files, takes chunks j ≡ process_index (mod process_count) that are not committ
 them (pipeline.py); after a barrier process 0 merges the chunks into the final files (layout.py).
 Architecture: docs/inversion_job.md.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -28,9 +29,24 @@ from e4e_jax.errors import UserError
 
 DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
 # Plan fields that change the outputs: a --resume with any of them different is refused.
-PLAN_KEYS = ("model", "model_config_sha256", "images", "recursive", "n_files", "listing_sha256", "chunk_size",
-             "dtype", "modulation", "image_format", "jpeg_quality", "image_size", "fast_decode", "align",
-             "faces", "align_size")
+PLAN_KEYS = (
+    "model",
+    "model_config_sha256",
+    "images",
+    "recursive",
+    "n_files",
+    "listing_sha256",
+    "chunk_size",
+    "dtype",
+    "modulation",
+    "image_format",
+    "jpeg_quality",
+    "image_size",
+    "fast_decode",
+    "align",
+    "faces",
+    "align_size",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +56,13 @@ class InvertOptions:
     output: Path
     batch_size: int = 8
     recursive: bool = False
-    image_format: Optional[str] = "jpg"      # None: latents only (no generator pass)
-    jpeg_quality: int = 75                   # PIL's default, what the official script writes
-    image_size: Optional[int] = None         # width of saved reconstructions (height follows); None: full
+    image_format: Optional[str] = "jpg"  # None: latents only (no generator pass)
+    jpeg_quality: int = 75  # PIL's default, what the official script writes
+    image_size: Optional[int] = None  # width of saved reconstructions (height follows); None: full
     dtype: str = "float32"
     modulation: str = "auto"
-    workers: Optional[int] = None            # decoding threads (processes with --align)
-    writers: Optional[int] = None            # encoding/writing threads
+    workers: Optional[int] = None  # decoding threads (processes with --align)
+    writers: Optional[int] = None  # encoding/writing threads
     chunk_size: int = DEFAULT_CHUNK
     resume: bool = False
     overwrite: bool = False
@@ -55,7 +71,7 @@ class InvertOptions:
     faces: str = "largest"
     align_size: int = 1024
     landmarks: Optional[str] = None
-    compile_cache: Optional[str] = None      # directory; "" switches the cache off
+    compile_cache: Optional[str] = None  # directory; "" switches the cache off
     quiet: bool = False
 
 
@@ -71,13 +87,24 @@ def _model_sha(model: str) -> str:
 
 
 def _plan(opts: InvertOptions, files: list[str]) -> dict[str, Any]:
-    return {"model": str(Path(opts.model).resolve()), "model_config_sha256": _model_sha(opts.model),
-            "images": str(opts.images.resolve()), "recursive": opts.recursive, "n_files": len(files),
-            "listing_sha256": layout_lib.listing_digest(files), "chunk_size": opts.chunk_size,
-            "dtype": opts.dtype, "modulation": opts.modulation, "image_format": opts.image_format,
-            "jpeg_quality": opts.jpeg_quality if opts.image_format in ("jpg", "webp") else None,
-            "image_size": opts.image_size, "fast_decode": opts.fast_decode, "align": opts.align,
-            "faces": opts.faces if opts.align else None, "align_size": opts.align_size if opts.align else None}
+    return {
+        "model": str(Path(opts.model).resolve()),
+        "model_config_sha256": _model_sha(opts.model),
+        "images": str(opts.images.resolve()),
+        "recursive": opts.recursive,
+        "n_files": len(files),
+        "listing_sha256": layout_lib.listing_digest(files),
+        "chunk_size": opts.chunk_size,
+        "dtype": opts.dtype,
+        "modulation": opts.modulation,
+        "image_format": opts.image_format,
+        "jpeg_quality": opts.jpeg_quality if opts.image_format in ("jpg", "webp") else None,
+        "image_size": opts.image_size,
+        "fast_decode": opts.fast_decode,
+        "align": opts.align,
+        "faces": opts.faces if opts.align else None,
+        "align_size": opts.align_size if opts.align else None,
+    }
 
 
 def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str, Any]) -> None:
@@ -86,22 +113,30 @@ def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str,
     if opts.resume:
         if old is None:
             if (lay.root / manifest.REPORT).is_file() and (lay.root / manifest.LATENTS).is_file():
-                raise UserError(f"{lay.root} holds a finished run (report.json); nothing to resume. Use "
-                                "--overwrite to redo it")
+                raise UserError(
+                    f"{lay.root} holds a finished run (report.json); nothing to resume. Use --overwrite to redo it"
+                )
             if not outdir.is_empty_dir(lay.root):
-                raise UserError(f"--resume: {lay.root} holds no run to resume (no {layout_lib.STATE_DIR}/"
-                                f"{layout_lib.PLAN_NAME}); use --overwrite or another --output")
+                raise UserError(
+                    f"--resume: {lay.root} holds no run to resume (no {layout_lib.STATE_DIR}/"
+                    f"{layout_lib.PLAN_NAME}); use --overwrite or another --output"
+                )
         else:
             diff = layout_lib.describe_mismatch(old, plan, PLAN_KEYS)
             if diff:
-                raise UserError(f"--resume: this run differs from the one in {lay.root}: " + "; ".join(diff)
-                                + ". Rerun with the same arguments, or --overwrite to start over")
+                raise UserError(
+                    f"--resume: this run differs from the one in {lay.root}: "
+                    + "; ".join(diff)
+                    + ". Rerun with the same arguments, or --overwrite to start over"
+                )
         lay.clean_temps()
     elif not outdir.is_empty_dir(lay.root):
         if not opts.overwrite:
             hint = " (an unfinished run: add --resume to finish it)" if old is not None else ""
-            raise UserError(f"--output {lay.root} is not empty{hint}; choose another folder or pass --overwrite "
-                            "(which removes only what an earlier invert wrote there)")
+            raise UserError(
+                f"--output {lay.root} is not empty{hint}; choose another folder or pass --overwrite "
+                "(which removes only what an earlier invert wrote there)"
+            )
         lay.clear_owned()
     lay.root.mkdir(parents=True, exist_ok=True)
     lay.write_plan(plan)
@@ -132,8 +167,13 @@ def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
     if opts.align:
         from e4e_jax.batch_inversion import align_step
 
-        return functools.partial(align_step.prepare, input_hw=input_hw, output_size=opts.align_size,
-                                 faces=opts.faces, landmarks=opts.landmarks)
+        return functools.partial(
+            align_step.prepare,
+            input_hw=input_hw,
+            output_size=opts.align_size,
+            faces=opts.faces,
+            landmarks=opts.landmarks,
+        )
     return functools.partial(_prepare_plain, input_hw=input_hw, fast_decode=opts.fast_decode)
 
 
@@ -185,8 +225,9 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         _same_listing_everywhere(files)
     if not files:
         if unlisted:
-            raise UserError(f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. "
-                            f"{unlisted[0][0]}: {unlisted[0][1]}")
+            raise UserError(
+                f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. {unlisted[0][0]}: {unlisted[0][1]}"
+            )
         raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
     # The weights load (file reads, mostly outside the GIL) while the output is prepared and the
     # decoder processes start.
@@ -196,7 +237,7 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     loader.shutdown(wait=False)
     lay = layout_lib.Layout(opts.output)
     plan = _plan(opts, files)
-    with (outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext()):
+    with outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext():
         status = 0
         message = ""
         if pid == 0:
@@ -224,8 +265,9 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
             model = model_future.result()
             load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
             out_hw = _out_hw(model, opts.image_size)
-            stats = _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start,
-                                   decode_pool, workers)
+            stats = _invert_chunks(
+                opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool, workers
+            )
         stats["timing"]["load_s"] = round(load_s, 3)
         if multi:
             from jax.experimental import multihost_utils
@@ -236,23 +278,36 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
         if missing:
             raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
-        n, skipped, per_process = lay.merge(len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None,
-                                            unlisted)
-        report = {"model": str(opts.model), "images": str(opts.images), "n_files": len(files) + len(unlisted), "n_inverted": n,
-                  "n_skipped": len(skipped), "skipped": [{"file": f, "reason": r} for f, r in skipped],
-                  "latents_shape": [n, *pipeline.latent_shape(model)], "processes": nproc,
-                  "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
-                  "seconds": round(time.perf_counter() - t_start, 2), **stats}
+        n, skipped, per_process = lay.merge(
+            len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None, unlisted
+        )
+        report = {
+            "model": str(opts.model),
+            "images": str(opts.images),
+            "n_files": len(files) + len(unlisted),
+            "n_inverted": n,
+            "n_skipped": len(skipped),
+            "skipped": [{"file": f, "reason": r} for f, r in skipped],
+            "latents_shape": [n, *pipeline.latent_shape(model)],
+            "processes": nproc,
+            "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
+            "seconds": round(time.perf_counter() - t_start, 2),
+            **stats,
+        }
         lay.finish(report)
-    _say(opts, f"inverted {n} of {len(files) + len(unlisted)} images into {opts.output}"
-         + (f"; skipped {len(skipped)} (see {opts.output / 'skipped.txt'})" if skipped else ""))
+    _say(
+        opts,
+        f"inverted {n} of {len(files) + len(unlisted)} images into {opts.output}"
+        + (f"; skipped {len(skipped)} (see {opts.output / 'skipped.txt'})" if skipped else ""),
+    )
     if n == 0:
         return errors.EXIT_NOTHING
     return errors.EXIT_PARTIAL if skipped else errors.EXIT_OK
 
 
-def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool,
-                   workers) -> dict:
+def _invert_chunks(
+    opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool, workers
+) -> dict:
     """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
     import jax
     from tqdm import tqdm
@@ -262,10 +317,14 @@ def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_fil
     mesh = sharding.data_mesh(jax.local_devices())
     bs = sharding.round_up(opts.batch_size, mesh.size)
     images_mode = "uint8" if opts.image_format is not None else "none"
-    invert_fn, compile_s = inversion.compile_invert(model, mesh, bs, input_dtype=np.uint8, images=images_mode,
-                                                    out_hw=out_hw)
-    _say(opts, f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
-         f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}")
+    invert_fn, compile_s = inversion.compile_invert(
+        model, mesh, bs, input_dtype=np.uint8, images=images_mode, out_hw=out_hw
+    )
+    _say(
+        opts,
+        f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
+        f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}",
+    )
     variables = sharding.replicate(model.variables, mesh)
     clock = pipeline.StageClock()
     jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]
@@ -275,17 +334,43 @@ def _invert_chunks(opts, model, lay, files, todo, all_chunks, out_hw, n_done_fil
         known_rows = {c.index: lay.committed_rows(c.index) for c in all_chunks if c.index not in sizes}
     writers = opts.writers or max(2, (os.cpu_count() or 1) // 2)
     first_batch = {}
-    with tqdm(total=n_done_files + len(jobs), initial=n_done_files, desc="invert", unit="img",
-              disable=opts.quiet or (jax.process_index() != 0 and multi)) as bar:
-        pipeline.run(model, lay, jobs, sizes, known_rows, prepare=_make_prepare(opts, model.input_hw),
-                     batch_size=bs, workers=workers, writers=writers if opts.image_format else 0,
-                     image_format=opts.image_format, quality=opts.jpeg_quality, invert_fn=invert_fn,
-                     variables=variables, mesh=mesh, clock=clock, decode_pool=decode_pool,
-                     on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
-                     on_progress=bar.update)
-    return {"timing": {"compile_s": round(compile_s, 3), "first_batch_s": round(first_batch.get("s", float("nan")), 3),
-                       "stage_thread_seconds": {k: round(v, 3) for k, v in clock.seconds.items()},
-                       "workers": workers, "writers": writers, "batch_size": bs}}
+    with tqdm(
+        total=n_done_files + len(jobs),
+        initial=n_done_files,
+        desc="invert",
+        unit="img",
+        disable=opts.quiet or (jax.process_index() != 0 and multi),
+    ) as bar:
+        pipeline.run(
+            model,
+            lay,
+            jobs,
+            sizes,
+            known_rows,
+            prepare=_make_prepare(opts, model.input_hw),
+            batch_size=bs,
+            workers=workers,
+            writers=writers if opts.image_format else 0,
+            image_format=opts.image_format,
+            quality=opts.jpeg_quality,
+            invert_fn=invert_fn,
+            variables=variables,
+            mesh=mesh,
+            clock=clock,
+            decode_pool=decode_pool,
+            on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
+            on_progress=bar.update,
+        )
+    return {
+        "timing": {
+            "compile_s": round(compile_s, 3),
+            "first_batch_s": round(first_batch.get("s", float("nan")), 3),
+            "stage_thread_seconds": {k: round(v, 3) for k, v in clock.seconds.items()},
+            "workers": workers,
+            "writers": writers,
+            "batch_size": bs,
+        }
+    }
 
 
 def _same_listing_everywhere(files: list[str]) -> None:
@@ -294,8 +379,9 @@ def _same_listing_everywhere(files: list[str]) -> None:
     digest = np.frombuffer(bytes.fromhex(layout_lib.listing_digest(files)), np.uint8)
     every = np.asarray(multihost_utils.process_allgather(digest))
     if not (every == every[0]).all():
-        raise UserError("the processes see different --images listings; every host must read the same folder "
-                        "(a shared file system)")
+        raise UserError(
+            "the processes see different --images listings; every host must read the same folder (a shared file system)"
+        )
 
 
 def _broadcast_int(value: int) -> int:

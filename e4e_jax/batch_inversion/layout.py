@@ -20,6 +20,7 @@ memory stays flat, and the chunk folder is removed afterwards. Under several pro
 image is only known at the merge: reconstructions are then written under a staged name
 (`inversions/.staged-{j:06d}-{k:05d}_{stem}.{ext}`) and renamed by the merge.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,7 @@ from e4e_jax.errors import UserError
 STATE_DIR = ".e4e-invert"
 PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
-FINAL_FILES = (manifest.LATENTS, manifest.FILES, manifest.FACES, manifest.INVERSIONS, manifest.SKIPPED,
-               manifest.REPORT)
+FINAL_FILES = (manifest.LATENTS, manifest.FILES, manifest.FACES, manifest.INVERSIONS, manifest.SKIPPED, manifest.REPORT)
 IMAGES_DIR = manifest.INVERSIONS_DIR
 # Names this command gives reconstructions (final or staged): only these are cleared by --overwrite.
 _OWN_IMAGE = re.compile(r"^(\.staged-\d{6}-)?\d{5,}_.*\.(jpg|png|webp)$")
@@ -73,6 +73,7 @@ def listing_digest(files: Sequence[str]) -> str:
 @dataclasses.dataclass(frozen=True)
 class Chunk:
     """Chunk j: files[start:stop] of the sorted listing."""
+
     index: int
     start: int
     stop: int
@@ -85,12 +86,13 @@ def chunks(n_files: int, chunk_size: int) -> list[Chunk]:
 @dataclasses.dataclass
 class ChunkResult:
     """What a committed chunk holds (rows in input order)."""
-    latents: np.ndarray                 # (n, n_latent, style_dim) float32
-    files: list[str]                    # (n,) input file of each row
-    faces: np.ndarray                   # (n,) int32 face index, NO_FACE without alignment
-    images: list[str]                   # (n,) reconstruction path relative to OUTPUT ('' = none written)
-    skipped: list[tuple[str, str]]      # (file, reason)
-    process: int = 0                    # index of the process that inverted the chunk
+
+    latents: np.ndarray  # (n, n_latent, style_dim) float32
+    files: list[str]  # (n,) input file of each row
+    faces: np.ndarray  # (n,) int32 face index, NO_FACE without alignment
+    images: list[str]  # (n,) reconstruction path relative to OUTPUT ('' = none written)
+    skipped: list[tuple[str, str]]  # (file, reason)
+    process: int = 0  # index of the process that inverted the chunk
 
 
 class Layout:
@@ -135,23 +137,31 @@ class Layout:
         latents = np.asarray(r.latents, np.float32).reshape(-1, *latent_shape)
 
         def write(f):
-            np.savez(f, latents=latents, files=np.asarray(r.files, dtype=str), faces=np.asarray(r.faces, np.int32),
-                     images=np.asarray(r.images, dtype=str),
-                     skipped_files=np.asarray([s[0] for s in r.skipped], dtype=str),
-                     skipped_reasons=np.asarray([s[1] for s in r.skipped], dtype=str),
-                     process=np.int32(r.process))
+            np.savez(
+                f,
+                latents=latents,
+                files=np.asarray(r.files, dtype=str),
+                faces=np.asarray(r.faces, np.int32),
+                images=np.asarray(r.images, dtype=str),
+                skipped_files=np.asarray([s[0] for s in r.skipped], dtype=str),
+                skipped_reasons=np.asarray([s[1] for s in r.skipped], dtype=str),
+                process=np.int32(r.process),
+            )
+
         fileio.write_atomic(self.chunk_path(j), write)
 
     def read_chunk(self, j: int, with_latents: bool = True) -> ChunkResult:
         path = self.chunk_path(j)
         try:
             with np.load(path, allow_pickle=False) as z:
-                return ChunkResult(latents=z["latents"] if with_latents else None,
-                                   files=[str(s) for s in z["files"]], faces=z["faces"],
-                                   images=[str(s) for s in z["images"]],
-                                   skipped=list(zip((str(s) for s in z["skipped_files"]),
-                                                    (str(s) for s in z["skipped_reasons"]))),
-                                   process=int(z["process"]))
+                return ChunkResult(
+                    latents=z["latents"] if with_latents else None,
+                    files=[str(s) for s in z["files"]],
+                    faces=z["faces"],
+                    images=[str(s) for s in z["images"]],
+                    skipped=list(zip((str(s) for s in z["skipped_files"]), (str(s) for s in z["skipped_reasons"]))),
+                    process=int(z["process"]),
+                )
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"{path} is damaged ({e}); rerun with --resume to redo that chunk") from e
 
@@ -188,8 +198,9 @@ class Layout:
             fileio.remove_stale_temps(d)
 
     # ---- the end of a run --------------------------------------------------------------------------
-    def merge(self, n_chunks: int, latent_shape: tuple[int, int], with_images: bool,
-              unlisted: Sequence[tuple[str, str]] = ()) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
+    def merge(
+        self, n_chunks: int, latent_shape: tuple[int, int], with_images: bool, unlisted: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
         """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, skipped,
         input files handled per process). `unlisted`: (path, reason) of folder entries the listing could
         not use (broken links, ...); they join the skipped files, all in path order.
@@ -204,7 +215,7 @@ class Layout:
             row = 0
             for j, m in enumerate(metas):
                 lat = self.read_chunk(j).latents
-                out[row:row + len(lat)] = lat
+                out[row : row + len(lat)] = lat
                 row += len(lat)
             out.flush()
             del out

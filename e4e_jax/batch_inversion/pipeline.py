@@ -10,6 +10,7 @@ writers encode off the main thread with a bounded queue (so memory stays flat wh
 Timings of each stage are summed per stage (thread time, so stages running in parallel add up to more
 than the wall clock) and reported in report.json.
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,9 +34,10 @@ DECODE_GROUP = 8
 @dataclasses.dataclass(frozen=True)
 class Item:
     """One decoded input image: which file (and face) it came from and which chunk it belongs to."""
+
     path: str
-    face: int          # NO_FACE, or the face index from alignment
-    last: bool         # the file's last item (its file is then fully accounted for)
+    face: int  # NO_FACE, or the face index from alignment
+    last: bool  # the file's last item (its file is then fully accounted for)
     chunk: int
 
 
@@ -58,8 +60,14 @@ class StageClock:
             self.add(stage, time.perf_counter() - t0)
 
 
-def iter_items(jobs: Sequence[tuple[str, int]], prepare: Callable, batch_size: int, workers: int,
-               clock: StageClock, pool: Optional[concurrent.futures.Executor] = None):
+def iter_items(
+    jobs: Sequence[tuple[str, int]],
+    prepare: Callable,
+    batch_size: int,
+    workers: int,
+    clock: StageClock,
+    pool: Optional[concurrent.futures.Executor] = None,
+):
     """Decode `jobs` ((path, chunk) in order) with `prepare(path) -> list[(face, uint8 image)] | Skipped`
     in worker processes with bounded read-ahead; yield (images (b, H, W, 3) uint8, items, skipped) in
     input order, each batch holding `batch_size` images except the last (as `folder.iter_batches`).
@@ -67,7 +75,7 @@ def iter_items(jobs: Sequence[tuple[str, int]], prepare: Callable, batch_size: i
     own = pool is None
     if own:
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context())
-    groups = [jobs[i:i + DECODE_GROUP] for i in range(0, len(jobs), DECODE_GROUP)]
+    groups = [jobs[i : i + DECODE_GROUP] for i in range(0, len(jobs), DECODE_GROUP)]
     window = max(2, -(-2 * batch_size // DECODE_GROUP), 2 * workers)
     images: list[np.ndarray] = []
     items: list[Item] = []
@@ -113,12 +121,19 @@ class ChunkCollector:
     """Gathers results per chunk, names reconstructions, and commits a chunk once every file in it is
     accounted for and its images are written."""
 
-    def __init__(self, layout: Layout, chunk_sizes: dict[int, int], latent_shape: tuple[int, int],
-                 known_rows: Optional[dict[int, int]], ext: Optional[str], on_commit: Callable[[int], None],
-                 process: int = 0):
+    def __init__(
+        self,
+        layout: Layout,
+        chunk_sizes: dict[int, int],
+        latent_shape: tuple[int, int],
+        known_rows: Optional[dict[int, int]],
+        ext: Optional[str],
+        on_commit: Callable[[int], None],
+        process: int = 0,
+    ):
         self.layout, self.latent_shape, self.ext, self.on_commit = layout, latent_shape, ext, on_commit
         self.process = process
-        self.remaining = dict(chunk_sizes)         # files not yet accounted for, per pending chunk
+        self.remaining = dict(chunk_sizes)  # files not yet accounted for, per pending chunk
         # Latent rows of each chunk known so far (committed ones, then each finished here); None when
         # other processes invert the chunks in between, so rows are only known at the merge.
         self.known_rows = known_rows
@@ -170,29 +185,53 @@ class ChunkCollector:
                 f.result()  # A failed write (disk full, permissions) stops the run here, uncommitted.
             r = self.results.pop(j)
             lat = np.stack(r.latents) if r.latents else np.zeros((0, *self.latent_shape), np.float32)
-            self.layout.commit_chunk(j, ChunkResult(lat, r.files, np.asarray(r.faces, np.int32), r.images,
-                                                    r.skipped, self.process), self.latent_shape)
+            self.layout.commit_chunk(
+                j,
+                ChunkResult(lat, r.files, np.asarray(r.faces, np.int32), r.images, r.skipped, self.process),
+                self.latent_shape,
+            )
             del self.remaining[j]
             self.on_commit(j)
 
 
-def run(model, layout: Layout, jobs: Sequence[tuple[str, int]], chunk_sizes: dict[int, int],
-        known_rows: Optional[dict[int, int]], *, prepare: Callable, batch_size: int, workers: int, writers: int,
-        image_format: Optional[str], quality: int, invert_fn, variables, mesh, clock: StageClock,
-        decode_pool: Optional[concurrent.futures.Executor] = None, on_commit: Callable[[int], None] = lambda j: None,
-        on_first_batch: Callable[[], None] = lambda: None, on_progress: Callable[[int], None] = lambda n: None) -> None:
+def run(
+    model,
+    layout: Layout,
+    jobs: Sequence[tuple[str, int]],
+    chunk_sizes: dict[int, int],
+    known_rows: Optional[dict[int, int]],
+    *,
+    prepare: Callable,
+    batch_size: int,
+    workers: int,
+    writers: int,
+    image_format: Optional[str],
+    quality: int,
+    invert_fn,
+    variables,
+    mesh,
+    clock: StageClock,
+    decode_pool: Optional[concurrent.futures.Executor] = None,
+    on_commit: Callable[[int], None] = lambda j: None,
+    on_first_batch: Callable[[], None] = lambda: None,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> None:
     """Invert `jobs` and commit their chunks (see module doc). `image_format` None: latents only."""
     import jax
 
     from e4e_jax import inversion
 
-    collector = ChunkCollector(layout, chunk_sizes, latent_shape(model), known_rows, image_format, on_commit, jax.process_index())
+    collector = ChunkCollector(
+        layout, chunk_sizes, latent_shape(model), known_rows, image_format, on_commit, jax.process_index()
+    )
     if image_format is not None:
         layout.images.mkdir(parents=True, exist_ok=True)
     batches = iter_items(jobs, prepare, batch_size, workers, clock, decode_pool)
     # iter_invert wants (images, paths, skipped); an all-skipped tail comes with images None.
-    host_batches = ((b if b is not None else np.zeros((0, *model.input_hw, 3), np.uint8), items, skipped)
-                    for b, items, skipped in batches)
+    host_batches = (
+        (b if b is not None else np.zeros((0, *model.input_hw, 3), np.uint8), items, skipped)
+        for b, items, skipped in batches
+    )
     images_mode = "uint8" if image_format is not None else "none"
     first = True
     wpool: Optional[WriterPool] = None
@@ -205,9 +244,9 @@ def run(model, layout: Layout, jobs: Sequence[tuple[str, int]], chunk_sizes: dic
 
     try:
         t_wait = time.perf_counter()
-        for lat, imgs, items, skipped in inversion.iter_invert(model, host_batches, batch_size, mesh,
-                                                                invert_fn=invert_fn, images=images_mode,
-                                                                variables=variables):
+        for lat, imgs, items, skipped in inversion.iter_invert(
+            model, host_batches, batch_size, mesh, invert_fn=invert_fn, images=images_mode, variables=variables
+        ):
             clock.add("device_wait", time.perf_counter() - t_wait)
             if first and len(items):
                 on_first_batch()
@@ -221,8 +260,9 @@ def run(model, layout: Layout, jobs: Sequence[tuple[str, int]], chunk_sizes: dic
                 name = ""
                 if image_format is not None:
                     name = collector.name_for(item)
-                    fut = clock.timed("hand_to_writers", wpool.submit, imgs[i], layout.root / name, image_format,
-                                      quality)  # blocks while every slot is in use
+                    fut = clock.timed(
+                        "hand_to_writers", wpool.submit, imgs[i], layout.root / name, image_format, quality
+                    )  # blocks while every slot is in use
                     fut.add_done_callback(timed_write)
                     collector.add_write(item.chunk, fut)
                 collector.add(item, lat[i], name)

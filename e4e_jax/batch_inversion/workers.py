@@ -10,6 +10,7 @@ ring instead of a pipe (3 MB per 1024² image), encode and write them.
 Processes start with `forkserver` (never `fork`: the parent runs JAX's threads), with this module
 preloaded so a worker starts in a fraction of a second.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -101,7 +102,8 @@ class WriterPool:
         self._lock = threading.Lock()
         self._sem = threading.Semaphore(n_slots)
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context(), initializer=_writer_init, initargs=(self._shm.name, self.shape, n_slots))
+            workers, mp_context=context(), initializer=_writer_init, initargs=(self._shm.name, self.shape, n_slots)
+        )
 
     def submit(self, img: np.ndarray, path: Path, fmt: str, quality: int) -> concurrent.futures.Future:
         self._sem.acquire()
@@ -114,6 +116,7 @@ class WriterPool:
             with self._lock:
                 self._free.append(slot)
             self._sem.release()
+
         fut.add_done_callback(release)
         return fut
 

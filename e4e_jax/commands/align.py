@@ -10,6 +10,7 @@ done); OUTPUT/skipped.txt and OUTPUT/report.json. A photo without a face, or a f
 image, is skipped with its reason and never stops the run. --resume finishes an interrupted run.
 Exit status: 0 every photo gave a face; 3 some were skipped; 1 none gave a face; 2 bad arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,26 +33,55 @@ SUBMIT_AHEAD = 2  # tasks queued per worker: keeps workers busy without reading 
 def add_parser(sub, help_text: str) -> None:
     from e4e_jax import alignment
 
-    p = sub.add_parser("align", help=help_text, description="FFHQ-align the faces of a folder of photos "
-                       "(needs the align extra: pip install 'e4e-jax[align]').",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = sub.add_parser(
+        "align",
+        help=help_text,
+        description="FFHQ-align the faces of a folder of photos (needs the align extra: pip install 'e4e-jax[align]').",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--images", required=True, type=Path, help="folder of photos (jpg, png, bmp, webp, tif)")
     p.add_argument("--output", required=True, type=Path, help="output folder (created; must not overlap --images)")
-    p.add_argument("--faces", choices=("largest", "all"), default="largest",
-                   help="align the largest face of each photo (default), or every face found")
-    p.add_argument("--output-size", type=positive_int, default=alignment.DEFAULT_OUTPUT_SIZE,
-                   help=f"side of the aligned images in px (default {alignment.DEFAULT_OUTPUT_SIZE}, as FFHQ)")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="worker processes (default: the CPUs available; 1 = in this process)")
-    p.add_argument("--landmarks", type=Path, default=None, metavar="FILE",
-                   help="dlib 68-point shape-predictor file (default: the one in face-recognition-models)")
-    p.add_argument("--detect-size", type=non_negative_int, default=alignment.DEFAULT_DETECT_SIZE, metavar="PX",
-                   help="look for faces in a copy at most this long (px), then in the full photo if none is "
-                        f"found (default {alignment.DEFAULT_DETECT_SIZE}; 0 = always at full resolution, slower, "
-                        "finds faces down to ~40 px); landmarks are always fitted at full resolution")
+    p.add_argument(
+        "--faces",
+        choices=("largest", "all"),
+        default="largest",
+        help="align the largest face of each photo (default), or every face found",
+    )
+    p.add_argument(
+        "--output-size",
+        type=positive_int,
+        default=alignment.DEFAULT_OUTPUT_SIZE,
+        help=f"side of the aligned images in px (default {alignment.DEFAULT_OUTPUT_SIZE}, as FFHQ)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes (default: the CPUs available; 1 = in this process)",
+    )
+    p.add_argument(
+        "--landmarks",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="dlib 68-point shape-predictor file (default: the one in face-recognition-models)",
+    )
+    p.add_argument(
+        "--detect-size",
+        type=non_negative_int,
+        default=alignment.DEFAULT_DETECT_SIZE,
+        metavar="PX",
+        help="look for faces in a copy at most this long (px), then in the full photo if none is "
+        f"found (default {alignment.DEFAULT_DETECT_SIZE}; 0 = always at full resolution, slower, "
+        "finds faces down to ~40 px); landmarks are always fitted at full resolution",
+    )
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="finish an earlier run into --output: photos already done are kept, not redone")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an earlier run into --output: photos already done are kept, not redone",
+    )
     again.add_argument("--overwrite", action="store_true", help="allow a non-empty --output; redo every photo")
     p.set_defaults(run=run)
 
@@ -71,9 +101,12 @@ def face_name(stem: str, face_index: int, all_faces: bool) -> str:
 
 
 def _settings_record(settings, all_faces: bool) -> dict:
-    return {"output_size": settings.output_size, "faces": "all" if all_faces else "largest",
-            "detect_size": settings.detect_size,
-            "landmarks_model": Path(settings.landmarks).name if settings.landmarks else "face-recognition-models"}
+    return {
+        "output_size": settings.output_size,
+        "faces": "all" if all_faces else "largest",
+        "detect_size": settings.detect_size,
+        "landmarks_model": Path(settings.landmarks).name if settings.landmarks else "face-recognition-models",
+    }
 
 
 _ALIGNER = None  # this process's Aligner (set by _worker_init, or by run() for --workers 1)
@@ -110,15 +143,22 @@ def align_file(path: str, stem: str, output: str, all_faces: bool) -> dict:
     entries = []
     for face in faces:
         name = face_name(stem, face.face_index, all_faces)
-        fileio.write_atomic(out / name, lambda f, img=face.image: Image.fromarray(img).save(
-            f, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+        fileio.write_atomic(
+            out / name,
+            lambda f, img=face.image: Image.fromarray(img).save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL),
+        )
         entries.append(dict(output=name, **face.record()))
     names = [e["output"] for e in entries]
     for stale in set(old_outputs) - set(names):  # an --overwrite run found fewer faces than before
         (out / stale).unlink(missing_ok=True)
     w, h = faces[0].source_size if faces else (None, None)
-    doc = dict(file=path, image_size=[w, h] if faces else None, skipped=record["skipped"],
-               settings=_settings_record(_ALIGNER.settings, all_faces), faces=entries)
+    doc = dict(
+        file=path,
+        image_size=[w, h] if faces else None,
+        skipped=record["skipped"],
+        settings=_settings_record(_ALIGNER.settings, all_faces),
+        faces=entries,
+    )
     fileio.write_text(json_path, json.dumps(doc) + "\n")
     return dict(record, outputs=names)
 
@@ -145,8 +185,10 @@ def _done_record(out: Path, stem: str, expected_settings: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     if doc.get("settings") != expected_settings:
-        raise UserError(f"--resume: {json_path} was made with {doc.get('settings')}, not {expected_settings}; "
-                        "rerun with the same settings, or pass --overwrite to redo everything")
+        raise UserError(
+            f"--resume: {json_path} was made with {doc.get('settings')}, not {expected_settings}; "
+            "rerun with the same settings, or pass --overwrite to redo everything"
+        )
     names = [f.get("output") for f in doc.get("faces", [])]
     if not all(n and (out / n).is_file() for n in names):
         return None
@@ -173,8 +215,9 @@ def _iter_results(jobs: list[tuple], settings, workers: int):
         return
     import concurrent.futures as cf
 
-    with cf.ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_worker_init,
-                                initargs=(settings,)) as pool:
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=_pool_context(), initializer=_worker_init, initargs=(settings,)
+    ) as pool:
         pending: set[cf.Future] = set()
         it = iter(jobs)
         try:
@@ -212,13 +255,16 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print(f"error: no images (jpg, png, bmp, webp, tif) in {args.images}", file=sys.stderr)
         return EXIT_NOTHING
-    aligner = alignment.Aligner(args.output_size, args.landmarks.resolve() if args.landmarks else None,
-                                args.detect_size or None)
+    aligner = alignment.Aligner(
+        args.output_size, args.landmarks.resolve() if args.landmarks else None, args.detect_size or None
+    )
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(args.workers or available, len(paths))
     if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):  # fail before loading
-        raise UserError(f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
-                        "--overwrite to redo it, or choose another folder")
+        raise UserError(
+            f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
+            "--overwrite to redo it, or choose another folder"
+        )
     aligner.check(load_landmarks=False)  # dlib and the model file are there: before anything is made
     settings = aligner.settings
     all_faces = args.faces == "all"
@@ -227,8 +273,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     with outdir.lock(args.output, "e4e-jax align"):
         if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):
-            raise UserError(f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
-                            "--overwrite to redo it, or choose another folder")
+            raise UserError(
+                f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
+                "--overwrite to redo it, or choose another folder"
+            )
         (args.output / LANDMARKS_DIR).mkdir(exist_ok=True)
         for d in (args.output, args.output / LANDMARKS_DIR):
             fileio.remove_stale_temps(d)
@@ -276,20 +324,33 @@ def run(args: argparse.Namespace) -> int:
         aligned = [r for r in ordered if r["outputs"]]
         fileio.write_text(args.output / SKIPPED_TXT, "".join(f"{r['file']}\t{r['skipped']}\n" for r in skipped))
         seconds = time.time() - t0
-        report = {"images": str(args.images), "settings": expected, "n_inputs": len(paths),
-                  "n_aligned_inputs": len(aligned), "n_faces_written": n_faces, "n_skipped": len(skipped),
-                  "n_resumed": n_resumed, "n_not_done": len(paths) - len(ordered), "workers": workers,
-                  "seconds": round(seconds, 2), "seconds_to_first_photo": None if first is None else round(first, 2),
-                  "images_per_second": round((len(ordered) - n_resumed) / seconds, 2) if seconds > 0 else None,
-                  "skipped": [{"file": r["file"], "reason": r["skipped"]} for r in skipped],
-                  "aligned": [{"file": r["file"], "outputs": r["outputs"]} for r in aligned]}
+        report = {
+            "images": str(args.images),
+            "settings": expected,
+            "n_inputs": len(paths),
+            "n_aligned_inputs": len(aligned),
+            "n_faces_written": n_faces,
+            "n_skipped": len(skipped),
+            "n_resumed": n_resumed,
+            "n_not_done": len(paths) - len(ordered),
+            "workers": workers,
+            "seconds": round(seconds, 2),
+            "seconds_to_first_photo": None if first is None else round(first, 2),
+            "images_per_second": round((len(ordered) - n_resumed) / seconds, 2) if seconds > 0 else None,
+            "skipped": [{"file": r["file"], "reason": r["skipped"]} for r in skipped],
+            "aligned": [{"file": r["file"], "outputs": r["outputs"]} for r in aligned],
+        }
         fileio.write_text(args.output / REPORT_JSON, json.dumps(report, indent=2) + "\n")
     if interrupted:
-        print(f"interrupted after {len(ordered)} of {len(paths)} photos; finish with the same command and "
-              "--resume", file=sys.stderr)
+        print(
+            f"interrupted after {len(ordered)} of {len(paths)} photos; finish with the same command and --resume",
+            file=sys.stderr,
+        )
         return 130
-    print(f"aligned {n_faces} face(s) from {len(aligned)} of {len(paths)} photos into {args.output}"
-          + (f"; skipped {len(skipped)} (see {args.output / SKIPPED_TXT})" if skipped else ""))
+    print(
+        f"aligned {n_faces} face(s) from {len(aligned)} of {len(paths)} photos into {args.output}"
+        + (f"; skipped {len(skipped)} (see {args.output / SKIPPED_TXT})" if skipped else "")
+    )
     if not aligned:
         return EXIT_NOTHING
     return EXIT_PARTIAL if skipped else EXIT_OK

@@ -7,6 +7,7 @@
 4. report  – WORKDIR/quickstart_grid.png (source | inversion | edits) and WORKDIR/metrics.json
              (reconstruction L2, latent recovery ‖E(G(w)) − w‖, latent variation, training losses).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,26 @@ DEFAULT_STEPS = 1000
 
 
 def add_parser(sub, help_text: str) -> None:
-    p = sub.add_parser("quickstart", help=help_text, description=__doc__.split("\n\n")[0],
-                       epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "quickstart",
+        help=help_text,
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--workdir", required=True, type=Path, help="output folder (created; must be new or empty)")
-    p.add_argument("--steps", type=cli_args.positive_int, default=DEFAULT_STEPS,
-                   help=f"training steps (default {DEFAULT_STEPS}; more steps give better inversions)")
-    p.add_argument("--heldout", type=cli_args.positive_int, default=N_HELDOUT,
-                   help=f"held-out samples to invert and edit (default {N_HELDOUT})")
+    p.add_argument(
+        "--steps",
+        type=cli_args.positive_int,
+        default=DEFAULT_STEPS,
+        help=f"training steps (default {DEFAULT_STEPS}; more steps give better inversions)",
+    )
+    p.add_argument(
+        "--heldout",
+        type=cli_args.positive_int,
+        default=N_HELDOUT,
+        help=f"held-out samples to invert and edit (default {N_HELDOUT})",
+    )
     p.set_defaults(run=run)
 
 
@@ -70,8 +84,11 @@ def latent_metrics(true_ws, inverted_ws) -> dict:
 
     rec = np.asarray(evaluation.latent_distance(inverted_ws, true_ws))
     var = np.asarray(evaluation.latent_variation(inverted_ws))
-    return {"latent_recovery_mean": float(rec.mean()), "latent_variation_mean": float(var.mean()),
-            "delta_norm_mean": float(np.asarray(evaluation.delta_norm(inverted_ws)).mean())}
+    return {
+        "latent_recovery_mean": float(rec.mean()),
+        "latent_variation_mean": float(var.mean()),
+        "delta_norm_mean": float(np.asarray(evaluation.delta_norm(inverted_ws)).mean()),
+    }
 
 
 def l2_curve(metrics_jsonl: Path, key: str = "train/loss_l2") -> dict:
@@ -84,8 +101,11 @@ def l2_curve(metrics_jsonl: Path, key: str = "train/loss_l2") -> dict:
     if not vals:
         return {}
     q = max(1, len(vals) // 4)
-    return {"train_l2_first_quarter": sum(vals[:q]) / q, "train_l2_last_quarter": sum(vals[-q:]) / q,
-            "train_l2_logged": len(vals)}
+    return {
+        "train_l2_first_quarter": sum(vals[:q]) / q,
+        "train_l2_last_quarter": sum(vals[-q:]) / q,
+        "train_l2_logged": len(vals),
+    }
 
 
 def average_code_l2(model_dir: Path, heldout: Path) -> float:
@@ -152,24 +172,40 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
 
     config = tiny.get_config()
     config.max_steps = args.steps
-    print(f"[1/4] training an e4e encoder on samples of a fixed-seed {config.generator.random_init['size']}² "
-          f"StyleGAN2 for {config.max_steps} steps (every loss of the paper)", flush=True)
+    print(
+        f"[1/4] training an e4e encoder on samples of a fixed-seed {config.generator.random_init['size']}² "
+        f"StyleGAN2 for {config.max_steps} steps (every loss of the paper)",
+        flush=True,
+    )
     train_metrics = train_and_evaluate(config, work / "train")
     model = work / "train" / "model"
 
     print(f"[2/4] inverting {args.heldout} held-out samples", flush=True)
     true_ws = write_heldout_samples(model, work / "heldout", args.heldout)
-    rc = job.invert_folder(job.InvertOptions(
-        model=str(model), images=work / "heldout", output=work / "inversion", batch_size=args.heldout,
-        image_format="png"))  # lossless: the L2 below measures the inversion, not JPEG
+    rc = job.invert_folder(
+        job.InvertOptions(
+            model=str(model),
+            images=work / "heldout",
+            output=work / "inversion",
+            batch_size=args.heldout,
+            image_format="png",
+        )
+    )  # lossless: the L2 below measures the inversion, not JPEG
     if rc != EXIT_OK:
         print(f"error: inversion failed with exit status {rc}", file=sys.stderr)
         return EXIT_NOTHING
 
     print("[3/4] editing the inversions along the strongest SeFa direction", flush=True)
-    rc = edit_job.edit_folder(edit_job.EditOptions(
-        model=str(model), latents=work / "inversion", output=work / "edits", sefa=0, layers="all",
-        strengths=SEFA_STRENGTHS))
+    rc = edit_job.edit_folder(
+        edit_job.EditOptions(
+            model=str(model),
+            latents=work / "inversion",
+            output=work / "edits",
+            sefa=0,
+            layers="all",
+            strengths=SEFA_STRENGTHS,
+        )
+    )
     if rc != EXIT_OK:
         print(f"error: editing failed with exit status {rc}", file=sys.stderr)
         return EXIT_NOTHING
@@ -177,19 +213,26 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
 
     print("[4/4] metrics", flush=True)
     inverted_ws = np.load(work / "inversion" / "latents.npy")
-    metrics = {"training": {k: float(v) for k, v in (train_metrics or {}).items()
-                            if isinstance(v, (int, float, np.floating))},
-               "learning": l2_curve(work / "train" / "metrics.jsonl"),
-               "heldout": {**image_metrics(work / "heldout", work / "inversion"),
-                           "l2_mean_if_answered_by_latent_avg": average_code_l2(model, work / "heldout"),
-                           **latent_metrics(true_ws, inverted_ws)}}
+    metrics = {
+        "training": {k: float(v) for k, v in (train_metrics or {}).items() if isinstance(v, (int, float, np.floating))},
+        "learning": l2_curve(work / "train" / "metrics.jsonl"),
+        "heldout": {
+            **image_metrics(work / "heldout", work / "inversion"),
+            "l2_mean_if_answered_by_latent_avg": average_code_l2(model, work / "heldout"),
+            **latent_metrics(true_ws, inverted_ws),
+        },
+    }
     fileio.write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics["heldout"], indent=2))
     learn, held = metrics["learning"], metrics["heldout"]
     if learn:
-        print(f"training L2: {learn['train_l2_first_quarter']:.3f} (first quarter of the run) -> "
-              f"{learn['train_l2_last_quarter']:.3f} (last quarter)")
-    print(f"held-out L2: {held['l2_mean']:.3f} inverted vs {held['l2_mean_if_answered_by_latent_avg']:.3f} "
-          f"for G(latent_avg)")
+        print(
+            f"training L2: {learn['train_l2_first_quarter']:.3f} (first quarter of the run) -> "
+            f"{learn['train_l2_last_quarter']:.3f} (last quarter)"
+        )
+    print(
+        f"held-out L2: {held['l2_mean']:.3f} inverted vs {held['l2_mean_if_answered_by_latent_avg']:.3f} "
+        f"for G(latent_avg)"
+    )
     print(f"done: {work / 'quickstart_grid.png'} (source | inversion | SeFa edits), {work / 'metrics.json'}")
     return EXIT_OK

@@ -13,6 +13,7 @@ Several processes (TPU pods, several hosts): the same command on every host, wit
 --config.distributed.num_processes=N --config.distributed.process_id=I` (or JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID); see README "Training on a TPU pod / several hosts".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,24 +58,39 @@ class _OverrideParser(argparse.ArgumentParser):
 
 
 def add_parser(sub, help_text: str) -> None:
-    p = sub.add_parser("train", help=help_text, description=help_text + ". Checkpoints, metrics "
-                       "(metrics.jsonl, TensorBoard where available), image grids and the final 'e4e' bundle "
-                       "(WORKDIR/model) go to --workdir.", epilog="Any config field can be overridden with "
-                       "--config.KEY=VALUE, e.g. --config.batch_size=16 --config.data.train_dir=/data/ffhq "
-                       "(parsed by ml_collections' config_flags in the field's type; a boolean takes '=': "
-                       "--config.use_w_pool=false).")
+    p = sub.add_parser(
+        "train",
+        help=help_text,
+        description=help_text + ". Checkpoints, metrics "
+        "(metrics.jsonl, TensorBoard where available), image grids and the final 'e4e' bundle "
+        "(WORKDIR/model) go to --workdir.",
+        epilog="Any config field can be overridden with "
+        "--config.KEY=VALUE, e.g. --config.batch_size=16 --config.data.train_dir=/data/ffhq "
+        "(parsed by ml_collections' config_flags in the field's type; a boolean takes '=': "
+        "--config.use_w_pool=false).",
+    )
     p.__class__ = _OverrideParser
-    p.add_argument("--config", required=True,
-                   help="config file defining get_config() (configs/ffhq.py) or the name of one in e4e_jax/configs/ "
-                        "(default, ffhq, ffhq_w, cars, horse, church, cats, tiny)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="config file defining get_config() (configs/ffhq.py) or the name of one in e4e_jax/configs/ "
+        "(default, ffhq, ffhq_w, cars, horse, church, cats, tiny)",
+    )
     p.add_argument("--workdir", required=True, type=Path, help="output directory of the run")
-    p.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in --workdir")
-    p.add_argument("--max-steps", type=cli_args.positive_int, default=None,
-                   help="stop after this many total steps (default: config.max_steps)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="info",
-                   help="e4e-jax's own log messages; 'debug' adds, per process, the rows and files of every batch "
-                        "it reads (default: info)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in --workdir")
+    p.add_argument(
+        "--max-steps",
+        type=cli_args.positive_int,
+        default=None,
+        help="stop after this many total steps (default: config.max_steps)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="e4e-jax's own log messages; 'debug' adds, per process, the rows and files of every batch "
+        "it reads (default: info)",
+    )
     p.set_defaults(run=run)
 
 
@@ -166,8 +182,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()):
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(_parse_error(e, argv[1].partition("=")[2], overrides)) from e
     if len(unparsed) > 1:
-        raise ValueError(f"unexpected argument {unparsed[1]!r} (a boolean field takes '=': "
-                         f"--{FLAG}.KEY=false)")
+        raise ValueError(f"unexpected argument {unparsed[1]!r} (a boolean field takes '=': --{FLAG}.KEY=false)")
     if not hasattr(holder.value, "keys"):
         raise ValueError(f"--{FLAG} {spec}: get_config() returned {type(holder.value).__name__}, not a config")
     return holder.value

@@ -7,6 +7,7 @@ Epoch e of n files uses permutation(seed, e) of the sorted file list and drops t
 So a resumed run reads exactly the batches the uninterrupted run would have read, with no iterator state
 in the checkpoint. Each process reads only its rows of every global batch (`sharding.process_rows`).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ class EpochOrder:
     def indices(self, step: int) -> tuple[int, np.ndarray]:
         """(epoch, file indices (B,)) of the global batch of `step`."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        return epoch, self.permutation(epoch)[k * self.batch:(k + 1) * self.batch]
+        return epoch, self.permutation(epoch)[k * self.batch : (k + 1) * self.batch]
 
 
 def flip_draw(seed: int, epoch: int, index: int) -> bool:
@@ -57,12 +58,18 @@ def flip_draw(seed: int, epoch: int, index: int) -> bool:
 def log_rows(what: str, rows: Sequence[int], files: Sequence[Path | str]) -> None:
     """DEBUG record of the rows (of a global batch) and files this process reads: `what rows=[..] files=[..]`."""
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("process %d reads %s rows=%s files=%s", jax.process_index(), what,
-                  json.dumps([int(r) for r in rows]), json.dumps([Path(f).name for f in files]))
+        log.debug(
+            "process %d reads %s rows=%s files=%s",
+            jax.process_index(),
+            what,
+            json.dumps([int(r) for r in rows]),
+            json.dumps([Path(f).name for f in files]),
+        )
 
 
-def process_slices(files: Sequence[Path], global_batch: int, seed: int, start_step: int, rows: np.ndarray
-                   ) -> Iterator[tuple[list[str], list[bool]]]:
+def process_slices(
+    files: Sequence[Path], global_batch: int, seed: int, start_step: int, rows: np.ndarray
+) -> Iterator[tuple[list[str], list[bool]]]:
     """(paths, flip coins) of this process's `rows` of each global batch, from `start_step` on (endless)."""
     order = EpochOrder(len(files), global_batch, seed)
     step = start_step

@@ -32,8 +32,8 @@ another module switched it on.
 
 from __future__ import annotations
 
-import concurrent.futures
 import collections
+import concurrent.futures
 import dataclasses
 import errno
 import os
@@ -47,31 +47,32 @@ from e4e_jax import domains
 
 # Extensions read (case-insensitive). The official list is jpg/jpeg/png/ppm/bmp/tiff with fixed
 # case; we accept every case and add webp/tif.
-IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm'})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"})
 
 # (height, width) fed to the encoder, per domain (official transforms_config/data_configs:
 # EncodeTransforms for ffhq/celeba/horse/church/cats, CarsEncodeTransforms for cars).
 PRESETS: dict[str, tuple[int, int]] = {
-    'ffhq': (256, 256),
-    'celeba_hq': (256, 256),
-    'horse': (256, 256),
-    'church': (256, 256),
-    'cats': (256, 256),
-    'cars': domains.CARS_INPUT_HW,
+    "ffhq": (256, 256),
+    "celeba_hq": (256, 256),
+    "horse": (256, 256),
+    "church": (256, 256),
+    "cats": (256, 256),
+    "cars": domains.CARS_INPUT_HW,
 }
 
 DEFAULT_MIN_SIZE = 8
 # PIL's own decompression-bomb threshold (it warns above it and refuses above twice it).
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-_SIXTEEN_BIT_MODES = frozenset({'I;16', 'I;16L', 'I;16B', 'I;16N', 'I'})
-_FLOAT_MODE = 'F'
-_LINE_BREAKS = ('\n', '\r')
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_FLOAT_MODE = "F"
+_LINE_BREAKS = ("\n", "\r")
 
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
     """A file that could not be used, and why (a sentence naming the problem)."""
+
     path: Path
     reason: str
 
@@ -80,12 +81,13 @@ def resolve_size(size_hw: tuple[int, int] | str) -> tuple[int, int]:
     """A (height, width) pair, or the name of a preset in `PRESETS`."""
     if isinstance(size_hw, str):
         if size_hw not in PRESETS:
-            raise ValueError(f'unknown image size preset {size_hw!r}; use one of {sorted(PRESETS)} '
-                             'or an explicit (height, width)')
+            raise ValueError(
+                f"unknown image size preset {size_hw!r}; use one of {sorted(PRESETS)} or an explicit (height, width)"
+            )
         return PRESETS[size_hw]
     h, w = (int(v) for v in size_hw)
     if h <= 0 or w <= 0:
-        raise ValueError(f'image size must be positive (height, width), got {size_hw!r}')
+        raise ValueError(f"image size must be positive (height, width), got {size_hw!r}")
     return h, w
 
 
@@ -106,8 +108,8 @@ def scan_images(folder: str | os.PathLike, recursive: bool = False) -> tuple[lis
     """
     root = Path(folder)
     if not root.is_dir():
-        raise NotADirectoryError(f'image folder {str(root)!r} does not exist or is not a directory')
-    candidates = root.rglob('*') if recursive else root.iterdir()
+        raise NotADirectoryError(f"image folder {str(root)!r} does not exist or is not a directory")
+    candidates = root.rglob("*") if recursive else root.iterdir()
     found: list[Path] = []
     skipped: list[Skipped] = []
     for p in candidates:
@@ -127,19 +129,18 @@ def scan_images(folder: str | os.PathLike, recursive: bool = False) -> tuple[lis
 def _unusable(p: Path, recursive: bool) -> str | None:
     """Why the listed entry `p` cannot be read as an image file; None if it can."""
     if any(c in str(p) for c in _LINE_BREAKS):
-        return ('the path contains a line break, which files.txt (one path per line) cannot hold; '
-                'rename the file')
+        return "the path contains a line break, which files.txt (one path per line) cannot hold; rename the file"
     if p.is_symlink() and not p.exists():
         try:
             os.stat(p)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                return 'symbolic link loop (following the link leads back to it)'
-            return f'broken symbolic link (its target {os.readlink(p)} does not exist)'
+                return "symbolic link loop (following the link leads back to it)"
+            return f"broken symbolic link (its target {os.readlink(p)} does not exist)"
     if p.is_dir():
-        return 'a folder, not an image file' + ('' if recursive else ' (pass --recursive to read the images in it)')
+        return "a folder, not an image file" + ("" if recursive else " (pass --recursive to read the images in it)")
     if not p.is_file():
-        return 'not a regular file'
+        return "not a regular file"
     return None
 
 
@@ -149,39 +150,50 @@ def _to_rgb(img: Image.Image) -> Image.Image | str:
     if img.mode in _SIXTEEN_BIT_MODES:
         a = np.asarray(img).astype(np.int64)
         a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(a).convert('RGB')  # uint8 (H, W) -> 'L'
+        return Image.fromarray(a).convert("RGB")  # uint8 (H, W) -> 'L'
     if img.mode == _FLOAT_MODE:
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():
-            return 'float image holds NaN or Inf pixel values'
+            return "float image holds NaN or Inf pixel values"
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
-            return (f'float image with pixel values in [{lo:g}, {hi:g}]; only float images in [0, 1] are read '
-                    '(save it as 8-bit or scale it to [0, 1])')
-        return Image.fromarray(np.rint(a * 255.0).astype(np.uint8)).convert('RGB')
-    return img.convert('RGB')
+            return (
+                f"float image with pixel values in [{lo:g}, {hi:g}]; only float images in [0, 1] are read "
+                "(save it as 8-bit or scale it to [0, 1])"
+            )
+        return Image.fromarray(np.rint(a * 255.0).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
 
 
-def _decode_rgb(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size: int,
-                max_pixels: int, fast_decode: bool = False) -> np.ndarray | Skipped:
+def _decode_rgb(
+    path: Path,
+    size_hw: tuple[int, int],
+    exif_transpose: bool,
+    min_size: int,
+    max_pixels: int,
+    fast_decode: bool = False,
+) -> np.ndarray | Skipped:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise RuntimeError('PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (some module switched it '
-                           'on); e4e_jax refuses to half-load truncated images. Set it back to False.')
+        raise RuntimeError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (some module switched it "
+            "on); e4e_jax refuses to half-load truncated images. Set it back to False."
+        )
     try:
         if path.stat().st_size == 0:
-            return Skipped(path, 'empty file (0 bytes)')
+            return Skipped(path, "empty file (0 bytes)")
         with Image.open(path) as img:
             w, h = img.size
             if w * h > max_pixels:
-                return Skipped(path, f'image is {w}x{h} = {w * h} pixels, above the limit of '
-                                     f'{max_pixels} (possible decompression bomb)')
+                return Skipped(
+                    path,
+                    f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} (possible decompression bomb)",
+                )
             if w < min_size or h < min_size:
-                return Skipped(path, f'image is {w}x{h} px, smaller than the minimum '
-                                     f'{min_size}x{min_size}')
+                return Skipped(path, f"image is {w}x{h} px, smaller than the minimum {min_size}x{min_size}")
             if fast_decode and not exif_transpose:
                 # JPEG only (other formats ignore it): decode at 1/2, 1/4 or 1/8 scale in the DCT domain,
                 # the largest reduction that stays >= the target size; the resize below then does less.
-                img.draft('RGB', (size_hw[1], size_hw[0]))
+                img.draft("RGB", (size_hw[1], size_hw[0]))
             img.load()  # decode fully here, so truncation and corrupt data raise inside the try
             if exif_transpose:
                 img = ImageOps.exif_transpose(img)
@@ -189,11 +201,11 @@ def _decode_rgb(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_
             if isinstance(rgb, str):
                 return Skipped(path, rgb)
     except Image.DecompressionBombError as e:
-        return Skipped(path, f'decompression bomb refused by PIL: {e}')
+        return Skipped(path, f"decompression bomb refused by PIL: {e}")
     except Image.UnidentifiedImageError:
-        return Skipped(path, 'not a readable image (PIL cannot identify the file format)')
+        return Skipped(path, "not a readable image (PIL cannot identify the file format)")
     except Exception as e:  # noqa: BLE001 - any decoder failure means: skip this file, say why
-        return Skipped(path, f'cannot decode image: {type(e).__name__}: {e}')
+        return Skipped(path, f"cannot decode image: {type(e).__name__}: {e}")
     th, tw = size_hw
     if rgb.size != (tw, th):
         rgb = rgb.resize((tw, th), Image.BILINEAR)
@@ -204,18 +216,29 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [-1, 1] exactly as the official ToTensor + Normalize(0.5, 0.5) (the
     same IEEE operations as `inversion.normalize_input` on the device)."""
     x = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)  # ToTensor
-    return (x - np.float32(0.5)) / np.float32(0.5)                # Normalize(0.5, 0.5)
+    return (x - np.float32(0.5)) / np.float32(0.5)  # Normalize(0.5, 0.5)
 
 
-def _decode(path: Path, size_hw: tuple[int, int], exif_transpose: bool, min_size: int,
-            max_pixels: int, fast_decode: bool = False) -> np.ndarray | Skipped:
+def _decode(
+    path: Path,
+    size_hw: tuple[int, int],
+    exif_transpose: bool,
+    min_size: int,
+    max_pixels: int,
+    fast_decode: bool = False,
+) -> np.ndarray | Skipped:
     rgb = _decode_rgb(path, size_hw, exif_transpose, min_size, max_pixels, fast_decode)
     return rgb if isinstance(rgb, Skipped) else normalize(rgb)
 
 
-def load_image(path: str | os.PathLike, size_hw: tuple[int, int] | str,
-               exif_transpose: bool = False, min_size: int = DEFAULT_MIN_SIZE,
-               max_pixels: int = DEFAULT_MAX_PIXELS, fast_decode: bool = False) -> np.ndarray | Skipped:
+def load_image(
+    path: str | os.PathLike,
+    size_hw: tuple[int, int] | str,
+    exif_transpose: bool = False,
+    min_size: int = DEFAULT_MIN_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fast_decode: bool = False,
+) -> np.ndarray | Skipped:
     """Load and preprocess one image as the official e4e inference transform does.
 
     Args:
@@ -232,9 +255,14 @@ def load_image(path: str | os.PathLike, size_hw: tuple[int, int] | str,
     return _decode(Path(path), resolve_size(size_hw), exif_transpose, min_size, max_pixels, fast_decode)
 
 
-def load_pixels(path: str | os.PathLike, size_hw: tuple[int, int] | str, exif_transpose: bool = False,
-                min_size: int = DEFAULT_MIN_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS,
-                fast_decode: bool = False) -> np.ndarray | Skipped:
+def load_pixels(
+    path: str | os.PathLike,
+    size_hw: tuple[int, int] | str,
+    exif_transpose: bool = False,
+    min_size: int = DEFAULT_MIN_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fast_decode: bool = False,
+) -> np.ndarray | Skipped:
     """As `load_image`, but the resized (H, W, 3) uint8 pixels before the official normalisation
     (`normalize` gives `load_image`'s result): a quarter of the bytes to move between processes."""
     return _decode_rgb(Path(path), resolve_size(size_hw), exif_transpose, min_size, max_pixels, fast_decode)
@@ -244,9 +272,13 @@ def _default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def iter_batches(paths: Sequence[str | os.PathLike], batch_size: int,
-                 size_hw: tuple[int, int] | str, num_workers: int | None = None,
-                 **load_kwargs) -> Iterator[tuple[np.ndarray, list[Path], list[Skipped]]]:
+def iter_batches(
+    paths: Sequence[str | os.PathLike],
+    batch_size: int,
+    size_hw: tuple[int, int] | str,
+    num_workers: int | None = None,
+    **load_kwargs,
+) -> Iterator[tuple[np.ndarray, list[Path], list[Skipped]]]:
     """Decode `paths` in a thread pool (PIL releases the GIL) and group them into batches.
 
     Yields (images float32 (b, H, W, 3), their paths, files skipped since the previous batch).
@@ -256,7 +288,7 @@ def iter_batches(paths: Sequence[str | os.PathLike], batch_size: int,
     `load_kwargs` go to `load_image` (exif_transpose, min_size, max_pixels).
     """
     if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     size_hw = resolve_size(size_hw)
     paths = [Path(p) for p in paths]
     workers = _default_workers() if num_workers is None else int(num_workers)
@@ -270,7 +302,7 @@ def iter_batches(paths: Sequence[str | os.PathLike], batch_size: int,
                 yield p, load(p)
             return
         window = max(2 * batch_size, 2 * workers)  # bounded read-ahead keeps memory flat
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='e4e-read') as pool:
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="e4e-read") as pool:
             pending: collections.deque[tuple[Path, concurrent.futures.Future]] = collections.deque()
             it = iter(paths)
             for p in it:

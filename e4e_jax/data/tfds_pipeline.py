@@ -12,6 +12,7 @@ per epoch — so a run resumed at step s starts reading at step s with no iterat
 reads only its rows of every global batch (the positions its devices hold, `sharding.process_rows`). Files that fail to decode are dropped by
 `Dataset.ignore_errors` (logged by TF), which shifts the later rows of that batch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,8 +49,15 @@ def _tf():
     return tf
 
 
-def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
-                  random_flip: bool, start_step: int, rows: Optional[Sequence[int]] = None):
+def build_dataset(
+    files: list[Path],
+    global_batch: int,
+    image_size: tuple[int, int],
+    seed: int,
+    random_flip: bool,
+    start_step: int,
+    rows: Optional[Sequence[int]] = None,
+):
     """A tf.data.Dataset of this process's (len(rows), H, W, 3) float32 batches in [-1, 1].
 
     rows: positions within each global batch that this process loads, in its local order (default: all).
@@ -64,7 +72,8 @@ def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, i
                 yield p, bool(f and random_flip)
 
     ds = tf.data.Dataset.from_generator(
-        items, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.bool)))
+        items, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.bool))
+    )
 
     def decode(path, flip):
         raw = tf.io.read_file(path)
@@ -80,8 +89,15 @@ def build_dataset(files: list[Path], global_batch: int, image_size: tuple[int, i
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def local_batches(files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
-                  random_flip: bool, start_step: int, rows: Optional[Sequence[int]] = None) -> Iterator[np.ndarray]:
+def local_batches(
+    files: list[Path],
+    global_batch: int,
+    image_size: tuple[int, int],
+    seed: int,
+    random_flip: bool,
+    start_step: int,
+    rows: Optional[Sequence[int]] = None,
+) -> Iterator[np.ndarray]:
     """numpy (len(rows), H, W, 3) float32 batches of the pipeline (tfds.as_numpy)."""
     import tensorflow_datasets as tfds
 

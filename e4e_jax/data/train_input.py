@@ -19,6 +19,7 @@ A file that cannot be decoded is logged once and replaced by the next readable f
 order (numpy loader; the test set: of the sorted list), or dropped by `ignore_errors` (tfds pipeline).
 At DEBUG level (`e4e-jax train --log-level debug`) every process logs the rows and files it reads.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -41,8 +42,10 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- readable files
 
-def first_readable(files: list[Path], order: Sequence[int], start: int, size: tuple[int, int],
-                   bad: dict[int, str], what: str) -> tuple[int, np.ndarray]:
+
+def first_readable(
+    files: list[Path], order: Sequence[int], start: int, size: tuple[int, int], bad: dict[int, str], what: str
+) -> tuple[int, np.ndarray]:
     """(file index, image) of the first decodable file of `order` from position `start` on (cyclic);
     undecodable files are logged once and remembered in `bad` (index -> reason)."""
     n = len(order)
@@ -61,6 +64,7 @@ def first_readable(files: list[Path], order: Sequence[int], start: int, size: tu
 
 # ----------------------------------------------------------------------------- numpy / PIL loader
 
+
 class NumpyFolderLoader:
     """TF-free loader: PIL decoding (e4e_jax.data.folder) in a thread pool, the given rows only.
 
@@ -68,8 +72,16 @@ class NumpyFolderLoader:
     (`sharding.process_rows`); default: all of them (one process).
     """
 
-    def __init__(self, files: list[Path], global_batch: int, image_size: tuple[int, int], seed: int,
-                 random_flip: bool = True, num_workers: int = 8, rows: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        files: list[Path],
+        global_batch: int,
+        image_size: tuple[int, int],
+        seed: int,
+        random_flip: bool = True,
+        num_workers: int = 8,
+        rows: Optional[Sequence[int]] = None,
+    ):
         self.files, self.size, self.seed, self.flip = files, tuple(image_size), seed, random_flip
         self.order = EpochOrder(len(files), global_batch, seed)
         self.rows = np.arange(global_batch) if rows is None else np.asarray(rows, np.int64)
@@ -93,6 +105,7 @@ class NumpyFolderLoader:
 
 
 # ----------------------------------------------------------------------------- synthetic source
+
 
 def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int, int], jax.Array]:
     """f(step or sample-seed, batch) -> (B, H, W, 3) images of the frozen generator, sharded P('data').
@@ -132,6 +145,7 @@ def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int,
 
 # ----------------------------------------------------------------------------- dispatch + prefetch
 
+
 def _choose_loader(config) -> str:
     want = config.data.loader
     if want not in ("auto", "tfds", "numpy"):
@@ -143,16 +157,20 @@ def _choose_loader(config) -> str:
     if tfds_pipeline.tf_available():
         return "tfds"
     if want == "tfds":
-        raise RuntimeError("config.data.loader='tfds' but tensorflow / tensorflow-datasets cannot be imported; "
-                           "pip install 'e4e-jax[train]' or use --config.data.loader=numpy")
+        raise RuntimeError(
+            "config.data.loader='tfds' but tensorflow / tensorflow-datasets cannot be imported; "
+            "pip install 'e4e-jax[train]' or use --config.data.loader=numpy"
+        )
     log.info("tensorflow is not importable: using the numpy/PIL training loader")
     return "numpy"
 
 
 def train_files(config) -> list[Path]:
     if not config.data.train_dir:
-        raise ValueError("config.data.train_dir is empty: pass --config.data.train_dir=/path/to/images "
-                         "(or use a synthetic-data config such as configs/tiny.py)")
+        raise ValueError(
+            "config.data.train_dir is empty: pass --config.data.train_dir=/path/to/images "
+            "(or use a synthetic-data config such as configs/tiny.py)"
+        )
     files = folder.list_images(config.data.train_dir)
     if not files:
         raise ValueError(f"config.data.train_dir {config.data.train_dir}: no image files found")
@@ -234,8 +252,7 @@ def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[di
 
         local = tfds_pipeline.local_batches(files, b, size, config.seed, config.data.random_flip, start_step, rows)
     else:
-        loader = NumpyFolderLoader(files, b, size, config.seed, config.data.random_flip, config.data.num_workers,
-                                   rows)
+        loader = NumpyFolderLoader(files, b, size, config.seed, config.data.random_flip, config.data.num_workers, rows)
 
         def local_gen():
             step = start_step
@@ -277,8 +294,12 @@ def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> lis
     files = folder.list_images(config.data.test_dir)
     n = len(files) // b
     if n == 0:
-        log.warning("config.data.test_dir %s holds %d images, fewer than one test batch of %d: no validation",
-                    config.data.test_dir, len(files), b)
+        log.warning(
+            "config.data.test_dir %s holds %d images, fewer than one test batch of %d: no validation",
+            config.data.test_dir,
+            len(files),
+            b,
+        )
     n = n if limit < 0 else min(n, limit)
     size = tuple(config.data.image_size)
     bsh = sharding.batch_sharding(mesh)

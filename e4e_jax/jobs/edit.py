@@ -5,6 +5,7 @@ the quickstart call it.
 
 Returns the exit code (e4e_jax/errors.py); bad inputs raise UserError before anything is written.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,15 +33,15 @@ class EditOptions:
     """One edit sweep; the fields are the `e4e-jax edit` options (see its --help). Exactly one of
     interfacegan, ganspace, sefa names the direction."""
 
-    model: str | Path                        # e4e or stylegan2 bundle (its generator renders)
-    latents: Path                            # an invert output folder or a .npy of W+ codes
+    model: str | Path  # e4e or stylegan2 bundle (its generator renders)
+    latents: Path  # an invert output folder or a .npy of W+ codes
     output: Path
     strengths: Sequence[float]
-    interfacegan: Optional[Path] = None      # direction file
-    ganspace: Optional[Path] = None          # PCA file, with component and layers 'START-END'
-    sefa: Optional[int] = None               # eigenvector index (0 = strongest)
+    interfacegan: Optional[Path] = None  # direction file
+    ganspace: Optional[Path] = None  # PCA file, with component and layers 'START-END'
+    sefa: Optional[int] = None  # eigenvector index (0 = strongest)
     component: Optional[int] = None
-    layers: Optional[str] = None             # GANSpace 'START-END'; SeFa 'all', '0-5', '0,2,4'
+    layers: Optional[str] = None  # GANSpace 'START-END'; SeFa 'all', '0-5', '0,2,4'
     batch_size: int = 8
     max_grid_rows: int = 8
     overwrite: bool = False
@@ -64,8 +65,9 @@ def edited_latents(opts: EditOptions, latents, gen_params):
     """(F, N, n, D) edited codes for the chosen method."""
     if opts.interfacegan:
         try:
-            return editing.interfacegan_sweep(latents, editing.load_interfacegan_direction(opts.interfacegan),
-                                              opts.strengths)
+            return editing.interfacegan_sweep(
+                latents, editing.load_interfacegan_direction(opts.interfacegan), opts.strengths
+            )
         except ValueError as e:
             raise ValueError(f"{opts.interfacegan}: {e}; use a direction made for this generator") from e
     if opts.ganspace:
@@ -95,8 +97,10 @@ def check_output(opts: EditOptions) -> None:
 def check_output_free(opts: EditOptions) -> None:
     """Under the folder's lock: refuse a non-empty --output without --overwrite."""
     if not opts.overwrite and not outdir.is_empty_dir(opts.output):
-        raise UserError(f"--output {opts.output} is not empty; choose another folder or pass --overwrite "
-                        f"(which replaces only edit's own files: {', '.join(OWNED)}, images/NNNNN_s*.png)")
+        raise UserError(
+            f"--output {opts.output} is not empty; choose another folder or pass --overwrite "
+            f"(which replaces only edit's own files: {', '.join(OWNED)}, images/NNNNN_s*.png)"
+        )
 
 
 def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:

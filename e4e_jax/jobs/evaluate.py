@@ -6,6 +6,7 @@ in batches through an `evaluator.Evaluator` and reports the files it had to skip
 (e4e_jax/errors.py): EXIT_OK, EXIT_PARTIAL when some files were skipped, EXIT_NOTHING when no image could
 be evaluated; bad inputs raise UserError.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,23 +31,23 @@ GanspaceEdit = tuple[int, int, int, float]
 class EvaluateOptions:
     """What to evaluate and how; the fields are the `e4e-jax evaluate` options (see its --help)."""
 
-    model: str | Path                    # e4e bundle folder
+    model: str | Path  # e4e bundle folder
     output: Path
-    images: Optional[Path] = None        # the originals
-    inversions: Optional[Path] = None    # an `e4e-jax invert` output folder
-    lpips: Optional[Path] = None         # lpips bundle (None: no LPIPS)
-    inception: Optional[Path] = None     # inception bundle (None: no FID)
-    directions: Sequence[Path] = ()      # InterFaceGAN direction files for LEC
-    factor: float = 3.0                  # InterFaceGAN strength for LEC (official: 3)
-    ganspace: Optional[Path] = None      # GANSpace PCA file for LEC
+    images: Optional[Path] = None  # the originals
+    inversions: Optional[Path] = None  # an `e4e-jax invert` output folder
+    lpips: Optional[Path] = None  # lpips bundle (None: no LPIPS)
+    inception: Optional[Path] = None  # inception bundle (None: no FID)
+    directions: Sequence[Path] = ()  # InterFaceGAN direction files for LEC
+    factor: float = 3.0  # InterFaceGAN strength for LEC (official: 3)
+    ganspace: Optional[Path] = None  # GANSpace PCA file for LEC
     ganspace_edits: Sequence[GanspaceEdit] = ()
-    lec_batch: int = 1                   # LEC averaging group (official metric: its batch size, 8)
-    num_samples: int = 100               # random w for E(G(w)); 0 skips it
-    name: Optional[str] = None           # row name in the table (default: the model folder)
+    lec_batch: int = 1  # LEC averaging group (official metric: its batch size, 8)
+    num_samples: int = 100  # random w for E(G(w)); 0 skips it
+    name: Optional[str] = None  # row name in the table (default: the model folder)
     batch_size: int = 8
     seed: int = 0
     recursive: bool = False
-    workers: Optional[int] = None        # decoding threads (None: CPU count; 0: the main thread)
+    workers: Optional[int] = None  # decoding threads (None: CPU count; 0: the main thread)
 
 
 def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
@@ -62,15 +63,18 @@ def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
     listed = manifest.read_lines(files_txt)
     latents = load_npy(lat_path)
     if latents.ndim != 3 or latents.shape[0] != len(listed) or latents.shape[1:] != (n_latent, 512):
-        raise UserError(f"{lat_path}: shape {latents.shape} does not fit {len(listed)} files in files.txt and "
-                        f"this model's {n_latent} latents of 512")
+        raise UserError(
+            f"{lat_path}: shape {latents.shape} does not fit {len(listed)} files in files.txt and "
+            f"this model's {n_latent} latents of 512"
+        )
     require_finite(latents, str(lat_path), "rerun `e4e-jax invert`")
     originals = []
     for p in map(Path, listed):
         cand = p if p.is_file() else (images_dir / p.name if images_dir is not None else None)
         if cand is None or not cand.is_file():
-            raise UserError(f"{files_txt}: original image {p} not found; pass --images with the folder that "
-                            "was inverted")
+            raise UserError(
+                f"{files_txt}: original image {p} not found; pass --images with the folder that was inverted"
+            )
         originals.append(cand)
     return originals, latents.astype(np.float32), manifest.reconstructions(inv_dir, listed)
 
@@ -82,8 +86,10 @@ def lec_edits(opts: EvaluateOptions, n_latent: int) -> list[evaluator.Edit]:
     for path in opts.directions:
         d = editing.load_interfacegan_direction(path)
         if d.shape not in ((512,), (n_latent, 512)):
-            raise ValueError(f"{path}: direction of shape {d.shape} does not fit this model's W+ codes "
-                             f"({n_latent}, 512); expected (1, 512) or (1, {n_latent}, 512)")
+            raise ValueError(
+                f"{path}: direction of shape {d.shape} does not fit this model's W+ codes "
+                f"({n_latent}, 512); expected (1, 512) or (1, {n_latent}, 512)"
+            )
         f, inv = evaluation.interfacegan_pair(d, opts.factor)
         out.append((f"{Path(path).stem} x{opts.factor:g}", f, inv))
     if bool(opts.ganspace_edits) != (opts.ganspace is not None):
@@ -92,8 +98,10 @@ def lec_edits(opts: EvaluateOptions, n_latent: int) -> list[evaluator.Edit]:
         pca = editing.load_ganspace_pca(opts.ganspace)
         for idx, start, end, strength in opts.ganspace_edits:
             if not 0 <= idx < pca.comp.shape[0] or not 0 <= start < end <= n_latent:
-                raise ValueError(f"--ganspace-edit {f'{idx},{start},{end},{strength:g}'!r}: component must be < "
-                                 f"{pca.comp.shape[0]} and layers 0 <= start < end <= {n_latent}")
+                raise ValueError(
+                    f"--ganspace-edit {f'{idx},{start},{end},{strength:g}'!r}: component must be < "
+                    f"{pca.comp.shape[0]} and layers 0 <= start < end <= {n_latent}"
+                )
             f, inv = evaluation.ganspace_pair(pca.comp[idx], float(pca.std[idx]), start, end, strength)
             out.append((f"ganspace pc{idx} {start}:{end} {strength:g}", f, inv))
     return out
@@ -104,8 +112,15 @@ def _check_paths(opts: EvaluateOptions) -> None:
         raise UserError("pass --images DIR (originals) and/or --inversions DIR (output of `e4e-jax invert`)")
     if opts.images is not None and not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
-    inputs = [Path(opts.model), opts.images, opts.inversions, opts.lpips, opts.inception, opts.ganspace,
-              *opts.directions]
+    inputs = [
+        Path(opts.model),
+        opts.images,
+        opts.inversions,
+        opts.lpips,
+        opts.inception,
+        opts.ganspace,
+        *opts.directions,
+    ]
     outdir.refuse_input_overlap(opts.output, [p for p in inputs if p is not None], "--output")
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; --output names the folder for metrics.json")
@@ -119,11 +134,12 @@ def _saved_reconstructions(ev: evaluator.Evaluator, idx: list[int], codes: np.nd
     pngs = [inv_pngs[i] and folder.load_image(inv_pngs[i], hw) for i in idx]
     for i, im in zip(idx, pngs):
         if isinstance(im, folder.Skipped):
-            raise UserError(f"reconstruction {im.path} of {paths[i]} cannot be read ({im.reason}); "
-                            "rerun `e4e-jax invert`")
+            raise UserError(
+                f"reconstruction {im.path} of {paths[i]} cannot be read ({im.reason}); rerun `e4e-jax invert`"
+            )
     if all(isinstance(im, np.ndarray) for im in pngs):
         return np.stack(pngs)
-    recon = np.array(ev.generate(ev.shard(codes)))[:len(idx)]
+    recon = np.array(ev.generate(ev.shard(codes)))[: len(idx)]
     for j, im in enumerate(pngs):
         if isinstance(im, np.ndarray):
             recon[j] = im
@@ -154,10 +170,17 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
         print(f"error: no images (jpg, png, bmp, webp, tif) in {opts.inversions or opts.images}", file=sys.stderr)
         return EXIT_NOTHING
     index = {Path(p): i for i, p in enumerate(paths)}
-    ev = evaluator.Evaluator(model, lpips_variables=lpips_vars,
-                             lpips_net=lpips_cfg["architecture"]["net"] if lpips_cfg else "alex",
-                             inception_variables=inc_vars, edits=edits, lec_group=opts.lec_batch,
-                             recovery_samples=opts.num_samples, batch_size=opts.batch_size, seed=opts.seed)
+    ev = evaluator.Evaluator(
+        model,
+        lpips_variables=lpips_vars,
+        lpips_net=lpips_cfg["architecture"]["net"] if lpips_cfg else "alex",
+        inception_variables=inc_vars,
+        edits=edits,
+        lec_group=opts.lec_batch,
+        recovery_samples=opts.num_samples,
+        batch_size=opts.batch_size,
+        seed=opts.seed,
+    )
     skipped = list(listing_skipped)
     batches = folder.iter_batches(paths, ev.batch_size, model.input_hw, num_workers=opts.workers)
     with tqdm(total=len(paths), desc="evaluate", unit="img") as bar:
@@ -180,9 +203,14 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
         print("error: no image could be evaluated (all skipped)", file=sys.stderr)
         return EXIT_NOTHING
 
-    report = {"model": str(opts.model), "images": str(opts.images or ""), "inversions": str(opts.inversions or ""),
-              "n_images": ev.count, "n_skipped": len(skipped),
-              "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped]}
+    report = {
+        "model": str(opts.model),
+        "images": str(opts.images or ""),
+        "inversions": str(opts.inversions or ""),
+        "n_images": ev.count,
+        "n_skipped": len(skipped),
+        "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
+    }
     report.update(ev.report())
     out = evaluator.write_report(opts.output / "metrics.json", report)
     print(evaluator.format_table({opts.name or Path(opts.model).name: report}))

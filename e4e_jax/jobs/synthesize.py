@@ -6,6 +6,7 @@ The .npy is written through a memory map beside the target and renamed into plac
 run leaves neither it nor a partial set of PNGs. Returns the exit code (e4e_jax/errors.py); bad inputs
 raise UserError before anything is written.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,17 +31,17 @@ PNG_PATTERNS = (PNG_NAME, fileio.temp_glob(PNG_NAME))
 class SynthesizeOptions:
     """The `e4e-jax synthesize` options (see its --help)."""
 
-    model: str | Path                    # stylegan2 (or e4e) bundle
-    latents: Path                        # .npy of W (N, 512) or W+ (N, n_latent, 512) codes
-    output: Path                         # the .npy to write
-    png: Optional[Path] = None           # folder for one PNG per image
+    model: str | Path  # stylegan2 (or e4e) bundle
+    latents: Path  # .npy of W (N, 512) or W+ (N, n_latent, 512) codes
+    output: Path  # the .npy to write
+    png: Optional[Path] = None  # folder for one PNG per image
     overwrite: bool = False
-    noise: str = "const"                 # choices.NOISE_MODES
-    truncation: float = 1.0              # psi towards w_avg (1: off)
+    noise: str = "const"  # choices.NOISE_MODES
+    truncation: float = 1.0  # psi towards w_avg (1: off)
     batch_size: int = 8
-    modulation: str = "auto"             # choices.MODULATIONS
-    dtype: str = "float32"               # choices.DTYPE_NAMES
-    seed: int = 0                        # for noise='random'
+    modulation: str = "auto"  # choices.MODULATIONS
+    dtype: str = "float32"  # choices.DTYPE_NAMES
+    seed: int = 0  # for noise='random'
 
 
 def check_outputs(opts: SynthesizeOptions) -> None:
@@ -64,8 +65,10 @@ def check_outputs_free(opts: SynthesizeOptions) -> None:
     if opts.output.exists():
         raise UserError(f"--output {opts.output} exists; choose another file or pass --overwrite")
     if opts.png is not None and not outdir.is_empty_dir(opts.png):
-        raise UserError(f"--png {opts.png} is not empty; choose another folder or pass --overwrite "
-                        "(which replaces only synthesize's NNNNNN.png files there)")
+        raise UserError(
+            f"--png {opts.png} is not empty; choose another folder or pass --overwrite "
+            "(which replaces only synthesize's NNNNNN.png files there)"
+        )
 
 
 def synthesize_file(opts: SynthesizeOptions) -> int:
@@ -86,16 +89,26 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
         try:
             with fileio.replacing(opts.output) as tmp:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))
-                batches = generate.iter_synthesize(cfg, variables, latents, batch_size=opts.batch_size,
-                                                   seed=opts.seed, modulation=opts.modulation, dtype=opts.dtype,
-                                                   noise_mode=opts.noise, truncation=opts.truncation)
+                batches = generate.iter_synthesize(
+                    cfg,
+                    variables,
+                    latents,
+                    batch_size=opts.batch_size,
+                    seed=opts.seed,
+                    modulation=opts.modulation,
+                    dtype=opts.dtype,
+                    noise_mode=opts.noise,
+                    truncation=opts.truncation,
+                )
                 done = 0
                 with tqdm(total=n, desc="synthesize", unit="img") as bar:
                     for imgs in batches:
-                        require_finite(imgs, f"the images rendered from {opts.latents}[{done}:{done + len(imgs)}]",
-                                       "the latents are too far from the generator's range (or the model is "
-                                       "damaged)")
-                        out[done:done + len(imgs)] = imgs
+                        require_finite(
+                            imgs,
+                            f"the images rendered from {opts.latents}[{done}:{done + len(imgs)}]",
+                            "the latents are too far from the generator's range (or the model is damaged)",
+                        )
+                        out[done : done + len(imgs)] = imgs
                         if opts.png is not None:
                             for i, img in enumerate(imgs):
                                 written.append(opts.png / f"{done + i:06d}.png")

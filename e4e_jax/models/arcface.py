@@ -13,6 +13,7 @@ Parameter tree (torch name -> ours):
     output_layer.3 (Linear)            -> output_linear    {kernel (512·7·7 in C,H,W order, 512), bias}
     output_layer.4 (BatchNorm1d)       -> output_bn1d      {scale, bias}; batch_stats {mean, var}
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -48,13 +49,13 @@ class ArcFace(nn.Module):
         s = self.input_size
         if x.ndim != 4 or x.shape[1:] != (s, s, 3):
             raise ValueError(f"ArcFace expects (B, {s}, {s}, 3) inputs, got {x.shape}")
-        x, _ = IRSEBackbone(self.num_layers, self.mode, dtype=self.dtype, precision=self.precision,
-                            name="backbone")(x)
+        x, _ = IRSEBackbone(self.num_layers, self.mode, dtype=self.dtype, precision=self.precision, name="backbone")(x)
         x = _bn("output_bn", self.dtype)(x)
         # torch flattens NCHW: reorder so the Linear's weight columns line up without permuting them.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-        x = nn.Dense(EMBEDDING_DIM, dtype=self.dtype, param_dtype=jnp.float32, precision=self.precision,
-                     name="output_linear")(x)
+        x = nn.Dense(
+            EMBEDDING_DIM, dtype=self.dtype, param_dtype=jnp.float32, precision=self.precision, name="output_linear"
+        )(x)
         x = _bn("output_bn1d", self.dtype)(x).astype(jnp.float32)
         return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
 
@@ -69,5 +70,8 @@ def architecture_of(params: Mapping[str, Any]) -> dict[str, Any]:
     side = INPUT_SIZE_OF_FAN_IN.get(fan_in)
     if side is None:
         raise ValueError(f"ArcFace output_linear has fan-in {fan_in}; expected 512·7·7 (112) or 512·14·14 (224)")
-    return {"num_layers": NUM_LAYERS_OF_UNITS[units], "mode": "ir_se" if "se" in bb["body_0"] else "ir",
-            "input_size": side}
+    return {
+        "num_layers": NUM_LAYERS_OF_UNITS[units],
+        "mode": "ir_se" if "se" in bb["body_0"] else "ir",
+        "input_size": side,
+    }

@@ -20,6 +20,7 @@ number of stride-2 convs follows the actual feature map (ceil(log2(max side))) s
 1x1 without convs on 1x1 maps. The final EqualLinear always maps to W (512). Defaults (None) give the
 official network: same parameter tree, same numerics, and the official conv counts at any input size.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,6 @@ def style_level(i: int) -> int:
     return 0 if i < COARSE_IND else 1 if i < MIDDLE_IND else 2
 
 
-
-
 def style_block_spatial(hw: tuple[int, int], nominal: int, follow_map: bool) -> int:
     """The `spatial` of a GradualStyleBlock on an (H, W) map: the official nominal size, or (follow_map)
     the smallest power of two >= max(H, W) (at least 2: one conv), so that ceil-halving reaches 1x1."""
@@ -87,13 +86,22 @@ class GradualStyleBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         for j in range(int(math.log2(self.spatial))):
-            x = nn.Conv(self.out_c, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                        param_dtype=jnp.float32, precision=self.precision, name=f"convs_{j}")(x)
+            x = nn.Conv(
+                self.out_c,
+                (3, 3),
+                strides=(2, 2),
+                padding=((1, 1), (1, 1)),
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                precision=self.precision,
+                name=f"convs_{j}",
+            )(x)
             x = nn.leaky_relu(x, TORCH_LRELU_SLOPE)
         if x.shape[1:3] != (1, 1):
             raise ValueError(
                 f"GradualStyleBlock(spatial={self.spatial}) left a {x.shape[1]}x{x.shape[2]} map; the "
-                f"input image is too large for this encoder (official inputs: 256x256, cars 192x256)")
+                f"input image is too large for this encoder (official inputs: 256x256, cars 192x256)"
+            )
         x = x.reshape(x.shape[0], self.out_c)
         w_dim = self.out_c if self.w_dim is None else self.w_dim
         return EqualLinear(w_dim, 1.0, dtype=self.dtype, precision=self.precision, name="linear")(x)
@@ -150,13 +158,17 @@ class Encoder4Editing(nn.Module):
     def sizes(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         """Resolved (widths, units, style_channels); raises ValueError for unusable combinations."""
         if self.units is None and self.num_layers != 50:
-            raise ValueError(f"the e4e/pSp feature pyramid taps body[6, 20, 23] and needs num_layers=50, "
-                             f"got {self.num_layers} (or pass custom `units`)")
+            raise ValueError(
+                f"the e4e/pSp feature pyramid taps body[6, 20, 23] and needs num_layers=50, "
+                f"got {self.num_layers} (or pass custom `units`)"
+            )
         widths, units = resolve_sizes(self.num_layers, self.widths, self.units)
         channels = widths[3] if self.style_channels is None else int(self.style_channels)
         if channels != widths[3]:
-            raise ValueError(f"style_channels={channels} must equal widths[3]={widths[3]}: the FPN adds "
-                             f"upsample(c3) to latlayer1(c2); set style_channels={widths[3]} or change widths")
+            raise ValueError(
+                f"style_channels={channels} must equal widths[3]={widths[3]}: the FPN adds "
+                f"upsample(c3) to latlayer1(c2); set style_channels={widths[3]} or change widths"
+            )
         return widths, units, channels
 
     @nn.compact
@@ -166,13 +178,21 @@ class Encoder4Editing(nn.Module):
         widths, units, channels = self.sizes()
         official = (widths, units, channels) == (WIDTHS, UNITS[50], 512)
         kw = dict(dtype=self.dtype, precision=self.precision)
-        backbone = IRSEBackbone(self.num_layers, self.backbone_mode, axis_name=self.axis_name, name="backbone",
-                                widths=widths, units=units, **kw)
+        backbone = IRSEBackbone(
+            self.num_layers,
+            self.backbone_mode,
+            axis_name=self.axis_name,
+            name="backbone",
+            widths=widths,
+            units=units,
+            **kw,
+        )
         _, (c1, c2, c3) = backbone(x, train, stage_taps(units))
 
         def lateral(name):
-            return nn.Conv(channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
-                           precision=self.precision, name=name)
+            return nn.Conv(
+                channels, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, precision=self.precision, name=name
+            )
 
         p2 = upsample_bilinear_align_corners(c3, c2.shape[1:3], self.precision) + lateral("latlayer1")(c2)
         p1 = upsample_bilinear_align_corners(p2, c1.shape[1:3], self.precision) + lateral("latlayer2")(c1)
@@ -184,8 +204,7 @@ class Encoder4Editing(nn.Module):
         else:
             styles = []
             for i, level in enumerate(levels):
-                spatial = style_block_spatial(feats[level].shape[1:3], NOMINAL_SPATIAL[level],
-                                              follow_map=not official)
+                spatial = style_block_spatial(feats[level].shape[1:3], NOMINAL_SPATIAL[level], follow_map=not official)
                 block = GradualStyleBlock(channels, spatial, w_dim=STYLE_DIM, name=f"styles_{i}", **kw)
                 styles.append(block(feats[level]).astype(jnp.float32))
             s = jnp.stack(styles, axis=1)  # (B, n_styles, 512)
@@ -204,5 +223,6 @@ def add_latent_avg(codes, latent_avg):
     if latent_avg.ndim != 2 or latent_avg.shape[0] not in (1, codes.shape[1]) or latent_avg.shape[1] != codes.shape[2]:
         raise ValueError(
             f"latent_avg of shape {tuple(latent_avg.shape)} does not fit codes of shape {tuple(codes.shape)}; "
-            f"expected ({codes.shape[2]},), (1, {codes.shape[2]}) or ({codes.shape[1]}, {codes.shape[2]})")
+            f"expected ({codes.shape[2]},), (1, {codes.shape[2]}) or ({codes.shape[1]}, {codes.shape[2]})"
+        )
     return codes + latent_avg[None]

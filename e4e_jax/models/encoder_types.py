@@ -12,6 +12,7 @@ before the W encoder) or only 'encoder_type', and no 'num_layers' / 'backbone_mo
 values then). Every module has the interface __call__(x, progressive_stage=None, train=False) ->
 (B, n_styles, 512).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,15 +75,28 @@ class EncoderConfig:
         sizes = {k: getattr(self, k) for k in SIZE_KEYS}
         if self.mode == "w":
             runtime.pop("fuse_style_blocks", None)
-            return SingleStyleCodeEncoder(n_styles=self.n_styles, num_layers=self.num_layers,
-                                          backbone_mode=self.backbone_mode, **sizes, **runtime)
-        return Encoder4Editing(n_styles=self.n_styles, mode=self.mode, num_layers=self.num_layers,
-                               backbone_mode=self.backbone_mode, **sizes, **runtime)
+            return SingleStyleCodeEncoder(
+                n_styles=self.n_styles, num_layers=self.num_layers, backbone_mode=self.backbone_mode, **sizes, **runtime
+            )
+        return Encoder4Editing(
+            n_styles=self.n_styles,
+            mode=self.mode,
+            num_layers=self.num_layers,
+            backbone_mode=self.backbone_mode,
+            **sizes,
+            **runtime,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"mode": self.mode, "encoder_type": self.encoder_type, "n_styles": self.n_styles,
-             "num_layers": self.num_layers, "backbone_mode": self.backbone_mode, "input_nc": self.input_nc,
-             "input_size": list(self.input_size)}
+        d = {
+            "mode": self.mode,
+            "encoder_type": self.encoder_type,
+            "n_styles": self.n_styles,
+            "num_layers": self.num_layers,
+            "backbone_mode": self.backbone_mode,
+            "input_nc": self.input_nc,
+            "input_size": list(self.input_size),
+        }
         for k in SIZE_KEYS:  # written only when set, as bundles of the official sizes always were
             v = getattr(self, k)
             if v is not None:
@@ -103,8 +117,9 @@ def mode_of(arch: Mapping[str, Any]) -> str:
         if etype not in ENCODER_TYPES:
             raise ValueError(f"encoder_type {etype!r} unknown; one of {sorted(ENCODER_TYPES)}")
         if mode is not None and mode != ENCODER_TYPES[etype]:
-            raise ValueError(f"encoder mode {mode!r} contradicts encoder_type {etype!r} "
-                             f"(mode {ENCODER_TYPES[etype]!r})")
+            raise ValueError(
+                f"encoder mode {mode!r} contradicts encoder_type {etype!r} (mode {ENCODER_TYPES[etype]!r})"
+            )
         return ENCODER_TYPES[etype]
     if mode is None:
         raise ValueError("the encoder architecture names neither 'mode' nor 'encoder_type'")

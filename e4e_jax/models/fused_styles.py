@@ -17,6 +17,7 @@ of a level run together on the same parameters (no new weights, same maths, floa
 `fused_style_blocks` is a pure function of the 'styles_{i}' parameter trees of `Encoder4Editing`
 (see encoder.py for their layout); the encoder calls it when `fuse_style_blocks=True` (inference).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,12 @@ def _n_convs(block_params: dict) -> int:
 
 def _conv_s2(x, kernel, bias, precision):
     """3x3 stride-2 conv (pad 1) + bias + LeakyReLU(0.01), as GradualStyleBlock's nn.Conv + nn.leaky_relu."""
-    x = lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMENSION_NUMBERS,
-                                 precision=precision) + bias
+    x = (
+        lax.conv_general_dilated(
+            x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMENSION_NUMBERS, precision=precision
+        )
+        + bias
+    )
     return _leaky_relu(x)
 
 
@@ -53,8 +58,8 @@ def _tail_as_matmul(parts, kernels, biases, dtype, precision):
     map and the rest meet padding. Returns n maps (B, 1, 1, Cout) after bias + LeakyReLU(0.01).
     """
     b, h, w, c = parts[0].shape
-    x = jnp.stack([p.reshape(b, h * w * c) for p in parts])                    # (n, B, HWC)
-    k = jnp.stack([kk[1:1 + h, 1:1 + w].reshape(h * w * c, -1) for kk in kernels]).astype(dtype)
+    x = jnp.stack([p.reshape(b, h * w * c) for p in parts])  # (n, B, HWC)
+    k = jnp.stack([kk[1 : 1 + h, 1 : 1 + w].reshape(h * w * c, -1) for kk in kernels]).astype(dtype)
     y = jnp.einsum("nbk,nko->nbo", x, k, precision=precision) + jnp.stack(biases).astype(dtype)[:, None]
     y = _leaky_relu(y)
     return [y[g].reshape(b, 1, 1, -1) for g in range(len(parts))]
@@ -79,19 +84,24 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
         x = _conv_s2(x, kernel, bias, precision)
     if depth > 1:
         c = x.shape[-1] // n
-        parts = [x[..., g * c:(g + 1) * c] for g in range(n)]
+        parts = [x[..., g * c : (g + 1) * c] for g in range(n)]
         for j in range(1, depth):
             name = f"convs_{j}"
             if max(parts[0].shape[1:3]) <= 2:
-                parts = _tail_as_matmul(parts, [b[name]["kernel"] for b in blocks],
-                                        [b[name]["bias"] for b in blocks], dtype, precision)
+                parts = _tail_as_matmul(
+                    parts, [b[name]["kernel"] for b in blocks], [b[name]["bias"] for b in blocks], dtype, precision
+                )
                 continue
-            parts = [_conv_s2(xg, b[name]["kernel"].astype(dtype), b[name]["bias"].astype(dtype), precision)
-                     for xg, b in zip(parts, blocks)]
+            parts = [
+                _conv_s2(xg, b[name]["kernel"].astype(dtype), b[name]["bias"].astype(dtype), precision)
+                for xg, b in zip(parts, blocks)
+            ]
         x = jnp.concatenate(parts, axis=-1)
     if x.shape[1:3] != (1, 1):
-        raise ValueError(f"fused style blocks left a {x.shape[1]}x{x.shape[2]} map; the input image is too "
-                         f"large for this encoder (official inputs: 256x256, cars 192x256)")
+        raise ValueError(
+            f"fused style blocks left a {x.shape[1]}x{x.shape[2]} map; the input image is too "
+            f"large for this encoder (official inputs: 256x256, cars 192x256)"
+        )
     c = x.shape[-1] // n
     x = x.reshape(x.shape[0], n, c)
     weight = jnp.stack([b["linear"]["weight"] for b in blocks]) * (1.0 / math.sqrt(c))  # EqualLinear, lr_mul 1
@@ -99,8 +109,9 @@ def fused_level(blocks: Sequence[dict], x, dtype: Dtype = jnp.float32, precision
     return jnp.einsum("bnc,ncd->bnd", x, weight.astype(dtype), precision=precision) + bias.astype(dtype)
 
 
-def fused_style_blocks(params: dict, feats: Sequence, levels: Sequence[int], dtype: Dtype = jnp.float32,
-                       precision: Any = None):
+def fused_style_blocks(
+    params: dict, feats: Sequence, levels: Sequence[int], dtype: Dtype = jnp.float32, precision: Any = None
+):
     """All styles of the encoder: params holds 'styles_{i}' for i < len(levels); levels[i] indexes `feats`
     (0: c3, 1: p2, 2: p1). Returns (B, n_styles, D) float32, styles in order."""
     out = [None] * len(levels)

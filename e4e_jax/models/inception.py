@@ -17,6 +17,7 @@ Parameter tree (names follow the torch state dict, '.' -> '/'):
     params/{block}/[{branch}/]conv/kernel (kh, kw, in, out), .../bn/{scale, bias}, fc/{kernel, bias}
     batch_stats/{block}/[{branch}/]bn/{mean, var}
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,11 +46,20 @@ class BasicConv2d(nn.Module):
     @nn.compact
     def __call__(self, x):
         ph, pw = self.padding
-        x = nn.Conv(self.features, self.kernel, strides=(self.stride, self.stride), padding=((ph, ph), (pw, pw)),
-                    use_bias=False, precision=self.precision, dtype=self.dtype, param_dtype=jnp.float32,
-                    name="conv")(x)
-        x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPS, dtype=self.dtype, param_dtype=jnp.float32,
-                         name="bn")(x)
+        x = nn.Conv(
+            self.features,
+            self.kernel,
+            strides=(self.stride, self.stride),
+            padding=((ph, ph), (pw, pw)),
+            use_bias=False,
+            precision=self.precision,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=True, epsilon=BN_EPS, dtype=self.dtype, param_dtype=jnp.float32, name="bn"
+        )(x)
         return nn.relu(x)
 
 
@@ -135,12 +145,22 @@ class InceptionE(_Block):
     def __call__(self, x):
         b1 = self.conv("branch1x1", 320)(x)
         b3 = self.conv("branch3x3_1", 384)(x)
-        b3 = jnp.concatenate([self.conv("branch3x3_2a", 384, (1, 3), padding=(0, 1))(b3),
-                              self.conv("branch3x3_2b", 384, (3, 1), padding=(1, 0))(b3)], axis=-1)
+        b3 = jnp.concatenate(
+            [
+                self.conv("branch3x3_2a", 384, (1, 3), padding=(0, 1))(b3),
+                self.conv("branch3x3_2b", 384, (3, 1), padding=(1, 0))(b3),
+            ],
+            axis=-1,
+        )
         bd = self.conv("branch3x3dbl_1", 448)(x)
         bd = self.conv("branch3x3dbl_2", 384, (3, 3), padding=(1, 1))(bd)
-        bd = jnp.concatenate([self.conv("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd),
-                              self.conv("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd)], axis=-1)
+        bd = jnp.concatenate(
+            [
+                self.conv("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd),
+                self.conv("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd),
+            ],
+            axis=-1,
+        )
         pooled = _max_pool(x, stride=1, pad=1) if self.max_pool else _avg_pool_tf(x)
         bp = self.conv("branch_pool", 192)(pooled)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)

@@ -24,6 +24,7 @@ Parameter tree (torch name -> ours, see tools/convert_weights/irse.py for the fu
     body.{i}.shortcut_layer.*  -> body_{i}/{shortcut_conv, shortcut_bn}
     body.{i}.res_layer.{0..5}  -> body_{i}/{bn1, conv1, prelu, conv2, bn2, se/{fc1, fc2}}
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -72,16 +73,29 @@ def _conv(features: int, k: int, stride: int, *, use_bias: bool, dtype, precisio
     # Explicit symmetric padding k//2 matches torch's `padding=1`; flax 'SAME' pads (0, 1) at stride 2.
     p = k // 2
     return nn.Conv(
-        features, (k, k), strides=(stride, stride), padding=((p, p), (p, p)), use_bias=use_bias,
-        dtype=dtype, param_dtype=jnp.float32, precision=precision, name=name,
+        features,
+        (k, k),
+        strides=(stride, stride),
+        padding=((p, p), (p, p)),
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        precision=precision,
+        name=name,
     )
 
 
 def _bn(train: bool, axis_name: str | None, dtype, name: str) -> nn.BatchNorm:
     # torch: eps 1e-5, momentum 0.1 (flax momentum = 1 - torch momentum).
     return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name,
-        use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32, name=name,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
     )
 
 
@@ -108,11 +122,17 @@ class SEModule(nn.Module):
     def __call__(self, x):
         s = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(self.dtype)
         # max(1, .): narrow toy networks keep a one-channel bottleneck (official widths divide by 16).
-        s = _conv(max(1, self.channels // self.reduction), 1, 1, use_bias=False, dtype=self.dtype,
-                  precision=self.precision, name="fc1")(s)
+        s = _conv(
+            max(1, self.channels // self.reduction),
+            1,
+            1,
+            use_bias=False,
+            dtype=self.dtype,
+            precision=self.precision,
+            name="fc1",
+        )(s)
         s = nn.relu(s)
-        s = _conv(self.channels, 1, 1, use_bias=False, dtype=self.dtype, precision=self.precision,
-                  name="fc2")(s)
+        s = _conv(self.channels, 1, 1, use_bias=False, dtype=self.dtype, precision=self.precision, name="fc2")(s)
         return x * nn.sigmoid(s)
 
 
@@ -155,8 +175,7 @@ class InputLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = _conv(self.features, 3, 1, use_bias=False, dtype=self.dtype, precision=self.precision,
-                  name="conv")(x)
+        x = _conv(self.features, 3, 1, use_bias=False, dtype=self.dtype, precision=self.precision, name="conv")(x)
         x = _bn(train, self.axis_name, self.dtype, "bn")(x)
         return PReLU(dtype=self.dtype, name="prelu")(x)
 
@@ -196,13 +215,21 @@ class IRSEBackbone(nn.Module):
         if bad:
             raise ValueError(f"taps {bad} out of range for this IR backbone ({len(specs)} units)")
         x = x.astype(self.dtype)
-        x = InputLayer(specs[0][0], dtype=self.dtype, precision=self.precision, axis_name=self.axis_name,
-                       name="input_layer")(x, train)
+        x = InputLayer(
+            specs[0][0], dtype=self.dtype, precision=self.precision, axis_name=self.axis_name, name="input_layer"
+        )(x, train)
         feats = {}
         for i, (in_c, depth, stride) in enumerate(specs):
-            x = BottleneckIR(in_c, depth, stride, use_se=self.mode == "ir_se", dtype=self.dtype,
-                             precision=self.precision, axis_name=self.axis_name, name=f"body_{i}")(x, train)
+            x = BottleneckIR(
+                in_c,
+                depth,
+                stride,
+                use_se=self.mode == "ir_se",
+                dtype=self.dtype,
+                precision=self.precision,
+                axis_name=self.axis_name,
+                name=f"body_{i}",
+            )(x, train)
             if i in taps:
                 feats[i] = x
         return x, [feats[t] for t in taps]
-

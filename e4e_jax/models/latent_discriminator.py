@@ -12,6 +12,7 @@ batch axes, so a W+ tensor (B, n, 512) gives (B, n, 1).
 Parameter tree (torch name -> ours): mlp.{2i}.weight (out, in) -> mlp_{2i}/kernel (in, out);
 mlp.{2i}.bias -> mlp_{2i}/bias.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,15 @@ class LatentCodesDiscriminator(nn.Module):
         x = w.astype(self.dtype)
         for i in range(self.n_mlp):
             last = i == self.n_mlp - 1
-            x = nn.Dense(1 if last else self.style_dim, dtype=self.dtype, param_dtype=jnp.float32,
-                         precision=self.precision, kernel_init=kernel_init,
-                         bias_init=_torch_linear_bias_init(x.shape[-1]), name=f"mlp_{2 * i}")(x)
+            x = nn.Dense(
+                1 if last else self.style_dim,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                precision=self.precision,
+                kernel_init=kernel_init,
+                bias_init=_torch_linear_bias_init(x.shape[-1]),
+                name=f"mlp_{2 * i}",
+            )(x)
             if not last:
                 x = nn.leaky_relu(x, LRELU_SLOPE)
         return x.astype(jnp.float32)
@@ -73,14 +80,18 @@ def params_from_state_dict(state_dict: Mapping[str, Any], n_mlp: int = 4) -> dic
     extra = sorted(set(state_dict) - expected)
     missing = sorted(expected - set(state_dict))
     if missing or extra:
-        raise ValueError(f"latent discriminator state dict: missing keys {missing}, unexpected keys {extra} "
-                         f"(expected LatentCodesDiscriminator(512, {n_mlp}) names mlp.0 .. mlp.{2 * n_mlp - 2})")
+        raise ValueError(
+            f"latent discriminator state dict: missing keys {missing}, unexpected keys {extra} "
+            f"(expected LatentCodesDiscriminator(512, {n_mlp}) names mlp.0 .. mlp.{2 * n_mlp - 2})"
+        )
     params = {}
     for i in range(n_mlp):
         w = np.asarray(state_dict[f"mlp.{2 * i}.weight"], np.float32)
         b = np.asarray(state_dict[f"mlp.{2 * i}.bias"], np.float32)
         if w.ndim != 2 or b.shape != (w.shape[0],):
-            raise ValueError(f"latent discriminator state dict: mlp.{2 * i}.weight {w.shape} / bias {b.shape} "
-                             f"are not a Linear layer's (out, in) / (out,)")
+            raise ValueError(
+                f"latent discriminator state dict: mlp.{2 * i}.weight {w.shape} / bias {b.shape} "
+                f"are not a Linear layer's (out, in) / (out,)"
+            )
         params[f"mlp_{2 * i}"] = {"kernel": np.ascontiguousarray(w.T), "bias": b}
     return params

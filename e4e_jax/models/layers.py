@@ -10,6 +10,7 @@ Two mathematically equal paths compute a modulated convolution (docs/architectur
   * ``activation`` – scale the input by the style, convolve with the shared weight, scale the
                      output by the demodulation coefficients (no per-sample weights at all).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-LRELU_SLOPE = 0.2          # StyleGAN2's (fused) leaky ReLU and the latent discriminator's
-TORCH_LRELU_SLOPE = 0.01   # torch's nn.LeakyReLU() default: the encoder's style blocks
+LRELU_SLOPE = 0.2  # StyleGAN2's (fused) leaky ReLU and the latent discriminator's
+TORCH_LRELU_SLOPE = 0.01  # torch's nn.LeakyReLU() default: the encoder's style blocks
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
 PIXELNORM_EPS = 1e-8
@@ -37,6 +38,7 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")  # lax.conv_general_dilated layouts
 
 
 # ----------------------------------------------------------------------------- activations
+
 
 def fused_leaky_relu(x: jax.Array, bias: jax.Array, clamp: Optional[float] = None) -> jax.Array:
     """leaky_relu(x + bias, 0.2) · √2, optionally clamped to ±clamp (NVlabs conv_clamp).
@@ -91,6 +93,7 @@ class EqualLinear(nn.Module):
 
 # ----------------------------------------------------------------------------- FIR filtering
 
+
 def fir_taps(kernel: Sequence[float]) -> tuple[float, ...]:
     """Normalised 1-D taps whose outer product is rosinality's `make_kernel(kernel)`."""
     total = float(sum(kernel))
@@ -112,8 +115,9 @@ def _fir_1d(x: jax.Array, taps: Sequence[float], axis: int) -> jax.Array:
     return out
 
 
-def upfirdn2d(x: jax.Array, taps: Sequence[float], up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0), gain: float = 1.0) -> jax.Array:
+def upfirdn2d(
+    x: jax.Array, taps: Sequence[float], up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0
+) -> jax.Array:
     """Upsample (zero insertion), pad, FIR filter (separable), downsample. x: (B, H, W, C).
 
     Matches the official op: upsampling keeps the trailing up−1 zeros, `pad=(p0, p1)` applies to
@@ -155,8 +159,7 @@ def _fir_up_1d(x: jax.Array, taps: Sequence[float], up: int, pad0: int, axis: in
     """
     n = x.shape[axis]
     rt = list(reversed(taps))
-    phases = [[((r + j - pad0) // up, rt[j]) for j in range(len(rt)) if (r + j - pad0) % up == 0]
-              for r in range(up)]
+    phases = [[((r + j - pad0) // up, rt[j]) for j in range(len(rt)) if (r + j - pad0) % up == 0] for r in range(up)]
     offsets = [d for ph in phases for d, _ in ph]
     lo, hi = max(0, -min(offsets)), max(0, max(offsets))
     cfg = [(0, 0, 0)] * x.ndim
@@ -170,15 +173,23 @@ def _fir_up_1d(x: jax.Array, taps: Sequence[float], up: int, pad0: int, axis: in
         window = lax.slice_in_dim(xp, lo + ph[0][0], lo + ph[-1][0] + n, axis=axis)
         outs.append(_fir_1d(window, [c for _, c in reversed(ph)], axis))
     y = jnp.stack(outs, axis=axis + 1)  # (..., n, up, ...) -> interleave the phases
-    return y.reshape(x.shape[:axis] + (n * up,) + x.shape[axis + 1:])
+    return y.reshape(x.shape[:axis] + (n * up,) + x.shape[axis + 1 :])
 
 
 # ----------------------------------------------------------------------------- modulated conv
 
+
 def _conv(x, w, padding, groups=1, lhs_dilation=(1, 1), precision=None):
     return lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding=[(padding, padding)] * 2, lhs_dilation=lhs_dilation,
-        dimension_numbers=DIMENSION_NUMBERS, feature_group_count=groups, precision=precision)
+        x,
+        w,
+        window_strides=(1, 1),
+        padding=[(padding, padding)] * 2,
+        lhs_dilation=lhs_dilation,
+        dimension_numbers=DIMENSION_NUMBERS,
+        feature_group_count=groups,
+        precision=precision,
+    )
 
 
 def _conv_or_transpose(x, w, up: bool, groups: int, precision):
@@ -223,7 +234,9 @@ def _subpixel_phase_matrices(kernel_size: int, taps: Sequence[float], gain: floa
     return mats, off
 
 
-def subpixel_up_kernel(weight: jax.Array, taps: Sequence[float], gain: float = 4.0) -> tuple[jax.Array, tuple[int, int]]:
+def subpixel_up_kernel(
+    weight: jax.Array, taps: Sequence[float], gain: float = 4.0
+) -> tuple[jax.Array, tuple[int, int]]:
     """Fold (stride-2 transposed conv with `weight`, then the ×2 blur) into one dense conv.
 
     weight: (..., K, K, Cin, Cout) (leading batch dims allowed). Returns the kernel
@@ -246,10 +259,18 @@ def depth_to_space2(y: jax.Array, cout: int) -> jax.Array:
     return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, cout)
 
 
-def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array, *, demodulate: bool = True,
-                     up: bool = False, path: str = "grouped", precision=None,
-                     up_impl: str = "transpose", blur_taps: Sequence[float] = (0.125, 0.375, 0.375, 0.125)
-                     ) -> jax.Array:
+def modulated_conv2d(
+    x: jax.Array,
+    weight: jax.Array,
+    styles: jax.Array,
+    *,
+    demodulate: bool = True,
+    up: bool = False,
+    path: str = "grouped",
+    precision=None,
+    up_impl: str = "transpose",
+    blur_taps: Sequence[float] = (0.125, 0.375, 0.375, 0.125),
+) -> jax.Array:
     """Modulated (and demodulated) convolution.
 
     Args:
@@ -317,18 +338,31 @@ def _modulated_subpixel_up(x, weight, styles, demodulate, path, precision, blur_
         wmod = weight[None] * styles[:, None, None, :, None]
         if d is not None:
             wmod = wmod * d[:, None, None, None, :]
-        kern, (lo, hi) = subpixel_up_kernel(wmod, blur_taps)               # (B, D, D, Cin, 4Cout)
+        kern, (lo, hi) = subpixel_up_kernel(wmod, blur_taps)  # (B, D, D, Cin, 4Cout)
         n_d = kern.shape[1]
         xg = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, h, w_, b * cin)
         kg = jnp.transpose(kern, (1, 2, 3, 0, 4)).reshape(n_d, n_d, cin, b * 4 * cout).astype(dtype)
-        y = lax.conv_general_dilated(xg, kg, (1, 1), [(lo, hi)] * 2, dimension_numbers=DIMENSION_NUMBERS,
-                                     feature_group_count=b, precision=precision)
+        y = lax.conv_general_dilated(
+            xg,
+            kg,
+            (1, 1),
+            [(lo, hi)] * 2,
+            dimension_numbers=DIMENSION_NUMBERS,
+            feature_group_count=b,
+            precision=precision,
+        )
         y = jnp.transpose(y.reshape(h, w_, b, 4 * cout), (2, 0, 1, 3))
         return depth_to_space2(y, cout)
     if path == "activation":
         kern, (lo, hi) = subpixel_up_kernel(weight, blur_taps)
-        y = lax.conv_general_dilated(x * styles[:, None, None, :].astype(dtype), kern.astype(dtype), (1, 1),
-                                     [(lo, hi)] * 2, dimension_numbers=DIMENSION_NUMBERS, precision=precision)
+        y = lax.conv_general_dilated(
+            x * styles[:, None, None, :].astype(dtype),
+            kern.astype(dtype),
+            (1, 1),
+            [(lo, hi)] * 2,
+            dimension_numbers=DIMENSION_NUMBERS,
+            precision=precision,
+        )
         y = depth_to_space2(y, cout)
         return y if d is None else y * d[:, None, None, :].astype(dtype)
     raise ValueError(f"unknown modulation path {path!r}; expected one of {MODULATION_PATHS}")

@@ -14,6 +14,7 @@ Parameter tree (names follow torchvision's `features.{n}` indices so the mapping
     params/backbone/features_{n}/{kernel (kh, kw, in, out), bias (out,)}   n = conv's index in `features`
     params/lin_{k} (C_k,)                                   k = 0..4, from lin{k}.model.1.weight (1, C_k, 1, 1)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,11 +30,18 @@ NORM_EPS = 1e-10
 # torchvision `features` as a list of ('conv', index, out, kernel, stride, pad) | ('pool', k, s) | ('tap',).
 # ReLU follows every conv; taps are taken after that ReLU.
 _ALEX = (
-    ("conv", 0, 64, 11, 4, 2), ("tap",), ("pool", 3, 2),
-    ("conv", 3, 192, 5, 1, 2), ("tap",), ("pool", 3, 2),
-    ("conv", 6, 384, 3, 1, 1), ("tap",),
-    ("conv", 8, 256, 3, 1, 1), ("tap",),
-    ("conv", 10, 256, 3, 1, 1), ("tap",),
+    ("conv", 0, 64, 11, 4, 2),
+    ("tap",),
+    ("pool", 3, 2),
+    ("conv", 3, 192, 5, 1, 2),
+    ("tap",),
+    ("pool", 3, 2),
+    ("conv", 6, 384, 3, 1, 1),
+    ("tap",),
+    ("conv", 8, 256, 3, 1, 1),
+    ("tap",),
+    ("conv", 10, 256, 3, 1, 1),
+    ("tap",),
 )
 
 
@@ -94,8 +102,16 @@ class FeatureNet(nn.Module):
         for layer in LAYERS[self.net]:
             if layer[0] == "conv":
                 _, idx, out, k, s, p = layer
-                x = nn.Conv(out, (k, k), strides=(s, s), padding=((p, p), (p, p)), dtype=self.dtype,
-                            param_dtype=jnp.float32, precision=self.precision, name=f"features_{idx}")(x)
+                x = nn.Conv(
+                    out,
+                    (k, k),
+                    strides=(s, s),
+                    padding=((p, p), (p, p)),
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                    precision=self.precision,
+                    name=f"features_{idx}",
+                )(x)
                 x = nn.relu(x)
             elif layer[0] == "pool":
                 _, k, s = layer

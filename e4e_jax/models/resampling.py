@@ -12,6 +12,7 @@ to float32 round-off.
                                      the synthetic training data and the metrics compare
     resize_area_or_linear            saved reconstructions at a smaller size (`invert --image-size`)
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -51,14 +52,15 @@ def adaptive_avg_pool2d(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     return jnp.einsum("pw,bowc->bopc", pw, x, precision=hi)
 
 
-def pool_and_crop(images: jax.Array, size: tuple[int, int] = FACE_POOL_SIZE,
-                  rows: Optional[tuple[int, int]] = None) -> jax.Array:
+def pool_and_crop(
+    images: jax.Array, size: tuple[int, int] = FACE_POOL_SIZE, rows: Optional[tuple[int, int]] = None
+) -> jax.Array:
     """Generator output (B, S, S, C) -> the frame losses and metrics compare: adaptive-average-pooled to
     `size` (pSp face_pool), then rows[0]:rows[1] kept when `rows` is given (cars: (32, 224) of 256).
     Returns (B, h, size[1], C)."""
     images = adaptive_avg_pool2d(images, tuple(size))
     if rows is not None:
-        images = images[:, rows[0]:rows[1]]
+        images = images[:, rows[0] : rows[1]]
     return images
 
 

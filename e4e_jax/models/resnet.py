@@ -16,6 +16,7 @@ running_mean/var -> batch_stats mean/var):
     layer{l}.{i}.downsample.0 / .1           -> layer{l}_{i}/downsample_conv / downsample_bn
     fc.0 / fc.2 (mlp) or fc (linear)         -> head/fc_0 / fc_2 or head/fc  (Dense kernel (in, out))
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -25,23 +26,31 @@ import jax.numpy as jnp
 
 RESNET50_STAGES = (3, 4, 6, 3)
 STEM_WIDTH, STEM_KERNEL = 64, 7  # conv1: 7x7, 64 channels
-EXPANSION = 4                     # a Bottleneck's output has EXPANSION x its width
+EXPANSION = 4  # a Bottleneck's output has EXPANSION x its width
 
 
 def stage_width(l: int) -> int:
     """Bottleneck width of layer l + 1 (l = 0..3): 64, 128, 256, 512."""
-    return STEM_WIDTH * 2 ** l
+    return STEM_WIDTH * 2**l
 
 
 def _conv(features: int, k: int, stride: int, precision, dtype, name: str) -> nn.Conv:
     p = k // 2  # torch pads k//2 symmetrically (flax 'SAME' would pad (0, 1) at stride 2).
-    return nn.Conv(features, (k, k), strides=(stride, stride), padding=((p, p), (p, p)), use_bias=False,
-                   precision=precision, dtype=dtype, param_dtype=jnp.float32, name=name)
+    return nn.Conv(
+        features,
+        (k, k),
+        strides=(stride, stride),
+        padding=((p, p), (p, p)),
+        use_bias=False,
+        precision=precision,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
 
 def _bn(dtype, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=True, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-                        name=name)
+    return nn.BatchNorm(use_running_average=True, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 class Bottleneck(nn.Module):
@@ -91,8 +100,13 @@ class ResNet(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # -inf padding, as torch
         for l, n in enumerate(self.stage_sizes):
             for i in range(n):
-                x = Bottleneck(stage_width(l), stride=2 if (l > 0 and i == 0) else 1, downsample=i == 0,
-                               name=f"layer{l + 1}_{i}", **kw)(x)
+                x = Bottleneck(
+                    stage_width(l),
+                    stride=2 if (l > 0 and i == 0) else 1,
+                    downsample=i == 0,
+                    name=f"layer{l + 1}_{i}",
+                    **kw,
+                )(x)
         feats = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         if not with_head:
             return feats
@@ -130,6 +144,9 @@ def architecture_of(params: Mapping[str, Any]) -> dict[str, Any]:
     if head is None:
         return {"stage_sizes": sizes, "head": None, "head_dims": []}
     if "fc_0" in head:
-        return {"stage_sizes": sizes, "head": "mlp",
-                "head_dims": [int(head["fc_0"]["kernel"].shape[1]), int(head["fc_2"]["kernel"].shape[1])]}
+        return {
+            "stage_sizes": sizes,
+            "head": "mlp",
+            "head_dims": [int(head["fc_0"]["kernel"].shape[1]), int(head["fc_2"]["kernel"].shape[1])],
+        }
     return {"stage_sizes": sizes, "head": "linear", "head_dims": [int(head["fc"]["kernel"].shape[1])]}

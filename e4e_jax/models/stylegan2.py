@@ -14,6 +14,7 @@ Usage::
     images = gen.apply(variables, ws, input_is_latent=True)                 # ws: (B, n_latent, 512)
     w = gen.apply(variables, z, method=Generator.map)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,8 @@ BLUR_KERNEL = (1, 3, 3, 1)  # the FIR taps of every official StyleGAN2 (rosinali
 def rosinality_channels(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
     """Output channels for resolutions 4, 8, …, size (docs/architecture.md, "Numerics")."""
     cm = channel_multiplier
-    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm,
-             512: 32 * cm, 1024: 16 * cm}
-    return tuple(table[2 ** i] for i in range(2, int(math.log2(size)) + 1))
+    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm, 1024: 16 * cm}
+    return tuple(table[2**i] for i in range(2, int(math.log2(size)) + 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,8 @@ class StyleGAN2Config:
         if len(self.channels) != self.log_size - 1:
             raise ValueError(
                 f"channels must list one count per resolution 4..{self.size} "
-                f"({self.log_size - 1} values), got {len(self.channels)}")
+                f"({self.log_size - 1} values), got {len(self.channels)}"
+            )
 
     @classmethod
     def rosinality(cls, size: int, channel_multiplier: int = 2, **kw) -> "StyleGAN2Config":
@@ -119,8 +120,9 @@ class MappingNetwork(nn.Module):
         """z: (B, z_dim) -> w: (B, style_dim), float32."""
         x = layers.pixel_norm(z.astype(jnp.float32))
         for i in range(self.n_mlp):
-            x = layers.EqualLinear(self.style_dim, self.lr_mlp, activation=True, precision=self.precision,
-                                   name=f"dense_{i}")(x)
+            x = layers.EqualLinear(
+                self.style_dim, self.lr_mlp, activation=True, precision=self.precision, name=f"dense_{i}"
+            )(x)
         return x
 
 
@@ -149,9 +151,17 @@ class StyledConv(nn.Module):
         styles = layers.equal_linear(w, mod_w, mod_b, precision=self.precision)
         scale = 1.0 / math.sqrt(cin * k * k)
         taps = layers.fir_taps(self.blur_kernel)
-        y = layers.modulated_conv2d(x.astype(self.dtype), weight * scale, styles, demodulate=True,
-                                    up=self.upsample, path=self.path, precision=self.precision,
-                                    up_impl=self.up_impl, blur_taps=taps)
+        y = layers.modulated_conv2d(
+            x.astype(self.dtype),
+            weight * scale,
+            styles,
+            demodulate=True,
+            up=self.upsample,
+            path=self.path,
+            precision=self.precision,
+            up_impl=self.up_impl,
+            blur_taps=taps,
+        )
         if self.upsample and self.up_impl == "transpose":
             y = layers.blur(y, taps, pad=layers.up_blur_pad(k, len(taps)), gain=4)
         if noise is not None:
@@ -177,8 +187,14 @@ class ToRGB(nn.Module):
         mod_b = self.param("mod_bias", nn.initializers.ones, (cin,))
         bias = self.param("bias", nn.initializers.zeros, (3,))
         styles = layers.equal_linear(w, mod_w, mod_b, precision=self.precision)
-        y = layers.modulated_conv2d(x.astype(self.dtype), weight / math.sqrt(cin), styles,
-                                    demodulate=False, path=self.path, precision=self.precision)
+        y = layers.modulated_conv2d(
+            x.astype(self.dtype),
+            weight / math.sqrt(cin),
+            styles,
+            demodulate=False,
+            path=self.path,
+            precision=self.precision,
+        )
         y = y.astype(jnp.float32) + bias
         if self.conv_clamp is not None:
             y = jnp.clip(y, -self.conv_clamp, self.conv_clamp)
@@ -198,8 +214,7 @@ class SynthesisNetwork(nn.Module):
 
     def _noise(self, i: int, batch: int, mode: str) -> Optional[jax.Array]:
         r = noise_resolution(i)
-        buf = self.variable("buffers", f"noise_{i}",
-                            lambda: jax.random.normal(self.make_rng("params"), (1, r, r, 1)))
+        buf = self.variable("buffers", f"noise_{i}", lambda: jax.random.normal(self.make_rng("params"), (1, r, r, 1)))
         if mode == "const":
             return buf.value
         if mode == "random":
@@ -214,8 +229,13 @@ class SynthesisNetwork(nn.Module):
         if ws.ndim != 3 or ws.shape[1] != cfg.n_latent:
             raise ValueError(f"synthesis expects ws of shape (B, {cfg.n_latent}, {cfg.style_dim}), got {ws.shape}")
         b = ws.shape[0]
-        kw = dict(blur_kernel=cfg.blur_kernel, conv_clamp=cfg.conv_clamp, path=self.path, dtype=self.dtype,
-                  precision=self.precision)
+        kw = dict(
+            blur_kernel=cfg.blur_kernel,
+            conv_clamp=cfg.conv_clamp,
+            path=self.path,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
         const = self.param("input", nn.initializers.normal(1.0), (1, 4, 4, cfg.channels[0]))
         x = jnp.broadcast_to(const, (b,) + const.shape[1:])
         x = StyledConv(cfg.channels[0], name="conv1", **kw)(x, ws[:, 0], self._noise(0, b, noise_mode))
@@ -223,9 +243,11 @@ class SynthesisNetwork(nn.Module):
         for j in range(cfg.log_size - 2):
             c = cfg.channels[j + 1]
             x = StyledConv(c, upsample=True, up_impl=self.up_impl, name=f"convs_{2 * j}", **kw)(
-                x, ws[:, 2 * j + 1], self._noise(2 * j + 1, b, noise_mode))
+                x, ws[:, 2 * j + 1], self._noise(2 * j + 1, b, noise_mode)
+            )
             x = StyledConv(c, name=f"convs_{2 * j + 1}", **kw)(
-                x, ws[:, 2 * j + 2], self._noise(2 * j + 2, b, noise_mode))
+                x, ws[:, 2 * j + 2], self._noise(2 * j + 2, b, noise_mode)
+            )
             skip = ToRGB(name=f"to_rgbs_{j}", **kw)(x, ws[:, 2 * j + 3], skip)
         return skip
 
@@ -255,8 +277,9 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(cfg.style_dim, cfg.n_mlp, cfg.lr_mlp, precision=self.precision)
         if self.upsample not in layers.UPSAMPLE_IMPLS:
             raise ValueError(f"upsample must be one of {layers.UPSAMPLE_IMPLS}, got {self.upsample!r}")
-        self.synthesis = SynthesisNetwork(cfg, path=self.modulation, dtype=self.dtype, precision=self.precision,
-                                          up_impl=self.upsample)
+        self.synthesis = SynthesisNetwork(
+            cfg, path=self.modulation, dtype=self.dtype, precision=self.precision, up_impl=self.upsample
+        )
         self.w_avg = self.variable("buffers", "w_avg", jnp.zeros, (cfg.style_dim,))
 
     def map(self, z: jax.Array) -> jax.Array:
@@ -267,9 +290,17 @@ class Generator(nn.Module):
         """ws: (B, n_latent, style_dim) -> images (B, size, size, 3) float32."""
         return self.synthesis(ws, noise_mode).astype(jnp.float32)
 
-    def __call__(self, styles, *, input_is_latent: bool = False, truncation: float = 1.0,
-                 truncation_latent: Optional[jax.Array] = None, noise_mode: str = "const",
-                 inject_index: Optional[int | jax.Array] = None, return_latents: bool = False):
+    def __call__(
+        self,
+        styles,
+        *,
+        input_is_latent: bool = False,
+        truncation: float = 1.0,
+        truncation_latent: Optional[jax.Array] = None,
+        noise_mode: str = "const",
+        inject_index: Optional[int | jax.Array] = None,
+        return_latents: bool = False,
+    ):
         """Generate images.
 
         Args:

@@ -11,6 +11,7 @@ Parameter tree: {'backbone': IRSEBackbone params, 'linear': {weight (widths[3], 
 BatchNorm statistics live in the 'batch_stats' collection under 'backbone'. The official `output_pool`
 has no parameters.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,16 +57,26 @@ class SingleStyleCodeEncoder(nn.Module):
         """Resolved (widths, units); raises ValueError for unusable combinations."""
         widths, units = resolve_sizes(self.num_layers, self.widths, self.units)
         if self.style_channels is not None and int(self.style_channels) != widths[3]:
-            raise ValueError(f"style_channels={self.style_channels} must be None or widths[3]={widths[3]}: the W "
-                             f"encoder's linear layer reads the backbone's last stage")
+            raise ValueError(
+                f"style_channels={self.style_channels} must be None or widths[3]={widths[3]}: the W "
+                f"encoder's linear layer reads the backbone's last stage"
+            )
         return widths, units
 
     @nn.compact
     def __call__(self, x, progressive_stage=None, train: bool = False):
         del progressive_stage  # one w for every layer: nothing is staged
         widths, units = self.sizes()
-        y, _ = IRSEBackbone(self.num_layers, self.backbone_mode, dtype=self.dtype, precision=self.precision,
-                            axis_name=self.axis_name, widths=widths, units=units, name="backbone")(x, train)
+        y, _ = IRSEBackbone(
+            self.num_layers,
+            self.backbone_mode,
+            dtype=self.dtype,
+            precision=self.precision,
+            axis_name=self.axis_name,
+            widths=widths,
+            units=units,
+            name="backbone",
+        )(x, train)
         # AdaptiveAvgPool2d((1, 1)) + view(-1, C); the mean accumulates in float32 as the SE pools do.
         pooled = jnp.mean(y.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
         w = EqualLinear(STYLE_DIM, 1.0, dtype=self.dtype, precision=self.precision, name="linear")(pooled)

@@ -7,6 +7,7 @@ needed, no code from the file run. Formats, returned types and safety rules: `re
 Used by the library (`.pt` direction files of e4e_jax/editing.py) and by the converters of
 tools/convert_weights/.
 """
+
 from e4e_jax.torchfile.dtypes import TorchDtype
 from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError
 from e4e_jax.torchfile.objects import PERSISTENT_MODULE, EasyDict, NamespaceDict, PersistentObject

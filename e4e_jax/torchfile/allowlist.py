@@ -6,6 +6,7 @@ containers, tensor rebuilders, safe stand-ins for numpy / argparse / dnnlib / to
 persistence) and refuses everything else with `UnsafePickleError` before it is called. Nothing is
 imported by name from the file. To teach the reader a new harmless type, add it here.
 """
+
 from __future__ import annotations
 
 import _compat_pickle
@@ -15,6 +16,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from e4e_jax.torchfile.dtypes import (
+    _DTYPE_ALIASES,
+    _RAW_DTYPES,
+    _STORAGE_DTYPES,
+    _STORAGE_MODULES,
+    _UNSUPPORTED_DTYPES,
+    _UNSUPPORTED_STORAGES,
+    TorchDtype,
+)
 from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError
 from e4e_jax.torchfile.objects import (
     PERSISTENT_MODULE,
@@ -24,15 +34,6 @@ from e4e_jax.torchfile.objects import (
     _module_stub,
     _ModuleStub,
     _state_dict,
-)
-from e4e_jax.torchfile.dtypes import (
-    _DTYPE_ALIASES,
-    _RAW_DTYPES,
-    _STORAGE_DTYPES,
-    _STORAGE_MODULES,
-    _UNSUPPORTED_DTYPES,
-    _UNSUPPORTED_STORAGES,
-    TorchDtype,
 )
 from e4e_jax.torchfile.tensors import (
     _rebuild_device_tensor,

@@ -11,6 +11,7 @@ chosen by the file's first bytes, not its name, in `_load_stream`:
 All pickles are read with the restricted unpickler (`unpickler`); storage bytes are read once,
 bounds- and CRC-checked, straight into the buffers the returned arrays view.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from e4e_jax.torchfile.errors import CheckpointError
 from e4e_jax.torchfile.allowlist import _StorageType
-from e4e_jax.torchfile.unpickler import _Context, _unpickle
 from e4e_jax.torchfile.dtypes import _raw_dtype
+from e4e_jax.torchfile.errors import CheckpointError
 from e4e_jax.torchfile.tensors import _ints, _Storage
+from e4e_jax.torchfile.unpickler import _Context, _unpickle
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # first pickle of a legacy torch.save file
 PROTOCOL_VERSION = 1001  # second pickle of a legacy torch.save file

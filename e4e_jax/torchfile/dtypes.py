@@ -3,6 +3,7 @@
 Part of `e4e_jax.torchfile` (import the public names from there). Raw storage
 bytes are little-endian; float16 and bfloat16 are widened to float32 on the way out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,24 +39,58 @@ _RAW_DTYPES = {
     "uint64": "<u8",
 }
 _DTYPE_ALIASES = {
-    "float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
-    "short": "int16", "cfloat": "complex64", "cdouble": "complex128",
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
 }
 # dtypes torch has but this reader cannot turn into numpy (clear error instead of garbage)
 _UNSUPPORTED_DTYPES = {
-    "float8_e5m2", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e4m3fnuz", "float8_e8m0fnu",
-    "float4_e2m1fn_x2", "complex32", "chalf", "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2",
-    "qint8", "quint8", "qint32", "quint4x2", "quint2x4",
+    "float8_e5m2",
+    "float8_e4m3fn",
+    "float8_e5m2fnuz",
+    "float8_e4m3fnuz",
+    "float8_e8m0fnu",
+    "float4_e2m1fn_x2",
+    "complex32",
+    "chalf",
+    "bits8",
+    "bits16",
+    "bits1x8",
+    "bits2x4",
+    "bits4x2",
+    "qint8",
+    "quint8",
+    "qint32",
+    "quint4x2",
+    "quint2x4",
 }
 _STORAGE_DTYPES = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
-    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
-    "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
-    "UntypedStorage": "uint8", "_UntypedStorage": "uint8",
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "UntypedStorage": "uint8",
+    "_UntypedStorage": "uint8",
 }
 _UNSUPPORTED_STORAGES = {
-    "QInt8Storage", "QUInt8Storage", "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage",
+    "QInt8Storage",
+    "QUInt8Storage",
+    "QInt32Storage",
+    "QUInt4x2Storage",
+    "QUInt2x4Storage",
     "ComplexHalfStorage",
 }
 _STORAGE_MODULES = {"torch", "torch.cuda", "torch.storage", "torch.cuda.storage"}

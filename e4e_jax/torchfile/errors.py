@@ -4,6 +4,7 @@ Both are ``ValueError`` subclasses and `e4e_jax.errors.UserError`s (a command pr
 exits 2), and name the file once `load_checkpoint` has attached its path.
 Import them from `e4e_jax.torchfile`; this module only keeps them apart from the reader's other parts.
 """
+
 from __future__ import annotations
 
 from e4e_jax.errors import UserError

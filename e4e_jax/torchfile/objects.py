@@ -6,6 +6,7 @@ objects and ``torch.nn.modules.*`` instances -> `PersistentObject` (the stand-in
 unpickler gets for ``torch.nn`` globals are made by `_module_stub`). Every class handed to the
 unpickler has the `_FrozenType` metaclass, so a pickle cannot patch it.
 """
+
 from __future__ import annotations
 
 import collections

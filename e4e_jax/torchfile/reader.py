@@ -45,6 +45,7 @@ the work is done by
   * `errors`     - `CheckpointError`, `UnsafePickleError`.
 None of them imports torch or compiles / executes anything from the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,10 +55,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from e4e_jax.torchfile.errors import CheckpointError
-from e4e_jax.torchfile.unpickler import _Context
 from e4e_jax.torchfile.containers import _load_stream
+from e4e_jax.torchfile.errors import CheckpointError
 from e4e_jax.torchfile.tensors import _PENDING, _Storage
+from e4e_jax.torchfile.unpickler import _Context
+
 
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
@@ -87,9 +89,20 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
             raise (e.located(path) if e.path is None else e) from None
         except RecursionError:
             raise CheckpointError("pickle nests too deeply to read", path) from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError, struct.error, zipfile.BadZipFile, OverflowError, UnicodeDecodeError,
-                MemoryError) as e:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            struct.error,
+            zipfile.BadZipFile,
+            OverflowError,
+            UnicodeDecodeError,
+            MemoryError,
+        ) as e:
             raise CheckpointError(_describe(e), path) from None
     if isinstance(result, _Storage):  # torch.save(storage): hand back its values
         return result.numpy()

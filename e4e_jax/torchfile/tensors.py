@@ -4,6 +4,7 @@ Part of `e4e_jax.torchfile`. The ``_rebuild_*`` functions here are what the
 allow-listed ``torch._utils._rebuild_*`` globals call (see `allowlist`); every view is
 bounds-checked against its storage before numpy touches memory.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import operator
 
 import numpy as np
 
-from e4e_jax.torchfile.errors import CheckpointError
 from e4e_jax.torchfile.dtypes import TorchDtype, _raw_dtype, _to_output_dtype
+from e4e_jax.torchfile.errors import CheckpointError
 
 
 class _Storage:

@@ -4,14 +4,15 @@ Part of `e4e_jax.torchfile`. Every global a pickle names goes through
 `allowlist.resolve_global` (``find_class`` is overridden); persistent ids (torch.save's
 storage records) go to the container parser that started the unpickling (`containers`).
 """
+
 from __future__ import annotations
 
 import io
 import pickle
 from typing import Any, Callable
 
-from e4e_jax.torchfile.errors import CheckpointError
 from e4e_jax.torchfile.allowlist import _wrap, resolve_global
+from e4e_jax.torchfile.errors import CheckpointError
 
 _MAX_NESTING = 4  # _load_from_bytes inside _load_from_bytes ... (real files nest once)
 

@@ -4,6 +4,7 @@ and the loop (metric writers, orbax checkpoints).
 
 Entry point: `e4e_jax.training.train_and_evaluate(config, workdir, resume=False) -> dict`.
 """
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ copy of the state, so the live state can be donated to the next step while the s
 (jax.eval_shape of the initialiser, each leaf carrying its sharding), so arrays come back already
 placed; `misfits` checks a checkpoint against that target from its metadata first.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,16 +24,18 @@ _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep if keep > 0 else None, create=True,
-                                           enable_async_checkpointing=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep if keep > 0 else None, create=True, enable_async_checkpointing=True
+    )
     return ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints", options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
     """Start an asynchronous save of `state` at `step` (returns once the copy is taken)."""
     snapshot = _copy(state)
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(snapshot), meta=ocp.args.JsonSave(meta)),
-              force=True)
+    mngr.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(snapshot), meta=ocp.args.JsonSave(meta)), force=True
+    )
 
 
 def restore(mngr: ocp.CheckpointManager, step: Optional[int], abstract_state: Any) -> tuple[Any, dict]:
@@ -40,8 +43,9 @@ def restore(mngr: ocp.CheckpointManager, step: Optional[int], abstract_state: An
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                     meta=ocp.args.JsonRestore()))
+    out = mngr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    )
     return out["state"], dict(out["meta"])
 
 
@@ -59,8 +63,10 @@ def _key(entry) -> str:
 
 def leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """{'a/b/c': shape} of every leaf (arrays, ShapeDtypeStructs or orbax metadata alike)."""
-    return {"/".join(_key(k) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+        "/".join(_key(k) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def misfits(mngr: ocp.CheckpointManager, step: int, abstract_state: Any) -> list[str]:

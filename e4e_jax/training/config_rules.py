@@ -7,6 +7,7 @@ Ablations of the paper (Table 2) are the switches `use_progressive`, `use_delta_
 `validate` checks every number and choice before a run does any work; `config_diff` names the fields in
 which two configs (e.g. a checkpoint's and the current one) differ.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,19 +51,41 @@ def apply_ablation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 # Value rules of the numeric fields: (fields, test, what the test asks for).
 _RULES = (
-    (("batch_size", "test_batch_size", "max_steps", "board_interval", "image_interval", "val_interval",
-      "save_interval", "progressive_step_every", "d_reg_every", "data.num_workers", "data.num_eval_samples"),
-     lambda v: _is_int(v) and v >= 1, "a whole number ≥ 1"),
-    (("seed", "progressive_start", "keep_checkpoints", "data.prefetch", "w_pool_size"),
-     lambda v: _is_int(v) and v >= 0, "a whole number ≥ 0"),
+    (
+        (
+            "batch_size",
+            "test_batch_size",
+            "max_steps",
+            "board_interval",
+            "image_interval",
+            "val_interval",
+            "save_interval",
+            "progressive_step_every",
+            "d_reg_every",
+            "data.num_workers",
+            "data.num_eval_samples",
+        ),
+        lambda v: _is_int(v) and v >= 1,
+        "a whole number ≥ 1",
+    ),
+    (
+        ("seed", "progressive_start", "keep_checkpoints", "data.prefetch", "w_pool_size"),
+        lambda v: _is_int(v) and v >= 0,
+        "a whole number ≥ 0",
+    ),
     (("max_val_batches",), lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 (the whole test set) or ≥ 1"),
     (("learning_rate", "w_discriminator_lr"), lambda v: _is_real(v) and v > 0, "a finite number > 0"),
-    (("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "edit_lambda",
-      "r1"), lambda v: _is_real(v) and v >= 0, "a finite number ≥ 0"),
+    (
+        ("l2_lambda", "lpips_lambda", "id_lambda", "w_discriminator_lambda", "delta_norm_lambda", "edit_lambda", "r1"),
+        lambda v: _is_real(v) and v >= 0,
+        "a finite number ≥ 0",
+    ),
     (("data.synthetic_truncation",), lambda v: _is_real(v), "a finite number"),
-    (("data.image_size", "output_size"),
-     lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) and x >= 1 for x in v),
-     "(height, width), whole numbers ≥ 1"),
+    (
+        ("data.image_size", "output_size"),
+        lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) and x >= 1 for x in v),
+        "(height, width), whole numbers ≥ 1",
+    ),
 )
 
 # Fields with a fixed set of values.
@@ -80,9 +103,23 @@ CHOICES = {
 
 # Fields that steer the run, not what it trains: free to change on --resume (config_diff leaves them out
 # unless asked).
-RESUME_FREE = ("max_steps", "board_interval", "image_interval", "val_interval", "save_interval",
-               "max_val_batches", "keep_checkpoints", "export_bundle", "test_batch_size", "distributed",
-               "data.train_dir", "data.test_dir", "data.loader", "data.num_workers", "data.prefetch")
+RESUME_FREE = (
+    "max_steps",
+    "board_interval",
+    "image_interval",
+    "val_interval",
+    "save_interval",
+    "max_val_batches",
+    "keep_checkpoints",
+    "export_bundle",
+    "test_batch_size",
+    "distributed",
+    "data.train_dir",
+    "data.test_dir",
+    "data.loader",
+    "data.num_workers",
+    "data.prefetch",
+)
 
 
 def _is_int(v) -> bool:
@@ -120,8 +157,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.crop_rows is not None:
         rows, height = c.crop_rows, c.output_size[0] if len(c.output_size) == 2 else 0
         if not (len(rows) == 2 and all(_is_int(r) for r in rows) and 0 <= rows[0] < rows[1] <= height):
-            bad.append(f"config.crop_rows={rows!r}: must be (top, bottom) with 0 ≤ top < bottom ≤ output height "
-                       f"{height}, or None")
+            bad.append(
+                f"config.crop_rows={rows!r}: must be (top, bottom) with 0 ≤ top < bottom ≤ output height "
+                f"{height}, or None"
+            )
     if bad:
         raise UserError("\n".join(bad))
 
@@ -137,8 +176,9 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore: tuple[str, ...] = RESUME_FREE
-                ) -> list[tuple[str, Any, Any]]:
+def config_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: tuple[str, ...] = RESUME_FREE
+) -> list[tuple[str, Any, Any]]:
     """(dotted field, old value, new value) for every field the two configs (as JSON dicts) set differently;
     a field missing on one side counts as `None` there. Fields in or under `ignore` are left out."""
     a, b = _flat(old), _flat(new)

@@ -20,6 +20,7 @@ final_metrics.json and the bundle (a single-process save); every process takes p
 checkpoint saves. WORKDIR must be one folder that all processes see (a shared file system). At the end
 the processes compare fingerprints of their replicated states (`state_sha256` of the final metrics).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,14 @@ from jax.experimental import multihost_utils
 
 from e4e_jax import distributed, e4e_bundle, errors, fileio, outdir, sharding
 from e4e_jax.training import checkpoint, config_rules, networks, optim, writers
-from e4e_jax.training.state import (TrainState, abstract_state, encoder_variables, fingerprint, init_train_state,
-                                    param_count)
+from e4e_jax.training.state import (
+    TrainState,
+    abstract_state,
+    encoder_variables,
+    fingerprint,
+    init_train_state,
+    param_count,
+)
 from e4e_jax.training.step import eval_step, train_step
 
 log = logging.getLogger(__name__)
@@ -50,8 +57,7 @@ CHECKED = ("loss", "grad_norm", "discriminator_loss", "discriminator_r1_loss")
 
 
 GRID_ROWS = 4  # rows (input | reconstruction) of an image grid
-DISTRIBUTED_FLAGS = tuple(f"--config.distributed.{k}" for k in ("coordinator_address", "num_processes",
-                                                                   "process_id"))
+DISTRIBUTED_FLAGS = tuple(f"--config.distributed.{k}" for k in ("coordinator_address", "num_processes", "process_id"))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,8 +77,9 @@ def join_process_group(config) -> bool:
     d = config.get("distributed", False)
     if isinstance(d, bool):
         return distributed.initialize(auto=d, flags=DISTRIBUTED_FLAGS)
-    return distributed.initialize(d.coordinator_address or None, d.num_processes, d.process_id,
-                                  auto=bool(d.auto), flags=DISTRIBUTED_FLAGS)
+    return distributed.initialize(
+        d.coordinator_address or None, d.num_processes, d.process_id, auto=bool(d.auto), flags=DISTRIBUTED_FLAGS
+    )
 
 
 @contextlib.contextmanager
@@ -106,9 +113,12 @@ def _check_finite(step: int, m: dict[str, float], mngr, workdir: Path) -> None:
         bad["nonfinite_params"] = m["nonfinite_params"]
     if bad:
         last = mngr.latest_step()
-        where = (f"the last good checkpoint is step {last} in {workdir / 'checkpoints'} (left intact); continue "
-                 f"from it with --resume, e.g. with a lower --config.learning_rate"
-                 if last is not None else "no checkpoint had been written yet")
+        where = (
+            f"the last good checkpoint is step {last} in {workdir / 'checkpoints'} (left intact); continue "
+            f"from it with --resume, e.g. with a lower --config.learning_rate"
+            if last is not None
+            else "no checkpoint had been written yet"
+        )
         terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
         raise NonFiniteLossError(f"training stopped at step {step}: non-finite loss or parameters ({terms}); {where}")
 
@@ -135,8 +145,10 @@ def _check_replicas_agree(digest: str) -> None:
     every = np.asarray(multihost_utils.process_allgather(np.frombuffer(bytes.fromhex(digest), np.uint8)))
     differ = [i for i, row in enumerate(every) if row.tobytes().hex() != digest]
     if differ:
-        raise RuntimeError(f"the train state of process(es) {differ} differs from that of process "
-                           f"{jax.process_index()}: replicas diverged (non-deterministic input or collective)")
+        raise RuntimeError(
+            f"the train state of process(es) {differ} differs from that of process "
+            f"{jax.process_index()}: replicas diverged (non-deterministic input or collective)"
+        )
 
 
 def _evaluate(eval_fn, state, frozen, batches) -> dict[str, float]:
@@ -152,30 +164,42 @@ def _evaluate(eval_fn, state, frozen, batches) -> dict[str, float]:
 def _export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Path]:
     """Write an 'e4e' bundle (e4e_jax/e4e_bundle.py, as the converter's) of the trained encoder."""
     if run.encoder_config is None:
-        log.info("encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",
-                 config.encoder.arch)
+        log.info(
+            "encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",
+            config.encoder.arch,
+        )
         return None
     arch = e4e_bundle.E4EArchitecture.create(
-        run.encoder_config, run.gen_cfg, config.dataset_type,
-        opts={"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)})
+        run.encoder_config,
+        run.gen_cfg,
+        config.dataset_type,
+        opts={"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)},
+    )
     la = run.frozen["latent_avg"]
     n = run.encoder_config.n_styles
     latent_avg = np.zeros((n, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
-    variables = {"encoder": jax.device_get(encoder_variables(state)), "generator": run.frozen["generator"],
-                 "latent_avg": latent_avg}
-    return e4e_bundle.save(workdir / "model", arch, variables,
-                           extra={"trained_steps": int(state.step), "training_config": json.loads(config.to_json())},
-                           overwrite=True)
+    variables = {
+        "encoder": jax.device_get(encoder_variables(state)),
+        "generator": run.frozen["generator"],
+        "latent_avg": latent_avg,
+    }
+    return e4e_bundle.save(
+        workdir / "model",
+        arch,
+        variables,
+        extra={"trained_steps": int(state.step), "training_config": json.loads(config.to_json())},
+        overwrite=True,
+    )
 
 
 @dataclasses.dataclass
 class _Prepared:
     run: networks.Run
-    init: Any       # jitted (encoder variables or None) -> TrainState, replicated
-    init_fn: Any    # the same, not jitted (for eval_shape)
-    step: Any       # jitted train step (state donated)
-    eval: Any       # jitted eval step
-    sampler: dict   # synthetic-data samplers by stream
+    init: Any  # jitted (encoder variables or None) -> TrainState, replicated
+    init_fn: Any  # the same, not jitted (for eval_shape)
+    step: Any  # jitted train step (state donated)
+    eval: Any  # jitted eval step
+    sampler: dict  # synthetic-data samplers by stream
 
 
 # One prepared run per (config, devices): a second run with the same config in this process (a split
@@ -194,26 +218,44 @@ def _prepare(config, mesh) -> _Prepared:
     h, w = config.data.image_size
 
     def init_fn(encoder_vars=None):
-        return init_train_state(encoder=run.nets.encoder, discriminator=run.nets.discriminator, encoder_tx=enc_tx,
-                                disc_tx=disc_tx, optim_name=config.optim_name, seed=int(config.seed),
-                                input_shape=(1, h, w, 3), style_dim=run.gen_cfg.style_dim,
-                                pool_size=int(config.w_pool_size) if config.use_w_pool else 0,
-                                encoder_variables=encoder_vars)
+        return init_train_state(
+            encoder=run.nets.encoder,
+            discriminator=run.nets.discriminator,
+            encoder_tx=enc_tx,
+            disc_tx=disc_tx,
+            optim_name=config.optim_name,
+            seed=int(config.seed),
+            input_shape=(1, h, w, 3),
+            style_dim=run.gen_cfg.style_dim,
+            pool_size=int(config.w_pool_size) if config.use_w_pool else 0,
+            encoder_variables=encoder_vars,
+        )
 
     prepared = _Prepared(
-        run=run, init=jax.jit(init_fn, out_shardings=repl), init_fn=init_fn,
-        step=jax.jit(functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),
-                     in_shardings=(repl, repl, bsh), out_shardings=(repl, repl), donate_argnums=(0,)),
-        eval=jax.jit(functools.partial(eval_step, run.nets, run.step_cfg), in_shardings=(repl, repl, bsh),
-                     out_shardings=(repl, bsh)),
-        sampler={})
+        run=run,
+        init=jax.jit(init_fn, out_shardings=repl),
+        init_fn=init_fn,
+        step=jax.jit(
+            functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),
+            in_shardings=(repl, repl, bsh),
+            out_shardings=(repl, repl),
+            donate_argnums=(0,),
+        ),
+        eval=jax.jit(
+            functools.partial(eval_step, run.nets, run.step_cfg),
+            in_shardings=(repl, repl, bsh),
+            out_shardings=(repl, bsh),
+        ),
+        sampler={},
+    )
     _PREPARED.clear()  # keep one: executables and frozen networks hold memory
     _PREPARED[key] = prepared
     return prepared
 
 
-def train_and_evaluate(config, workdir: str | os.PathLike, resume: bool = False,
-                       max_steps: Optional[int] = None) -> dict[str, Any]:
+def train_and_evaluate(
+    config, workdir: str | os.PathLike, resume: bool = False, max_steps: Optional[int] = None
+) -> dict[str, Any]:
     """Train (or continue) an e4e encoder as `config` says; returns the final metrics.
 
     Args:
@@ -239,15 +281,19 @@ def train_and_evaluate(config, workdir: str | os.PathLike, resume: bool = False,
         try:
             latest = mngr.latest_step()
             if latest is not None and not resume:
-                raise errors.UserError(f"{workdir} already holds checkpoints (latest step {latest}); pass --resume "
-                                       f"to continue that run, or choose a new --workdir")
+                raise errors.UserError(
+                    f"{workdir} already holds checkpoints (latest step {latest}); pass --resume "
+                    f"to continue that run, or choose a new --workdir"
+                )
             if resume and latest is None:
                 log.warning("--resume: no checkpoint in %s yet; starting from step 0", workdir / "checkpoints")
             if resume and latest is not None and latest >= total:
-                raise NothingToTrain(f"nothing trained: the latest checkpoint in {workdir / 'checkpoints'} is at step "
-                                     f"{latest}, {'past' if latest > total else 'already at'} the {total} steps asked "
-                                     f"for (--max-steps / config.max_steps); nothing was written. Pass a larger "
-                                     f"--max-steps to train further")
+                raise NothingToTrain(
+                    f"nothing trained: the latest checkpoint in {workdir / 'checkpoints'} is at step "
+                    f"{latest}, {'past' if latest > total else 'already at'} the {total} steps asked "
+                    f"for (--max-steps / config.max_steps); nothing was written. Pass a larger "
+                    f"--max-steps to train further"
+                )
             return _train(config, workdir, latest if resume else None, total, mngr)
         finally:
             mngr.close()
@@ -261,13 +307,17 @@ def _restore(mngr, step: int, abstract, config, workdir: Path) -> TrainState:
     lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed)
     misfits = checkpoint.misfits(mngr, step, abstract)
     if misfits:
-        why = (f"the fields that differ from its run:\n{lines}" if changed else
-               f"no config field differs; the state's leaves that do: {', '.join(misfits[:3])}"
-               f"{' …' if len(misfits) > 3 else ''}")
+        why = (
+            f"the fields that differ from its run:\n{lines}"
+            if changed
+            else f"no config field differs; the state's leaves that do: {', '.join(misfits[:3])}"
+            f"{' …' if len(misfits) > 3 else ''}"
+        )
         raise errors.UserError(
             f"--resume: the checkpoint at step {step} in {workdir / 'checkpoints'} holds a state of another "
             f"shape than this config builds; {why}\nresume with that run's config ({workdir / 'config.json'}) "
-            f"or choose a new --workdir")
+            f"or choose a new --workdir"
+        )
     if changed:
         log.warning("resuming step %d with config fields changed since the checkpoint:\n%s", step, lines)
     state, _ = checkpoint.restore(mngr, step, abstract)
@@ -279,12 +329,16 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
     is_main = distributed.is_main()
     mesh = sharding.data_mesh()
     if config.generator.modulation == "grouped" and mesh.size > 1:
-        raise errors.UserError("config.generator.modulation='grouped' cannot run on a batch sharded over "
-                               f"{mesh.size} devices (XLA rejects the batch-folded grouped convolution); use "
-                               "--config.generator.modulation=activation (the same maths)")
+        raise errors.UserError(
+            "config.generator.modulation='grouped' cannot run on a batch sharded over "
+            f"{mesh.size} devices (XLA rejects the batch-folded grouped convolution); use "
+            "--config.generator.modulation=activation (the same maths)"
+        )
     if int(config.batch_size) % mesh.size:
-        raise errors.UserError(f"config.batch_size={config.batch_size} must be divisible by the number of devices "
-                               f"{mesh.size} ({jax.process_count()} process(es))")
+        raise errors.UserError(
+            f"config.batch_size={config.batch_size} must be divisible by the number of devices "
+            f"{mesh.size} ({jax.process_count()} process(es))"
+        )
     repl = sharding.replicated(mesh)
     prep = _prepare(config, mesh)
     run, step_fn, eval_fn = prep.run, prep.step, prep.eval
@@ -297,9 +351,11 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
             from e4e_jax import bundle
 
             fresh = jax.jit(lambda: encoder_variables(prep.init_fn()))()
-            enc_vars = networks.backbone_from_arcface(jax.device_get(fresh),
-                                                      bundle.load(config.encoder.backbone_init_bundle, "arcface")[1],
-                                                      config.encoder.backbone_init_bundle)
+            enc_vars = networks.backbone_from_arcface(
+                jax.device_get(fresh),
+                bundle.load(config.encoder.backbone_init_bundle, "arcface")[1],
+                config.encoder.backbone_init_bundle,
+            )
         # Host arrays become global (replicated) arrays first: every process passes the same values.
         state = prep.init(None if enc_vars is None else sharding.replicate(enc_vars, mesh))
     frozen = sharding.replicate(run.frozen, mesh)
@@ -309,8 +365,9 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
     if is_main:
         fileio.write_text(workdir / "config.json", config.to_json(indent=2, sort_keys=True) + "\n")
     if start == 0:
-        writer.write_hparams({"config": config.to_json(),
-                              "encoder_params": param_count(encoder_variables(state)["params"])})
+        writer.write_hparams(
+            {"config": config.to_json(), "encoder_params": param_count(encoder_variables(state)["params"])}
+        )
     from e4e_jax.data import train_input
 
     eval_batches = train_input.eval_batches(config, run, mesh, prep.sampler)
@@ -344,8 +401,11 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
                 _check_finite(n, last_train, mngr, workdir)
                 pending = None
             if log_now:
-                scalars = {f"train/{k}": v for k, v in last_train.items()
-                           if not (k.startswith("discriminator_r1") and not last_train.get("discriminator_r1_applied"))}
+                scalars = {
+                    f"train/{k}": v
+                    for k, v in last_train.items()
+                    if not (k.startswith("discriminator_r1") and not last_train.get("discriminator_r1_applied"))
+                }
                 scalars["train/steps_per_sec"] = done / max(time.time() - t0, 1e-9)
                 writer.write_scalars(n, scalars)
                 bar.set_postfix(loss=f"{last_train['loss']:.4f}", stage=int(last_train["progressive_stage"]))
@@ -356,8 +416,7 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
                 last_eval = _evaluate(eval_fn, state, frozen, eval_batches)
                 writer.write_scalars(n, {f"test/{k}": v for k, v in last_eval.items()})
                 best_val = min(best_val, last_eval.get("loss", math.inf))
-                writer.write_images(n, {"test/input_reconstruction": _grid_of(eval_fn, state, frozen,
-                                                                              eval_batches[0])})
+                writer.write_images(n, {"test/input_reconstruction": _grid_of(eval_fn, state, frozen, eval_batches[0])})
             if save_now:
                 checkpoint.save(mngr, n, state, {**meta, "step": n, "val_loss": last_eval.get("loss")})
         if pending is not None:
@@ -372,8 +431,12 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
 
     digest = fingerprint(state)
     _check_replicas_agree(digest)
-    final = {"step": int(state.step), "state_sha256": digest, **{f"train/{k}": v for k, v in last_train.items()},
-             **{f"test/{k}": v for k, v in last_eval.items()}}
+    final = {
+        "step": int(state.step),
+        "state_sha256": digest,
+        **{f"train/{k}": v for k, v in last_train.items()},
+        **{f"test/{k}": v for k, v in last_eval.items()},
+    }
     if math.isfinite(best_val):
         final["best_val_loss"] = best_val
     if is_main:

@@ -4,6 +4,7 @@ Frozen networks come from bundles (docs/architecture.md, "Model bundles"): the g
 or the generator of an 'e4e' bundle), LPIPS ('lpips'), ArcFace ('arcface') or MoCo ('moco'). The toy
 configuration builds a fixed-seed random generator (and optionally a random LPIPS) instead.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,6 @@ from e4e_jax.training.step import Networks, StepConfig
 log = logging.getLogger(__name__)
 
 
-
 def _e4e_encoder(n_styles: int, mode: str, dtype, **kwargs):
     return EncoderConfig(mode=mode, n_styles=n_styles, **kwargs).build(dtype=dtype)
 
@@ -35,8 +35,12 @@ def _e4e_encoder(n_styles: int, mode: str, dtype, **kwargs):
 def encoder_config(config, n_styles: int) -> EncoderConfig:
     """The EncoderConfig of a run's 'e4e' encoder (config.encoder.mode and .kwargs, config.data.image_size):
     what its exported bundle stores."""
-    return EncoderConfig(mode=config.encoder.mode, n_styles=n_styles, input_size=tuple(config.data.image_size),
-                         **dict(config.encoder.kwargs))
+    return EncoderConfig(
+        mode=config.encoder.mode,
+        n_styles=n_styles,
+        input_size=tuple(config.data.image_size),
+        **dict(config.encoder.kwargs),
+    )
 
 
 # Encoder factories: (n_styles, mode, dtype, **config.encoder.kwargs) -> module with the e4e interface
@@ -50,15 +54,17 @@ class Run:
 
     nets: Networks
     step_cfg: StepConfig
-    frozen: dict            # {'generator', 'latent_avg', 'losses'}
+    frozen: dict  # {'generator', 'latent_avg', 'losses'}
     gen_cfg: StyleGAN2Config
     encoder_config: EncoderConfig | None  # of an encoder.arch 'e4e' run (its exported bundle); None otherwise
     init_encoder_variables: dict | None
 
 
 def _bundle_error(key: str, kind: str, why: str) -> ValueError:
-    return ValueError(f"config.{key}: {why}. Convert the official checkpoint first "
-                      f"(python -m tools.convert_weights {kind} SRC --out DIR) and pass --config.{key}=DIR")
+    return ValueError(
+        f"config.{key}: {why}. Convert the official checkpoint first "
+        f"(python -m tools.convert_weights {kind} SRC --out DIR) and pass --config.{key}=DIR"
+    )
 
 
 def load_generator(config) -> tuple[StyleGAN2Config, dict]:
@@ -135,12 +141,18 @@ def build_losses(config, dtype) -> tuple[dict, dict, dict]:
         random = config.random_loss_networks
         if config.similarity == "id":
             fns["id"] = losses_lib.id_loss
-            params["id"] = (random_loss_network("arcface", config.seed + 2) if random else
-                            _load_bundle(config.id_bundle, "arcface", "id_bundle"))
+            params["id"] = (
+                random_loss_network("arcface", config.seed + 2)
+                if random
+                else _load_bundle(config.id_bundle, "arcface", "id_bundle")
+            )
         elif config.similarity == "moco":
             fns["moco"] = losses_lib.moco_loss
-            params["moco"] = (random_loss_network("moco", config.seed + 3) if random else
-                              _load_bundle(config.moco_bundle, "moco", "moco_bundle"))
+            params["moco"] = (
+                random_loss_network("moco", config.seed + 3)
+                if random
+                else _load_bundle(config.moco_bundle, "moco", "moco_bundle")
+            )
         else:
             raise ValueError(f"config.similarity must be 'id' or 'moco', got {config.similarity!r}")
         lambdas[config.similarity] = float(config.id_lambda)
@@ -154,12 +166,16 @@ def _initial_encoder_variables(config, n_styles: int) -> dict | None:
         arch, variables, _ = e4e_bundle.load(config.encoder.init_bundle)
         have, have_mode = arch.encoder.n_styles, arch.encoder.mode
         if have != n_styles:
-            raise ValueError(f"config.encoder.init_bundle {config.encoder.init_bundle}: encoder has {have} styles, "
-                             f"the generator needs {n_styles}")
+            raise ValueError(
+                f"config.encoder.init_bundle {config.encoder.init_bundle}: encoder has {have} styles, "
+                f"the generator needs {n_styles}"
+            )
         # e4e and psp share one parameter tree; the W encoder's differs (no FPN, one linear head).
         if (have_mode == "w") != (config.encoder.mode == "w"):
-            raise ValueError(f"config.encoder.init_bundle {config.encoder.init_bundle}: its encoder has mode "
-                             f"{have_mode!r}, config.encoder.mode is {config.encoder.mode!r}")
+            raise ValueError(
+                f"config.encoder.init_bundle {config.encoder.init_bundle}: its encoder has mode "
+                f"{have_mode!r}, config.encoder.mode is {config.encoder.mode!r}"
+            )
         return variables["encoder"]
     return None
 
@@ -171,8 +187,10 @@ def check_w_mode(config) -> None:
         return
     on = [k for k in ("use_progressive", "use_delta_reg") if config[k]]
     if on:
-        raise ValueError(f"encoder.mode='w' has no deltas: set {' '.join(f'--config.{k}=False' for k in on)} "
-                         f"(configs/ffhq_w.py does)")
+        raise ValueError(
+            f"encoder.mode='w' has no deltas: set {' '.join(f'--config.{k}=False' for k in on)} "
+            f"(configs/ffhq_w.py does)"
+        )
 
 
 def build(config) -> Run:
@@ -180,8 +198,12 @@ def build(config) -> Run:
     check_w_mode(config)
     gen_cfg, gen_vars = load_generator(config)
     n_styles = gen_cfg.n_latent
-    generator = Generator(gen_cfg, modulation=config.generator.modulation, dtype=dtype,
-                          upsample=resolve_upsample(config.generator.get("upsample", "auto")))
+    generator = Generator(
+        gen_cfg,
+        modulation=config.generator.modulation,
+        dtype=dtype,
+        upsample=resolve_upsample(config.generator.get("upsample", "auto")),
+    )
     kwargs = dict(config.encoder.kwargs)
     if config.encoder.arch not in ENCODERS:
         raise ValueError(f"config.encoder.arch {config.encoder.arch!r} unknown; one of {sorted(ENCODERS)}")

@@ -13,6 +13,7 @@ Why not `optax.scale_by_radam`: Ranger adds eps to √v of the *uncorrected* sec
 bias corrections into the step size, i.e. it divides by √v̂ + eps/√(1−β2^t); optax adds eps to √v̂.
 With eps = 1e-5 this differs noticeably in the first steps, so the official update is reproduced here.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,14 +59,15 @@ def first_rectified_step(b2: float, threshold: float) -> int:
     """
     n_sma_max = 2.0 / (1.0 - b2) - 1.0
     for t in range(1, 1_000_000):
-        b2t = b2 ** t
+        b2t = b2**t
         if n_sma_max - 2.0 * t * b2t / (1.0 - b2t) > threshold:
             return t
     raise ValueError(f"RAdam with b2={b2} never exceeds threshold {threshold}")
 
 
-def scale_by_ranger_radam(b1: float = 0.95, b2: float = 0.999, eps: float = 1e-5,
-                          threshold: float = 5.0) -> optax.GradientTransformation:
+def scale_by_ranger_radam(
+    b1: float = 0.95, b2: float = 0.999, eps: float = 1e-5, threshold: float = 5.0
+) -> optax.GradientTransformation:
     """RAdam direction exactly as official Ranger computes it (positive; multiply by −lr).
 
     t ≥ t*:  r_t · m / (√v + eps) · √(1−β2^t) / (1−β1^t),  r_t = √((N−4)(N−2)N_max / ((N_max−4)(N_max−2)N))
@@ -91,19 +93,34 @@ def scale_by_ranger_radam(b1: float = 0.95, b2: float = 0.999, eps: float = 1e-5
         n_sma = n_sma_max - 2.0 * t * (1.0 - one_minus_b2t) / one_minus_b2t
         rect = count >= t_star
         n_sma_safe = jnp.where(rect, n_sma, 5.0)  # keeps the unused branch finite
-        r = jnp.sqrt(one_minus_b2t * (n_sma_safe - 4.0) / (n_sma_max - 4.0) * (n_sma_safe - 2.0) / n_sma_safe
-                     * n_sma_max / (n_sma_max - 2.0))
+        r = jnp.sqrt(
+            one_minus_b2t
+            * (n_sma_safe - 4.0)
+            / (n_sma_max - 4.0)
+            * (n_sma_safe - 2.0)
+            / n_sma_safe
+            * n_sma_max
+            / (n_sma_max - 2.0)
+        )
         step_rect = r / one_minus_b1t
         step_plain = 1.0 / one_minus_b1t
-        new = jax.tree.map(
-            lambda m, v: jnp.where(rect, step_rect * m / (jnp.sqrt(v) + eps), step_plain * m), mu, nu)
+        new = jax.tree.map(lambda m, v: jnp.where(rect, step_rect * m / (jnp.sqrt(v) + eps), step_plain * m), mu, nu)
         return new, RangerRAdamState(count, mu, nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def ranger(learning_rate: float, *, alpha: float = 0.5, k: int = 6, b1: float = 0.95, b2: float = 0.999,
-           eps: float = 1e-5, threshold: float = 5.0, use_gc: bool = True) -> optax.GradientTransformation:
+def ranger(
+    learning_rate: float,
+    *,
+    alpha: float = 0.5,
+    k: int = 6,
+    b1: float = 0.95,
+    b2: float = 0.999,
+    eps: float = 1e-5,
+    threshold: float = 5.0,
+    use_gc: bool = True,
+) -> optax.GradientTransformation:
     """Ranger = Lookahead(RAdam with gradient centralization). Apply to `optax.LookaheadParams`."""
     inner = [gradient_centralization()] if use_gc else []
     inner += [scale_by_ranger_radam(b1, b2, eps, threshold), optax.scale(-learning_rate)]

@@ -9,6 +9,7 @@ Official semantics, reproduced item by item in batch order (a `lax.scan`):
 Python's `random` is replaced by jax.random with an explicit key, so the pool is part of the train state
 (and of checkpoints) and a resumed run draws the same choices.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -18,8 +19,8 @@ import jax.numpy as jnp
 
 
 class PoolState(NamedTuple):
-    codes: jax.Array   # (size, D) float32; rows >= count are unused
-    count: jax.Array   # int32 scalar: number of stored codes (<= size)
+    codes: jax.Array  # (size, D) float32; rows >= count are unused
+    count: jax.Array  # int32 scalar: number of stored codes (<= size)
 
 
 def init_pool(size: int, dim: int) -> PoolState:

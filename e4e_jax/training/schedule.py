@@ -8,6 +8,7 @@ The stage is a pure function of the step, so a resumed run lands in the right st
 Without progressive training (start None) every delta is trained from step 0 ("inference" stage) and the
 delta regulariser is off, as in the official coach.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -12,6 +12,7 @@
 Frozen networks (generator, LPIPS / ID / MoCo nets) and latent_avg are not part of it: they are inputs of
 the step, rebuilt or reloaded on resume.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,10 +41,19 @@ class TrainState:
     fake_pool: pool.PoolState
 
 
-def init_train_state(*, encoder: nn.Module, discriminator: nn.Module, encoder_tx: optax.GradientTransformation,
-                     disc_tx: optax.GradientTransformation, optim_name: str, seed: int,
-                     input_shape: tuple[int, int, int, int], style_dim: int, pool_size: int,
-                     encoder_variables: dict | None = None) -> TrainState:
+def init_train_state(
+    *,
+    encoder: nn.Module,
+    discriminator: nn.Module,
+    encoder_tx: optax.GradientTransformation,
+    disc_tx: optax.GradientTransformation,
+    optim_name: str,
+    seed: int,
+    input_shape: tuple[int, int, int, int],
+    style_dim: int,
+    pool_size: int,
+    encoder_variables: dict | None = None,
+) -> TrainState:
     """Fresh state. `input_shape` (B, H, W, C) of an encoder batch; `encoder_variables` (params and
     batch_stats) replace the random init when given (e.g. from an e4e bundle, official `--checkpoint_path`).
     """

@@ -20,6 +20,7 @@ and the state replicated P(), XLA partitions it and inserts the gradient all-red
 uses the statistics of the *global* batch — the same numbers as one device (or one official GPU) seeing
 that batch, independent of the device count (pinned by tests/test_training_step.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,21 +45,21 @@ class StepConfig:
     """Static hyper-parameters of the step (official option names in comments)."""
 
     n_styles: int
-    progressive_start: Optional[int] = None     # --progressive_start
-    progressive_every: int = 2000               # --progressive_step_every
+    progressive_start: Optional[int] = None  # --progressive_start
+    progressive_every: int = 2000  # --progressive_step_every
     lambdas: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"l2": 1.0})  # distortion λs
-    lambda_d_reg: float = 2e-4                  # --delta_norm_lambda
-    lambda_adv: float = 0.0                     # --w_discriminator_lambda
-    lambda_edit: float = 1.0                    # paper Eq. 7 (official: implicit 1)
-    use_delta_reg: bool = True                  # only applies with progressive training (official)
-    use_w_pool: bool = True                     # --use_w_pool
-    r1_gamma: float = 10.0                      # --r1
-    d_reg_every: int = 16                       # --d_reg_every
-    start_from_latent_avg: bool = True          # --start_from_latent_avg
+    lambda_d_reg: float = 2e-4  # --delta_norm_lambda
+    lambda_adv: float = 0.0  # --w_discriminator_lambda
+    lambda_edit: float = 1.0  # paper Eq. 7 (official: implicit 1)
+    use_delta_reg: bool = True  # only applies with progressive training (official)
+    use_w_pool: bool = True  # --use_w_pool
+    r1_gamma: float = 10.0  # --r1
+    d_reg_every: int = 16  # --d_reg_every
+    start_from_latent_avg: bool = True  # --start_from_latent_avg
     output_size: tuple[int, int] = resampling.FACE_POOL_SIZE  # pSp.face_pool
     crop_rows: Optional[tuple[int, int]] = None  # cars: (32, 224)
-    noise_mode: str = "random"                  # official trains with randomize_noise=True
-    bn_momentum: float = 0.9                    # flax momentum of the encoder's BatchNorm (torch 0.1)
+    noise_mode: str = "random"  # official trains with randomize_noise=True
+    bn_momentum: float = 0.9  # flax momentum of the encoder's BatchNorm (torch 0.1)
 
     @property
     def progressive(self) -> bool:
@@ -82,8 +83,7 @@ class Networks:
 
 def render(generator: nn.Module, gen_vars, codes: jax.Array, cfg: StepConfig, key: jax.Array) -> jax.Array:
     """Codes (B, n, D) -> the image the losses compare: pooled to cfg.output_size and cropped (cars)."""
-    images = generator.apply(gen_vars, codes, input_is_latent=True, noise_mode=cfg.noise_mode,
-                             rngs={"noise": key})
+    images = generator.apply(gen_vars, codes, input_is_latent=True, noise_mode=cfg.noise_mode, rngs={"noise": key})
     return resampling.pool_and_crop(images, cfg.output_size, cfg.crop_rows)
 
 
@@ -117,8 +117,9 @@ def _step_keys(state: TrainState):
     return dict(zip(names, jax.random.split(key, len(names))))
 
 
-def discriminator_update(nets: Networks, cfg: StepConfig, disc_tx, state: TrainState, gen_vars, fake_codes,
-                         n_sel, keys) -> tuple[Any, Any, pool.PoolState, pool.PoolState, dict]:
+def discriminator_update(
+    nets: Networks, cfg: StepConfig, disc_tx, state: TrainState, gen_vars, fake_codes, n_sel, keys
+) -> tuple[Any, Any, pool.PoolState, pool.PoolState, dict]:
     """Official `train_discriminator`. fake_codes: (B, n, D), no gradient. Returns new
     (disc_params, disc_opt_state, real_pool, fake_pool, metrics)."""
     b, _, d = fake_codes.shape
@@ -143,7 +144,8 @@ def discriminator_update(nets: Networks, cfg: StepConfig, disc_tx, state: TrainS
     def with_r1(args):
         p, o = args
         r1, g = jax.value_and_grad(
-            lambda q: obj.r1_loss(lambda w: d_apply(q, w), real_w, cfg.r1_gamma, cfg.d_reg_every))(p)
+            lambda q: obj.r1_loss(lambda w: d_apply(q, w), real_w, cfg.r1_gamma, cfg.d_reg_every)
+        )(p)
         u, o = disc_tx.update(g, o, p)
         return optax.apply_updates(p, u), o, r1
 
@@ -153,13 +155,24 @@ def discriminator_update(nets: Networks, cfg: StepConfig, disc_tx, state: TrainS
 
     regularize = state.step % cfg.d_reg_every == 0
     params, opt_state, r1 = jax.lax.cond(regularize, with_r1, without_r1, (params, opt_state))
-    metrics = {"discriminator_loss": d_loss, **parts, "discriminator_r1_loss": r1,
-               "discriminator_r1_applied": regularize.astype(jnp.float32)}
+    metrics = {
+        "discriminator_loss": d_loss,
+        **parts,
+        "discriminator_r1_loss": r1,
+        "discriminator_r1_applied": regularize.astype(jnp.float32),
+    }
     return params, opt_state, real_pool, fake_pool, metrics
 
 
-def train_step(nets: Networks, cfg: StepConfig, encoder_tx, disc_tx, state: TrainState, frozen: Mapping[str, Any],
-               batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:
+def train_step(
+    nets: Networks,
+    cfg: StepConfig,
+    encoder_tx,
+    disc_tx,
+    state: TrainState,
+    frozen: Mapping[str, Any],
+    batch: Mapping[str, jax.Array],
+) -> tuple[TrainState, dict]:
     """One update of D_W and the encoder.
 
     frozen: {'generator': generator variables, 'latent_avg': (n, D) or None, 'losses': {name: params}}.
@@ -175,15 +188,22 @@ def train_step(nets: Networks, cfg: StepConfig, encoder_tx, disc_tx, state: Trai
     params = optim.fast_params(state.encoder_params)
     codes, enc_vjp, new_stats = jax.vjp(
         lambda p: encoder_codes(nets, p, state.encoder_batch_stats, x, stage, latent_avg, train=True),
-        params, has_aux=True)
+        params,
+        has_aux=True,
+    )
 
     metrics = {}
-    disc_params, disc_opt, real_pool, fake_pool = (state.disc_params, state.disc_opt_state, state.real_pool,
-                                                   state.fake_pool)
+    disc_params, disc_opt, real_pool, fake_pool = (
+        state.disc_params,
+        state.disc_opt_state,
+        state.real_pool,
+        state.fake_pool,
+    )
     if cfg.use_discriminator:
         n_sel = stage + 1 if cfg.progressive else cfg.n_styles
         disc_params, disc_opt, real_pool, fake_pool, d_metrics = discriminator_update(
-            nets, cfg, disc_tx, state, gen_vars, jax.lax.stop_gradient(codes), n_sel, keys)
+            nets, cfg, disc_tx, state, gen_vars, jax.lax.stop_gradient(codes), n_sel, keys
+        )
         metrics.update(d_metrics)
         # The official D step ran the encoder in train mode too: a second identical BatchNorm EMA update.
         m = cfg.bn_momentum
@@ -216,14 +236,22 @@ def train_step(nets: Networks, cfg: StepConfig, encoder_tx, disc_tx, state: Trai
     # Counted on device so the loop never checkpoints a state whose update overflowed.
     metrics["nonfinite_params"] = sum(jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves((enc_params, disc_params)))
 
-    new_state = state.replace(step=state.step + 1, encoder_params=enc_params, encoder_batch_stats=new_stats,
-                              encoder_opt_state=enc_opt, disc_params=disc_params, disc_opt_state=disc_opt,
-                              real_pool=real_pool, fake_pool=fake_pool)
+    new_state = state.replace(
+        step=state.step + 1,
+        encoder_params=enc_params,
+        encoder_batch_stats=new_stats,
+        encoder_opt_state=enc_opt,
+        disc_params=disc_params,
+        disc_opt_state=disc_opt,
+        real_pool=real_pool,
+        fake_pool=fake_pool,
+    )
     return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 
-def eval_step(nets: Networks, cfg: StepConfig, state: TrainState, frozen: Mapping[str, Any],
-              batch: Mapping[str, jax.Array]) -> tuple[dict, jax.Array]:
+def eval_step(
+    nets: Networks, cfg: StepConfig, state: TrainState, frozen: Mapping[str, Any], batch: Mapping[str, jax.Array]
+) -> tuple[dict, jax.Array]:
     """Official `validate`: encoder in eval mode (running statistics), the same loss terms (no updates).
     Returns (metrics, y_hat) for logging image grids."""
     keys = _step_keys(state)
@@ -231,8 +259,9 @@ def eval_step(nets: Networks, cfg: StepConfig, state: TrainState, frozen: Mappin
     stage = schedule.progressive_stage(state.step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
     active = schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None
     latent_avg = frozen.get("latent_avg") if cfg.start_from_latent_avg else None
-    codes, _ = encoder_codes(nets, optim.fast_params(state.encoder_params), state.encoder_batch_stats, x, stage,
-                             latent_avg, train=False)
+    codes, _ = encoder_codes(
+        nets, optim.fast_params(state.encoder_params), state.encoder_batch_stats, x, stage, latent_avg, train=False
+    )
     y_hat = render(nets.generator, frozen["generator"], codes, cfg, keys["noise"])
     terms = distortion_terms(nets, frozen.get("losses", {}), cfg, y_hat, y)
     metrics = {f"loss_{k}": v for k, v in terms.items()}
@@ -244,6 +273,7 @@ def eval_step(nets: Networks, cfg: StepConfig, state: TrainState, frozen: Mappin
     if cfg.use_discriminator:
         adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": state.disc_params}, codes), active)
         metrics["encoder_discriminator_loss"] = adv
-    metrics["loss"] = obj.total_loss(dist, obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv),
-                                     cfg.lambda_edit)
+    metrics["loss"] = obj.total_loss(
+        dist, obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv), cfg.lambda_edit
+    )
     return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, y_hat

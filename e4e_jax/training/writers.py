@@ -5,6 +5,7 @@
 {"step", "kind", name: value...}) plus PNG grids under WORKDIR/images/ then carry the same data.
 Only process 0 writes anything (docs/architecture.md, "Several processes").
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ class JsonlWriter:
         self._f.write(json.dumps(obj, sort_keys=True) + "\n")
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
-        self._write({"step": int(step), "kind": "scalars", "time": time.time(),
-                     **{k: float(v) for k, v in scalars.items()}})
+        self._write(
+            {"step": int(step), "kind": "scalars", "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
+        )
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]):
         from e4e_jax.images import save_png
@@ -75,6 +77,7 @@ class MultiWriter:
                     getattr(w, name)(*args, **kwargs)
                 except Exception as e:  # noqa: BLE001 - a failing side writer must not stop training
                     log.warning("metric writer %s.%s failed: %s", type(w).__name__, name, e)
+
         return call
 
 
@@ -91,9 +94,14 @@ def create_writer(workdir: str | os.PathLike, is_main: bool):
     try:
         from clu import metric_writers
 
-        writers.append(metric_writers.create_default_writer(os.fspath(Path(workdir) / "tensorboard"),
-                                                            asynchronous=True))
+        writers.append(
+            metric_writers.create_default_writer(os.fspath(Path(workdir) / "tensorboard"), asynchronous=True)
+        )
     except Exception as e:  # noqa: BLE001 - ImportError, or TF/TensorBoard missing inside clu
-        log.info("clu metric writers unavailable (%s: %s); writing %s/metrics.jsonl and PNG grids only",
-                 type(e).__name__, e, workdir)
+        log.info(
+            "clu metric writers unavailable (%s: %s); writing %s/metrics.jsonl and PNG grids only",
+            type(e).__name__,
+            e,
+            workdir,
+        )
     return MultiWriter(writers)

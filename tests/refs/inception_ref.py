@@ -4,6 +4,7 @@
 Parameter names are those of the `pt_inception-2015-12-05-*.pth` state dict (torchvision Inception3 with
 num_classes=1008, aux_logits=False), so `state_dict()` has the official keys.
 """
+
 from __future__ import annotations
 
 import torch
@@ -154,8 +155,19 @@ class FIDInceptionRef(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
-        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+        for name in (
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ):
             x = getattr(self, name)(x)
         pool3 = F.adaptive_avg_pool2d(x, (1, 1)).flatten(1)
         return pool3, self.fc(pool3)
@@ -179,6 +191,6 @@ class FIDInceptionRef(nn.Module):
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g))
                 m.num_batches_tracked.fill_(1234)
             elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features**0.5)
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
         return self

@@ -12,6 +12,7 @@ if no real ones are importable) so that pickle can name them as globals; loading
 `pickle.load` would *not* rebuild the networks (the stand-in refuses to exec source) - converters must
 read it with the safe reader.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -98,8 +99,13 @@ class _PersistentPickler(pickle.Pickler):
 
     def reducer_override(self, obj):
         if isinstance(obj, nn.Module) and hasattr(obj, "_init_kwargs"):
-            meta = dict(type="class", version=PERSISTENCE_VERSION, module_src=_module_src(type(obj)),
-                        class_name=type(obj).__name__, state=obj.__getstate__())
+            meta = dict(
+                type="class",
+                version=PERSISTENCE_VERSION,
+                module_src=_module_src(type(obj)),
+                class_name=type(obj).__name__,
+                state=obj.__getstate__(),
+            )
             return (sys.modules["torch_utils.persistence"]._reconstruct_persistent_obj, (meta,))
         return NotImplemented
 
@@ -109,8 +115,13 @@ def save_network_pickle(path: str | Path, G, G_ema, D=None, training_set_kwargs=
     path = Path(path)
     if training_set_kwargs is None:
         training_set_kwargs = dnnlib.EasyDict(
-            class_name="training.dataset.ImageFolderDataset", path="datasets/tiny.zip", use_labels=False,
-            max_size=None, xflip=False, resolution=G_ema.img_resolution)
+            class_name="training.dataset.ImageFolderDataset",
+            path="datasets/tiny.zip",
+            use_labels=False,
+            max_size=None,
+            xflip=False,
+            resolution=G_ema.img_resolution,
+        )
     data = dict(G=G, D=D, G_ema=G_ema, training_set_kwargs=training_set_kwargs, augment_pipe=augment_pipe)
     with open(path, "wb") as f:
         _PersistentPickler(f, protocol=pickle.DEFAULT_PROTOCOL).dump(data)

@@ -11,6 +11,7 @@ Plain torch ops only (no custom CUDA kernels), fp32 only: `num_fp16_res` is kept
 Unconditional models only (c_dim == 0). Forward is implemented for architecture 'skip'; 'orig' and
 'resnet' networks can be built (for converter error tests) but not run.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,7 +63,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=(0, 0, 0, 0), gain=1.0):
         x = y
     px0, px1, py0, py1 = padding
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
     f = (f * gain ** (f.ndim / 2)).to(x.dtype).flip([0, 1])
     x = F.conv2d(x, f[None, None].repeat(c, 1, 1, 1), groups=c)
     return x[:, :, ::down, ::down]
@@ -120,8 +121,9 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None,
-                     demodulate=True, flip_weight=True):
+def modulated_conv2d(
+    x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True, flip_weight=True
+):
     """Fused (grouped-conv) modulated conv. x: (N, I, H, W); weight: (O, I, k, k); styles: (N, I)."""
     n = x.shape[0]
     o, i, kh, kw = weight.shape
@@ -130,8 +132,9 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # on the *unscaled* weight, as NVlabs
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
-    x = conv2d_resample(x, w.reshape(-1, i, kh, kw), f=resample_filter, up=up, padding=padding, groups=n,
-                        flip_weight=flip_weight)
+    x = conv2d_resample(
+        x, w.reshape(-1, i, kh, kw), f=resample_filter, up=up, padding=padding, groups=n, flip_weight=flip_weight
+    )
     x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise
@@ -161,21 +164,44 @@ class FullyConnectedLayer(nn.Module):
 class Conv2dLayer(nn.Module):
     """Only built (the 'resnet' skip path); the tests never run it."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation="linear", up=1, down=1,
-                 resample_filter=(1, 3, 3, 1), conv_clamp=None, channels_last=False, trainable=True):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        bias=True,
+        activation="linear",
+        up=1,
+        down=1,
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+        channels_last=False,
+        trainable=True,
+    ):
         super().__init__()
         self.activation, self.up, self.down, self.conv_clamp = activation, up, down, conv_clamp
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size**2)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
 
 @persistent_class
 class MappingNetwork(nn.Module):
-    def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, embed_features=None, layer_features=None,
-                 activation="lrelu", lr_multiplier=0.01, w_avg_beta=0.995):
+    def __init__(
+        self,
+        z_dim,
+        c_dim,
+        w_dim,
+        num_ws,
+        num_layers=8,
+        embed_features=None,
+        layer_features=None,
+        activation="lrelu",
+        lr_multiplier=0.01,
+        w_avg_beta=0.995,
+    ):
         super().__init__()
         if c_dim != 0:
             raise NotImplementedError("reference supports unconditional models only (c_dim == 0)")
@@ -184,8 +210,13 @@ class MappingNetwork(nn.Module):
         layer_features = w_dim if layer_features is None else layer_features
         features = [z_dim] + [layer_features] * (num_layers - 1) + [w_dim]
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation=activation,
-                                                          lr_multiplier=lr_multiplier))
+            setattr(
+                self,
+                f"fc{idx}",
+                FullyConnectedLayer(
+                    features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier
+                ),
+            )
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
@@ -204,8 +235,20 @@ class MappingNetwork(nn.Module):
 
 @persistent_class
 class SynthesisLayer(nn.Module):
-    def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
-                 activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None, channels_last=False):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        w_dim,
+        resolution,
+        kernel_size=3,
+        up=1,
+        use_noise=True,
+        activation="lrelu",
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+        channels_last=False,
+    ):
         super().__init__()
         self.resolution, self.up, self.use_noise = resolution, up, use_noise
         self.activation, self.conv_clamp = activation, conv_clamp
@@ -227,8 +270,16 @@ class SynthesisLayer(nn.Module):
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution]) * self.noise_strength
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1))
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            noise=noise,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+        )
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None  # clamp after the gain
         return bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
 
@@ -241,7 +292,7 @@ class ToRGBLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size**2)
 
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
@@ -251,9 +302,21 @@ class ToRGBLayer(nn.Module):
 
 @persistent_class
 class SynthesisBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last, architecture="skip",
-                 resample_filter=(1, 3, 3, 1), conv_clamp=None, use_fp16=False, fp16_channels_last=False,
-                 **layer_kwargs):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        w_dim,
+        resolution,
+        img_channels,
+        is_last,
+        architecture="skip",
+        resample_filter=(1, 3, 3, 1),
+        conv_clamp=None,
+        use_fp16=False,
+        fp16_channels_last=False,
+        **layer_kwargs,
+    ):
         assert architecture in ("orig", "skip", "resnet")
         super().__init__()
         self.in_channels, self.w_dim, self.resolution = in_channels, w_dim, resolution
@@ -266,20 +329,43 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         if in_channels != 0:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
-                                        resample_filter=resample_filter, conv_clamp=conv_clamp,
-                                        channels_last=self.channels_last, **layer_kwargs)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                w_dim=w_dim,
+                resolution=resolution,
+                up=2,
+                resample_filter=resample_filter,
+                conv_clamp=conv_clamp,
+                channels_last=self.channels_last,
+                **layer_kwargs,
+            )
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
-                                    conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
+        self.conv1 = SynthesisLayer(
+            out_channels,
+            out_channels,
+            w_dim=w_dim,
+            resolution=resolution,
+            conv_clamp=conv_clamp,
+            channels_last=self.channels_last,
+            **layer_kwargs,
+        )
         self.num_conv += 1
         if is_last or architecture == "skip":
-            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp,
-                                    channels_last=self.channels_last)
+            self.torgb = ToRGBLayer(
+                out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp, channels_last=self.channels_last
+            )
             self.num_torgb += 1
         if in_channels != 0 and architecture == "resnet":
-            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
-                                    resample_filter=resample_filter, channels_last=self.channels_last)
+            self.skip = Conv2dLayer(
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                bias=False,
+                up=2,
+                resample_filter=resample_filter,
+                channels_last=self.channels_last,
+            )
 
     def forward(self, x, img, ws, noise_mode="random"):
         if self.architecture != "skip":
@@ -300,22 +386,30 @@ class SynthesisBlock(nn.Module):
 
 @persistent_class
 class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=0,
-                 **block_kwargs):
+    def __init__(
+        self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=0, **block_kwargs
+    ):
         assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0
         super().__init__()
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.img_resolution_log2 = int(np.log2(img_resolution))
-        self.block_resolutions = [2 ** i for i in range(2, self.img_resolution_log2 + 1)]
+        self.block_resolutions = [2**i for i in range(2, self.img_resolution_log2 + 1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
         self.num_ws = 0
         for res in self.block_resolutions:
             in_channels = channels[res // 2] if res > 4 else 0
             is_last = res == img_resolution
-            block = SynthesisBlock(in_channels, channels[res], w_dim=w_dim, resolution=res,
-                                   img_channels=img_channels, is_last=is_last, use_fp16=res >= fp16_resolution,
-                                   **block_kwargs)
+            block = SynthesisBlock(
+                in_channels,
+                channels[res],
+                w_dim=w_dim,
+                resolution=res,
+                img_channels=img_channels,
+                is_last=is_last,
+                use_fp16=res >= fp16_resolution,
+                **block_kwargs,
+            )
             self.num_ws += block.num_conv
             if is_last:
                 self.num_ws += block.num_torgb
@@ -339,8 +433,9 @@ class Generator(nn.Module):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(
+            w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
+        )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 

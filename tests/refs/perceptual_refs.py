@@ -9,6 +9,7 @@ v0.1, MoCo-v2, ArcFace IR-SE50) with the module and parameter names of the offic
   ArcFace       input_layer.*, body.*, output_layer.{0,3,4}.*
 No torchvision is needed (it is not installed); the layer lists are written out here.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,11 +26,20 @@ LPIPS_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 5
 def alexnet_features() -> nn.Sequential:
     """torchvision `alexnet().features` (indices 0..12)."""
     return nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
+        nn.Conv2d(3, 64, 11, 4, 2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2),
+    )
 
 
 def vgg16_features() -> nn.Sequential:
@@ -104,12 +114,14 @@ class LPIPSRef(nn.Module):
 
     @staticmethod
     def normalize(x, eps=1e-10):
-        return x / (torch.sqrt(torch.sum(x ** 2, dim=1, keepdim=True)) + eps)
+        return x / (torch.sqrt(torch.sum(x**2, dim=1, keepdim=True)) + eps)
 
     def forward(self, x, y, per_layer=False):
         fx, fy = self.net(self.scaling_layer(x)), self.net(self.scaling_layer(y))
-        res = [getattr(self, f"lin{k}").model((self.normalize(a) - self.normalize(b)) ** 2).mean([2, 3], keepdim=True)
-               for k, (a, b) in enumerate(zip(fx, fy))]
+        res = [
+            getattr(self, f"lin{k}").model((self.normalize(a) - self.normalize(b)) ** 2).mean([2, 3], keepdim=True)
+            for k, (a, b) in enumerate(zip(fx, fy))
+        ]
         return res if per_layer else sum(res[1:], res[0])
 
 
@@ -131,8 +143,11 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(width * 4)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (nn.Sequential(nn.Conv2d(cin, width * 4, 1, stride, bias=False), nn.BatchNorm2d(width * 4))
-                           if downsample else None)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, width * 4, 1, stride, bias=False), nn.BatchNorm2d(width * 4))
+            if downsample
+            else None
+        )
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -153,7 +168,7 @@ class ResNetTV(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
         for l, n in enumerate(stage_sizes):
-            width = 64 * 2 ** l
+            width = 64 * 2**l
             blocks = []
             for i in range(n):
                 blocks.append(Bottleneck(cin, width, 2 if (l > 0 and i == 0) else 1, i == 0))
@@ -231,8 +246,13 @@ class ArcFaceBackbone(nn.Module):
 
         body = IRSEBody(num_layers, mode)
         self.input_layer, self.body = body.input_layer, body.body
-        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(drop_ratio), Flatten(),
-                                          nn.Linear(512 * 7 * 7, 512), nn.BatchNorm1d(512, affine=True))
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(512),
+            nn.Dropout(drop_ratio),
+            Flatten(),
+            nn.Linear(512 * 7 * 7, 512),
+            nn.BatchNorm1d(512, affine=True),
+        )
 
     def forward(self, x):
         x = self.output_layer(self.body(self.input_layer(x)))
@@ -281,8 +301,9 @@ def randomize_(module: nn.Module, seed: int = 0, bn_gain: float = 1.0) -> nn.Mod
 
 
 @torch.no_grad()
-def calibrate_bn_(module: nn.Module, images: torch.Tensor, bias_shift: float = 0.0,
-                  var_floor: float = 0.1) -> nn.Module:
+def calibrate_bn_(
+    module: nn.Module, images: torch.Tensor, bias_shift: float = 0.0, var_floor: float = 0.1
+) -> nn.Module:
     """Set every BatchNorm's running statistics from one forward pass over `images` (as training would),
     after shifting the BN biases by `bias_shift`. A random ResNet with such statistics and slightly
     negative biases gives sparse, image-dependent pooled features (cosine between different images well

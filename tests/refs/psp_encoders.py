@@ -6,6 +6,7 @@ al. 2021; IR-SE from ArcFace) with the module and parameter names of the officia
 `state_dict()` has the official keys (`input_layer.0.weight`, `body.3.res_layer.5.fc1.weight`,
 `styles.0.convs.0.weight`, `styles.0.linear.weight`, `latlayer1.bias`, `linear.weight`, ...).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,8 @@ class BottleneckIR(nn.Module):
             self.shortcut_layer = nn.MaxPool2d(1, stride)
         else:
             self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_channel, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
+                nn.Conv2d(in_channel, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
+            )
         layers = [
             nn.BatchNorm2d(in_channel),
             nn.Conv2d(in_channel, depth, 3, 1, 1, bias=False),
@@ -136,9 +138,12 @@ class _FPNEncoder(nn.Module):
         self.input_layer = input_layer(input_nc)
         self.body = body(num_layers, mode)
         self.style_count = 2 * int(math.log2(stylegan_size)) - 2
-        self.styles = nn.ModuleList([
-            GradualStyleBlock(512, 512, 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64)
-            for i in range(self.style_count)])
+        self.styles = nn.ModuleList(
+            [
+                GradualStyleBlock(512, 512, 16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64)
+                for i in range(self.style_count)
+            ]
+        )
         self.latlayer1 = nn.Conv2d(256, 512, 1, 1, 0)
         self.latlayer2 = nn.Conv2d(128, 512, 1, 1, 0)
 

@@ -5,6 +5,7 @@ and parameter names of the official port, so that `state_dict()` has the officia
 (`style.1.weight`, `conv1.conv.modulation.weight`, `noises.noise_0`, ...). Plain torch ops only
 (no custom CUDA kernels): upfirdn2d is zero-insertion + pad + conv with the flipped FIR kernel.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,10 +40,10 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0)):
 
 class PixelNorm(nn.Module):
     def forward(self, x):
-        return x * torch.rsqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-8)
+        return x * torch.rsqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
 
 
-def fused_leaky_relu(x, bias, negative_slope=0.2, scale=2 ** 0.5):
+def fused_leaky_relu(x, bias, negative_slope=0.2, scale=2**0.5):
     shape = [1, -1] + [1] * (x.ndim - 2)
     return F.leaky_relu(x + bias.view(shape), negative_slope) * scale
 
@@ -76,7 +77,7 @@ class Blur(nn.Module):
         super().__init__()
         kernel = make_kernel(kernel)
         if upsample_factor > 1:
-            kernel = kernel * upsample_factor ** 2
+            kernel = kernel * upsample_factor**2
         self.register_buffer("kernel", kernel)
         self.pad = pad
 
@@ -88,7 +89,7 @@ class Upsample(nn.Module):
     def __init__(self, kernel, factor=2):
         super().__init__()
         self.factor = factor
-        self.register_buffer("kernel", make_kernel(kernel) * factor ** 2)
+        self.register_buffer("kernel", make_kernel(kernel) * factor**2)
         p = self.kernel.shape[0] - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
@@ -97,8 +98,9 @@ class Upsample(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate=True,
-                 upsample=False, blur_kernel=(1, 3, 3, 1)):
+    def __init__(
+        self, in_channel, out_channel, kernel_size, style_dim, demodulate=True, upsample=False, blur_kernel=(1, 3, 3, 1)
+    ):
         super().__init__()
         self.eps = 1e-8
         self.kernel_size = kernel_size
@@ -108,7 +110,7 @@ class ModulatedConv2d(nn.Module):
             factor = 2
             p = (len(blur_kernel) - factor) - (kernel_size - 1)
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
-        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
@@ -157,8 +159,9 @@ class ConstantInput(nn.Module):
 class StyledConv(nn.Module):
     def __init__(self, in_channel, out_channel, kernel_size, style_dim, upsample=False, blur_kernel=(1, 3, 3, 1)):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, upsample=upsample,
-                                    blur_kernel=blur_kernel)
+        self.conv = ModulatedConv2d(
+            in_channel, out_channel, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
@@ -183,13 +186,13 @@ class ToRGB(nn.Module):
 
 def channel_table(channel_multiplier):
     cm = channel_multiplier
-    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm,
-            512: 32 * cm, 1024: 16 * cm}
+    return {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm, 1024: 16 * cm}
 
 
 class Generator(nn.Module):
-    def __init__(self, size, style_dim=512, n_mlp=8, channel_multiplier=2, blur_kernel=(1, 3, 3, 1),
-                 lr_mlp=0.01, channels=None):
+    def __init__(
+        self, size, style_dim=512, n_mlp=8, channel_multiplier=2, blur_kernel=(1, 3, 3, 1), lr_mlp=0.01, channels=None
+    ):
         super().__init__()
         self.size, self.style_dim = size, style_dim
         layers = [PixelNorm()]
@@ -206,30 +209,47 @@ class Generator(nn.Module):
         self.noises = nn.Module()
         for layer_idx in range(self.num_layers):
             res = (layer_idx + 5) // 2
-            self.noises.register_buffer(f"noise_{layer_idx}", torch.randn(1, 1, 2 ** res, 2 ** res))
+            self.noises.register_buffer(f"noise_{layer_idx}", torch.randn(1, 1, 2**res, 2**res))
         in_channel = self.channels[4]
         for i in range(3, self.log_size + 1):
-            out_channel = self.channels[2 ** i]
+            out_channel = self.channels[2**i]
             self.convs.append(StyledConv(in_channel, out_channel, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
             self.convs.append(StyledConv(out_channel, out_channel, 3, style_dim, blur_kernel=blur_kernel))
             self.to_rgbs.append(ToRGB(out_channel, style_dim))
             in_channel = out_channel
         self.n_latent = self.log_size * 2 - 2
 
-    def forward(self, styles, input_is_latent=False, noise=None, randomize_noise=True, truncation=1,
-                truncation_latent=None, inject_index=None, return_latents=False):
+    def forward(
+        self,
+        styles,
+        input_is_latent=False,
+        noise=None,
+        randomize_noise=True,
+        truncation=1,
+        truncation_latent=None,
+        inject_index=None,
+        return_latents=False,
+    ):
         if not input_is_latent:
             styles = [self.style(s) for s in styles]
         if noise is None:
-            noise = [None] * self.num_layers if randomize_noise else [
-                getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+            noise = (
+                [None] * self.num_layers
+                if randomize_noise
+                else [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+            )
         if truncation < 1:
             styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
         if len(styles) < 2:
             latent = styles[0] if styles[0].ndim >= 3 else styles[0].unsqueeze(1).repeat(1, self.n_latent, 1)
         else:
-            latent = torch.cat([styles[0].unsqueeze(1).repeat(1, inject_index, 1),
-                                styles[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1)], 1)
+            latent = torch.cat(
+                [
+                    styles[0].unsqueeze(1).repeat(1, inject_index, 1),
+                    styles[1].unsqueeze(1).repeat(1, self.n_latent - inject_index, 1),
+                ],
+                1,
+            )
         out = self.input(latent)
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
@@ -246,8 +266,12 @@ class Generator(nn.Module):
         """Random values for every parameter and buffer that defaults to zero/one (tests need all non-trivial)."""
         g = torch.Generator().manual_seed(seed)
         for name, p in self.named_parameters():
-            if name.endswith("noise.weight") or name.endswith("activate.bias") or name.endswith("to_rgb1.bias") \
-                    or (name.startswith("to_rgbs") and name.endswith(".bias") and "conv" not in name):
+            if (
+                name.endswith("noise.weight")
+                or name.endswith("activate.bias")
+                or name.endswith("to_rgb1.bias")
+                or (name.startswith("to_rgbs") and name.endswith(".bias") and "conv" not in name)
+            ):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
             elif name.endswith("modulation.bias"):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))

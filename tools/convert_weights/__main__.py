@@ -6,6 +6,7 @@ Each KIND names a module of this package exposing::
 
 This file only parses arguments and writes the resulting bundle (atomically).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,27 +17,49 @@ from pathlib import Path
 
 from e4e_jax import cli_args
 from e4e_jax.errors import EXIT_OK, UserError
-from e4e_jax.models.encoder_types import ENCODER_TYPES
-from . import CONVERTER_VERSION
 from e4e_jax.latent_avg import W_AVG_SAMPLES
+from e4e_jax.models.encoder_types import ENCODER_TYPES
+
+from . import CONVERTER_VERSION
 
 # KIND -> (module of this package, help of its sources, {option: (type, metavar, help)}). The option names are
 # the keyword arguments of the module's `convert`; they are typed and checked here, before any file is read.
 CONVERTERS = {
-    "stylegan2": ("stylegan2", "rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl (G_ema)", {
-        "w_avg_samples": (cli_args.positive_int, "N", "mapped z averaged for w_avg when a .pt has no latent_avg "
-                          f"(default {W_AVG_SAMPLES}, as official pSp)")}),
-    "e4e": ("e4e", "official e4e / pSp checkpoint (.pt)", {
-        "encoder_type": (cli_args.choice(*ENCODER_TYPES), "|".join(ENCODER_TYPES),
-                         "encoder class when the checkpoint's opts do not name it (default Encoder4Editing)"),
-        "latent_avg_samples": (cli_args.positive_int, "N", "mapped z averaged for latent_avg when the checkpoint "
-                               f"has none (default {W_AVG_SAMPLES})")}),
-    "lpips": ("lpips", "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict", {
-        "net": (cli_args.choice("alex", "vgg"), "alex|vgg", "backbone (default: inferred from the weights' shapes)")}),
+    "stylegan2": (
+        "stylegan2",
+        "rosinality .pt (g_ema) or NVlabs stylegan2-ada .pkl (G_ema)",
+        {
+            "w_avg_samples": (
+                cli_args.positive_int,
+                "N",
+                f"mapped z averaged for w_avg when a .pt has no latent_avg (default {W_AVG_SAMPLES}, as official pSp)",
+            )
+        },
+    ),
+    "e4e": (
+        "e4e",
+        "official e4e / pSp checkpoint (.pt)",
+        {
+            "encoder_type": (
+                cli_args.choice(*ENCODER_TYPES),
+                "|".join(ENCODER_TYPES),
+                "encoder class when the checkpoint's opts do not name it (default Encoder4Editing)",
+            ),
+            "latent_avg_samples": (
+                cli_args.positive_int,
+                "N",
+                f"mapped z averaged for latent_avg when the checkpoint has none (default {W_AVG_SAMPLES})",
+            ),
+        },
+    ),
+    "lpips": (
+        "lpips",
+        "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict",
+        {"net": (cli_args.choice("alex", "vgg"), "alex|vgg", "backbone (default: inferred from the weights' shapes)")},
+    ),
     "arcface": ("arcface", "ArcFace IR-SE50 model_ir_se50.pth", {}),
     "moco": ("moco", "MoCo-v2 ResNet-50 checkpoint (moco_v2_800ep_pretrain.pt)", {}),
-    "inception": ("inception", "pytorch-fid FID Inception-v3 weights "
-                  "(pt_inception-2015-12-05-*.pth)", {}),
+    "inception": ("inception", "pytorch-fid FID Inception-v3 weights (pt_inception-2015-12-05-*.pth)", {}),
 }
 
 
@@ -59,13 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Convert official PyTorch checkpoints into e4e-jax model bundles. "
         "Checkpoints are read without torch and without running any code they contain.",
-        epilog=_options_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_options_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("kind", choices=sorted(CONVERTERS), help="what the source checkpoint holds (see below)")
     p.add_argument("sources", nargs="+", type=Path, help="source checkpoint file(s)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing bundle at --out (never a folder that is not a bundle)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing bundle at --out (never a folder that is not a bundle)",
+    )
     p.add_argument(
         "--option",
         action="append",

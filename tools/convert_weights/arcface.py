@@ -14,6 +14,7 @@ Source: a plain state dict of model_irse.Backbone(112, 50, 'ir_se') (TreB1eN's I
 Bundle: architecture {'num_layers', 'mode', 'input_size'}; variables {'params', 'batch_stats'} of
 e4e_jax.models.arcface.ArcFace.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from e4e_jax.models.arcface import EMBEDDING_DIM, INPUT_SIZE_OF_FAN_IN
+
 from .irse import detect_backbone, irse_to_variables
 from .state_dicts import KeyTracker, batch_norm, load_state_dict, single_source
 
@@ -41,19 +43,25 @@ def state_to_variables(state: dict, source: str) -> tuple[dict, dict]:
     prefix = "module." if state and all(str(k).startswith("module.") for k in state) else ""
     keys = KeyTracker(state, prefix, source)
     if "output_layer.3.weight" not in keys:
-        raise KeyError(f"{source}: missing key {prefix}output_layer.3.weight: not an ArcFace IR/IR-SE Backbone "
-                       "state dict (expected input_layer.*, body.*, output_layer.*)")
+        raise KeyError(
+            f"{source}: missing key {prefix}output_layer.3.weight: not an ArcFace IR/IR-SE Backbone "
+            "state dict (expected input_layer.*, body.*, output_layer.*)"
+        )
     num_layers, mode = detect_backbone(keys)
     bb_params, bb_stats = irse_to_variables(keys, num_layers, mode)
     w = keys.take("output_layer.3.weight")
     if w.ndim != 2 or w.shape[0] != EMBEDDING_DIM or w.shape[1] not in INPUT_SIZE_OF_FAN_IN:
-        raise ValueError(f"{source}: {prefix}output_layer.3.weight has shape {w.shape}, expected (512, 512*7*7) "
-                         "for 112x112 inputs or (512, 512*14*14) for 224x224")
+        raise ValueError(
+            f"{source}: {prefix}output_layer.3.weight has shape {w.shape}, expected (512, 512*7*7) "
+            "for 112x112 inputs or (512, 512*14*14) for 224x224"
+        )
     params: dict[str, Any] = {"backbone": bb_params}
     stats: dict[str, Any] = {"backbone": bb_stats}
     params["output_bn"], stats["output_bn"] = batch_norm(keys, "output_layer.0")
-    params["output_linear"] = {"kernel": np.ascontiguousarray(w.T),
-                               "bias": keys.take("output_layer.3.bias", (EMBEDDING_DIM,))}
+    params["output_linear"] = {
+        "kernel": np.ascontiguousarray(w.T),
+        "bias": keys.take("output_layer.3.bias", (EMBEDDING_DIM,)),
+    }
     params["output_bn1d"], stats["output_bn1d"] = _bn1d(keys, "output_layer.4", EMBEDDING_DIM)
     keys.check_all_used()
     arch = {"num_layers": num_layers, "mode": mode, "input_size": INPUT_SIZE_OF_FAN_IN[w.shape[1]]}

@@ -22,6 +22,7 @@ SingleStyleCodeEncoder (BackboneEncoderUsingLastLayerIntoW): the same input_laye
 (`output_pool` has no parameters); its n_styles is the decoder's latent count (official style_count and
 decoder size both come from opts.stylegan_size).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,7 @@ from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
 from e4e_jax.models.encoder_types import ENCODER_TYPES, EncoderConfig
 from e4e_jax.models.stylegan2 import StyleGAN2Config
 from e4e_jax.torchfile import load_checkpoint
+
 from .irse import detect_backbone, irse_to_variables
 from .state_dicts import KeyTracker, conv, equal_linear
 from .stylegan2 import rosinality_to_variables
@@ -51,18 +53,24 @@ def encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     num_layers, backbone_mode = detect_backbone(keys)
     n_styles = len({m.group(1) for k in keys.state if (m := re.match(r"styles\.(\d+)\.linear\.weight$", k))})
     if n_styles == 0:
-        hint = (" (it has linear.weight: a SingleStyleCodeEncoder? pass --option "
-                "encoder_type=SingleStyleCodeEncoder)" if "linear.weight" in keys else "")
-        raise ValueError(f"{keys.source}: no {keys.prefix}styles.*.linear.weight keys: not an "
-                         f"Encoder4Editing/GradualStyleEncoder state dict{hint}")
+        hint = (
+            " (it has linear.weight: a SingleStyleCodeEncoder? pass --option encoder_type=SingleStyleCodeEncoder)"
+            if "linear.weight" in keys
+            else ""
+        )
+        raise ValueError(
+            f"{keys.source}: no {keys.prefix}styles.*.linear.weight keys: not an "
+            f"Encoder4Editing/GradualStyleEncoder state dict{hint}"
+        )
     bb_params, bb_stats = irse_to_variables(keys, num_layers, backbone_mode)
-    params: dict[str, Any] = {"backbone": bb_params,
-                              "latlayer1": conv(keys, "latlayer1", True),
-                              "latlayer2": conv(keys, "latlayer2", True)}
+    params: dict[str, Any] = {
+        "backbone": bb_params,
+        "latlayer1": conv(keys, "latlayer1", True),
+        "latlayer2": conv(keys, "latlayer2", True),
+    }
     for i in range(n_styles):
         spatial = NOMINAL_SPATIAL[style_level(i)]  # official conv counts (the official input size)
-        block = {f"convs_{j}": conv(keys, f"styles.{i}.convs.{2 * j}", True)
-                 for j in range(int(math.log2(spatial)))}
+        block = {f"convs_{j}": conv(keys, f"styles.{i}.convs.{2 * j}", True) for j in range(int(math.log2(spatial)))}
         block["linear"] = equal_linear(keys, f"styles.{i}.linear", STYLE_DIM, STYLE_DIM)
         params[f"styles_{i}"] = block
     input_nc = int(params["backbone"]["input_layer"]["conv"]["kernel"].shape[2])
@@ -76,10 +84,13 @@ def w_encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     Returns (architecture without 'mode' and 'n_styles', variables {'params', 'batch_stats'}).
     """
     if "linear.weight" not in keys:
-        hint = (" (it has styles.*: an Encoder4Editing/GradualStyleEncoder? check opts.encoder_type or "
-                "--option encoder_type)" if any(str(k).startswith("styles.") for k in keys.state) else "")
-        raise ValueError(f"{keys.source}: no {keys.prefix}linear.weight: not a SingleStyleCodeEncoder state "
-                         f"dict{hint}")
+        hint = (
+            " (it has styles.*: an Encoder4Editing/GradualStyleEncoder? check opts.encoder_type or "
+            "--option encoder_type)"
+            if any(str(k).startswith("styles.") for k in keys.state)
+            else ""
+        )
+        raise ValueError(f"{keys.source}: no {keys.prefix}linear.weight: not a SingleStyleCodeEncoder state dict{hint}")
     num_layers, backbone_mode = detect_backbone(keys)
     bb_params, bb_stats = irse_to_variables(keys, num_layers, backbone_mode)
     params = {"backbone": bb_params, "linear": equal_linear(keys, "linear", STYLE_DIM, STYLE_DIM)}
@@ -98,18 +109,25 @@ def _jsonable(v: Any) -> bool:
 
 def _check_not_generator_ckpt(ckpt: Any, path: Path) -> None:
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected an e4e/pSp checkpoint (a dict with 'state_dict', 'latent_avg', "
-                         f"'opts'), found a {type(ckpt).__name__}")
+        raise ValueError(
+            f"{path}: expected an e4e/pSp checkpoint (a dict with 'state_dict', 'latent_avg', "
+            f"'opts'), found a {type(ckpt).__name__}"
+        )
     if "state_dict" not in ckpt:
         if "g_ema" in ckpt or "G_ema" in ckpt:
-            raise ValueError(f"{path} is a StyleGAN2 generator checkpoint, not an e4e/pSp encoder: convert "
-                             f"it with `python -m tools.convert_weights stylegan2 {path} --out DIR`")
-        raise ValueError(f"{path}: no 'state_dict' entry (found keys {sorted(map(str, ckpt))[:8]}); expected an "
-                         f"official e4e/pSp checkpoint saved by its training coach")
+            raise ValueError(
+                f"{path} is a StyleGAN2 generator checkpoint, not an e4e/pSp encoder: convert "
+                f"it with `python -m tools.convert_weights stylegan2 {path} --out DIR`"
+            )
+        raise ValueError(
+            f"{path}: no 'state_dict' entry (found keys {sorted(map(str, ckpt))[:8]}); expected an "
+            f"official e4e/pSp checkpoint saved by its training coach"
+        )
 
 
-def convert(sources: list[Path], encoder_type: str | None = None,
-            latent_avg_samples: str | int = W_AVG_SAMPLES, **options) -> tuple[dict, dict, dict]:
+def convert(
+    sources: list[Path], encoder_type: str | None = None, latent_avg_samples: str | int = W_AVG_SAMPLES, **options
+) -> tuple[dict, dict, dict]:
     """Converter entry point (see tools/convert_weights/__main__.py)."""
     if options:
         raise ValueError(f"e4e: unknown options {sorted(options)}; supported: encoder_type, latent_avg_samples")
@@ -128,8 +146,10 @@ def convert(sources: list[Path], encoder_type: str | None = None,
         etype = "Encoder4Editing"
         extra["encoder_type_source"] = "default (opts has no encoder_type)"
     if etype not in ENCODER_TYPES:
-        raise ValueError(f"{path}: encoder_type {etype!r} is not supported (only "
-                         f"{sorted(ENCODER_TYPES)}); this converter cannot rebuild that encoder")
+        raise ValueError(
+            f"{path}: encoder_type {etype!r} is not supported (only "
+            f"{sorted(ENCODER_TYPES)}); this converter cannot rebuild that encoder"
+        )
 
     enc_keys = KeyTracker(state, "encoder.", str(path))
     if not enc_keys.state:
@@ -143,14 +163,15 @@ def convert(sources: list[Path], encoder_type: str | None = None,
 
     start_from_avg = opts.get("start_from_latent_avg")
     raw_avg = ckpt.get("latent_avg")
-    gen_arch, gen_vars = rosinality_to_variables(state, prefix="decoder.", source=str(path),
-                                                 latent_avg=raw_avg)
+    gen_arch, gen_vars = rosinality_to_variables(state, prefix="decoder.", source=str(path), latent_avg=raw_avg)
     gen_cfg = StyleGAN2Config.from_dict(gen_arch)
     # The W encoder repeats its w for every layer of the decoder (both sized by opts.stylegan_size).
     n_styles = enc_arch.setdefault("n_styles", gen_cfg.n_latent)
     if gen_cfg.n_latent != n_styles:
-        raise ValueError(f"{path}: the encoder has {n_styles} styles but the decoder (size "
-                         f"{gen_cfg.size}) takes {gen_cfg.n_latent} latents")
+        raise ValueError(
+            f"{path}: the encoder has {n_styles} styles but the decoder (size "
+            f"{gen_cfg.size}) takes {gen_cfg.n_latent} latents"
+        )
     dim = gen_cfg.style_dim
 
     # The generator's w_avg (truncation centre): the checkpoint's latent_avg, else the mapped mean.
@@ -168,8 +189,10 @@ def convert(sources: list[Path], encoder_type: str | None = None,
         if la.ndim == 1:
             la = la[None]
         if la.ndim != 2 or la.shape[1] != dim or la.shape[0] not in (1, n_styles):
-            raise ValueError(f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({dim},), (1, {dim}) or "
-                             f"({n_styles}, {dim})")
+            raise ValueError(
+                f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({dim},), (1, {dim}) or "
+                f"({n_styles}, {dim})"
+            )
         latent_avg = np.broadcast_to(la, (n_styles, dim)).copy()
         extra["latent_avg_source"] = "checkpoint latent_avg"
     else:
@@ -180,7 +203,10 @@ def convert(sources: list[Path], encoder_type: str | None = None,
     dataset_type = dataset_type if isinstance(dataset_type, str) else None
     encoder = EncoderConfig(mode=mode, input_size=domains.input_hw(domains.domain_of(dataset_type)), **enc_arch)
     architecture = E4EArchitecture.create(
-        encoder, gen_cfg, dataset_type,
-        opts={str(k): (list(v) if isinstance(v, tuple) else v) for k, v in opts.items() if _jsonable(v)}).to_dict()
+        encoder,
+        gen_cfg,
+        dataset_type,
+        opts={str(k): (list(v) if isinstance(v, tuple) else v) for k, v in opts.items() if _jsonable(v)},
+    ).to_dict()
     variables = {"encoder": enc_vars, "generator": gen_vars, "latent_avg": latent_avg}
     return architecture, variables, extra

@@ -11,6 +11,7 @@ Source: the state dict pytorch-fid loads into torchvision's `Inception3(num_clas
 with blocks Conv2d_1a_3x3 ... Conv2d_4a_3x3, Mixed_5b ... Mixed_7c (e4e_jax.models.inception).
 A state dict wrapped as {'state_dict': ...} is accepted too. Every other key is an error.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,8 +48,12 @@ def _fill(tree: dict, path: tuple[str, ...], collection: str, keys: KeyTracker) 
         if leaf == "kernel":
             return np.ascontiguousarray(keys.take("fc.weight", shape[::-1]).T)
         return keys.take("fc.bias", shape)
-    torch_leaf = {("params", "scale"): "weight", ("params", "bias"): "bias",
-                  ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}[(collection, leaf)]
+    torch_leaf = {
+        ("params", "scale"): "weight",
+        ("params", "bias"): "bias",
+        ("batch_stats", "mean"): "running_mean",
+        ("batch_stats", "var"): "running_var",
+    }[(collection, leaf)]
     return keys.take(f"{base}.{torch_leaf}", shape)
 
 
@@ -57,9 +62,12 @@ def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     path = single_source("inception", sources, options, "pt_inception-2015-12-05-6726825d.pth")
     state = {str(k): v for k, v in load_state_dict(path, "parameter name -> tensor").items()}
     if "fc.weight" not in state:
-        hint = (" (this looks like a torchvision inception_v3 checkpoint with AuxLogits: FID needs the pytorch-fid "
-                "weights pt_inception-2015-12-05-6726825d.pth)" if any(k.startswith("AuxLogits.") for k in state)
-                else "")
+        hint = (
+            " (this looks like a torchvision inception_v3 checkpoint with AuxLogits: FID needs the pytorch-fid "
+            "weights pt_inception-2015-12-05-6726825d.pth)"
+            if any(k.startswith("AuxLogits.") for k in state)
+            else ""
+        )
         raise KeyError(f"{path}: missing key 'fc.weight'; not a pytorch-fid Inception state dict{hint}")
     fc = np.asarray(state["fc.weight"])
     if fc.ndim != 2 or fc.shape[1] != 2048:

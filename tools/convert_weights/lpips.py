@@ -24,6 +24,7 @@ weight under two of the keys below if both hold the same tensor, as lpips.LPIPS'
 Bundle: architecture {'net', 'version': '0.1'}; variables {'params': {'backbone': {'features_{n}':
 {'kernel', 'bias'}}, 'lin_{k}': (C_k,)}} (e4e_jax.models.lpips.LPIPS).
 """
+
 from __future__ import annotations
 
 import re
@@ -34,15 +35,23 @@ import numpy as np
 
 from e4e_jax.models.lpips import CHANNELS, SCALE, SHIFT, conv_indices
 from e4e_jax.torchfile import load_checkpoint
+
 from .state_dicts import KeyTracker, conv
 
-_HEAD_PATTERNS = (r"lin(\d)\.model\.1\.weight", r"lins\.(\d)\.model\.1\.weight", r"lin\.(\d)\.1\.weight",
-                  r"(\d)\.1\.weight")
-_BACKBONE_PATTERNS = (r"features\.(\d+)\.(weight|bias)", r"net\.layers\.(\d+)\.(weight|bias)",
-                      r"net\.slice\d\.(\d+)\.(weight|bias)", r"(\d+)\.(weight|bias)")
+_HEAD_PATTERNS = (
+    r"lin(\d)\.model\.1\.weight",
+    r"lins\.(\d)\.model\.1\.weight",
+    r"lin\.(\d)\.1\.weight",
+    r"(\d)\.1\.weight",
+)
+_BACKBONE_PATTERNS = (
+    r"features\.(\d+)\.(weight|bias)",
+    r"net\.layers\.(\d+)\.(weight|bias)",
+    r"net\.slice\d\.(\d+)\.(weight|bias)",
+    r"(\d+)\.(weight|bias)",
+)
 _SKIPPED = re.compile(r"classifier\..*")  # torchvision's classifier: not part of LPIPS
-_CONSTANTS = {"scaling_layer.shift": "shift", "net.mean": "shift", "scaling_layer.scale": "scale",
-              "net.std": "scale"}
+_CONSTANTS = {"scaling_layer.shift": "shift", "net.mean": "shift", "scaling_layer.scale": "scale", "net.std": "scale"}
 
 
 def _canonical_key(key: str) -> str | None:
@@ -60,8 +69,10 @@ def _check_constant(path: Path, key: str, value: Any) -> None:
     expected = np.asarray(SHIFT if _CONSTANTS[key] == "shift" else SCALE, np.float32)
     v = np.asarray(value, np.float32).reshape(-1)
     if v.shape != expected.shape or not np.allclose(v, expected, atol=1e-6):
-        raise ValueError(f"{path}: {key} = {v.tolist()} is not the LPIPS v0.1 ScalingLayer {expected.tolist()}; "
-                         "only v0.1 (with input scaling) is supported")
+        raise ValueError(
+            f"{path}: {key} = {v.tolist()} is not the LPIPS v0.1 ScalingLayer {expected.tolist()}; "
+            "only v0.1 (with input scaling) is supported"
+        )
 
 
 def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, tuple[Path, str]]]:
@@ -74,8 +85,9 @@ def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, 
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
-            raise ValueError(f"{path}: expected a state dict (a mapping of parameter names to tensors), "
-                             f"found a {type(obj).__name__}")
+            raise ValueError(
+                f"{path}: expected a state dict (a mapping of parameter names to tensors), found a {type(obj).__name__}"
+            )
         for key, value in obj.items():
             key = str(key)
             if _SKIPPED.fullmatch(key):
@@ -85,17 +97,22 @@ def gather(sources: list[Path], load) -> tuple[dict[str, np.ndarray], dict[str, 
                 continue
             canon = _canonical_key(key)
             if canon is None:
-                raise KeyError(f"{path}: unexpected key {key!r}: not an LPIPS head (lin{{k}}.model.1.weight) nor a "
-                               f"torchvision alexnet/vgg16 backbone key (features.{{n}}.weight/bias)")
+                raise KeyError(
+                    f"{path}: unexpected key {key!r}: not an LPIPS head (lin{{k}}.model.1.weight) nor a "
+                    f"torchvision alexnet/vgg16 backbone key (features.{{n}}.weight/bias)"
+                )
             value = np.asarray(value)
             if canon in state:
                 first_path, first_key = origin[canon]
                 if canon not in this_file:
-                    raise ValueError(f"{path}: {key!r} duplicates {first_path}: {first_key}; pass each weight "
-                                     "only once")
+                    raise ValueError(
+                        f"{path}: {key!r} duplicates {first_path}: {first_key}; pass each weight only once"
+                    )
                 if state[canon].shape != value.shape or not np.array_equal(state[canon], value):
-                    raise ValueError(f"{path}: {first_key!r} and {key!r} name the same LPIPS weight ({canon}) "
-                                     "but hold different values; which one to convert is ambiguous")
+                    raise ValueError(
+                        f"{path}: {first_key!r} and {key!r} name the same LPIPS weight ({canon}) "
+                        "but hold different values; which one to convert is ambiguous"
+                    )
                 continue  # an alias of the same tensor (lpips.LPIPS: lin{k} and lins.{k})
             state[canon] = value
             origin[canon] = (path, key)
@@ -115,9 +132,11 @@ def infer_net(state: dict[str, np.ndarray], source: str) -> str:
         if convs and convs == {i for i, *_ in conv_indices(net)}:
             votes.add(net)
     if len(votes) != 1:
-        raise ValueError(f"{source}: cannot tell whether these weights are LPIPS alex or vgg (head channels "
-                         f"{heads}, backbone convs at features {sorted(convs)}); pass --option net=alex|vgg "
-                         f"and check that the head file and the backbone belong to the same net")
+        raise ValueError(
+            f"{source}: cannot tell whether these weights are LPIPS alex or vgg (head channels "
+            f"{heads}, backbone convs at features {sorted(convs)}); pass --option net=alex|vgg "
+            f"and check that the head file and the backbone belong to the same net"
+        )
     return votes.pop()
 
 
@@ -134,11 +153,14 @@ def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dic
     keys = KeyTracker(state, "", names)
     hint = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}[inferred]
     if not any(k.startswith("features.") for k in state):
-        raise KeyError(f"{names}: no backbone weights (features.{{n}}.weight): pass the torchvision {inferred} "
-                       f"state dict (e.g. {hint}) as another source")
+        raise KeyError(
+            f"{names}: no backbone weights (features.{{n}}.weight): pass the torchvision {inferred} "
+            f"state dict (e.g. {hint}) as another source"
+        )
     if not any(k.startswith("lin") for k in state):
-        raise KeyError(f"{names}: no LPIPS heads (lin{{k}}.model.1.weight): pass the lpips v0.1 {inferred}.pth "
-                       "as another source")
+        raise KeyError(
+            f"{names}: no LPIPS heads (lin{{k}}.model.1.weight): pass the lpips v0.1 {inferred}.pth as another source"
+        )
     backbone = {}
     for idx, out, k, cin in conv_indices(inferred):
         backbone[f"features_{idx}"] = conv(keys, f"features.{idx}", True, (out, cin, k, k))
@@ -147,6 +169,8 @@ def convert(sources: list[Path], net: str | None = None, **options) -> tuple[dic
         params[f"lin_{k}"] = keys.take(f"lin{k}", (1, c, 1, 1)).reshape(c)
     left = sorted(set(state) - keys.used)
     if left:  # named as in the sources (e.g. 'lins.5.model.1.weight', not the canonical 'lin5')
-        raise KeyError(f"unexpected keys not matched by the {inferred} LPIPS converter: "
-                       + ", ".join(f"{origin[k][0]}: {origin[k][1]!r}" for k in left))
+        raise KeyError(
+            f"unexpected keys not matched by the {inferred} LPIPS converter: "
+            + ", ".join(f"{origin[k][0]}: {origin[k][1]!r}" for k in left)
+        )
     return {"net": inferred, "version": "0.1"}, {"params": params}, {"bundle_kind": "lpips"}

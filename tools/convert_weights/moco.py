@@ -15,6 +15,7 @@ accepted forms are listed in docs/converters.md.
 Bundle: architecture {'stage_sizes', 'head', 'head_dims'}; variables {'params', 'batch_stats'} of
 e4e_jax.models.resnet.ResNet (key mapping in that module's docstring).
 """
+
 from __future__ import annotations
 
 import re
@@ -23,6 +24,7 @@ from typing import Any, Mapping
 
 from e4e_jax.models.resnet import EXPANSION, STEM_KERNEL, STEM_WIDTH, stage_width
 from e4e_jax.torchfile import load_checkpoint
+
 from .state_dicts import KeyTracker, batch_norm, conv, dense, single_source
 
 _IGNORED_PREFIXES = ("encoder_k.",)
@@ -36,8 +38,10 @@ def resnet_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     for l in range(1, 5):
         blocks = {int(m.group(1)) for k in keys.state if (m := re.match(rf"layer{l}\.(\d+)\.", k))}
         if not blocks or blocks != set(range(len(blocks))):
-            raise KeyError(f"{keys.source}: missing or non-contiguous {keys.prefix}layer{l}.* blocks; expected a "
-                           "torchvision Bottleneck ResNet (resnet50)")
+            raise KeyError(
+                f"{keys.source}: missing or non-contiguous {keys.prefix}layer{l}.* blocks; expected a "
+                "torchvision Bottleneck ResNet (resnet50)"
+            )
         sizes.append(len(blocks))
     params: dict[str, Any] = {"conv1": conv(keys, "conv1", False, (STEM_WIDTH, 3, STEM_KERNEL, STEM_KERNEL))}
     stats: dict[str, Any] = {}
@@ -59,8 +63,10 @@ def resnet_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     arch: dict[str, Any] = {"stage_sizes": sizes, "head": None, "head_dims": []}
     if "fc.0.weight" in keys:  # MoCo-v2: Sequential(Linear, ReLU, Linear)
         params["head"] = {"fc_0": dense(keys, "fc.0"), "fc_2": dense(keys, "fc.2")}
-        arch.update(head="mlp", head_dims=[int(params["head"]["fc_0"]["kernel"].shape[1]),
-                                           int(params["head"]["fc_2"]["kernel"].shape[1])])
+        arch.update(
+            head="mlp",
+            head_dims=[int(params["head"]["fc_0"]["kernel"].shape[1]), int(params["head"]["fc_2"]["kernel"].shape[1])],
+        )
     elif "fc.weight" in keys:  # MoCo-v1 / a plain classifier
         params["head"] = {"fc": dense(keys, "fc")}
         arch.update(head="linear", head_dims=[int(params["head"]["fc"]["kernel"].shape[1])])
@@ -73,8 +79,10 @@ def _state_dict(ckpt: Any, path: Path) -> Mapping[str, Any]:
         return ckpt
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: expected a MoCo checkpoint (a dict with 'state_dict', as main_moco.py saves, "
-                         f"or the MoCo model's state dict with encoder_q.* keys), found {found}")
+        raise ValueError(
+            f"{path}: expected a MoCo checkpoint (a dict with 'state_dict', as main_moco.py saves, "
+            f"or the MoCo model's state dict with encoder_q.* keys), found {found}"
+        )
     arch = ckpt.get("arch")
     if arch is not None and arch != "resnet50":
         raise ValueError(f"{path}: arch is {arch!r}; only MoCo ResNet-50 checkpoints (arch 'resnet50') are supported")
@@ -89,11 +97,14 @@ def convert(sources: list[Path], **options) -> tuple[dict, dict, dict]:
     if not any(str(k).startswith(root + "encoder_q.") for k in state):
         raise KeyError(f"{path}: no '{root}encoder_q.*' keys in state_dict; not a MoCo checkpoint")
     for k in state:  # Everything outside encoder_q must be a known, deliberately ignored entry.
-        rest = str(k)[len(root):] if str(k).startswith(root) else None
-        if rest is None or not (rest.startswith("encoder_q.") or rest.startswith(_IGNORED_PREFIXES)
-                                or rest in _IGNORED_KEYS):
-            raise KeyError(f"{path}: unexpected state_dict key {k!r} (expected {root}encoder_q.*, "
-                           f"{root}encoder_k.*, {root}queue, {root}queue_ptr)")
+        rest = str(k)[len(root) :] if str(k).startswith(root) else None
+        if rest is None or not (
+            rest.startswith("encoder_q.") or rest.startswith(_IGNORED_PREFIXES) or rest in _IGNORED_KEYS
+        ):
+            raise KeyError(
+                f"{path}: unexpected state_dict key {k!r} (expected {root}encoder_q.*, "
+                f"{root}encoder_k.*, {root}queue, {root}queue_ptr)"
+            )
     keys = KeyTracker(state, root + "encoder_q.", str(path))
     arch, variables = resnet_to_variables(keys)
     keys.check_all_used()

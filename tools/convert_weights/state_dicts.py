@@ -6,6 +6,7 @@ leftovers reported), and the torch -> flax layouts of convolutions, dense layers
     BatchNorm weight, bias                  -> params scale, bias                       `batch_norm`
     BatchNorm running_mean, running_var     -> batch_stats mean, var (num_batches_tracked dropped)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ class KeyTracker:
     """Hands out state-dict entries by name and reports what was never taken (or is missing)."""
 
     def __init__(self, state: Mapping[str, Any], prefix: str, source: str):
-        self.state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        self.state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         self.prefix, self.source, self.used = prefix, source, set()
 
     def __contains__(self, key: str) -> bool:
@@ -75,8 +76,10 @@ def dense(keys: KeyTracker, name: str) -> dict:
 
 def equal_linear(keys: KeyTracker, name: str, in_dim: int, out_dim: int) -> dict:
     """{'weight' (in, out), 'bias' (out,)} of EqualLinear `name`, whose torch weight is (out, in)."""
-    return {"weight": np.ascontiguousarray(keys.take(f"{name}.weight", (out_dim, in_dim)).T),
-            "bias": keys.take(f"{name}.bias", (out_dim,))}
+    return {
+        "weight": np.ascontiguousarray(keys.take(f"{name}.weight", (out_dim, in_dim)).T),
+        "bias": keys.take(f"{name}.bias", (out_dim,)),
+    }
 
 
 def batch_norm(keys: KeyTracker, name: str, channels: int | None = None) -> tuple[dict, dict]:
@@ -85,8 +88,10 @@ def batch_norm(keys: KeyTracker, name: str, channels: int | None = None) -> tupl
     if f"{name}.num_batches_tracked" in keys:
         keys.skip(f"{name}.num_batches_tracked")
     c = None if channels is None else (channels,)
-    return ({"scale": keys.take(f"{name}.weight", c), "bias": keys.take(f"{name}.bias", c)},
-            {"mean": keys.take(f"{name}.running_mean", c), "var": keys.take(f"{name}.running_var", c)})
+    return (
+        {"scale": keys.take(f"{name}.weight", c), "bias": keys.take(f"{name}.bias", c)},
+        {"mean": keys.take(f"{name}.running_mean", c), "var": keys.take(f"{name}.running_var", c)},
+    )
 
 
 # ----------------------------------------------------------------------------------- sources

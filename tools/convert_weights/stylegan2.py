@@ -5,6 +5,7 @@
 
 The format is detected from the file's content. Key mapping: docs/params_layout.md.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,6 +17,7 @@ import numpy as np
 from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w
 from e4e_jax.models.stylegan2 import BLUR_KERNEL, StyleGAN2Config, noise_resolution
 from e4e_jax.torchfile import load_checkpoint
+
 from .state_dicts import KeyTracker
 from .stylegan2_nvlabs import convert_nvlabs
 
@@ -32,14 +34,15 @@ def _check_fir(keys: KeyTracker, key: str, taps, gain: float) -> None:
     t = np.asarray(taps, np.float64)
     expected = np.outer(t, t) / t.sum() ** 2 * gain
     if k.shape != expected.shape or not np.allclose(k, expected, atol=1e-6):
-        raise ValueError(f"{keys.source}: {keys.prefix + key} is not the [1,3,3,1] FIR kernel this "
-                         "converter supports")
+        raise ValueError(f"{keys.source}: {keys.prefix + key} is not the [1,3,3,1] FIR kernel this converter supports")
 
 
 def _styled(keys: KeyTracker, name: str, rgb: bool = False) -> dict[str, np.ndarray]:
     w = keys.take(f"{name}.conv.weight")  # (1, out, in, k, k)
     if w.ndim != 5 or w.shape[0] != 1:
-        raise ValueError(f"{keys.source}: {keys.prefix}{name}.conv.weight has shape {w.shape}, expected (1, out, in, k, k)")
+        raise ValueError(
+            f"{keys.source}: {keys.prefix}{name}.conv.weight has shape {w.shape}, expected (1, out, in, k, k)"
+        )
     out = {
         "weight": np.ascontiguousarray(np.transpose(w[0], (2, 3, 1, 0))),
         "mod_weight": np.ascontiguousarray(keys.take(f"{name}.conv.modulation.weight").T),
@@ -53,8 +56,9 @@ def _styled(keys: KeyTracker, name: str, rgb: bool = False) -> dict[str, np.ndar
     return out
 
 
-def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: str = "checkpoint",
-                            latent_avg: np.ndarray | None = None) -> tuple[dict, dict]:
+def rosinality_to_variables(
+    state: Mapping[str, Any], prefix: str = "", source: str = "checkpoint", latent_avg: np.ndarray | None = None
+) -> tuple[dict, dict]:
     """Map a rosinality Generator state dict (keys under `prefix`) onto our variables.
 
     Returns (architecture: StyleGAN2Config.to_dict(), variables). `buffers/w_avg` is `latent_avg`
@@ -69,8 +73,10 @@ def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: 
     size = 2 ** (n_rgbs + 2)
     params: dict[str, Any] = {"mapping": {}, "synthesis": {}}
     for i in range(n_mlp):
-        params["mapping"][f"dense_{i}"] = {"weight": np.ascontiguousarray(keys.take(f"style.{i + 1}.weight").T),
-                                           "bias": keys.take(f"style.{i + 1}.bias")}
+        params["mapping"][f"dense_{i}"] = {
+            "weight": np.ascontiguousarray(keys.take(f"style.{i + 1}.weight").T),
+            "bias": keys.take(f"style.{i + 1}.bias"),
+        }
     lr_mlp = 0.01  # Not stored in the file; rosinality/e4e always use 0.01.
     syn = params["synthesis"]
     syn["input"] = _nchw_to_nhwc(keys.take("input.input"))
@@ -86,9 +92,16 @@ def rosinality_to_variables(state: Mapping[str, Any], prefix: str = "", source: 
     channels = [syn["conv1"]["weight"].shape[-1]] + [syn[f"convs_{2 * j}"]["weight"].shape[-1] for j in range(n_rgbs)]
     style_dim = syn["conv1"]["mod_weight"].shape[0]
     z_dim = params["mapping"]["dense_0"]["weight"].shape[0] if n_mlp else style_dim
-    config = StyleGAN2Config(size=size, channels=channels, style_dim=int(style_dim), n_mlp=n_mlp, lr_mlp=lr_mlp,
-                             blur_kernel=BLUR_KERNEL, conv_clamp=None,
-                             z_dim=int(z_dim) if z_dim != style_dim else None)
+    config = StyleGAN2Config(
+        size=size,
+        channels=channels,
+        style_dim=int(style_dim),
+        n_mlp=n_mlp,
+        lr_mlp=lr_mlp,
+        blur_kernel=BLUR_KERNEL,
+        conv_clamp=None,
+        z_dim=int(z_dim) if z_dim != style_dim else None,
+    )
     noises = {}
     for i in range(config.num_noise):
         r = noise_resolution(i)
@@ -117,8 +130,10 @@ def convert(sources: list[Path], w_avg_samples: str | int = W_AVG_SAMPLES, **opt
         return architecture, variables, extra
     if isinstance(ckpt, dict) and "g_ema" in ckpt:
         if not isinstance(ckpt["g_ema"], Mapping):
-            raise ValueError(f"{path}: 'g_ema' is a {type(ckpt['g_ema']).__name__}, not a state dict (a mapping of "
-                             "parameter names to tensors) as rosinality's train.py saves it")
+            raise ValueError(
+                f"{path}: 'g_ema' is a {type(ckpt['g_ema']).__name__}, not a state dict (a mapping of "
+                "parameter names to tensors) as rosinality's train.py saves it"
+            )
         latent_avg = ckpt.get("latent_avg")
         architecture, variables = rosinality_to_variables(ckpt["g_ema"], source=str(path), latent_avg=latent_avg)
         extra["source_format"] = "rosinality-stylegan2-pytorch"
@@ -129,10 +144,17 @@ def convert(sources: list[Path], w_avg_samples: str | int = W_AVG_SAMPLES, **opt
         else:
             extra["w_avg_source"] = "checkpoint latent_avg"
         return architecture, variables, extra
-    if isinstance(ckpt, dict) and "state_dict" in ckpt and any(
-            str(k).startswith("encoder.") for k in ckpt["state_dict"]):
-        raise ValueError(f"{path} is an e4e/pSp encoder checkpoint, not a StyleGAN2 generator: "
-                         f"convert it with `python -m tools.convert_weights e4e {path} --out DIR`")
+    if (
+        isinstance(ckpt, dict)
+        and "state_dict" in ckpt
+        and any(str(k).startswith("encoder.") for k in ckpt["state_dict"])
+    ):
+        raise ValueError(
+            f"{path} is an e4e/pSp encoder checkpoint, not a StyleGAN2 generator: "
+            f"convert it with `python -m tools.convert_weights e4e {path} --out DIR`"
+        )
     found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-    raise ValueError(f"{path} is not a StyleGAN2 generator checkpoint: expected a rosinality .pt with "
-                     f"'g_ema' or an NVlabs network pickle with 'G_ema', found {found}")
+    raise ValueError(
+        f"{path} is not a StyleGAN2 generator checkpoint: expected a rosinality .pt with "
+        f"'g_ema' or an NVlabs network pickle with 'G_ema', found {found}"
+    )

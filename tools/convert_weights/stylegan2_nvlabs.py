@@ -20,6 +20,7 @@ demodulation cancels the scale, only the 1e-8 epsilon's relative size differs (n
 weight_gain 1/sqrt(in) equals rosinality's scale. No weight flips are needed. `conv_clamp` (256 in
 ADA-trained pickles) carries over as the config's `conv_clamp`; `num_fp16_res` is ignored (we run fp32).
 """
+
 from __future__ import annotations
 
 import re
@@ -30,6 +31,7 @@ import numpy as np
 
 from e4e_jax.models.stylegan2 import BLUR_KERNEL
 from e4e_jax.torchfile import CheckpointError, PersistentObject
+
 from .state_dicts import KeyTracker
 
 # Constructor kwargs that do not change the fp32 forward pass.
@@ -62,17 +64,23 @@ def _reject_stylegan3(g: PersistentObject, source: str) -> None:
     sg3 |= "input" in kids or any(re.match(r"L\d+_", k) for k in kids)
     sg2_blocks = any(re.fullmatch(r"b\d+", k) for k in kids)
     # A SynthesisLayer with an affine but no noise_const is StyleGAN3's layer (or use_noise=False).
-    no_noise = [p for p, o in _walk(g) if o.class_name == "SynthesisLayer"
-                and "affine" in o.children() and o.attr("noise_const", None) is None]
+    no_noise = [
+        p
+        for p, o in _walk(g)
+        if o.class_name == "SynthesisLayer" and "affine" in o.children() and o.attr("noise_const", None) is None
+    ]
     mentions = "stylegan3" in ((syn if syn is not None else g).module_src or "").lower()
     if sg3 or (not sg2_blocks and (mentions or no_noise)):
         raise ValueError(
             f"{source}: G_ema is a StyleGAN3 generator (alias-free synthesis: "
             f"{sorted(set(names.values()) & _SG3_CLASSES) or 'no b<res> blocks'}); only StyleGAN2 "
-            "(stylegan2-ada-pytorch, config 'skip' architecture) pickles can be converted")
+            "(stylegan2-ada-pytorch, config 'skip' architecture) pickles can be converted"
+        )
     if no_noise:
-        raise ValueError(f"{source}: G_ema.{no_noise[0]} has no noise_const buffer (use_noise=False); "
-                         "only generators with noise inputs are supported")
+        raise ValueError(
+            f"{source}: G_ema.{no_noise[0]} has no noise_const buffer (use_noise=False); "
+            "only generators with noise inputs are supported"
+        )
 
 
 def _synthesis_kwargs(kw: dict) -> dict:
@@ -91,17 +99,21 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
             raise KeyError(f"{source}: G_ema's constructor kwargs lack {k!r} (found {sorted(kw)})")
     c_dim = int(kw.get("c_dim", 0) or 0)
     if c_dim > 0:
-        raise ValueError(f"{source}: conditional generator (c_dim={c_dim}); only unconditional "
-                         "(c_dim=0) StyleGAN2 pickles are supported")
+        raise ValueError(
+            f"{source}: conditional generator (c_dim={c_dim}); only unconditional "
+            "(c_dim=0) StyleGAN2 pickles are supported"
+        )
     res = kw["img_resolution"]
-    if isinstance(res, (list, tuple)) or not isinstance(res, (int, np.integer)) \
-            or res < 4 or (int(res) & (int(res) - 1)) != 0:
-        raise ValueError(f"{source}: img_resolution={res!r}; only square power-of-two resolutions >= 4 "
-                         "are supported")
+    if (
+        isinstance(res, (list, tuple))
+        or not isinstance(res, (int, np.integer))
+        or res < 4
+        or (int(res) & (int(res) - 1)) != 0
+    ):
+        raise ValueError(f"{source}: img_resolution={res!r}; only square power-of-two resolutions >= 4 are supported")
     res = int(res)
     if int(kw["img_channels"]) != 3:
-        raise ValueError(f"{source}: img_channels={kw['img_channels']}; only RGB (3-channel) generators "
-                         "are supported")
+        raise ValueError(f"{source}: img_channels={kw['img_channels']}; only RGB (3-channel) generators are supported")
     z_dim, w_dim = int(kw["z_dim"]), int(kw["w_dim"])
     if z_dim <= 0:
         raise ValueError(f"{source}: z_dim={z_dim}; a generator without a latent input is not supported")
@@ -109,9 +121,11 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
     syn = _synthesis_kwargs(kw)
     arch_name = syn.pop("architecture", "skip")
     if arch_name != "skip":
-        raise ValueError(f"{source}: synthesis architecture {arch_name!r} is not supported; only 'skip' "
-                         "(the StyleGAN2 config-f default) converts to this generator ('orig' and "
-                         "'resnet' do not)")
+        raise ValueError(
+            f"{source}: synthesis architecture {arch_name!r} is not supported; only 'skip' "
+            "(the StyleGAN2 config-f default) converts to this generator ('orig' and "
+            "'resnet' do not)"
+        )
     channel_base = int(syn.pop("channel_base", 32768))
     channel_max = int(syn.pop("channel_max", 512))
     conv_clamp = syn.pop("conv_clamp", None)
@@ -143,11 +157,18 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
     if n_mlp < 1:
         raise ValueError(f"{source}: mapping num_layers={n_mlp}; at least one layer is required")
 
-    resolutions = [2 ** i for i in range(2, res.bit_length())]
+    resolutions = [2**i for i in range(2, res.bit_length())]
     channels = [min(channel_base // r, channel_max) for r in resolutions]
-    architecture = {"size": res, "channels": channels, "style_dim": w_dim, "n_mlp": n_mlp, "lr_mlp": lr_mlp,
-                    "blur_kernel": list(BLUR_KERNEL), "conv_clamp": conv_clamp,
-                    "z_dim": z_dim if z_dim != w_dim else None}
+    architecture = {
+        "size": res,
+        "channels": channels,
+        "style_dim": w_dim,
+        "n_mlp": n_mlp,
+        "lr_mlp": lr_mlp,
+        "blur_kernel": list(BLUR_KERNEL),
+        "conv_clamp": conv_clamp,
+        "z_dim": z_dim if z_dim != w_dim else None,
+    }
     return architecture, {"resolutions": resolutions, "z_dim": z_dim}
 
 
@@ -159,8 +180,10 @@ def _check_filter(keys: KeyTracker, key: str) -> None:
     t = np.asarray(BLUR_KERNEL, np.float64)
     expected = np.outer(t, t) / t.sum() ** 2
     if f.shape != expected.shape or not np.allclose(f, expected, atol=1e-6):
-        raise ValueError(f"{keys.source}: {keys.prefix + key} is not the normalised [1,3,3,1] FIR filter "
-                         f"(shape {f.shape}); only that resample filter is supported")
+        raise ValueError(
+            f"{keys.source}: {keys.prefix + key} is not the normalised [1,3,3,1] FIR filter "
+            f"(shape {f.shape}); only that resample filter is supported"
+        )
 
 
 def _layer(keys: KeyTracker, name: str, cin: int, cout: int, style_dim: int, rgb: bool) -> dict:
@@ -196,8 +219,10 @@ def convert_nvlabs(obj: Mapping[str, Any], path: Path) -> tuple[dict, dict]:
     g = obj.get("G_ema") if isinstance(obj, Mapping) else None
     if g is None:
         found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
-        raise KeyError(f"{source}: no 'G_ema' generator in this network pickle (found {found}); "
-                       "convert a stylegan2-ada-pytorch network-snapshot-*.pkl that contains G_ema")
+        raise KeyError(
+            f"{source}: no 'G_ema' generator in this network pickle (found {found}); "
+            "convert a stylegan2-ada-pytorch network-snapshot-*.pkl that contains G_ema"
+        )
     if not isinstance(g, PersistentObject):
         raise ValueError(f"{source}: G_ema is a {type(g).__name__}, not an NVlabs persistent network object")
     if g.class_name != "Generator":
@@ -206,8 +231,9 @@ def convert_nvlabs(obj: Mapping[str, Any], path: Path) -> tuple[dict, dict]:
     architecture, facts = _architecture(g, source)
     for path_, o in _walk(g):
         if o.class_name == "SynthesisBlock" and o.attr("architecture", "skip") != "skip":
-            raise ValueError(f"{source}: G_ema.{path_} has architecture {o.attr('architecture')!r}; "
-                             "only 'skip' is supported")
+            raise ValueError(
+                f"{source}: G_ema.{path_} has architecture {o.attr('architecture')!r}; only 'skip' is supported"
+            )
 
     try:
         flat = g.state_dict()
@@ -219,8 +245,10 @@ def convert_nvlabs(obj: Mapping[str, Any], path: Path) -> tuple[dict, dict]:
     mapping = {}
     for i in range(n_mlp):
         fin = facts["z_dim"] if i == 0 else d
-        mapping[f"dense_{i}"] = {"weight": np.ascontiguousarray(keys.take(f"mapping.fc{i}.weight", (d, fin)).T),
-                                 "bias": keys.take(f"mapping.fc{i}.bias", (d,))}
+        mapping[f"dense_{i}"] = {
+            "weight": np.ascontiguousarray(keys.take(f"mapping.fc{i}.weight", (d, fin)).T),
+            "bias": keys.take(f"mapping.fc{i}.bias", (d,)),
+        }
     w_avg = keys.take("mapping.w_avg", (d,))
 
     syn: dict[str, Any] = {}
@@ -240,6 +268,5 @@ def convert_nvlabs(obj: Mapping[str, Any], path: Path) -> tuple[dict, dict]:
         noises[f"noise_{2 * j + 2}"] = _noise(keys, f"{b}.conv1", r)
         _check_filter(keys, f"{b}.resample_filter")
     keys.check_all_used()
-    variables = {"params": {"mapping": mapping, "synthesis": syn},
-                 "buffers": {"w_avg": w_avg, "synthesis": noises}}
+    variables = {"params": {"mapping": mapping, "synthesis": syn}, "buffers": {"w_avg": w_avg, "synthesis": noises}}
     return architecture, variables
