@@ -209,8 +209,7 @@ class Layout:
         """
         metas = [self.read_chunk(j, with_latents=False) for j in range(n_chunks)]
         n = sum(len(m.files) for m in metas)
-        tmp = fileio.temp_path_beside(self.root / manifest.LATENTS)
-        try:
+        with fileio.replacing(self.root / manifest.LATENTS) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *latent_shape))
             row = 0
             for j, m in enumerate(metas):
@@ -218,11 +217,7 @@ class Layout:
                 out[row : row + len(lat)] = lat
                 row += len(lat)
             out.flush()
-            del out
-            os.replace(tmp, self.root / manifest.LATENTS)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            del out  # the memmap is closed before the rename
         files, names, skipped = [], [], []
         per_process: dict[int, int] = {}
         row = 0

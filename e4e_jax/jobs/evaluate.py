@@ -50,8 +50,8 @@ class EvaluateOptions:
     workers: Optional[int] = None  # decoding threads (None: CPU count; 0: the main thread)
 
 
-def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
-    """(original paths, latents (N, n, 512), reconstruction file per index or None) of an `invert` output:
+def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int, style_dim: int):
+    """(original paths, latents (N, n_latent, style_dim), reconstruction file per index or None) of an `invert` output:
     exactly the files its manifests list (e4e_jax/manifest.py)."""
     if not inv_dir.is_dir():
         raise UserError(f"--inversions {inv_dir} is not a folder; pass the output folder of `e4e-jax invert`")
@@ -62,10 +62,10 @@ def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
             raise UserError(f"--inversions {inv_dir}: {f.name} is missing; pass the output folder of `e4e-jax invert`")
     listed = manifest.read_lines(files_txt)
     latents = load_npy(lat_path)
-    if latents.ndim != 3 or latents.shape[0] != len(listed) or latents.shape[1:] != (n_latent, 512):
+    if latents.ndim != 3 or latents.shape[0] != len(listed) or latents.shape[1:] != (n_latent, style_dim):
         raise UserError(
             f"{lat_path}: shape {latents.shape} does not fit {len(listed)} files in files.txt and "
-            f"this model's {n_latent} latents of 512"
+            f"this model's {n_latent} latents of {style_dim}"
         )
     require_finite(latents, str(lat_path), "rerun `e4e-jax invert`")
     originals = []
@@ -79,16 +79,16 @@ def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int):
     return originals, latents.astype(np.float32), manifest.reconstructions(inv_dir, listed)
 
 
-def lec_edits(opts: EvaluateOptions, n_latent: int) -> list[evaluator.Edit]:
+def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[evaluator.Edit]:
     """[(name, edit_fn, inverse_fn)] for LEC from the direction and PCA files (ValueError / KeyError
     naming a bad file or edit)."""
     out = []
     for path in opts.directions:
         d = editing.load_interfacegan_direction(path)
-        if d.shape not in ((512,), (n_latent, 512)):
+        if d.shape not in ((style_dim,), (n_latent, style_dim)):
             raise ValueError(
                 f"{path}: direction of shape {d.shape} does not fit this model's W+ codes "
-                f"({n_latent}, 512); expected (1, 512) or (1, {n_latent}, 512)"
+                f"({n_latent}, {style_dim}); expected (1, {style_dim}) or (1, {n_latent}, {style_dim})"
             )
         f, inv = evaluation.interfacegan_pair(d, opts.factor)
         out.append((f"{Path(path).stem} x{opts.factor:g}", f, inv))
@@ -153,12 +153,14 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
     lpips_cfg, lpips_vars = bundle.load(opts.lpips, "lpips") if opts.lpips else (None, None)
     _, inc_vars = bundle.load(opts.inception, "inception") if opts.inception else (None, None)
     try:
-        edits = lec_edits(opts, model.gen_config.n_latent)
+        edits = lec_edits(opts, model.gen_config.n_latent, model.gen_config.style_dim)
     except (ValueError, KeyError) as e:  # a bad direction / PCA file, named in the message
         raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
     listing_skipped = []
     if opts.inversions is not None:
-        paths, inv_latents, inv_pngs = inversion_source(opts.inversions, opts.images, model.gen_config.n_latent)
+        paths, inv_latents, inv_pngs = inversion_source(
+            opts.inversions, opts.images, model.gen_config.n_latent, model.gen_config.style_dim
+        )
     else:
         try:
             paths, listing_skipped = folder.scan_images(opts.images, recursive=opts.recursive)
