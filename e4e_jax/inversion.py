@@ -176,28 +176,25 @@ def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, in
     return compiled, time.perf_counter() - t0
 
 
-def _to_host_memory(out, pinned: Optional[bool] = None):
+def _to_host_memory(out, pinned: bool):
     """Start copying `out` back to the host as soon as the device is done, not when it is read.
 
-    Where the devices have pinned host memory (GPU, TPU), the results are moved there by the DMA
-    engines (an asynchronous device_put), and reading them is a host memcpy: on an H200 a batch of 32
-    uint8 1024² images took 98 ms through pageable memory (1.0 GB/s) and 2.6 ms this way (38 GB/s;
-    BUILD_NOTES.md, "Batch inversion end to end"). Elsewhere (CPU) the plain asynchronous copy.
-    pinned: force the route (tests); None chooses by platform.
+    pinned (where the devices have pinned host memory: GPU, TPU; `_has_pinned_host`): the results are
+    moved there by the DMA engines (an asynchronous device_put), and reading them is a host memcpy: on
+    an H200 a batch of 32 uint8 1024² images took 98 ms through pageable memory (1.0 GB/s) and 2.6 ms
+    this way (38 GB/s; BUILD_NOTES.md, "Batch inversion end to end"). Otherwise (CPU) the plain
+    asynchronous copy.
     """
-    leaves = jax.tree_util.tree_leaves(out)
-    if pinned if pinned is not None else all(_has_pinned_host(a) for a in leaves):
+    if pinned:
         return jax.tree_util.tree_map(lambda a: jax.device_put(a, a.sharding.with_memory_kind("pinned_host")), out)
-    for a in leaves:
+    for a in jax.tree_util.tree_leaves(out):
         a.copy_to_host_async()
     return out
 
 
-def _has_pinned_host(a: jax.Array) -> bool:
-    return all(
-        d.platform != "cpu" and "pinned_host" in {m.kind for m in d.addressable_memories()}
-        for d in a.sharding.device_set
-    )
+def _has_pinned_host(devices) -> bool:
+    """Whether every device (not a CPU) has a pinned host memory space."""
+    return all(d.platform != "cpu" and "pinned_host" in {m.kind for m in d.addressable_memories()} for d in devices)
 
 
 def iter_invert(
@@ -222,6 +219,7 @@ def iter_invert(
     to reuse them; `images`/`out_hw` as in `make_invert_fn`.
     """
     mesh = mesh or sharding.data_mesh(jax.local_devices())
+    pinned = _has_pinned_host(mesh.devices.flat)  # decided once: the route of every batch's copy back
     bs = sharding.round_up(batch_size, mesh.size)
     invert = invert_fn or make_invert_fn(model, mesh, images=images, out_hw=out_hw)
     variables = variables if variables is not None else sharding.replicate(model.variables, mesh)
@@ -253,7 +251,7 @@ def iter_invert(
         for start in range(0, b, bs):  # Larger host batches are split: one compiled shape.
             chunk = batch[start : start + bs]
             out = invert(variables, sharding.shard_batch(sharding.pad_batch(chunk, bs), mesh))
-            out = _to_host_memory(out)
+            out = _to_host_memory(out, pinned)
             parts.append((out, len(chunk)))
         if pending is not None:
             yield fetch(pending)

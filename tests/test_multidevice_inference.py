@@ -44,6 +44,7 @@ SCRIPT = textwrap.dedent("""
     # The copy back through pinned host memory (the route on GPU/TPU), forced on the CPU devices:
     # the same values, sharded the same way, in host memory.
     mesh = sharding.data_mesh(jax.devices())
+    assert not inversion._has_pinned_host(mesh.devices.flat)  # CPU: the plain async copy by default
     a = sharding.shard_batch(np.arange(8 * 3, dtype=np.uint8).reshape(8, 3), mesh)
     for pinned in (True, False):
         (back,) = inversion._to_host_memory((a,), pinned=pinned)

@@ -61,8 +61,8 @@ class InvertOptions:
     image_size: Optional[int] = None  # width of saved reconstructions (height follows); None: full
     dtype: str = "float32"
     modulation: str = "auto"
-    workers: Optional[int] = None  # decoding threads (processes with --align)
-    writers: Optional[int] = None  # encoding/writing threads
+    workers: Optional[int] = None  # decoder processes (None: one per CPU, at most one per decode group)
+    writers: Optional[int] = None  # image encoder/writer processes (None: half the CPUs, at least 2)
     chunk_size: int = DEFAULT_CHUNK
     resume: bool = False
     overwrite: bool = False
@@ -229,8 +229,8 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
                 f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. {unlisted[0][0]}: {unlisted[0][1]}"
             )
         raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
-    # The weights load (file reads, mostly outside the GIL) while the output is prepared and the
-    # decoder processes start.
+    # The weights load in a thread while the output is prepared and the decoder processes start
+    # (compiling alongside did not pay: both hold the GIL; BUILD_NOTES.md, issue 13 second pass).
     loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
     t_load = time.perf_counter()
     model_future = loader.submit(inversion.load_e4e, opts.model, modulation=opts.modulation, dtype=opts.dtype)
@@ -298,7 +298,7 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     _say(
         opts,
         f"inverted {n} of {len(files) + len(unlisted)} images into {opts.output}"
-        + (f"; skipped {len(skipped)} (see {opts.output / 'skipped.txt'})" if skipped else ""),
+        + (f"; skipped {len(skipped)} (see {opts.output / manifest.SKIPPED})" if skipped else ""),
     )
     if n == 0:
         return errors.EXIT_NOTHING

@@ -72,13 +72,13 @@ def add_parser(sub, help_text: str) -> None:
         "--workers",
         type=cli_args.positive_int,
         default=None,
-        help="image decoding threads (processes with --align; default: CPU count)",
+        help="image decoder processes (default: CPU count)",
     )
     p.add_argument(
         "--writers",
         type=cli_args.positive_int,
         default=None,
-        help="image encoding/writing threads (default: half the CPU count, at least 2)",
+        help="image encoder/writer processes (default: half the CPU count, at least 2)",
     )
     p.add_argument(
         "--chunk-size",

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace, work: Path) -> int:
     import numpy as np
 
-    from e4e_jax import fileio
+    from e4e_jax import fileio, manifest
     from e4e_jax.batch_inversion import job
     from e4e_jax.configs import tiny
     from e4e_jax.jobs import edit as edit_job
@@ -212,7 +212,7 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
     fileio.write_bytes(work / "quickstart_grid.png", (work / "edits" / "grid.png").read_bytes())
 
     print("[4/4] metrics", flush=True)
-    inverted_ws = np.load(work / "inversion" / "latents.npy")
+    inverted_ws = np.load(work / "inversion" / manifest.LATENTS)
     metrics = {
         "training": {k: float(v) for k, v in (train_metrics or {}).items() if isinstance(v, (int, float, np.floating))},
         "learning": l2_curve(work / "train" / "metrics.jsonl"),

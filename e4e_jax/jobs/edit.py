@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import editing, fileio, generate, outdir
+from e4e_jax import editing, fileio, generate, manifest, outdir
 from e4e_jax.data.folder import Skipped, load_image
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
@@ -53,11 +53,11 @@ def read_latents(path: Path, cfg):
     lat_path = path
     if path.is_dir():
         outdir.refuse_in_use(path, "--latents")
-        lat_path = path / "latents.npy"
+        lat_path = path / manifest.LATENTS
         if not lat_path.is_file():
             raise UserError(f"--latents {path} has no latents.npy; pass an `e4e-jax invert` output folder or a .npy")
-        files_txt = path / "files.txt"
-        sources = files_txt.read_text().splitlines() if files_txt.is_file() else []
+        files_txt = path / manifest.FILES
+        sources = manifest.read_lines(files_txt) if files_txt.is_file() else []
     return generate.check_latents(fileio.load_npy(lat_path), cfg, str(lat_path)), sources
 
 
