@@ -6,6 +6,9 @@
     OUTPUT/inversions/      the reconstructions (.jpg, .png or .webp)
     OUTPUT/faces.txt, skipped.txt, report.json   see docs/inversion_job.md
 
+`e4e-jax align` gives its output folder a skipped.txt and a report.json too, under these names and with
+skipped.txt in the same form (skipped_text).
+
 The writer of this layout is e4e_jax/batch_inversion/layout.py; the names are defined here, once.
 
 Readers take the reconstructions exactly as inversions.txt lists them, never by pattern, so a file left
@@ -16,6 +19,7 @@ inversions.txt; their reconstructions are found by the one name those versions g
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from e4e_jax.errors import UserError
@@ -29,6 +33,11 @@ SKIPPED = "skipped.txt"
 REPORT = "report.json"
 # The reconstruction name of versions before inversions.txt: inversions/{index:05d}_{input stem}.png.
 LEGACY_SUFFIX = ".png"
+
+
+def skipped_text(entries: Iterable[tuple[str, str]]) -> str:
+    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output."""
+    return "".join(f"{path}\t{reason}\n" for path, reason in entries)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -2,8 +2,40 @@
 E4E_TEST_PLATFORM names another platform."""
 
 import os
+import shutil
+
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", os.environ.get("E4E_TEST_PLATFORM", "cpu"))
 # TensorFlow (training input pipeline) must never grab an accelerator in tests.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Disk: the parity checkpoints are real-sized (the official IR-SE50 encoder alone is ~0.7 GB per file), and a
+# CI machine may have only a few GB free. pytest.ini removes a passing test's tmp_path at once
+# (tmp_path_retention_policy = failed); the fixture below does the same for what a module's fixtures made
+# with tmp_path_factory, when the module ends. A module with a failure keeps its files for a look.
+_MODULES_WITH_FAILURES: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        _MODULES_WITH_FAILURES.add(item.module.__name__)
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_scratch_removed(request, tmp_path_factory):
+    """Removes, when the module ends, every entry its tests and fixtures added under pytest's base temp."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.module.__name__ in _MODULES_WITH_FAILURES:
+        return
+    for entry in set(base.iterdir()) - before:
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)

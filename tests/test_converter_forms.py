@@ -43,12 +43,17 @@ def _dataparallel(module: nn.Module) -> dict:
 # ---------------------------------------------------------------------------------------------- ArcFace
 @pytest.fixture(scope="module")
 def arcface(tmp_path_factory):
-    """(random IR-SE50 Backbone, directory, converted canonical form: the plain state dict, as released)."""
+    """(random IR-SE50 Backbone, converted canonical form: the plain state dict, as released).
+
+    Each form is saved in its test's own tmp_path, removed when the test passes (pytest.ini): a form is
+    ~170 MB, and the CI machine may have little disk."""
     torch.manual_seed(SEED)
     net = ArcFaceBackbone(50, "ir_se").eval()
-    tmp = tmp_path_factory.mktemp("arcface_forms")
-    torch.save(net.state_dict(), tmp / "model_ir_se50.pth")
-    return net, tmp, arcface_conv.convert([tmp / "model_ir_se50.pth"])
+    path = tmp_path_factory.mktemp("arcface_forms") / "model_ir_se50.pth"
+    torch.save(net.state_dict(), path)
+    converted = arcface_conv.convert([path])
+    path.unlink()
+    return net, converted
 
 
 ARCFACE_FORMS = {
@@ -63,21 +68,21 @@ ARCFACE_FORMS = {
 
 
 @pytest.mark.parametrize("form", sorted(ARCFACE_FORMS))
-def test_arcface_forms(arcface, form):
-    net, tmp, (arch, ref, _) = arcface
-    torch.save(ARCFACE_FORMS[form](net), tmp / f"{form}.pth")
-    got_arch, got, extra = arcface_conv.convert([tmp / f"{form}.pth"])
+def test_arcface_forms(arcface, form, tmp_path):
+    net, (arch, ref, _) = arcface
+    torch.save(ARCFACE_FORMS[form](net), tmp_path / f"{form}.pth")
+    got_arch, got, extra = arcface_conv.convert([tmp_path / f"{form}.pth"])
     assert got_arch == arch == {"num_layers": 50, "mode": "ir_se", "input_size": 112}
     assert extra["bundle_kind"] == "arcface"
     _assert_same_variables(got, ref)
 
 
-def test_arcface_bn1d_without_affine(arcface):
+def test_arcface_bn1d_without_affine(arcface, tmp_path):
     """IR_SE_50()'s output BatchNorm1d(affine=False): running statistics only -> scale 1, bias 0."""
-    net, tmp, (_, ref, _) = arcface
+    net, (_, ref, _) = arcface
     sd = {k: v for k, v in net.state_dict().items() if k not in ("output_layer.4.weight", "output_layer.4.bias")}
-    torch.save(sd, tmp / "no_affine.pth")
-    _, got, _ = arcface_conv.convert([tmp / "no_affine.pth"])
+    torch.save(sd, tmp_path / "no_affine.pth")
+    _, got, _ = arcface_conv.convert([tmp_path / "no_affine.pth"])
     bn1d = got["params"].pop("output_bn1d")
     np.testing.assert_array_equal(bn1d["scale"], np.ones(512, np.float32))
     np.testing.assert_array_equal(bn1d["bias"], np.zeros(512, np.float32))
@@ -105,12 +110,14 @@ def test_arcface_form_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------- MoCo
 @pytest.fixture(scope="module")
 def moco(tmp_path_factory):
-    """(random MoCo-v2 model, directory, converted canonical form: main_moco.py's checkpoint)."""
+    """(random MoCo-v2 model, converted canonical form: main_moco.py's checkpoint). Forms: as arcface's."""
     torch.manual_seed(SEED)
     model = MoCo(dim=128, K=64).eval()
-    tmp = tmp_path_factory.mktemp("moco_forms")
-    torch.save({"arch": "resnet50", "state_dict": _dataparallel(model), **TRAINING_STATE}, tmp / "checkpoint.pth.tar")
-    return model, tmp, moco_conv.convert([tmp / "checkpoint.pth.tar"])
+    path = tmp_path_factory.mktemp("moco_forms") / "checkpoint.pth.tar"
+    torch.save({"arch": "resnet50", "state_dict": _dataparallel(model), **TRAINING_STATE}, path)
+    converted = moco_conv.convert([path])
+    path.unlink()
+    return model, converted
 
 
 MOCO_FORMS = {
@@ -122,23 +129,23 @@ MOCO_FORMS = {
 
 
 @pytest.mark.parametrize("form", sorted(MOCO_FORMS))
-def test_moco_forms(moco, form):
-    model, tmp, (arch, ref, _) = moco
-    torch.save(MOCO_FORMS[form](model), tmp / f"{form}.pth")
-    got_arch, got, extra = moco_conv.convert([tmp / f"{form}.pth"])
+def test_moco_forms(moco, form, tmp_path):
+    model, (arch, ref, _) = moco
+    torch.save(MOCO_FORMS[form](model), tmp_path / f"{form}.pth")
+    got_arch, got, extra = moco_conv.convert([tmp_path / f"{form}.pth"])
     assert got_arch == arch == {"stage_sizes": [3, 4, 6, 3], "head": "mlp", "head_dims": [2048, 128]}
     assert extra["bundle_kind"] == "moco"
     _assert_same_variables(got, ref)
 
 
-def test_moco_v1_linear_head(moco):
+def test_moco_v1_linear_head(moco, tmp_path):
     """MoCo-v1 checkpoints (moco_v1_200ep_pretrain.pth.tar): encoder fc is one Linear(2048, 128)."""
-    model, tmp, (_, ref, _) = moco
+    model, (_, ref, _) = moco
     v1 = copy.deepcopy(model)
     for enc in (v1.encoder_q, v1.encoder_k):
         enc.fc = enc.fc[2]
-    torch.save({"arch": "resnet50", "state_dict": _dataparallel(v1), **TRAINING_STATE}, tmp / "v1.pth.tar")
-    arch, got, _ = moco_conv.convert([tmp / "v1.pth.tar"])
+    torch.save({"arch": "resnet50", "state_dict": _dataparallel(v1), **TRAINING_STATE}, tmp_path / "v1.pth.tar")
+    arch, got, _ = moco_conv.convert([tmp_path / "v1.pth.tar"])
     assert arch == {"stage_sizes": [3, 4, 6, 3], "head": "linear", "head_dims": [128]}
     np.testing.assert_array_equal(got["params"].pop("head")["fc"]["kernel"], ref["params"]["head"]["fc_2"]["kernel"])
     _assert_same_variables(

@@ -7,6 +7,7 @@ has its own checkpoint (IR-SE50 body, pool, one EqualLinear) with the same decod
 """
 
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -49,9 +50,9 @@ def setup(tmp_path_factory):
     out = tmp / "bundle"
     assert convert_main(["e4e", str(ckpt), "--out", str(out)]) == 0
     config, variables = bundle.load(out, "e4e")
+    shutil.rmtree(tmp)  # 1.3 GB that no test reads again (the weights are in memory): CI's disk is small
     images = np.random.RandomState(0).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
     return dict(
-        tmp=tmp,
         **ref_models,
         config=config,
         variables=variables,
@@ -120,12 +121,12 @@ def test_fused_style_heads_match_torch(setup):
     assert err <= _tol(r), err
 
 
-def test_psp_mode(setup):
+def test_psp_mode(setup, tmp_path):
     psp = ref.GradualStyleEncoder(50, "ir_se", stylegan_size=SIZE).eval()
     psp.load_state_dict(setup["enc"].state_dict())
     with torch.no_grad():
         r = psp(torch.from_numpy(setup["images"])).numpy()
-    path = setup["tmp"] / "psp.pt"
+    path = tmp_path / "psp.pt"
     torch.save(
         {
             "state_dict": setup["state"],
@@ -197,15 +198,26 @@ def test_add_latent_avg_shapes():
 
 # ----------------------------------------------------------------------------------- converter errors
 def _save(path, **ckpt):
+    """Each checkpoint here holds the full official encoder (~0.7 GB): tests write them to their own tmp_path
+    (removed when the test passes, pytest.ini) and test_errors removes each once it has been checked."""
     torch.save(ckpt, path)
     return path
 
 
-def test_training_state_entries_are_ignored(setup):
+def _refused(path, error, match):
+    """converter(path) raises `error` matching `match`; the file is removed after the check."""
+    try:
+        with pytest.raises(error, match=match):
+            e4e_conv.convert([path])
+    finally:
+        path.unlink()
+
+
+def test_training_state_entries_are_ignored(setup, tmp_path):
     """e4e's coach with save_training_data also saves global_step, optimizer, best_val_loss and the latent
     discriminator's state next to the weights (docs/converters.md)."""
     path = _save(
-        setup["tmp"] / "training.pt",
+        tmp_path / "training.pt",
         state_dict=setup["state"],
         latent_avg=setup["latent_avg"],
         opts=OPTS,
@@ -220,8 +232,8 @@ def test_training_state_entries_are_ignored(setup):
     jax.tree.map(np.testing.assert_array_equal, variables, setup["variables"])
 
 
-def test_missing_latent_avg_is_computed_from_mapping(setup):
-    path = _save(setup["tmp"] / "no_avg.pt", state_dict=setup["state"], opts={"encoder_type": "Encoder4Editing"})
+def test_missing_latent_avg_is_computed_from_mapping(setup, tmp_path):
+    path = _save(tmp_path / "no_avg.pt", state_dict=setup["state"], opts={"encoder_type": "Encoder4Editing"})
     n = 20000
     arch, variables, extra = e4e_conv.convert([path], latent_avg_samples=str(n))
     assert extra["latent_avg_source"] == f"computed from {n} mapped z, seed 0"
@@ -236,23 +248,22 @@ def test_missing_latent_avg_is_computed_from_mapping(setup):
     assert np.all(np.abs(la[0] - w.mean(0).numpy()) <= 6 * math.sqrt(2) * se + 1e-6)
 
 
-def test_start_from_latent_avg_false_gives_zero_latent_avg(setup):
-    path = _save(setup["tmp"] / "no_start.pt", state_dict=setup["state"], opts={**OPTS, "start_from_latent_avg": False})
+def test_start_from_latent_avg_false_gives_zero_latent_avg(setup, tmp_path):
+    path = _save(tmp_path / "no_start.pt", state_dict=setup["state"], opts={**OPTS, "start_from_latent_avg": False})
     _, variables, extra = e4e_conv.convert([path], latent_avg_samples="100")
     assert "start_from_latent_avg is False" in extra["latent_avg_source"]
     assert not np.any(variables["latent_avg"])
 
 
-def test_errors(setup):
-    tmp, state = setup["tmp"], setup["state"]
+def test_errors(setup, tmp_path):
+    tmp, state = tmp_path, setup["state"]
     p = _save(
         tmp / "unknown_type.pt",
         state_dict=state,
         latent_avg=setup["latent_avg"],
         opts={**OPTS, "encoder_type": "BackboneEncoderUsingLastLayerIntoWPlus"},
     )
-    with pytest.raises(ValueError, match=r"unknown_type\.pt.*BackboneEncoderUsingLastLayerIntoWPlus.*not supported"):
-        e4e_conv.convert([p])
+    _refused(p, ValueError, r"unknown_type\.pt.*BackboneEncoderUsingLastLayerIntoWPlus.*not supported")
     # An Encoder4Editing state dict under the W encoder's type: the hint names the likely cause.
     p = _save(
         tmp / "e4e_as_w.pt",
@@ -260,13 +271,11 @@ def test_errors(setup):
         latent_avg=setup["latent_avg"],
         opts={**OPTS, "encoder_type": "SingleStyleCodeEncoder"},
     )
-    with pytest.raises(ValueError, match=r"e4e_as_w\.pt.*not a SingleStyleCodeEncoder.*styles"):
-        e4e_conv.convert([p])
+    _refused(p, ValueError, r"e4e_as_w\.pt.*not a SingleStyleCodeEncoder.*styles")
 
     dec_sd = {k: v for k, v in setup["dec"].state_dict().items()}
     p = _save(tmp / "g.pt", g_ema=dec_sd, latent_avg=torch.zeros(512))
-    with pytest.raises(ValueError, match="StyleGAN2 generator checkpoint.*stylegan2"):
-        e4e_conv.convert([p])
+    _refused(p, ValueError, "StyleGAN2 generator checkpoint.*stylegan2")
 
     p = _save(
         tmp / "extra_key.pt",
@@ -274,14 +283,12 @@ def test_errors(setup):
         latent_avg=setup["latent_avg"],
         opts=OPTS,
     )
-    with pytest.raises(KeyError, match="encoder.bogus.weight"):
-        e4e_conv.convert([p])
+    _refused(p, KeyError, "encoder.bogus.weight")
 
     missing = dict(state)
     del missing["encoder.styles.4.convs.2.bias"]
     p = _save(tmp / "missing_key.pt", state_dict=missing, latent_avg=setup["latent_avg"], opts=OPTS)
-    with pytest.raises(KeyError, match=r"encoder\.styles\.4\.convs\.2\.bias"):
-        e4e_conv.convert([p])
+    _refused(p, KeyError, r"encoder\.styles\.4\.convs\.2\.bias")
 
 
 # ------------------------------------------------------------------- W encoder (SingleStyleCodeEncoder)
@@ -295,7 +302,8 @@ def w_setup(tmp_path_factory):
     ref_models = save_random_e4e(ckpt, SIZE, W_OPTS)  # enc, dec, state, latent_avg
     assert convert_main(["e4e", str(ckpt), "--out", str(tmp / "bundle")]) == 0
     config, variables = bundle.load(tmp / "bundle", "e4e")
-    return dict(tmp=tmp, **ref_models, config=config, variables=variables)
+    shutil.rmtree(tmp)  # as setup's
+    return dict(**ref_models, config=config, variables=variables)
 
 
 def test_w_bundle_config(w_setup):
@@ -349,8 +357,8 @@ def test_w_encoder_latents_and_images(w_setup):
     assert err <= _tol(r) and img.shape == r_img.shape and err_img <= _tol(r_img)
 
 
-def test_w_encoder_type_from_option_when_opts_lack_it(w_setup):
-    tmp = w_setup["tmp"]
+def test_w_encoder_type_from_option_when_opts_lack_it(w_setup, tmp_path):
+    tmp = tmp_path
     opts = {k: v for k, v in W_OPTS.items() if k != "encoder_type"}
     path = _save(tmp / "w_no_type.pt", state_dict=w_setup["state"], latent_avg=w_setup["latent_avg"], opts=opts)
     # Official default Encoder4Editing does not fit; the error says what to pass.

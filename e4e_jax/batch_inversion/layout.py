@@ -243,7 +243,7 @@ class Layout:
             fileio.write_text(self.root / manifest.FACES, "".join(f"{int(face)}\n" for m in metas for face in m.faces))
         if with_images:
             fileio.write_text(self.root / manifest.INVERSIONS, "".join(f"{p}\n" for p in names))
-        fileio.write_text(self.root / manifest.SKIPPED, "".join(f"{f}\t{r}\n" for f, r in skipped))
+        fileio.write_text(self.root / manifest.SKIPPED, manifest.skipped_text(skipped))
         return n, skipped, per_process
 
     def finish(self, report: dict[str, Any]) -> None:

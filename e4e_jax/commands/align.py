@@ -22,8 +22,6 @@ from pathlib import Path
 from e4e_jax.cli_args import non_negative_int, positive_int
 
 LANDMARKS_DIR = "landmarks"
-SKIPPED_TXT = "skipped.txt"
-REPORT_JSON = "report.json"
 # zlib level of the PNGs: lossless at any level; 1 encodes a 1024² crop 5x faster than PIL's
 # default 6 (60 vs 300 ms) for files 20% larger (BUILD_NOTES.md, "Face alignment").
 PNG_COMPRESS_LEVEL = 1
@@ -242,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from e4e_jax import alignment, fileio, outdir
+    from e4e_jax import alignment, fileio, manifest, outdir
     from e4e_jax.data import folder
     from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
 
@@ -322,7 +320,9 @@ def run(args: argparse.Namespace) -> int:
         ordered = [results[p] for p in paths if p in results]
         skipped = [r for r in ordered if r["skipped"]]
         aligned = [r for r in ordered if r["outputs"]]
-        fileio.write_text(args.output / SKIPPED_TXT, "".join(f"{r['file']}\t{r['skipped']}\n" for r in skipped))
+        fileio.write_text(
+            args.output / manifest.SKIPPED, manifest.skipped_text((r["file"], r["skipped"]) for r in skipped)
+        )
         seconds = time.time() - t0
         report = {
             "images": str(args.images),
@@ -340,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
             "skipped": [{"file": r["file"], "reason": r["skipped"]} for r in skipped],
             "aligned": [{"file": r["file"], "outputs": r["outputs"]} for r in aligned],
         }
-        fileio.write_text(args.output / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+        fileio.write_text(args.output / manifest.REPORT, json.dumps(report, indent=2) + "\n")
     if interrupted:
         print(
             f"interrupted after {len(ordered)} of {len(paths)} photos; finish with the same command and --resume",
@@ -349,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(
         f"aligned {n_faces} face(s) from {len(aligned)} of {len(paths)} photos into {args.output}"
-        + (f"; skipped {len(skipped)} (see {args.output / SKIPPED_TXT})" if skipped else "")
+        + (f"; skipped {len(skipped)} (see {args.output / manifest.SKIPPED})" if skipped else "")
     )
     if not aligned:
         return EXIT_NOTHING
