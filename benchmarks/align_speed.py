@@ -146,6 +146,7 @@ def run_ours(images: Path, output: Path, size: int, workers: int, landmarks: str
 def eye_shift(paths: list[Path], landmarks: str | None) -> dict:
     """Eye centres from detection on the reduced copy vs on the full photo (px, % of eye distance)."""
     from e4e_jax import alignment as al
+    from e4e_jax import ffhq_crop
 
     ours = al.Aligner(landmarks=landmarks).load()
     full = al.Aligner(landmarks=landmarks, detect_size=None)
@@ -156,8 +157,8 @@ def eye_shift(paths: list[Path], landmarks: str | None) -> dict:
         a, b = ours.detect(rgb), full.detect(rgb)
         if not a or not b:
             continue
-        ea = np.stack(al.eye_and_mouth_points(ours.landmarks_in(rgb, a[0]))[:2])
-        eb = np.stack(al.eye_and_mouth_points(ours.landmarks_in(rgb, b[0]))[:2])
+        ea = np.stack(ffhq_crop.eye_and_mouth_points(ours.landmarks_in(rgb, a[0]))[:2])
+        eb = np.stack(ffhq_crop.eye_and_mouth_points(ours.landmarks_in(rgb, b[0]))[:2])
         s = float(np.linalg.norm(ea - eb, axis=1).max())
         shifts.append(s)
         rel.append(100 * s / float(np.linalg.norm(eb[1] - eb[0])))

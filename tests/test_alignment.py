@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from e4e_jax import alignment as al
+from e4e_jax import ffhq_crop as crop
 from tests import ffhq_reference as ref
 from tests.assets import require
 
@@ -63,7 +64,7 @@ def _eyes_on(aligner: al.Aligner, image: np.ndarray) -> np.ndarray:
     """Eye centres (2, 2) re-detected on an aligned image."""
     boxes = aligner.detect(image)
     assert boxes, "no face found again on the aligned output"
-    return np.stack(al.eye_and_mouth_points(aligner.landmarks_in(image, boxes[0]))[:2])
+    return np.stack(crop.eye_and_mouth_points(aligner.landmarks_in(image, boxes[0]))[:2])
 
 
 def _angle(eyes: np.ndarray) -> float:
@@ -104,9 +105,9 @@ def test_padding_blur_matches_recipe():
         yy, xx = np.mgrid[:h, :w]
         img = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx // 40 + yy // 40) % 2) * 200], -1)
         img = np.clip(img + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
-        p = int(np.rint(qsize * al.PAD_FRACTION))
+        p = int(np.rint(qsize * crop.PAD_FRACTION))
         pad = (p, p + 7, p + 3, max(p - 5, 1))
-        ours = al.blurred_reflect_pad(img, pad, qsize * al.BLUR_FRACTION).astype(int)
+        ours = crop.blurred_reflect_pad(img, pad, qsize * crop.BLUR_FRACTION).astype(int)
         want = ref.recipe_pad(img, pad, qsize).astype(int)
         assert ours.shape == want.shape
         diff = np.abs(ours - want)
@@ -118,15 +119,15 @@ def test_quad_geometry():
     lm[36:42] = (100, 200)
     lm[42:48] = (200, 200)
     lm[48], lm[54] = (110, 300), (190, 300)
-    quad, qsize = al.ffhq_quad(lm)
+    quad, qsize = crop.ffhq_quad(lm)
     q_ref, qsize_ref = ref.recipe_quad(lm)
     np.testing.assert_allclose(quad, q_ref)
     assert qsize == pytest.approx(qsize_ref) == pytest.approx(400.0)  # 2 x (2 x eye distance 100)
-    eyes = al.to_output_coords(np.array([[100, 200], [200, 200]]), quad, 1024)
+    eyes = crop.to_output_coords(np.array([[100, 200], [200, 200]]), quad, 1024)
     np.testing.assert_allclose(eyes[:, 1], eyes[0, 1])  # level
     np.testing.assert_allclose(eyes.mean(0)[0], 511.5)  # centred
-    assert al.transform_size(qsize, 1024) == 1024 and al.transform_size(3000, 1024) == 3000
-    assert al.transform_size(9000, 1024) == 4096
+    assert crop.transform_size(qsize, 1024) == 1024 and crop.transform_size(3000, 1024) == 3000
+    assert crop.transform_size(9000, 1024) == 4096
 
 
 # ----------------------------------------------------------------------------- real photos
@@ -149,9 +150,9 @@ def test_crop_matches_reference_pixels(aligner, dlib):
     path = _photo("input_img.jpg")
     lm = ref.official_landmarks(path, str(al.default_landmarks_file()))
     src = Image.open(path).convert("RGB")
-    quad, qsize = al.ffhq_quad(lm)
+    quad, qsize = crop.ffhq_quad(lm)
     for size, min_psnr in [(SIZE, 45.0), (128, 35.0)]:
-        ours = al.align_crop(src, quad, qsize, size)
+        ours = crop.align_crop(src, quad, qsize, size)
         want = np.asarray(ref.recipe_crop(src, lm, size))
         assert _psnr(ours, want) > min_psnr, size
 
