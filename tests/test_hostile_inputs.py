@@ -33,6 +33,7 @@ from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator  # noqa:
 from tests.refs.rosinality_stylegan2 import channel_table  # noqa: E402
 from tools.convert_weights.__main__ import build_parser as convert_parser  # noqa: E402
 from tools.convert_weights.__main__ import main as convert_main  # noqa: E402
+from tools.convert_weights.state_dicts import KeyTracker, conv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN_CFG = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)
@@ -169,6 +170,75 @@ def test_convert_checks_every_shape_against_the_architecture(rosinality_pt, tmp_
     msg = _error(capsys)
     assert "shape.pt" in msg and "has shape" in msg and "expected" in msg, msg
     assert not (tmp_path / "o").exists()
+
+
+def test_convert_never_replaces_its_source(rosinality_pt, tmp_path, capsys):
+    """A checkpoint kept inside the bundle folder it converts to: --overwrite would delete it."""
+    src, _ = rosinality_pt
+    out = tmp_path / "b"
+    assert convert_main(["stylegan2", str(src), "--out", str(out)]) == 0
+    inside = out / "my_generator.pt"
+    inside.write_bytes(src.read_bytes())
+    assert convert_main(["stylegan2", str(inside), "--out", str(out), "--overwrite"]) == 2
+    assert "overlaps the input" in _error(capsys)
+    assert inside.read_bytes() == src.read_bytes()
+
+
+def _with(sd: dict, key: str, value) -> dict:
+    return {**sd, key: value}
+
+
+# (checkpoint entries beside g_ema, or a changed g_ema entry) -> what the one-line error says
+MALFORMED_GENERATORS = {
+    "empty_latent_avg": (dict(latent_avg=torch.zeros(0)), None, "latent_avg has shape (0,)"),
+    "dict_latent_avg": (dict(latent_avg={"a": 1}), None, "latent_avg is a dict"),
+    "short_latent_avg": (dict(latent_avg=torch.zeros(15)), None, "latent_avg has shape (15,)"),
+    "rows_latent_avg": (dict(latent_avg=torch.randn(3, 16)), None, "rows that differ"),
+    "complex_latent_avg": (dict(latent_avg=torch.zeros(16, dtype=torch.complex64)), None, "not a real tensor"),
+    "input_rank": ({}, ("input.input", torch.zeros(1, 1, 8, 4, 4)), "expected 4 dimensions"),
+    "noise_weight": ({}, ("conv1.noise.weight", torch.zeros(2)), "has shape (2,), expected (1,)"),
+    "rgb_bias": ({}, ("to_rgb1.bias", torch.zeros(1, 3, 2, 1)), "has shape (1, 3, 2, 1), expected (1, 3, 1, 1)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_GENERATORS))
+def test_convert_malformed_generator_entries_are_messages(rosinality_pt, tmp_path, capsys, case):
+    _, sd = rosinality_pt
+    entries, change, expected = MALFORMED_GENERATORS[case]
+    g_ema = _with(sd, *change) if change else sd
+    src = tmp_path / f"{case}.pt"
+    torch.save({"g_ema": g_ema, "latent_avg": torch.zeros(16), **entries}, src)
+    assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "o")]) == 2
+    msg = _error(capsys)
+    assert expected in msg and src.name in msg, msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_convert_malformed_encoder_checkpoints_are_messages(tmp_path, capsys):
+    cases = {
+        "list_state.pt": ({"state_dict": [1, 2], "opts": {}}, [], "the state dict is a list"),
+        "str_opts.pt": ({"state_dict": {}, "opts": "Namespace(...)"}, [], "'opts' is a str"),
+        "typed.pt": (
+            {"state_dict": {}, "opts": {"encoder_type": "Encoder4Editing"}},
+            ["--option", "encoder_type=GradualStyleEncoder"],
+            "contradicts the checkpoint's opts",
+        ),
+    }
+    for name, (ckpt, extra, expected) in cases.items():
+        torch.save(ckpt, tmp_path / name)
+        assert convert_main(["e4e", str(tmp_path / name), "--out", str(tmp_path / "o"), *extra]) == 2, name
+        msg = _error(capsys)
+        assert expected in msg and name in msg, msg
+    torch.save({"state_dict": None}, tmp_path / "none_state.pt")  # under the generator converter
+    assert convert_main(["stylegan2", str(tmp_path / "none_state.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a StyleGAN2 generator checkpoint" in _error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_conv_layouts_check_the_rank():
+    keys = KeyTracker({"x.weight": np.zeros((2, 3, 3), np.float32)}, "", "f.pt")
+    with pytest.raises(ValueError, match=r"f\.pt: x\.weight has shape \(2, 3, 3\), expected 4 dimensions"):
+        conv(keys, "x", bias=False)
 
 
 # ----------------------------------------------------------------- converter tracebacks -> one-line messages

@@ -145,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax import bundle
+    from e4e_jax import bundle, outdir
 
     options = parse_options(args.kind, args.option)
     check_sources(args.sources)
-    bundle.check_replaceable(args.out.absolute(), args.overwrite)  # fail before the (long) conversion
+    # Fail before the (long) conversion: --out may not hold a source (--overwrite would delete it), must
+    # be writable, and replaces an old bundle only with --overwrite.
+    outdir.refuse_input_overlap(args.out, args.sources, "--out")
+    outdir.refuse_unwritable(args.out, "--out")
+    bundle.check_replaceable(args.out.absolute(), args.overwrite)
     module = importlib.import_module(f".{CONVERTERS[args.kind][0]}", __package__)
     names = ", ".join(map(str, args.sources))
     try:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from e4e_jax.models.stylegan2 import StyleGAN2Config
 from e4e_jax.torchfile import load_checkpoint
 
 from .irse import detect_backbone, irse_to_variables
-from .state_dicts import KeyTracker, conv, equal_linear
+from .state_dicts import KeyTracker, conv, equal_linear, mean_w_rows
 from .stylegan2 import rosinality_to_variables
 
 
@@ -137,10 +137,23 @@ def convert(
     ckpt = load_checkpoint(path)
     _check_not_generator_ckpt(ckpt, path)
     state = ckpt["state_dict"]
-    opts = dict(ckpt.get("opts") or {})
+    raw_opts = ckpt.get("opts") or {}
+    if not isinstance(raw_opts, Mapping):
+        raise ValueError(
+            f"{path}: 'opts' is a {type(raw_opts).__name__}, not the dict of training options the official "
+            "coach saves (vars(opts))"
+        )
+    opts = dict(raw_opts)
     extra: dict[str, Any] = {"bundle_kind": "e4e"}
 
-    # Encoder type: official default of e4e's TrainOptions is Encoder4Editing.
+    # Encoder type: official default of e4e's TrainOptions is Encoder4Editing. The option is for
+    # checkpoints whose opts do not name it; it may not contradict them (same keys: nothing else would).
+    if encoder_type is not None and opts.get("encoder_type") not in (None, encoder_type):
+        raise ValueError(
+            f"{path}: --option encoder_type={encoder_type} contradicts the checkpoint's opts "
+            f"(encoder_type={opts['encoder_type']!r}); drop the option, it is for checkpoints whose opts do not "
+            "name the encoder type"
+        )
     etype = encoder_type or opts.get("encoder_type")
     if etype is None:
         etype = "Encoder4Editing"
@@ -185,10 +198,8 @@ def convert(
         latent_avg = np.zeros((n_styles, dim), np.float32)
         extra["latent_avg_source"] = "zeros: opts.start_from_latent_avg is False (official forward adds nothing)"
     elif raw_avg is not None:
-        la = np.asarray(raw_avg, np.float32)
-        if la.ndim == 1:
-            la = la[None]
-        if la.ndim != 2 or la.shape[1] != dim or la.shape[0] not in (1, n_styles):
+        la = mean_w_rows(raw_avg, dim, str(path))
+        if la.shape[0] not in (1, n_styles):
             raise ValueError(
                 f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({dim},), (1, {dim}) or "
                 f"({n_styles}, {dim})"

@@ -5,6 +5,8 @@ leftovers reported), and the torch -> flax layouts of convolutions, dense layers
     torch Linear weight (out, in)           -> kernel / weight (in, out)                `dense`, `equal_linear`
     BatchNorm weight, bias                  -> params scale, bias                       `batch_norm`
     BatchNorm running_mean, running_var     -> batch_stats mean, var (num_batches_tracked dropped)
+
+and `mean_w_rows`, the one reading of a checkpoint's latent_avg (rosinality generators, e4e/pSp).
 """
 
 from __future__ import annotations
@@ -21,21 +23,30 @@ class KeyTracker:
     """Hands out state-dict entries by name and reports what was never taken (or is missing)."""
 
     def __init__(self, state: Mapping[str, Any], prefix: str, source: str):
-        self.state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not isinstance(state, Mapping):
+            raise ValueError(
+                f"{source}: the state dict is a {type(state).__name__}, not a mapping of parameter names to "
+                "tensors; the file is not an official checkpoint of this kind"
+            )
+        self.state = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
         self.prefix, self.source, self.used = prefix, source, set()
 
     def __contains__(self, key: str) -> bool:
         return key in self.state
 
-    def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    def take(self, key: str, shape: tuple[int, ...] | None = None, ndim: int | None = None) -> np.ndarray:
+        """The entry `key` as float32, its `shape` (or only its number of dimensions, `ndim`) checked."""
         if key not in self.state:
             raise KeyError(f"{self.source}: missing key {self.prefix + key!r}")
         value = self.state[key]
-        if not isinstance(value, (np.ndarray, np.generic, int, float)):
-            raise ValueError(f"{self.source}: {self.prefix + key} is a {type(value).__name__}, not a tensor")
+        if not isinstance(value, (np.ndarray, np.generic, int, float)) or np.iscomplexobj(value):
+            kind = f"{np.asarray(value).dtype} tensor" if np.iscomplexobj(value) else type(value).__name__
+            raise ValueError(f"{self.source}: {self.prefix + key} is a {kind}, not a real tensor")
         arr = np.asarray(value, dtype=np.float32)
         if shape is not None and arr.shape != tuple(shape):
             raise ValueError(f"{self.source}: {self.prefix + key} has shape {arr.shape}, expected {tuple(shape)}")
+        if ndim is not None and arr.ndim != ndim:
+            raise ValueError(f"{self.source}: {self.prefix + key} has shape {arr.shape}, expected {ndim} dimensions")
         self.used.add(key)
         return arr
 
@@ -60,7 +71,7 @@ def conv_kernel(w: np.ndarray) -> np.ndarray:
 
 def conv(keys: KeyTracker, name: str, bias: bool, shape: tuple[int, int, int, int] | None = None) -> dict:
     """{'kernel' (kh, kw, I, O)[, 'bias' (O,)]} of torch conv `name`; `shape` (O, I, kh, kw) is checked."""
-    out = {"kernel": conv_kernel(keys.take(f"{name}.weight", shape))}
+    out = {"kernel": conv_kernel(keys.take(f"{name}.weight", shape, ndim=4))}
     if bias:
         out["bias"] = keys.take(f"{name}.bias", None if shape is None else shape[:1])
     return out
@@ -92,6 +103,23 @@ def batch_norm(keys: KeyTracker, name: str, channels: int | None = None) -> tupl
         {"scale": keys.take(f"{name}.weight", c), "bias": keys.take(f"{name}.bias", c)},
         {"mean": keys.take(f"{name}.running_mean", c), "var": keys.take(f"{name}.running_var", c)},
     )
+
+
+def mean_w_rows(latent_avg: Any, dim: int, source: str) -> np.ndarray:
+    """A checkpoint's latent_avg as float32 rows (n, dim): (dim,), (1, dim) or (n, dim) as saved.
+
+    Raises ValueError naming `source` for anything else (a wrong shape, an empty or non-real tensor)."""
+    if not isinstance(latent_avg, (np.ndarray, np.generic)) or np.asarray(latent_avg).dtype.kind not in "fiu":
+        what = f"{latent_avg.dtype} tensor" if isinstance(latent_avg, np.ndarray) else type(latent_avg).__name__
+        raise ValueError(f"{source}: latent_avg is a {what}, not a real tensor of mean w")
+    la = np.asarray(latent_avg, np.float32)
+    la = la[None] if la.ndim == 1 else la
+    if la.ndim != 2 or la.shape[0] == 0 or la.shape[1] != dim:
+        raise ValueError(
+            f"{source}: latent_avg has shape {np.shape(latent_avg)}; expected ({dim},), (1, {dim}) or (n, {dim}) "
+            f"for this generator's style_dim {dim}"
+        )
+    return la
 
 
 # ----------------------------------------------------------------------------------- sources

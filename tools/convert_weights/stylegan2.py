@@ -18,7 +18,7 @@ from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w
 from e4e_jax.models.stylegan2 import BLUR_KERNEL, StyleGAN2Config, noise_resolution
 from e4e_jax.torchfile import load_checkpoint
 
-from .state_dicts import KeyTracker
+from .state_dicts import KeyTracker, mean_w_rows
 from .stylegan2_nvlabs import convert_nvlabs
 
 
@@ -45,13 +45,13 @@ def _styled(keys: KeyTracker, name: str, rgb: bool = False) -> dict[str, np.ndar
         )
     out = {
         "weight": np.ascontiguousarray(np.transpose(w[0], (2, 3, 1, 0))),
-        "mod_weight": np.ascontiguousarray(keys.take(f"{name}.conv.modulation.weight").T),
-        "mod_bias": keys.take(f"{name}.conv.modulation.bias"),
+        "mod_weight": np.ascontiguousarray(keys.take(f"{name}.conv.modulation.weight", ndim=2).T),
+        "mod_bias": keys.take(f"{name}.conv.modulation.bias", ndim=1),
     }
     if rgb:
-        out["bias"] = keys.take(f"{name}.bias").reshape(-1)
+        out["bias"] = keys.take(f"{name}.bias", (1, w.shape[1], 1, 1)).reshape(-1)
     else:
-        out["noise_strength"] = keys.take(f"{name}.noise.weight").reshape(())
+        out["noise_strength"] = keys.take(f"{name}.noise.weight", (1,)).reshape(())
         out["bias"] = keys.take(f"{name}.activate.bias")
     return out
 
@@ -61,9 +61,9 @@ def rosinality_to_variables(
 ) -> tuple[dict, dict]:
     """Map a rosinality Generator state dict (keys under `prefix`) onto our variables.
 
-    Returns (architecture: StyleGAN2Config.to_dict(), variables). `buffers/w_avg` is `latent_avg`
-    when given (any shape whose rows are all the same mean w: (D,), (1, D) or (n, D)), else zeros
-    (the caller fills it: `e4e_jax.latent_avg.mean_w`).
+    Returns (architecture: StyleGAN2Config.to_dict(), variables). `buffers/w_avg` is the first row of
+    `latent_avg` when given ((D,), (1, D) or (n, D): `mean_w_rows`), else zeros (the caller fills it:
+    `e4e_jax.latent_avg.mean_w`).
     """
     keys = KeyTracker(state, prefix, source)
     if not keys.state:
@@ -74,12 +74,12 @@ def rosinality_to_variables(
     params: dict[str, Any] = {"mapping": {}, "synthesis": {}}
     for i in range(n_mlp):
         params["mapping"][f"dense_{i}"] = {
-            "weight": np.ascontiguousarray(keys.take(f"style.{i + 1}.weight").T),
+            "weight": np.ascontiguousarray(keys.take(f"style.{i + 1}.weight", ndim=2).T),
             "bias": keys.take(f"style.{i + 1}.bias"),
         }
     lr_mlp = 0.01  # Not stored in the file; rosinality/e4e always use 0.01.
     syn = params["synthesis"]
-    syn["input"] = _nchw_to_nhwc(keys.take("input.input"))
+    syn["input"] = _nchw_to_nhwc(keys.take("input.input", ndim=4))
     syn["conv1"] = _styled(keys, "conv1")
     syn["to_rgb1"] = _styled(keys, "to_rgb1", rgb=True)
     for k in range(2 * (n_rgbs)):
@@ -107,10 +107,7 @@ def rosinality_to_variables(
         r = noise_resolution(i)
         noises[f"noise_{i}"] = _nchw_to_nhwc(keys.take(f"noises.noise_{i}", (1, 1, r, r)))
     keys.check_all_used()
-    w_avg = np.zeros((style_dim,), np.float32)
-    if latent_avg is not None:
-        la = np.asarray(latent_avg, np.float32).reshape(-1, style_dim)
-        w_avg = la[0]
+    w_avg = np.zeros((style_dim,), np.float32) if latent_avg is None else mean_w_rows(latent_avg, style_dim, source)[0]
     return config.to_dict(), {"params": params, "buffers": {"w_avg": w_avg, "synthesis": noises}}
 
 
@@ -136,6 +133,11 @@ def convert(sources: list[Path], w_avg_samples: str | int = W_AVG_SAMPLES, **opt
             )
         latent_avg = ckpt.get("latent_avg")
         architecture, variables = rosinality_to_variables(ckpt["g_ema"], source=str(path), latent_avg=latent_avg)
+        if latent_avg is not None and np.ptp(mean_w_rows(latent_avg, architecture["style_dim"], str(path)), 0).any():
+            raise ValueError(
+                f"{path}: latent_avg has {np.shape(latent_avg)[0]} rows that differ; a generator checkpoint's "
+                "latent_avg is one mean w ((D,), or rows all the same), so this file is not one this converter reads"
+            )
         extra["source_format"] = "rosinality-stylegan2-pytorch"
         if latent_avg is None:
             n = int(w_avg_samples)
@@ -146,7 +148,7 @@ def convert(sources: list[Path], w_avg_samples: str | int = W_AVG_SAMPLES, **opt
         return architecture, variables, extra
     if (
         isinstance(ckpt, dict)
-        and "state_dict" in ckpt
+        and isinstance(ckpt.get("state_dict"), Mapping)
         and any(str(k).startswith("encoder.") for k in ckpt["state_dict"])
     ):
         raise ValueError(
