@@ -47,6 +47,25 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# Files of params/ up to this size are hashed whole by `weights_id` (orbax's manifests and metadata: KBs).
+SMALL_FILE_BYTES = 1 << 20
+
+
+def weights_id(path: str | os.PathLike) -> str:
+    """A cheap identity of a bundle's weights (hex sha256), without reading GBs: the names and sizes of
+    the files in params/ and the bytes of its small ones (orbax's manifests and metadata). A bundle
+    saved again differs (orbax names its data files at random on every write, and the manifests list
+    them); a copy of the same bundle does not."""
+    params = Path(path) / "params"
+    h = hashlib.sha256()
+    for f in sorted(p for p in params.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(params).as_posix()}\0{size}\0".encode())
+        if size <= SMALL_FILE_BYTES:
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def source_info(*paths: str | os.PathLike) -> list[dict[str, str]]:
     """Provenance records for the files a bundle was converted from."""
     return [{"path": str(Path(p).resolve()), "sha256": sha256_of(p)} for p in paths]
@@ -225,7 +244,9 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
         raise BundleError(f"{path}: params/ is empty; the bundle is incomplete, re-create it")
     try:
         # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
-        variables = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()).restore(params_dir)
+        # Closed on the way out, an error included (an open one's event loop printed tracebacks at exit).
+        with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
+            variables = checkpointer.restore(params_dir)
     except (OSError, ValueError) as e:
         raise BundleError(
             f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, re-create it"

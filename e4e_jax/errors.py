@@ -13,6 +13,7 @@ EXIT_NOTHING = 1  # the command ran but produced nothing (e.g. no image could be
 EXIT_USAGE = 2  # bad arguments, bad input file or model, output folder in use; nothing written
 EXIT_PARTIAL = 3  # partial success: some inputs skipped, each with its reason in the report; train:
 # stopped by a non-finite loss, the checkpoints before it kept
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT, the shell's 128 + 2); what was committed is kept
 
 
 class UserError(Exception):

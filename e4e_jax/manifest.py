@@ -36,8 +36,9 @@ LEGACY_SUFFIX = ".png"
 
 
 def skipped_text(entries: Iterable[tuple[str, str]]) -> str:
-    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output."""
-    return "".join(f"{path}\t{reason}\n" for path, reason in entries)
+    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output. A path
+    that is not valid UTF-8 (skipped for that) is written with its odd bytes as `\\xNN` escapes."""
+    return "".join(f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}\t{reason}\n" for path, reason in entries)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

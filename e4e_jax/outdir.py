@@ -105,9 +105,12 @@ def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:
-        raise UserError(f"{folder} exists and is not a folder; choose another output folder") from e
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise UserError(f"{blocker} exists and is not a folder; choose another output folder than {folder}") from e
     except PermissionError as e:
         raise UserError(f"cannot create {folder}: permission denied; choose a writable output folder") from e
+    except OSError as e:  # a read-only file system, a full disk, ...
+        raise UserError(f"cannot create {folder} ({e.strerror or e}); choose another output folder") from e
 
 
 @contextlib.contextmanager

@@ -39,3 +39,14 @@ def _module_scratch_removed(request, tmp_path_factory):
             entry.unlink(missing_ok=True)
         else:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache_dir(tmp_path_factory):
+    """One JAX compilation cache for the commands the tests run in this process (JAX keeps the first
+    directory it is given for the whole process), under pytest's base temp rather than ~/.cache; made
+    before the first module starts, so no module's clean-up removes it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("E4E_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+    yield
+    mp.undo()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,7 +111,10 @@ def test_reference_run_outputs(reference):
     assert report["n_inverted"] == N_GOOD and report["n_skipped"] == 1 and report["timing"]["compile_s"] > 0
 
 
-def test_kill9_then_resume_is_byte_identical(small_bundle, photos, reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill9", "ctrl_c"])
+def test_stopped_then_resume_is_byte_identical(small_bundle, photos, reference, tmp_path, sig):
+    """kill -9, or Ctrl-C (SIGINT to the whole process group, as a terminal sends it: one line and exit
+    130, no traceback from the process or its workers), then --resume: the outputs of an uninterrupted run."""
     out = tmp_path / "out"
     env = _env(tmp_path)
     p = subprocess.Popen(
@@ -127,9 +131,17 @@ def test_kill9_then_resume_is_byte_identical(small_bundle, photos, reference, tm
             assert time.monotonic() < deadline, "no chunk committed in time"
             time.sleep(0.01)
     finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        os.killpg(p.pid, sig)
+        try:
+            p.wait(timeout=TIMEOUT_S)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
     assert not (out / "report.json").exists(), "the run finished before the kill: the test proves nothing"
+    if sig == signal.SIGINT:
+        err = p.stderr.read().decode()
+        assert p.returncode == 130 and "interrupted; the committed chunks are kept" in err, err
+        assert "Traceback" not in err, err
     committed = sorted((out / ".e4e-invert").glob("chunk-*.npz"))
     assert 2 <= len(committed) < -(-(N_GOOD + 1) // CHUNK)
     again = _run(_cmd(small_bundle, photos, out), env)
@@ -205,12 +217,7 @@ def _invert(bundle, photos, out, *extra) -> int:
     )
 
 
-@pytest.fixture()
-def cache_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("E4E_JAX_CACHE_DIR", str(tmp_path / "xla-cache"))
-
-
-def test_overwrite_removes_only_what_invert_wrote(small_bundle, photos, tmp_path, cache_env):
+def test_overwrite_removes_only_what_invert_wrote(small_bundle, photos, tmp_path):
     out = tmp_path / "out"
     (out / "inversions").mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
@@ -225,7 +232,7 @@ def test_overwrite_removes_only_what_invert_wrote(small_bundle, photos, tmp_path
     assert np.load(out / "latents.npy").shape == (N_GOOD, 6, 512)
 
 
-def test_latents_only_equals_latents_with_images(small_bundle, photos, reference, tmp_path, cache_env):
+def test_latents_only_equals_latents_with_images(small_bundle, photos, reference, tmp_path):
     assert _invert(small_bundle, photos, tmp_path / "out", "--no-images") == 3
     np.testing.assert_allclose(
         np.load(tmp_path / "out" / "latents.npy"), np.load(reference / "latents.npy"), rtol=1e-5, atol=1e-5
@@ -233,7 +240,7 @@ def test_latents_only_equals_latents_with_images(small_bundle, photos, reference
     assert not (tmp_path / "out" / "inversions").exists()
 
 
-def test_image_size_and_format(small_bundle, photos, tmp_path, cache_env):
+def test_image_size_and_format(small_bundle, photos, tmp_path):
     out = tmp_path / "out"
     assert _invert(small_bundle, photos, out, "--image-size", "8", "--image-format", "png") == 3
     names = (out / "inversions.txt").read_text().splitlines()
@@ -242,7 +249,7 @@ def test_image_size_and_format(small_bundle, photos, tmp_path, cache_env):
     assert _invert(small_bundle, photos, tmp_path / "o2", "--image-size", "32") == 2  # larger than the generator
 
 
-def test_second_writer_is_refused(small_bundle, photos, tmp_path, cache_env, capsys):
+def test_second_writer_is_refused(small_bundle, photos, tmp_path, capsys):
     out = tmp_path / "out"
     with outdir.lock(out, "another invert"):
         assert _invert(small_bundle, photos, out) == 2
@@ -250,21 +257,22 @@ def test_second_writer_is_refused(small_bundle, photos, tmp_path, cache_env, cap
     assert not (out / "latents.npy").exists()
 
 
-def test_resume_refuses_a_different_run(small_bundle, photos, tmp_path, cache_env, capsys):
+def test_resume_refuses_a_different_run(small_bundle, photos, tmp_path, capsys):
     from e4e_jax.batch_inversion import job, layout
     from e4e_jax.data import folder
 
     out = tmp_path / "out"
     opts = job.InvertOptions(model=str(small_bundle), images=photos, output=out, dtype="bfloat16")
     files = [str(p) for p in folder.list_images(photos)]
-    layout.Layout(out).write_plan(job._plan(opts, files))
+    layout.Layout(out).write_plan(job._plan(opts, files, 2 * BATCH, 1))
     assert _invert(small_bundle, photos, out, "--resume") == 2
     err = capsys.readouterr().err
     assert "dtype: 'bfloat16' -> 'float32'" in err and "--overwrite" in err
+    assert f"batch_size: {2 * BATCH} -> {BATCH}" in err  # the batch shape changes the last bits of the latents
     assert _invert(small_bundle, photos, out, "--resume", "--overwrite") == 2  # contradictory flags
 
 
-def test_unusable_folder_entries_are_skipped_with_reasons(small_bundle, photos, tmp_path, cache_env, capsys):
+def test_unusable_folder_entries_are_skipped_with_reasons(small_bundle, photos, tmp_path, capsys):
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     for name in ("im00.jpg", "im01.jpg"):
@@ -285,3 +293,61 @@ def test_unusable_folder_entries_are_skipped_with_reasons(small_bundle, photos, 
     (only_bad / "broken.jpg").symlink_to("nowhere.jpg")
     assert _invert(small_bundle, only_bad, tmp_path / "out2") == 2
     assert "no usable images" in capsys.readouterr().err
+
+
+def test_resume_refuses_weights_saved_again(small_bundle, photos, tmp_path, capsys):
+    """Same config.json, other weights (the bundle saved again): not the run that was started."""
+    from e4e_jax import bundle
+    from e4e_jax.batch_inversion import job, layout
+    from e4e_jax.data import folder
+
+    model = tmp_path / "model"
+    shutil.copytree(small_bundle, model)
+    assert bundle.weights_id(model) == bundle.weights_id(small_bundle)  # a copy is the same model
+    out = tmp_path / "out"
+    opts = job.InvertOptions(model=str(model), images=photos, output=out)
+    layout.Layout(out).write_plan(job._plan(opts, [str(p) for p in folder.list_images(photos)], BATCH, 1))
+    config, variables = bundle.load(model)
+    variables["latent_avg"] = variables["latent_avg"] + 0.5
+    bundle.save(model, config["kind"], config["architecture"], variables, overwrite=True)
+    assert _invert(model, photos, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "model_weights_id" in err and "model_config_sha256" not in err, err
+
+
+def test_awkward_file_names(small_bundle, photos, tmp_path):
+    """A name that is not UTF-8 is skipped with its reason (files.txt is UTF-8); a stem too long for the
+    reconstruction's name (with the row prefix and a temporary suffix) is cut in that name only."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    data = (photos / "im00.jpg").read_bytes()
+    long_stem = "L" * 240
+    (imgs / f"{long_stem}.jpg").write_bytes(data)
+    (imgs / "plain.jpg").write_bytes(data)
+    with open(os.path.join(os.fsencode(imgs), b"caf\xe9.jpg"), "wb") as f:
+        f.write(data)
+    out = tmp_path / "out"
+    assert _invert(small_bundle, imgs, out) == 3
+    assert [Path(f).name for f in (out / "files.txt").read_text().splitlines()] == [f"{long_stem}.jpg", "plain.jpg"]
+    (skipped,) = (out / "skipped.txt").read_text().splitlines()
+    assert skipped.startswith(f"{imgs}/caf\\xe9.jpg\t") and "not valid UTF-8" in skipped
+    first, _ = (out / "inversions.txt").read_text().splitlines()
+    assert first == f"inversions/00000_{long_stem[:120]}.jpg" and (out / first).is_file()
+
+
+def test_a_refused_start_leaves_the_output_as_it_was(small_bundle, photos, tmp_path, capsys):
+    """Refused before any commit (a flag the model cannot take, damaged weights): nothing blocks the
+    corrected rerun, which needs neither --resume nor --overwrite."""
+    out = tmp_path / "out"
+    assert _invert(small_bundle, photos, out, "--image-size", "32") == 2  # the generator is 16 px
+    assert "larger than the generator" in capsys.readouterr().err
+    assert not out.exists()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_bundle, damaged)
+    for f in (damaged / "params").rglob("*"):
+        if f.is_file() and f.stat().st_size > 4096:
+            f.write_bytes(f.read_bytes()[:100])
+    assert _invert(damaged, photos, out) == 2
+    assert "params/" in capsys.readouterr().err
+    assert outdir.is_empty_dir(out)  # the plan and the folders this run made are gone
+    assert _invert(small_bundle, photos, out, "--image-size", "8", "--no-images") == 3  # size unused: no refusal

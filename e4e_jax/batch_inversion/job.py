@@ -32,11 +32,14 @@ DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the 
 PLAN_KEYS = (
     "model",
     "model_config_sha256",
+    "model_weights_id",
     "images",
     "recursive",
     "n_files",
     "listing_sha256",
     "chunk_size",
+    "batch_size",
+    "local_devices",
     "dtype",
     "modulation",
     "image_format",
@@ -80,21 +83,22 @@ def _say(opts: InvertOptions, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _model_sha(model: str) -> str:
+def _plan(opts: InvertOptions, files: list[str], batch_size: int, local_devices: int) -> dict[str, Any]:
+    """What the run is. batch_size (rounded to the devices) and local_devices are in it because they
+    change the last bits of the latents (other batch shapes, other kernels)."""
     from e4e_jax import bundle
 
-    return bundle.sha256_of(Path(model) / "config.json")
-
-
-def _plan(opts: InvertOptions, files: list[str]) -> dict[str, Any]:
     return {
         "model": str(Path(opts.model).resolve()),
-        "model_config_sha256": _model_sha(opts.model),
+        "model_config_sha256": bundle.sha256_of(Path(opts.model) / "config.json"),
+        "model_weights_id": bundle.weights_id(opts.model),
         "images": str(opts.images.resolve()),
         "recursive": opts.recursive,
         "n_files": len(files),
         "listing_sha256": layout_lib.listing_digest(files),
         "chunk_size": opts.chunk_size,
+        "batch_size": batch_size,
+        "local_devices": local_devices,
         "dtype": opts.dtype,
         "modulation": opts.modulation,
         "image_format": opts.image_format,
@@ -142,7 +146,9 @@ def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str,
     lay.write_plan(plan)
 
 
-def _check_args(opts: InvertOptions) -> None:
+def _check_args(opts: InvertOptions) -> Optional[tuple[int, int]]:
+    """Every check that needs no listing and no weights, before anything is written; returns the saved
+    reconstructions' (height, width) for --image-size (None: full size)."""
     if not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
     if not os.access(opts.images, os.R_OK | os.X_OK):
@@ -150,15 +156,19 @@ def _check_args(opts: InvertOptions) -> None:
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; choose a folder")
     outdir.refuse_input_overlap(opts.output, [opts.images, opts.model])
-    from e4e_jax import bundle
+    from e4e_jax import bundle, e4e_bundle
 
     bundle.read_config(opts.model, "e4e")  # A wrong --model fails here, before any file is made.
+    arch = e4e_bundle.read_architecture(opts.model)
     if opts.align:
         from e4e_jax import alignment
 
         alignment.Aligner(opts.align_size, opts.landmarks).check(load_landmarks=False)  # dlib + model present
     if opts.image_format is not None and opts.image_format not in workers_lib.IMAGE_FORMATS:
         raise UserError(f"--image-format {opts.image_format!r}: choose one of {sorted(workers_lib.IMAGE_FORMATS)}")
+    if opts.image_format is None:
+        return None  # --image-size has no images to size
+    return _out_hw(arch.generator.size, arch.domain == "cars", opts.image_size)
 
 
 def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
@@ -184,13 +194,13 @@ def _prepare_plain(path: str, input_hw, fast_decode: bool):
     return out if isinstance(out, folder.Skipped) else [(layout_lib.NO_FACE, out)]
 
 
-def _out_hw(model, image_size: Optional[int]) -> Optional[tuple[int, int]]:
-    """Saved reconstruction (height, width) for `--image-size W` (aspect kept; cars are 4:3)."""
+def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tuple[int, int]]:
+    """Saved reconstruction (height, width) for `--image-size W` of a generator of `size` (aspect kept;
+    cars are 4:3)."""
     if image_size is None:
         return None
-    size = model.gen_config.size
     h = size
-    if model.is_cars:
+    if is_cars:
         from e4e_jax.domains import cars_rows
 
         top, bottom = cars_rows(size)
@@ -208,13 +218,15 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     multi = dist.initialize(**(distributed or {}))
     import jax
 
-    from e4e_jax import compile_cache, inversion
+    from e4e_jax import compile_cache, inversion, sharding
     from e4e_jax.data import folder
 
-    if opts.compile_cache != "":
-        compile_cache.enable(opts.compile_cache)
+    cache_dir = compile_cache.enable(opts.compile_cache) if opts.compile_cache != "" else None
+    if opts.compile_cache != "" and cache_dir is None:
+        _say(opts, f"note: cannot use {opts.compile_cache or compile_cache.default_dir()} as the compilation cache")
     pid, nproc = jax.process_index(), jax.process_count()
-    _check_args(opts)
+    out_hw = _check_args(opts)
+    bs = sharding.round_up(opts.batch_size, len(jax.local_devices()))
     try:
         paths, unusable = folder.scan_images(opts.images, recursive=opts.recursive)
     except OSError as e:
@@ -236,7 +248,7 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     model_future = loader.submit(inversion.load_e4e, opts.model, modulation=opts.modulation, dtype=opts.dtype)
     loader.shutdown(wait=False)
     lay = layout_lib.Layout(opts.output)
-    plan = _plan(opts, files)
+    plan = _plan(opts, files, bs, len(jax.local_devices()))
     with outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext():
         status = 0
         message = ""
@@ -250,51 +262,73 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         if status:
             raise UserError(message or "process 0 refused the output folder (see its message)")
         all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
-        mine = [c for c in all_chunks if c.index % nproc == pid]
-        done = {c.index for c in mine if lay.is_committed(c.index)}
-        todo = [c for c in mine if c.index not in done]
-        n_done_files = sum(c.stop - c.start for c in mine if c.index in done)
-        if done:
-            _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
-        n_todo = sum(c.stop - c.start for c in todo)
-        workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
-        # Decoder processes start now, while the model loads and compiles.
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=workers_lib.context()) as decode_pool:
-            for _ in range(workers if n_todo else 0):
-                decode_pool.submit(int)
-            model = model_future.result()
-            load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
-            out_hw = _out_hw(model, opts.image_size)
-            stats = _invert_chunks(
-                opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool, workers
-            )
-        stats["timing"]["load_s"] = round(load_s, 3)
-        if multi:
-            from jax.experimental import multihost_utils
+        # A fresh run that fails before its first commit leaves the folder as it found it: its plan would
+        # otherwise turn a corrected rerun into a refused "--resume of a different run".
+        fresh = pid == 0 and not multi and not opts.resume
+        try:
+            mine = [c for c in all_chunks if c.index % nproc == pid]
+            done = {c.index for c in mine if lay.is_committed(c.index)}
+            todo = [c for c in mine if c.index not in done]
+            n_done_files = sum(c.stop - c.start for c in mine if c.index in done)
+            if done:
+                _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
+            n_todo = sum(c.stop - c.start for c in todo)
+            workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
+            # Decoder processes start now, while the model loads and compiles.
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=workers_lib.context(), initializer=workers_lib.ignore_sigint
+            ) as decode_pool:
+                for _ in range(workers if n_todo else 0):
+                    decode_pool.submit(int)
+                model = model_future.result()
+                load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
+                stats = _invert_chunks(
+                    opts,
+                    model,
+                    lay,
+                    files,
+                    todo,
+                    all_chunks,
+                    out_hw,
+                    bs,
+                    n_done_files,
+                    multi,
+                    t_start,
+                    decode_pool,
+                    workers,
+                    cache_dir,
+                )
+            stats["timing"]["load_s"] = round(load_s, 3)
+            if multi:
+                from jax.experimental import multihost_utils
 
-            multihost_utils.sync_global_devices("e4e-invert-chunks-done")
-        if pid != 0:
-            return errors.EXIT_OK
-        missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
-        if missing:
-            raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
-        n, skipped, per_process = lay.merge(
-            len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None, unlisted
-        )
-        report = {
-            "model": str(opts.model),
-            "images": str(opts.images),
-            "n_files": len(files) + len(unlisted),
-            "n_inverted": n,
-            "n_skipped": len(skipped),
-            "skipped": [{"file": f, "reason": r} for f, r in skipped],
-            "latents_shape": [n, *pipeline.latent_shape(model)],
-            "processes": nproc,
-            "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
-            "seconds": round(time.perf_counter() - t_start, 2),
-            **stats,
-        }
-        lay.finish(report)
+                multihost_utils.sync_global_devices("e4e-invert-chunks-done")
+            if pid != 0:
+                return errors.EXIT_OK
+            missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
+            if missing:
+                raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
+            n, skipped, per_process = lay.merge(
+                len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None, unlisted
+            )
+            report = {
+                "model": str(opts.model),
+                "images": str(opts.images),
+                "n_files": len(files) + len(unlisted),
+                "n_inverted": n,
+                "n_skipped": len(skipped),
+                "skipped": [{"file": f, "reason": r} for f, r in skipped],
+                "latents_shape": [n, *pipeline.latent_shape(model)],
+                "processes": nproc,
+                "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
+                "seconds": round(time.perf_counter() - t_start, 2),
+                **stats,
+            }
+            lay.finish(report)
+        except BaseException:
+            if fresh and not any(lay.chunk_path(c.index).is_file() for c in all_chunks):
+                lay.clear_owned()
+            raise
     _say(
         opts,
         f"inverted {n} of {len(files) + len(unlisted)} images into {opts.output}"
@@ -306,16 +340,16 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
 
 
 def _invert_chunks(
-    opts, model, lay, files, todo, all_chunks, out_hw, n_done_files, multi, t_start, decode_pool, workers
+    opts, model, lay, files, todo, all_chunks, out_hw, bs, n_done_files, multi, t_start, decode_pool, workers, cache_dir
 ) -> dict:
-    """Invert the files of `todo` (this process's uncommitted chunks); returns the stage timings."""
+    """Invert the files of `todo` (this process's uncommitted chunks) in batches of `bs` (a multiple of
+    the local devices); returns the stage timings."""
     import jax
     from tqdm import tqdm
 
     from e4e_jax import inversion, sharding
 
     mesh = sharding.data_mesh(jax.local_devices())
-    bs = sharding.round_up(opts.batch_size, mesh.size)
     images_mode = "uint8" if opts.image_format is not None else "none"
     invert_fn, compile_s = inversion.compile_invert(
         model, mesh, bs, input_dtype=np.uint8, images=images_mode, out_hw=out_hw
@@ -323,7 +357,7 @@ def _invert_chunks(
     _say(
         opts,
         f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
-        f"{'' if opts.compile_cache == '' else ' (persistent cache on)'}",
+        + (f" (persistent cache {cache_dir})" if cache_dir else " (no persistent cache)"),
     )
     variables = sharding.replicate(model.variables, mesh)
     clock = pipeline.StageClock()

@@ -24,6 +24,7 @@ image is only known at the merge: reconstructions are then written under a stage
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -51,15 +52,28 @@ def chunk_name(j: int) -> str:
     return f"chunk-{j:06d}.npz"
 
 
+# Characters of the input's stem kept in a reconstruction's name: with the row, the face tag, the staged
+# prefix and a temporary file's suffix the name stays under the 255 bytes file systems allow (the row
+# keeps names unique; inversions.txt says which input each is).
+MAX_STEM_CHARS = 120
+
+
+def _short(stem: str) -> str:
+    while len(stem.encode("utf-8", "surrogateescape")) > MAX_STEM_CHARS:
+        stem = stem[:-1]
+    return stem
+
+
 def image_name(row: int, stem: str, ext: str, face: int = NO_FACE) -> str:
-    """Final reconstruction name, relative to OUTPUT: `inversions/{row:05d}_{stem}[_face{K}].{ext}`."""
+    """Final reconstruction name, relative to OUTPUT: `inversions/{row:05d}_{stem}[_face{K}].{ext}`
+    (the stem cut to MAX_STEM_CHARS bytes)."""
     tag = f"_face{face}" if face != NO_FACE else ""
-    return f"{IMAGES_DIR}/{row:05d}_{stem}{tag}.{ext}"
+    return f"{IMAGES_DIR}/{row:05d}_{_short(stem)}{tag}.{ext}"
 
 
 def staged_name(chunk: int, k: int, stem: str, ext: str, face: int = NO_FACE) -> str:
     tag = f"_face{face}" if face != NO_FACE else ""
-    return f"{IMAGES_DIR}/.staged-{chunk:06d}-{k:05d}_{stem}{tag}.{ext}"
+    return f"{IMAGES_DIR}/.staged-{chunk:06d}-{k:05d}_{_short(stem)}{tag}.{ext}"
 
 
 def listing_digest(files: Sequence[str]) -> str:
@@ -211,6 +225,7 @@ class Layout:
         n = sum(len(m.files) for m in metas)
         with fileio.replacing(self.root / manifest.LATENTS) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *latent_shape))
+            _allocate(tmp)  # a sparse memmap on a full disk fails with SIGBUS, not an OSError
             row = 0
             for j, m in enumerate(metas):
                 lat = self.read_chunk(j).latents
@@ -252,6 +267,22 @@ class Layout:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
+def _allocate(path: Path) -> None:
+    """Reserve the blocks of the file at `path` (its current size) now; UserError if the disk is full."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise UserError(
+                    f"not enough disk space for {path.parent / manifest.LATENTS} "
+                    f"({os.fstat(f.fileno()).st_size} bytes); free space, then finish with --resume"
+                ) from e
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate: write as before
+                raise
+
+
 def describe_mismatch(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:
-    """The plan fields that differ between a recorded run and this one, as 'key: old -> new'."""
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    """The plan fields that differ between a recorded run and this one, as 'key: old -> new'. A field
+    the recorded plan lacks (written by a version before the field existed) is not compared."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if k in old and old[k] != new.get(k)]

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from e4e_jax.batch_inversion.layout import ChunkResult, Layout, image_name, staged_name
-from e4e_jax.batch_inversion.workers import WriterPool, context, decode_group
+from e4e_jax.batch_inversion.workers import WriterPool, context, decode_group, ignore_sigint
 from e4e_jax.data import folder
 
 # Files per decode task: amortises the pool's per-task cost (pickling, queue hops) at ~1,000 img/s.
@@ -74,7 +74,7 @@ def iter_items(
     `pool`: an executor already started (so its start overlaps the model load); else one is made."""
     own = pool is None
     if own:
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context())
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context(), initializer=ignore_sigint)
     groups = [jobs[i : i + DECODE_GROUP] for i in range(0, len(jobs), DECODE_GROUP)]
     window = max(2, -(-2 * batch_size // DECODE_GROUP), 2 * workers)
     images: list[np.ndarray] = []

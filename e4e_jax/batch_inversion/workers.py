@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import signal
 import threading
 import time
 from multiprocessing import shared_memory
@@ -41,6 +42,12 @@ def context() -> multiprocessing.context.BaseContext:
     return _CTX
 
 
+def ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C reaches the whole foreground process group; the parent alone handles it
+    (and stops the pools), so workers do not each print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def decode_group(prepare: Callable, paths: Sequence[str]) -> list[tuple[object, float]]:
     """Run `prepare` on each path (in a worker); returns [(result, seconds)] in order."""
     out = []
@@ -58,6 +65,7 @@ _SHM: Optional[shared_memory.SharedMemory] = None
 
 def _writer_init(shm_name: str, shape: tuple, n_slots: int) -> None:
     global _SLOTS, _SHM
+    ignore_sigint()
     _SHM = shared_memory.SharedMemory(name=shm_name)
     _SLOTS = np.ndarray((n_slots, *shape), np.uint8, buffer=_SHM.buf)
 

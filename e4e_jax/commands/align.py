@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
     from e4e_jax import alignment, fileio, manifest, outdir
     from e4e_jax.data import folder
-    from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
+    from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
 
     if not args.images.is_dir():
         raise UserError(f"--images {args.images} is not a folder")
@@ -346,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
             f"interrupted after {len(ordered)} of {len(paths)} photos; finish with the same command and --resume",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     print(
         f"aligned {n_faces} face(s) from {len(aligned)} of {len(paths)} photos into {args.output}"
         + (f"; skipped {len(skipped)} (see {args.output / manifest.SKIPPED})" if skipped else "")

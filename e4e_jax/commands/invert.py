@@ -9,6 +9,8 @@ inverted; 3 partial success (some files skipped, see skipped.txt); 1 nothing cou
 from __future__ import annotations
 
 import argparse
+import errno
+import sys
 from pathlib import Path
 
 from e4e_jax import choices, cli_args
@@ -143,6 +145,11 @@ def add_parser(sub, help_text: str) -> None:
     p.set_defaults(run=run)
 
 
+# Write failures caused by the machine, not by a bug (the disk full, read-only, failing): one line and
+# the way to finish the run, not a traceback.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
+
+
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.batch_inversion import job
 
@@ -174,12 +181,30 @@ def run(args: argparse.Namespace) -> int:
         compile_cache="" if args.no_compile_cache else args.compile_cache,
         quiet=args.quiet,
     )
-    return job.invert_folder(
-        opts,
-        distributed={
-            "coordinator_address": args.coordinator_address,
-            "num_processes": args.num_processes,
-            "process_id": args.process_id,
-            "auto": args.auto_distributed,
-        },
-    )
+    import concurrent.futures.process
+
+    from e4e_jax.errors import EXIT_INTERRUPTED, UserError
+
+    resume = "the committed chunks are kept: finish with the same command and --resume"
+    try:
+        return job.invert_folder(
+            opts,
+            distributed={
+                "coordinator_address": args.coordinator_address,
+                "num_processes": args.num_processes,
+                "process_id": args.process_id,
+                "auto": args.auto_distributed,
+            },
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"{e.filename or args.output}: {e.strerror or e}; {resume} once that is fixed") from e
+    except concurrent.futures.process.BrokenProcessPool as e:
+        raise UserError(
+            f"a decoder or writer process died ({e}; killed, or out of memory?); {resume} "
+            "(with fewer --workers / --writers if memory is short)"
+        ) from e

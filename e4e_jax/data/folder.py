@@ -130,6 +130,10 @@ def _unusable(p: Path, recursive: bool) -> str | None:
     """Why the listed entry `p` cannot be read as an image file; None if it can."""
     if any(c in str(p) for c in _LINE_BREAKS):
         return "the path contains a line break, which files.txt (one path per line) cannot hold; rename the file"
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system's encoding could not decode (surrogate escapes)
+        return "the path is not valid UTF-8, which files.txt (UTF-8 text) cannot hold; rename the file"
     if p.is_symlink() and not p.exists():
         try:
             os.stat(p)
