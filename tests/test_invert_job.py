@@ -151,6 +151,32 @@ def test_stopped_then_resume_is_byte_identical(small_bundle, photos, reference, 
     assert _outputs(out) == _outputs(reference)
 
 
+def _with_file_size_limit(cmd: list[str], max_bytes: int) -> list[str]:
+    """`cmd` (a python command) run with no file beyond `max_bytes`: writes past it fail with EFBIG, as on
+    a full disk (SIGXFSZ ignored, so the write fails instead of the signal killing the process)."""
+    setup = (
+        "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({max_bytes}, {max_bytes})); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
+    return [cmd[0], "-c", setup, *cmd[1:]]
+
+
+def test_no_room_for_latents_is_a_message_then_resume_finishes(small_bundle, photos, reference, tmp_path):
+    """The chunks fit, the final latents.npy (N x 6 x 512 float32) does not: one error line with the way
+    on, not a SIGBUS from the memmap; --resume with room finishes with the uninterrupted run's outputs."""
+    out, env = tmp_path / "out", _env(tmp_path)
+    limit = N_GOOD * 6 * 512 * 4 // 2
+    r = _run(_with_file_size_limit(_cmd(small_bundle, photos, out), limit), env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "latents.npy" in line and "--resume" in line, line
+    assert not (out / "latents.npy").exists() and not list(out.glob(".latents.npy.tmp-*"))
+    again = _run(_cmd(small_bundle, photos, out, "--resume"), env)
+    assert again.returncode == 3, again.stderr
+    assert _outputs(out) == _outputs(reference)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

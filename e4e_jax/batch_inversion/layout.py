@@ -224,8 +224,7 @@ class Layout:
         metas = [self.read_chunk(j, with_latents=False) for j in range(n_chunks)]
         n = sum(len(m.files) for m in metas)
         with fileio.replacing(self.root / manifest.LATENTS) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *latent_shape))
-            _allocate(tmp)  # a sparse memmap on a full disk fails with SIGBUS, not an OSError
+            out = _allocated_memmap(tmp, (n, *latent_shape), self.root / manifest.LATENTS)
             row = 0
             for j, m in enumerate(metas):
                 lat = self.read_chunk(j).latents
@@ -267,19 +266,26 @@ class Layout:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
-def _allocate(path: Path) -> None:
-    """Reserve the blocks of the file at `path` (its current size) now; UserError if the disk is full."""
-    with open(path, "r+b") as f:
-        try:
-            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise UserError(
-                    f"not enough disk space for {path.parent / manifest.LATENTS} "
-                    f"({os.fstat(f.fileno()).st_size} bytes); free space, then finish with --resume"
-                ) from e
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate: write as before
-                raise
+def _allocated_memmap(tmp: Path, shape: tuple[int, ...], final: Path) -> np.memmap:
+    """A float32 .npy memmap of `shape` at `tmp` with its blocks reserved: a sparse memmap on a full
+    disk fails later with SIGBUS, not an OSError. UserError naming `final` when there is no room (a full
+    disk or quota, or a file larger than the process may write)."""
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        with open(tmp, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate here: go on
+                    raise
+        return out
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            nbytes = int(np.prod(shape)) * 4
+            raise UserError(
+                f"no room to write {final} ({nbytes} bytes: {e.strerror}); free space, then finish with --resume"
+            ) from e
+        raise
 
 
 def describe_mismatch(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:

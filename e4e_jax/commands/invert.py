@@ -147,7 +147,7 @@ def add_parser(sub, help_text: str) -> None:
 
 # Write failures caused by the machine, not by a bug (the disk full, read-only, failing): one line and
 # the way to finish the run, not a traceback.
-_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
 
 
 def run(args: argparse.Namespace) -> int:
