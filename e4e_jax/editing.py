@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -355,7 +356,13 @@ def sefa_sweep(
 
 
 def _load(path: str | os.PathLike) -> Any:
-    return torchfile.load_checkpoint(path)
+    """The torch file at `path`; ValueError naming it for a missing file, a folder or a read error."""
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder; pass the direction / PCA file itself")
+    try:
+        return torchfile.load_checkpoint(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
 
 
 def load_interfacegan_direction(path: str | os.PathLike) -> np.ndarray:

@@ -53,12 +53,19 @@ LatentFn = Callable[[jax.Array], jax.Array]
 def to_encoder_frame(images: jax.Array, input_hw: tuple[int, int]) -> jax.Array:
     """Generator output (B, S, S, 3) -> what the encoder and the distortion metrics see (B, h, w, 3):
     AdaptiveAvgPool to 256x256 (pSp face_pool), then, for a shorter input (cars: 192x256), the centred
-    rows (32:224, as the official coach and LEC.py)."""
+    rows (32:224, as the official coach and LEC.py). An encoder of another square input (the small
+    configs, e.g. configs/tiny.py's 32x32) sees the output pooled to its size, the frame its training
+    used (config.output_size)."""
     h, w = input_hw
     if (h, w) == FACE_POOL_SIZE:
         return pool_and_crop(images, FACE_POOL_SIZE)
+    if h == w:
+        return pool_and_crop(images, (h, w))
     if w != FACE_POOL_SIZE[1] or h > FACE_POOL_SIZE[0]:
-        raise ValueError(f"encoder input {h}x{w} is neither 256x256 nor a centred 256-wide crop (cars: 192x256)")
+        raise ValueError(
+            f"encoder input {h}x{w} is neither square nor a centred 256-wide crop (cars: 192x256); "
+            "its frame for the metrics is unknown"
+        )
     top, bottom = domains.centred_rows(FACE_POOL_SIZE[0], h)
     return pool_and_crop(images, FACE_POOL_SIZE, (top, bottom))
 

@@ -117,9 +117,13 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes); re-create it")
     try:
-        return np.load(path, allow_pickle=False)
+        out = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
         raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}: {e}); re-create it") from e
+    if not isinstance(out, np.ndarray):  # np.load opens any zip (.npz, a torch .pt) as an archive
+        out.close()
+        raise UserError(f"{path} is a zip archive (.npz or a torch file), not a .npy array; pass a .npy file")
+    return out
 
 
 def is_temp_name(name: str) -> bool:

@@ -120,7 +120,14 @@ def test_encoder_frame_is_face_pool_and_cars_crop(size, hw):
     ours = ev.to_encoder_frame(jnp.asarray(x.transpose(0, 2, 3, 1)), hw)
     assert ours.shape == (1, *hw, 3) and _err(ours, ref.transpose(0, 2, 3, 1)) <= 1e-5
     with pytest.raises(ValueError, match="cars"):
-        ev.to_encoder_frame(jnp.zeros((1, 16, 16, 3)), (128, 128))
+        ev.to_encoder_frame(jnp.zeros((1, 16, 16, 3)), (128, 96))
+
+
+def test_encoder_frame_of_a_small_square_input_is_the_pool_to_it():
+    """configs/tiny.py's 32x32 encoder: the frame its training used (output_size = the input)."""
+    x = np.random.default_rng(1).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    ref = torch.nn.AdaptiveAvgPool2d((32, 32))(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    assert _err(ev.to_encoder_frame(jnp.asarray(x.transpose(0, 2, 3, 1)), (32, 32)), ref) <= 1e-5
 
 
 def test_lpips_per_image_matches_reference(tmp_path):

@@ -787,3 +787,29 @@ def test_help_texts(name):
     text = parser.format_help()
     absent = [ref for ref in FILE_REFERENCE.findall(text) if not (ROOT / ref).exists()]
     assert not absent, f"{name} --help names files that are not in the repository: {absent}"
+
+
+def test_edit_and_synthesize_name_bad_side_files(models, tmp_path, capsys):
+    """A direction file that is missing or a folder, latents in a zip (.npz / torch file), strengths that
+    would write one image name twice: one line each, exit 2, nothing written."""
+    g, w = str(models["g"]), str(models["w"])
+    np.savez(tmp_path / "w.npz", w=models["latents"])
+    (tmp_path / "adir").mkdir()
+    edit = ["edit", "--model", g, "--output", str(tmp_path / "o")]
+    cases = [
+        (
+            [*edit, "--latents", w, "--interfacegan", str(tmp_path / "nope.pt"), "--strengths", "1"],
+            "nope.pt: cannot read",
+        ),
+        ([*edit, "--latents", w, "--interfacegan", str(tmp_path / "adir"), "--strengths", "1"], "is a folder"),
+        ([*edit, "--latents", w, "--sefa", "0", "--strengths", "1", "1.0000001"], "the same image name"),
+        ([*edit, "--latents", str(tmp_path / "w.npz"), "--sefa", "0", "--strengths", "1"], "zip archive"),
+        (
+            ["synthesize", "--model", g, "--latents", str(tmp_path / "w.npz"), "--output", str(tmp_path / "s.npy")],
+            "w.npz is a zip archive",
+        ),
+    ]
+    for argv, expected in cases:
+        assert cli_main(argv) == 2, argv
+        assert expected in _error(capsys), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "w.npz"]

@@ -88,6 +88,31 @@ def test_bad_config_values_are_refused_before_any_work(tmp_path, capsys, overrid
     assert not work.exists()
 
 
+def test_config_paths_and_generator_choice_are_checked_before_any_work(tmp_path, capsys):
+    work = tmp_path / "w"
+    missing = tmp_path / "no_such_images"
+    code, err = _train(
+        capsys,
+        *("--config", "configs/tiny.py", "--workdir", str(work)),
+        *("--config.data.source=folder", f"--config.data.train_dir={missing}"),
+    )
+    assert code == errors.EXIT_USAGE and err == [
+        f"error: config.data.train_dir='{missing}': no such folder; pass the folder of training images"
+    ], err
+    code, err = _train(
+        capsys, "--config", "configs/tiny.py", "--workdir", str(work), f"--config.generator.bundle={missing}"
+    )
+    assert code == errors.EXIT_USAGE and "both set" in err[0] and "random_init='{}'" in err[0], err
+    assert not work.exists()
+    # The way out the message names: random_init emptied, the bundle is used (and, missing here, named).
+    code, err = _train(
+        capsys,
+        *("--config", "configs/tiny.py", "--workdir", str(work)),
+        *(f"--config.generator.bundle={missing}", "--config.generator.random_init={}"),
+    )
+    assert code == errors.EXIT_USAGE and str(missing) in err[-1] and "both set" not in err[-1], err
+
+
 def test_every_bad_value_gets_its_own_line_and_bad_flags_fail_at_parse_time(tmp_path, capsys):
     work = tmp_path / "w"
     code, err = _train(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from e4e_jax import cli_args
-from e4e_jax.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
+from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
 
 FLAG = "config"
 PREFIXES = (f"--{FLAG}.", f"--no{FLAG}.")  # an override, and absl's `--noconfig.flag` for a False boolean
@@ -206,8 +206,14 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_PARTIAL
-    except (ValueError, FileNotFoundError) as e:  # e.g. a bundle or data folder named in the config
+    except (ValueError, OSError) as e:  # e.g. a bundle or data folder named in the config
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; the checkpoints written so far are kept: continue with the same command and --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return EXIT_OK

@@ -117,7 +117,7 @@ def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:
     images.mkdir(exist_ok=True)
     for f, s in enumerate(opts.strengths):
         for i in range(n):
-            save_png(images / f"{i:05d}_s{s:+g}.png", edited[f, i])
+            save_png(images / f"{i:05d}_s{strength_tag(s)}.png", edited[f, i])
     rows = []
     for i in range(min(n, opts.max_grid_rows)):
         row = []
@@ -132,10 +132,21 @@ def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:
     save_png(opts.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom)))
 
 
+def strength_tag(strength: float) -> str:
+    """How a strength appears in image names: images/NNNNN_s{tag}.png (e.g. +1, -0.5)."""
+    return f"{strength:+g}"
+
+
 def edit_folder(opts: EditOptions) -> int:
     """Edit, render, write (module docstring); returns EXIT_OK."""
     if sum(x is not None for x in (opts.interfacegan, opts.ganspace, opts.sefa)) != 1:
         raise UserError("pass exactly one of --interfacegan, --ganspace, --sefa")
+    names = [strength_tag(s) for s in opts.strengths]
+    if len(set(names)) != len(names):  # two strengths, one file name: the second would replace the first
+        raise UserError(
+            f"--strengths {' '.join(map(str, opts.strengths))}: some give the same image name "
+            f"({', '.join(names)}); pass strengths that differ in their shortest form"
+        )
     check_output(opts)
     with outdir.claim(opts.output, "e4e-jax edit"):  # one writer per folder; removed again if we fail first
         check_output_free(opts)

@@ -11,6 +11,7 @@ which two configs (e.g. a checkpoint's and the current one) differ.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping
 
 import ml_collections
@@ -161,6 +162,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 f"config.crop_rows={rows!r}: must be (top, bottom) with 0 ≤ top < bottom ≤ output height "
                 f"{height}, or None"
             )
+    if c.generator.get("bundle") and c.generator.get("random_init"):
+        bad.append(
+            "config.generator.bundle and config.generator.random_init are both set, and a run has one "
+            "generator: to train on the bundle, also pass --config.generator.random_init='{}'"
+        )
+    if c.data.source == "folder":
+        for key in ("data.train_dir", "data.test_dir"):
+            folder = _get(c, key)
+            if folder and not os.path.isdir(folder):
+                bad.append(f"config.{key}={folder!r}: no such folder; pass the folder of training images")
     if bad:
         raise UserError("\n".join(bad))
 
