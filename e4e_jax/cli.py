@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run the command; the project's own errors (`errors.UserError`) become one line and their
-    exit code, any other exception is a bug and keeps its traceback."""
-    from e4e_jax.errors import EXIT_OK, UserError
+    exit code, Ctrl-C one line and exit 130, any other exception is a bug and keeps its traceback."""
+    from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_OK, UserError
 
     args = build_parser().parse_args(argv)
     try:
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C: one line, with what a command keeps (its `on_interrupt` default)
+        hint = getattr(args, "on_interrupt", None)
+        print(f"\ninterrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

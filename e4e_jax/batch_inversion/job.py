@@ -156,10 +156,9 @@ def _check_args(opts: InvertOptions) -> Optional[tuple[int, int]]:
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; choose a folder")
     outdir.refuse_input_overlap(opts.output, [opts.images, opts.model])
-    from e4e_jax import bundle, e4e_bundle
+    from e4e_jax import e4e_bundle
 
-    bundle.read_config(opts.model, "e4e")  # A wrong --model fails here, before any file is made.
-    arch = e4e_bundle.read_architecture(opts.model)
+    arch = e4e_bundle.read_architecture(opts.model)  # A wrong --model fails here, before any file is made.
     if opts.align:
         from e4e_jax import alignment
 

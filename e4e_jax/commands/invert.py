@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import sys
 from pathlib import Path
 
 from e4e_jax import choices, cli_args
@@ -142,9 +141,11 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument("--auto-distributed", action="store_true", help="let JAX detect the cluster (TPU pod, SLURM)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, on_interrupt=RESUME_HINT)
 
 
+# What an interrupted or failed run keeps, and how to finish it (Ctrl-C: e4e_jax/cli.py).
+RESUME_HINT = "the committed chunks are kept: finish with the same command and --resume"
 # Write failures caused by the machine, not by a bug (the disk full, read-only, failing): one line and
 # the way to finish the run, not a traceback.
 _ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
@@ -183,9 +184,8 @@ def run(args: argparse.Namespace) -> int:
     )
     import concurrent.futures.process
 
-    from e4e_jax.errors import EXIT_INTERRUPTED, UserError
+    from e4e_jax.errors import UserError
 
-    resume = "the committed chunks are kept: finish with the same command and --resume"
     try:
         return job.invert_folder(
             opts,
@@ -196,15 +196,12 @@ def run(args: argparse.Namespace) -> int:
                 "auto": args.auto_distributed,
             },
         )
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; {resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except OSError as e:
         if e.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        raise UserError(f"{e.filename or args.output}: {e.strerror or e}; {resume} once that is fixed") from e
+        raise UserError(f"{e.filename or args.output}: {e.strerror or e}; {RESUME_HINT} once that is fixed") from e
     except concurrent.futures.process.BrokenProcessPool as e:
         raise UserError(
-            f"a decoder or writer process died ({e}; killed, or out of memory?); {resume} "
+            f"a decoder or writer process died ({e}; killed, or out of memory?); {RESUME_HINT} "
             "(with fewer --workers / --writers if memory is short)"
         ) from e

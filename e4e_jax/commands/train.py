@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from e4e_jax import cli_args
-from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
+from e4e_jax.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
 
 FLAG = "config"
 PREFIXES = (f"--{FLAG}.", f"--no{FLAG}.")  # an override, and absl's `--noconfig.flag` for a False boolean
@@ -91,7 +91,9 @@ def add_parser(sub, help_text: str) -> None:
         help="e4e-jax's own log messages; 'debug' adds, per process, the rows and files of every batch "
         "it reads (default: info)",
     )
-    p.set_defaults(run=run)
+    p.set_defaults(
+        run=run, on_interrupt="the checkpoints written so far are kept: continue with the same command and --resume"
+    )
 
 
 def _register_dict_parser() -> None:
@@ -209,11 +211,5 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:  # e.g. a bundle or data folder named in the config
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted; the checkpoints written so far are kept: continue with the same command and --resume",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return EXIT_OK
