@@ -35,8 +35,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "e4e-jax=e4e_jax.cli:main",
-            "e4e-convert=e4e_jax_tools.convert_weights.__main__:main",
+            "e4e-jax=e4e_jax.cli:entry",
+            "e4e-convert=e4e_jax_tools.convert_weights:entry",
         ]
     },
 )

@@ -14,21 +14,26 @@ replaces a bundle, never another folder. `save` and `load` check every array aga
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from e4e_jax import fileio, outdir, variable_checks
+from e4e_jax import fileio, interrupts, outdir, variable_checks
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
 KINDS = ("stylegan2", "e4e", "lpips", "arcface", "moco", "inception")
+# What a bundle folder holds (e4e_jax/outdir.py): --overwrite replaces nothing else.
+OUTPUTS = outdir.Outputs("bundle", ("config.json", "params"))
 
 
 class BundleError(UserError, ValueError):
@@ -75,6 +80,66 @@ def _to_numpy_tree(tree: Any) -> Any:
     if isinstance(tree, Mapping):
         return {str(k): _to_numpy_tree(v) for k, v in tree.items()}
     return np.asarray(tree)
+
+
+class _BackgroundErrorFilter(logging.Filter):
+    """Drops orbax's logs of an exception in its background save threads (each a full traceback): orbax
+    raises the same error in the calling thread, where it is reported as one line (`fileio.naming_no_room`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or record.levelno < logging.ERROR:
+            return True
+        # Where absl's logger is a plain Logger (made before absl was imported), the record names absl's own
+        # file as its origin: look at the traceback too.
+        tb, files = record.exc_info[2], [record.pathname]
+        while tb is not None:
+            files.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+        return not any(f"{os.sep}orbax{os.sep}" in f for f in files)
+
+
+class _NoRoomTaskFilter(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for a write that found no room: the other
+    writes of a failed orbax save, logged when their tasks are collected (often after the command has
+    reported the error as its one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or fileio.no_room_errno(error) is None
+
+
+_NO_ROOM_TASKS = _NoRoomTaskFilter()
+
+
+def _closed_loops_dropped(previous):
+    """An unraisable hook that drops tensorstore's "Event loop is closed": after a failed orbax save (or
+    load) the writes still in flight complete into the event loop orbax has already closed, one
+    traceback each (dozens), from its C++ threads; the failure itself is raised and reported once."""
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if unraisable.object is None and isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.drops_closed_loops = True
+    return hook
+
+
+@contextlib.contextmanager
+def orbax_errors_raised_once() -> Iterator[None]:
+    """For the block: an orbax save's error is raised in this thread only, not also logged (absl logger).
+    From here on, the late echoes of a failed save are dropped too (asyncio's logs of a full disk,
+    tensorstore's closed event loops)."""
+    logging.getLogger("asyncio").addFilter(_NO_ROOM_TASKS)  # once: adding a filter again is a no-op
+    if not getattr(sys.unraisablehook, "drops_closed_loops", False):
+        sys.unraisablehook = _closed_loops_dropped(sys.unraisablehook)
+    log, quiet = logging.getLogger("absl"), _BackgroundErrorFilter()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
 
 
 def _this_process_only():
@@ -139,10 +204,13 @@ def save(
             }
             if extra:
                 config.update(dict(extra))
-            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-            ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
-            ckptr.save(tmp / "params", variables)
-            ckptr.wait_until_finished()
+            # A full disk: one line naming the bundle, its temporary folder removed.
+            with fileio.naming_no_room(path), orbax_errors_raised_once():
+                (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+                ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
+                ckptr.save(tmp / "params", variables)
+                ckptr.wait_until_finished()
+            interrupts.pause_at("writing")
             if path.exists():
                 # Move the old bundle aside (a temporary name the next save removes) so that the new one
                 # takes its place in one rename.
@@ -174,6 +242,12 @@ def check_replaceable(path: Path, overwrite: bool) -> None:
         raise BundleError(
             f"{path} is not an e4e-jax bundle (no config.json of a known kind), so --overwrite "
             "will not replace it: its files are kept. Choose another --out"
+        )
+    foreign = OUTPUTS.foreign(path)
+    if foreign:  # --overwrite replaces the bundle whole: these would go with it
+        raise BundleError(
+            f"{path} holds files that are not part of a bundle: {outdir.named(foreign)}; "
+            "--overwrite replaces a bundle whole, so it will not: move them out or choose another --out"
         )
 
 

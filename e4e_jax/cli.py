@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 # Sub-commands in help order. Every command module is imported to build the parser; they import JAX and
 # the models only inside `run`, so `e4e-jax --help` and argument errors answer without JAX's start-up.
@@ -35,21 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run the command; the project's own errors (`errors.UserError`) become one line and their
-    exit code, Ctrl-C one line and exit 130, any other exception is a bug and keeps its traceback."""
-    from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_OK, UserError
+    """Parse, run the command; returns the exit code. The project's own errors (`errors.UserError`)
+    become one line and their exit code, Ctrl-C (at any moment) one line and exit 130, any other
+    exception is a bug and keeps its traceback (e4e_jax/interrupts.py, `run_command`)."""
+    from e4e_jax import interrupts
 
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args) or EXIT_OK)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:  # Ctrl-C: one line, with what a command keeps (its `on_interrupt` default)
-        hint = getattr(args, "on_interrupt", None)
-        print(f"\ninterrupted{'; ' + hint if hint else ''}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return interrupts.run_command(lambda: build_parser().parse_args(argv), lambda args: args.run(args))
+
+
+def entry() -> None:
+    """The process's entry point (the `e4e-jax` console script, `python -m e4e_jax.cli`): `main`, then
+    exit with its status, after a Ctrl-C without the interpreter's shutdown."""
+    from e4e_jax import interrupts
+
+    interrupts.entry(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,4 +1,5 @@
-"""argparse value types that reject bad numbers at parse time, before any model loads or file is made.
+"""argparse value types that reject bad numbers and unusable paths at parse time, before any model loads
+or file is made.
 
 Each raises `argparse.ArgumentTypeError`, which argparse prints as `error: argument --x: ...` with
 exit status 2.
@@ -7,7 +8,10 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+from pathlib import Path
 
 
 def _whole_number(text: str, expected: str) -> int:
@@ -68,3 +72,33 @@ def choice(*allowed: str):
 
     parse.__name__ = f"one of {', '.join(allowed)}"
     return parse
+
+
+def _shown(text: str) -> str:
+    """A path as it can be printed: bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def path(text: str) -> Path:
+    """A file or folder path (existing or not) that the commands can use: its name is valid UTF-8 (paths
+    are written into UTF-8 manifests and JSON, and orbax takes only UTF-8 paths), and it does not lead
+    through a loop of symbolic links."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)} is not valid UTF-8; rename it, or pass a link to it whose name is UTF-8"
+        ) from None
+    try:
+        os.stat(text)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise argparse.ArgumentTypeError(
+                f"{text} leads through a loop of symbolic links; fix the link or pass another path"
+            ) from None
+    except ValueError:  # an embedded NUL byte
+        raise argparse.ArgumentTypeError(f"{text!r} is not a usable path (it holds a NUL byte)") from None
+    return Path(text)
+
+
+path.__name__ = "path"

@@ -2,23 +2,67 @@
 half of one.
 
 Every temporary file is written beside its target as `.<name>.tmp-<pid>-<random>` and renamed over it
-with `os.replace`; `remove_stale_temps` clears the ones a killed run left behind.
+with `os.replace`; `remove_stale_temps` clears the ones a killed run left behind. A write that finds no
+room (a full disk or quota, a file larger than `ulimit -f` allows) is a `NoRoomError` naming the file, its
+temporary file removed; `naming_no_room` gives writers that are not these (orbax, a log) the same.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
+from e4e_jax import interrupts
 from e4e_jax.errors import UserError
 
 TMP_MARK = ".tmp-"
+# A write that found no room: a full disk, a full quota, a file larger than the process may write
+# (RLIMIT_FSIZE: Python ignores SIGXFSZ, so the write fails with EFBIG).
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")  # how tensorstore (orbax's writer) states the OS error
+
+
+class NoRoomError(UserError, OSError):
+    """A write found no room: one line naming the file. Also an OSError (errno, strerror, filename), so
+    code that handles the machine's write failures as such (e.g. invert's --resume hint) sees it as one.
+    `then`: how to go on once there is room (a command that can resume says so)."""
+
+    then = "run the command again"
+
+    def __str__(self) -> str:
+        return f"no room to write {self.filename} ({self.strerror}); free space (or raise the file size limit), then {self.then}"
+
+
+def no_room_errno(error: BaseException) -> Optional[int]:
+    """The errno (NO_ROOM_ERRNOS) when `error` says a write found no room, as an OSError or in the message
+    of tensorstore's ValueError (orbax); else None."""
+    if isinstance(error, OSError):
+        return error.errno if error.errno in NO_ROOM_ERRNOS else None
+    match = _OS_ERROR_CODE.search(str(error)) if isinstance(error, (ValueError, RuntimeError)) else None
+    code = int(match.group(1)) if match else None
+    return code if code in NO_ROOM_ERRNOS else None
+
+
+@contextlib.contextmanager
+def naming_no_room(path: str | os.PathLike) -> Iterator[None]:
+    """Within the block, a write that finds no room raises NoRoomError naming `path` (what is written)."""
+    try:
+        yield
+    except NoRoomError:
+        raise
+    except (OSError, ValueError, RuntimeError) as e:
+        code = no_room_errno(e)
+        if code is None:
+            raise
+        raise NoRoomError(code, os.strerror(code), str(path)) from e
 
 
 def temp_prefix(name: str) -> str:
@@ -42,7 +86,7 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 
 def temp_glob(name_pattern: str) -> str:
     """fnmatch pattern of the temporary files made for the targets matching `name_pattern` (for a
-    command's list of the names it owns, e.g. `outdir.remove_owned`)."""
+    command's list of the names it owns; `outdir.Outputs` owns them with their targets)."""
     return f"{temp_prefix(name_pattern)}*"
 
 
@@ -62,11 +106,28 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     over `path` when the block ends, and deleted instead if the block raises. Close the file first."""
     tmp = temp_path_beside(path)
     try:
-        yield tmp
+        with naming_no_room(path):
+            yield tmp
+        interrupts.pause_at("writing")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def allocated_memmap(tmp: str | os.PathLike, shape: tuple[int, ...], dtype, final: str | os.PathLike) -> np.memmap:
+    """A .npy memmap of `shape` and `dtype` at `tmp` (e.g. a `replacing(final)` file) with its blocks
+    reserved: a sparse memmap on a full disk fails later with SIGBUS, not an OSError. NoRoomError naming
+    `final` when there is no room."""
+    with naming_no_room(final):
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        with open(tmp, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate here: go on
+                    raise
+        return out
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], *, fsync: bool = True) -> Path:
@@ -76,14 +137,16 @@ def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     files whose loss on a power cut is repaired by `--resume` may pass False.
     """
     path = Path(path)
-    fd, tmp = _temp_beside(path)
+    with naming_no_room(path):
+        fd, tmp = _temp_beside(path)
     try:
         os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
+        with naming_no_room(path), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+        interrupts.pause_at("writing")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -102,8 +165,18 @@ def write_bytes(path: str | os.PathLike, data: bytes, **kw) -> Path:
     return write_atomic(path, lambda f: f.write(data), **kw)
 
 
+class _PlainWriter:
+    """A file seen through its `write` only: numpy then writes an array in chunks with `write`, whose
+    failures carry their errno, instead of `ndarray.tofile`, which reports a full disk as an OSError
+    without one ("N requested and M written")."""
+
+    def __init__(self, f: io.BufferedWriter):
+        self.write = f.write
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray, **kw) -> Path:
-    return write_atomic(path, lambda f: np.save(f, np.asarray(array)), **kw)
+    arr = np.asarray(array)
+    return write_atomic(path, lambda f: np.lib.format.write_array(_PlainWriter(f), arr, allow_pickle=False), **kw)
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:

@@ -1,30 +1,43 @@
-"""Output folders that commands own: one writer at a time, never an input overwritten.
+"""Output folders that commands own: one writer at a time, never an input or a foreign file overwritten.
 
 `lock(folder)` takes an exclusive lock held for the life of the command: the file
 `<folder>/.e4e-jax.lock` holds the owner's pid, host and command, and an `fcntl.flock` on it is what
 excludes (the kernel drops it when the owner dies, so a lock left by a killed run is stale and is taken
 over). A second writer is refused with a `LockedError` naming the owner. `lock_target(path)` does the
-same for one file or bundle written into a folder the command does not own, `claim(folder)` also removes
-the folder again if the command fails before writing anything into it, and `remove_owned` clears a
-command's own earlier results for `--overwrite`.
+same for one file or bundle written into a folder the command does not own.
+
+Ownership (issue 30): a command writes into a folder only what its `Outputs` name, and marks the folder
+as its own (`.e4e-jax.owner`, written by `own` before any output, so a killed run's partial output is
+recognised too). `own` refuses, naming the entries (the first few and a count), a folder that holds
+anything else: another command's output, files it did not write, or a folder without the mark (the
+user's files, or an output of a version before the mark: the message says to move it away), `--overwrite`
+or not. `Outputs.remove` then clears a command's own earlier results for `--overwrite`, and nothing else.
+`claim(folder)` is `lock` + `own`, and removes the folder again if the command fails before writing
+anything into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import fnmatch
 import json
 import os
+import shutil
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
+from e4e_jax import fileio
 from e4e_jax.errors import UserError
 
 LOCK_NAME = ".e4e-jax.lock"
+OWNER_NAME = ".e4e-jax.owner"  # {"command", "format", "e4e_jax_version"}: whose output a folder is
+OWNER_FORMAT = 1
+SHOWN_ENTRIES = 5  # entries a refusal names before "and N more"
 
 
 class LockedError(UserError):
@@ -70,14 +83,28 @@ def lock_target(path: str | os.PathLike, command: str | None = None) -> Iterator
 
 
 @contextlib.contextmanager
-def claim(folder: str | os.PathLike, command: str | None = None) -> Iterator[Path]:
-    """`lock(folder)`; if the block raises and this call created the folder, it is removed again when it
-    holds nothing (so a failed run does not leave an empty output that blocks the rerun)."""
+def claim(
+    folder: str | os.PathLike,
+    command: str | None = None,
+    *,
+    outputs: Optional[Outputs] = None,
+    resume: bool = False,
+    flag: str = "--output",
+) -> Iterator[Path]:
+    """`lock(folder)`, then `own(folder, outputs, ...)` when `outputs` are given; if the block raises and
+    the folder then holds nothing but the lock and the mark, the mark is removed, and the folder too if
+    this call created it (so a failed run does not leave an output that blocks the rerun)."""
     folder = Path(folder)
     created = not folder.exists()
     try:
         with lock(folder, command) as path:
-            yield path
+            if outputs is not None:
+                own(folder, outputs, resume=resume, flag=flag)
+            try:
+                yield path
+            except BaseException:
+                disown_if_empty(folder)
+                raise
     except BaseException:
         if created and is_empty_dir(folder):
             with contextlib.suppress(OSError):
@@ -85,20 +112,190 @@ def claim(folder: str | os.PathLike, command: str | None = None) -> Iterator[Pat
         raise
 
 
-def remove_owned(folder: str | os.PathLike, patterns: Iterable[str]) -> list[Path]:
-    """Delete the files directly in `folder` whose names match one of `patterns` (fnmatch globs naming
-    what a command writes there), so `--overwrite` leaves no result of an earlier run beside the new one;
-    anything else is kept. Call it while holding the folder's lock. Returns the removed paths."""
-    folder = Path(folder)
-    patterns = list(patterns)
-    removed = []
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """What one command writes into a folder it owns, as fnmatch patterns relative to the folder.
+
+    `NAME` owns the entries it matches (a folder whole); `DIR/PATTERN` owns entries of the sub-folder
+    DIR (then a container only, never followed through a symbolic link). The temporary and lock files
+    made for an owned name (`.NAME.tmp-*`, `.NAME.e4e-jax.lock`) are owned with it.
+    legacy: paths (patterns) whose presence shows an unfinished run of a version that did not mark its
+    folders; `own(..., resume=True)` adopts such a folder when it holds nothing foreign.
+    """
+
+    command: str  # the e4e-jax sub-command (or "bundle"), as the mark records it
+    names: tuple[str, ...]
+    legacy: tuple[str, ...] = ()
+
+    def foreign(self, folder: str | os.PathLike) -> list[str]:
+        """The entries of `folder` (paths relative to it, sorted) that are not this command's."""
+        return _foreign(Path(folder), list(self.names), "")
+
+    def remove(self, folder: str | os.PathLike) -> int:
+        """--overwrite: delete what an earlier run of this command left in `folder` (its outputs, temporary
+        files; not the mark), and nothing else. Call it while holding the folder's lock. Returns how many
+        entries were removed."""
+        return _remove(Path(folder), list(self.names))
+
+    def has_legacy(self, folder: str | os.PathLike) -> bool:
+        folder = Path(folder)
+        return any(any(folder.glob(pattern)) for pattern in self.legacy)
+
+
+def _split(names: Iterable[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Patterns of this level, and those of each sub-folder pattern (`DIR/REST` -> {DIR: [REST]})."""
+    top: list[str] = []
+    nested: dict[str, list[str]] = {}
+    for pattern in names:
+        head, _, rest = pattern.partition("/")
+        if rest:
+            nested.setdefault(head, []).append(rest)
+        else:
+            top.append(head)
+    return top, nested
+
+
+def _target(name: str) -> Optional[str]:
+    """The name a temporary or lock file was made for (`.NAME.tmp-*`, `.NAME.e4e-jax.lock`), else None."""
+    if fileio.is_temp_name(name):
+        return name[1 : name.index(fileio.TMP_MARK)]
+    if name.startswith(".") and name.endswith(LOCK_NAME) and len(name) > len(LOCK_NAME) + 1:
+        return name[1 : -len(LOCK_NAME)]
+    return None
+
+
+def _owned_here(name: str, top: list[str], nested: dict[str, list[str]]) -> bool:
+    if any(fnmatch.fnmatchcase(name, p) for p in top):
+        return True
+    target = _target(name)
+    return target is not None and any(fnmatch.fnmatchcase(target, p) for p in [*top, *nested])
+
+
+def _inner(name: str, nested: dict[str, list[str]]) -> list[str]:
+    """The patterns that apply inside the sub-folder `name`."""
+    return [rest for head, rests in nested.items() if fnmatch.fnmatchcase(name, head) for rest in rests]
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise UserError(f"cannot list {folder} ({e.strerror or e}); choose another output folder") from e
+
+
+def _foreign(folder: Path, names: list[str], prefix: str) -> list[str]:
+    top, nested = _split(names)
+    out = []
+    for entry in _entries(folder):
+        name = entry.name
+        if (not prefix and name in (LOCK_NAME, OWNER_NAME)) or _owned_here(name, top, nested):
+            continue
+        inner = _inner(name, nested)
+        if inner and entry.is_dir() and not entry.is_symlink():
+            out += _foreign(entry, inner, f"{prefix}{name}/")
+        else:
+            out.append(f"{prefix}{name}{'/' if entry.is_dir() and not entry.is_symlink() else ''}")
+    return out
+
+
+def _remove(folder: Path, names: list[str]) -> int:
+    top, nested = _split(names)
+    removed = 0
     if not folder.is_dir():
         return removed
-    for p in folder.iterdir():
-        if any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns) and (p.is_file() or p.is_symlink()):
-            p.unlink()
-            removed.append(p)
+    for entry in _entries(folder):
+        name = entry.name
+        if name in (LOCK_NAME, OWNER_NAME):
+            continue
+        if _owned_here(name, top, nested):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+            continue
+        inner = _inner(name, nested)
+        if inner and entry.is_dir() and not entry.is_symlink():
+            removed += _remove(entry, inner)
+            with contextlib.suppress(OSError):
+                entry.rmdir()  # only when nothing else is left in it
     return removed
+
+
+def owner(folder: str | os.PathLike) -> Optional[str]:
+    """The command whose output `folder` is (its mark), '?' for an unreadable mark, None without one."""
+    path = Path(folder) / OWNER_NAME
+    if not path.exists():
+        return None
+    try:
+        command = json.loads(path.read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        return "?"
+    return command if isinstance(command, str) else "?"
+
+
+def named(entries: list[str]) -> str:
+    """The first SHOWN_ENTRIES of `entries`, and how many more there are (for messages)."""
+    shown = ", ".join(entries[:SHOWN_ENTRIES])
+    more = len(entries) - SHOWN_ENTRIES
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_owned(folder: str | os.PathLike, outputs: Outputs, *, resume: bool = False, flag: str = "--output") -> bool:
+    """Raise UserError unless `folder` may receive `outputs.command`'s outputs: it is missing or empty
+    (nothing but a lock or a mark), or marked as that command's and holding nothing else than its
+    outputs, or (with `resume`) an unmarked unfinished run of an older version holding nothing else.
+    Writes nothing. Returns True when the folder is to be marked (it is not yet)."""
+    folder = Path(folder)
+    cmd = f"e4e-jax {outputs.command}"
+    if not folder.is_dir() or is_empty_dir(folder):
+        return True
+    mark = owner(folder)
+    foreign = outputs.foreign(folder)
+    if mark is not None and mark != outputs.command:
+        other = "an unknown command" if mark == "?" else f"`e4e-jax {mark}`"
+        raise UserError(f"{flag} {folder} holds the output of {other}, not of `{cmd}`; choose another folder")
+    if mark is None and (not foreign and outputs.has_legacy(folder)):
+        if resume:
+            return True  # an unfinished run of a version that wrote no mark: adopted
+        raise UserError(
+            f"{flag} {folder} holds an unfinished run of an older `{cmd}` (no {OWNER_NAME}); finish it with "
+            "--resume, or choose another folder"
+        )
+    if mark is None:
+        entries = _foreign(folder, [], "")
+        raise UserError(
+            f"{flag} {folder} is not empty and `{cmd}` did not write it (no {OWNER_NAME} mark): it holds "
+            f"{named(entries)}. Nothing was changed; choose a new or empty folder (the output of an older "
+            "e4e-jax, which left no mark, is not recognised either: move it away first)"
+        )
+    if foreign:
+        raise UserError(
+            f"{flag} {folder} holds files `{cmd}` did not write: {named(foreign)}. Nothing was changed "
+            f"(--overwrite replaces only {outputs.command}'s own files); move them out of the folder or choose "
+            "another one"
+        )
+    return False
+
+
+def own(folder: str | os.PathLike, outputs: Outputs, *, resume: bool = False, flag: str = "--output") -> None:
+    """`check_owned`, then mark `folder` (created if missing) as `outputs.command`'s output before any
+    output is written. Call it while holding the folder's lock."""
+    folder = Path(folder)
+    if check_owned(folder, outputs, resume=resume, flag=flag):
+        from e4e_jax import __version__
+
+        _make_folder(folder)
+        mark = {"command": outputs.command, "format": OWNER_FORMAT, "e4e_jax_version": __version__}
+        fileio.write_text(folder / OWNER_NAME, json.dumps(mark) + "\n")
+
+
+def disown_if_empty(folder: str | os.PathLike) -> None:
+    """Remove the mark of `folder` if nothing but the mark and the lock is left in it (a run that failed
+    before its first output leaves the folder as it found it)."""
+    folder = Path(folder)
+    if folder.is_dir() and is_empty_dir(folder):
+        (folder / OWNER_NAME).unlink(missing_ok=True)
 
 
 def _make_folder(folder: Path) -> None:
@@ -218,7 +415,8 @@ def refuse_input_overlap(
 
 
 def is_empty_dir(folder: Path) -> bool:
-    """True if `folder` does not exist or holds nothing but our own lock file."""
+    """True if `folder` does not exist or holds nothing but our own lock file and mark."""
+    folder = Path(folder)
     if not folder.exists():
         return True
-    return all(p.name == LOCK_NAME for p in folder.iterdir())
+    return all(p.name in (LOCK_NAME, OWNER_NAME) for p in folder.iterdir())

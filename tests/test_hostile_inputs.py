@@ -128,9 +128,13 @@ def test_convert_overwrite_replaces_only_a_bundle(rosinality_pt, tmp_path, capsy
 
     out = tmp_path / "b"
     assert convert_main(["stylegan2", str(src), "--out", str(out)]) == 0
-    (out / "note").write_text("inside the old bundle")
+    (out / "note").write_text("inside the old bundle")  # the user's: --overwrite would replace it with the bundle
+    assert convert_main(["stylegan2", str(src), "--out", str(out), "--overwrite"]) == 2
+    assert "not part of a bundle: note" in _error(capsys)
+    assert (out / "note").read_text() == "inside the old bundle"
+    (out / "note").unlink()
     assert convert_main(["stylegan2", str(src), "--out", str(out), "--overwrite"]) == 0
-    assert not (out / "note").exists() and bundle.read_config(out)["kind"] == "stylegan2"
+    assert bundle.read_config(out)["kind"] == "stylegan2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["V", "b"]  # no temporary or lock left
 
 
@@ -425,12 +429,16 @@ def test_non_empty_outputs_need_overwrite_which_clears_only_own_files(models, tm
     out = tmp_path / "edits"
     edit = ["edit", "--model", g, "--latents", w, "--output", str(out), "--sefa", "0"]
     assert cli_main(edit + ["--strengths", "-1", "1"]) == 0
-    (out / "mine.txt").write_text("the user's")
     assert cli_main(edit + ["--strengths", "2"]) == 2
     assert "--overwrite" in _error(capsys)
+    (out / "mine.txt").write_text("the user's")  # a file edit did not write: refused, --overwrite or not
+    assert cli_main(edit + ["--strengths", "2", "--overwrite"]) == 2
+    assert "did not write: mine.txt" in _error(capsys)
+    assert (out / "mine.txt").read_text() == "the user's" and np.load(out / "latents.npy").shape[0] == 2
+    (out / "mine.txt").unlink()
     assert cli_main(edit + ["--strengths", "2", "--overwrite"]) == 0
     assert sorted(p.name for p in (out / "images").iterdir()) == ["00000_s+2.png", "00001_s+2.png"]  # no stale
-    assert np.load(out / "latents.npy").shape[0] == 1 and (out / "mine.txt").exists()
+    assert np.load(out / "latents.npy").shape[0] == 1
 
     npy, png = tmp_path / "imgs.npy", tmp_path / "png"
     synth = ["synthesize", "--model", g, "--latents", w, "--output", str(npy), "--png", str(png)]
@@ -439,7 +447,7 @@ def test_non_empty_outputs_need_overwrite_which_clears_only_own_files(models, tm
     assert "exists" in _error(capsys)
     np.save(tmp_path / "one.npy", models["latents"][:1])
     assert cli_main(synth[:4] + [str(tmp_path / "one.npy")] + synth[5:] + ["--overwrite"]) == 0
-    assert np.load(npy).shape[0] == 1 and sorted(p.name for p in png.iterdir()) == ["000000.png"]
+    assert np.load(npy).shape[0] == 1 and sorted(p.name for p in png.iterdir()) == [outdir.OWNER_NAME, "000000.png"]
 
 
 # ------------------------------------------------------------------- 5: NaN / Inf inputs and outputs

@@ -245,15 +245,18 @@ def _invert(bundle, photos, out, *extra) -> int:
 
 def test_overwrite_removes_only_what_invert_wrote(small_bundle, photos, tmp_path):
     out = tmp_path / "out"
-    (out / "inversions").mkdir(parents=True)
+    assert _invert(small_bundle, photos, out, "--chunk-size", "4") == 3  # an earlier run: the folder is invert's
+    (out / "inversions" / "00042_stale.jpg").write_bytes(b"named as invert names them")
     (out / "notes.txt").write_text("mine")
-    (out / "inversions" / "00042_stale.jpg").write_bytes(b"old run")
     (out / "inversions" / "holiday.jpg").write_bytes(b"user file")
     assert _invert(small_bundle, photos, out) == 2  # not empty, no --overwrite
-    assert _invert(small_bundle, photos, out, "--overwrite", "--no-images") == 3
+    assert _invert(small_bundle, photos, out, "--overwrite", "--no-images") == 2  # it holds the user's files
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "inversions" / "holiday.jpg").read_bytes() == b"user file"
-    assert not (out / "inversions" / "00042_stale.jpg").exists()
+    (out / "notes.txt").unlink()
+    (out / "inversions" / "holiday.jpg").unlink()
+    assert _invert(small_bundle, photos, out, "--overwrite", "--no-images") == 3
+    assert not (out / "inversions").exists()  # the earlier run's reconstructions, the stale one too
     assert not (out / "inversions.txt").exists()  # latents only: no reconstruction list
     assert np.load(out / "latents.npy").shape == (N_GOOD, 6, 512)
 

@@ -68,7 +68,7 @@ def test_wheel_has_no_top_level_tools(installed):
         "e4e_jax_tools",
     }
     assert "e4e_jax_tools/convert_weights/__main__.py" in names and "e4e_jax/torchfile/reader.py" in names
-    assert "e4e-convert = e4e_jax_tools.convert_weights.__main__:main" in entry_points
+    assert "e4e-convert = e4e_jax_tools.convert_weights:entry" in entry_points
 
 
 def test_installed_e4e_convert_runs_without_the_repository(installed, tmp_path):

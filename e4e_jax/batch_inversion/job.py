@@ -113,6 +113,7 @@ def _plan(opts: InvertOptions, files: list[str], batch_size: int, local_devices:
 
 def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str, Any]) -> None:
     """Process 0, under the lock: make OUTPUT ready for this plan (or refuse, saying why)."""
+    outdir.own(lay.root, layout_lib.OUTPUTS, resume=opts.resume)  # never a folder holding others' files
     old = lay.read_plan()
     if opts.resume:
         if old is None:
@@ -156,6 +157,7 @@ def _check_args(opts: InvertOptions) -> Optional[tuple[int, int]]:
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; choose a folder")
     outdir.refuse_input_overlap(opts.output, [opts.images, opts.model])
+    outdir.check_owned(opts.output, layout_lib.OUTPUTS, resume=opts.resume)  # again under the lock
     from e4e_jax import e4e_bundle
 
     arch = e4e_bundle.read_architecture(opts.model)  # A wrong --model fails here, before any file is made.
@@ -327,6 +329,7 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         except BaseException:
             if fresh and not any(lay.chunk_path(c.index).is_file() for c in all_chunks):
                 lay.clear_owned()
+                outdir.disown_if_empty(lay.root)
             raise
     _say(
         opts,

@@ -24,18 +24,16 @@ image is only known at the merge: reconstructions are then written under a stage
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import fileio, manifest
+from e4e_jax import fileio, manifest, outdir
 from e4e_jax.errors import UserError
 
 STATE_DIR = ".e4e-invert"
@@ -43,8 +41,15 @@ PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
 FINAL_FILES = (manifest.LATENTS, manifest.FILES, manifest.FACES, manifest.INVERSIONS, manifest.SKIPPED, manifest.REPORT)
 IMAGES_DIR = manifest.INVERSIONS_DIR
-# Names this command gives reconstructions (final or staged): only these are cleared by --overwrite.
-_OWN_IMAGE = re.compile(r"^(\.staged-\d{6}-)?\d{5,}_.*\.(jpg|png|webp)$")
+# The names this command gives reconstructions, final ({row:05d}_...) or staged (.staged-{chunk}-{k}_...).
+_OWN_IMAGES = tuple(
+    f"{IMAGES_DIR}/{staged}{'[0-9]' * 5}*_*.{ext}"
+    for staged in ("", ".staged-[0-9]*-")
+    for ext in ("jpg", "png", "webp")
+)
+# Everything invert writes into OUTPUT (e4e_jax/outdir.py): all that --overwrite removes, and all an output
+# folder may hold. An unfinished run of a version before the mark (its plan) is adopted by --resume.
+OUTPUTS = outdir.Outputs("invert", (*FINAL_FILES, STATE_DIR, *_OWN_IMAGES), legacy=(f"{STATE_DIR}/{PLAN_NAME}",))
 NO_FACE = -1  # `faces` entry of a latent that did not come from face alignment
 
 
@@ -183,28 +188,10 @@ class Layout:
         return len(self.read_chunk(j, with_latents=False).files)
 
     # ---- starting a run ----------------------------------------------------------------------------
-    def owned_entries(self) -> list[Path]:
-        """What a previous run of this command left here (and only that): final files, chunk state,
-        reconstructions named as this command names them, temporary files."""
-        out = [self.root / n for n in FINAL_FILES if (self.root / n).exists()]
-        if self.state.exists():
-            out.append(self.state)
-        out += [p for p in self.root.iterdir() if fileio.is_temp_name(p.name)] if self.root.is_dir() else []
-        if self.images.is_dir():
-            out += [p for p in self.images.iterdir() if _OWN_IMAGE.match(p.name) or fileio.is_temp_name(p.name)]
-        return out
-
     def clear_owned(self) -> int:
-        """--overwrite: remove what an earlier run wrote (nothing else); returns how many entries."""
-        entries = self.owned_entries()
-        for p in entries:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink(missing_ok=True)
-        if self.images.is_dir() and not any(self.images.iterdir()):
-            self.images.rmdir()
-        return len(entries)
+        """--overwrite: remove what an earlier run wrote (nothing else, not the folder's mark); returns how
+        many entries."""
+        return OUTPUTS.remove(self.root)
 
     def clean_temps(self) -> None:
         """Temporary files a killed run left (call under the folder's lock)."""
@@ -267,25 +254,9 @@ class Layout:
 
 
 def _allocated_memmap(tmp: Path, shape: tuple[int, ...], final: Path) -> np.memmap:
-    """A float32 .npy memmap of `shape` at `tmp` with its blocks reserved: a sparse memmap on a full
-    disk fails later with SIGBUS, not an OSError. UserError naming `final` when there is no room (a full
-    disk or quota, or a file larger than the process may write)."""
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        with open(tmp, "r+b") as f:
-            try:
-                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # no fallocate here: go on
-                    raise
-        return out
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            nbytes = int(np.prod(shape)) * 4
-            raise UserError(
-                f"no room to write {final} ({nbytes} bytes: {e.strerror}); free space, then finish with --resume"
-            ) from e
-        raise
+    """A float32 .npy memmap of `shape` at `tmp` with its blocks reserved (fileio.allocated_memmap: a full
+    disk is a NoRoomError naming `final`, an OSError that the command reports with the --resume hint)."""
+    return fileio.allocated_memmap(tmp, shape, np.float32, final)
 
 
 def describe_mismatch(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from e4e_jax import interrupts
 from e4e_jax.batch_inversion.layout import ChunkResult, Layout, image_name, staged_name
 from e4e_jax.batch_inversion.workers import WriterPool, context, decode_group, ignore_sigint
 from e4e_jax.data import folder
@@ -192,6 +193,7 @@ class ChunkCollector:
             )
             del self.remaining[j]
             self.on_commit(j)
+            interrupts.pause_at("working")
 
 
 def run(

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import fileio
+from e4e_jax import fileio, interrupts
 
 _CTX: Optional[multiprocessing.context.BaseContext] = None
 # Encoder settings per output format. PNG at compress_level 1: lossless either way, ~3x faster to
@@ -34,17 +34,20 @@ PNG_COMPRESS_LEVEL = 1
 
 
 def context() -> multiprocessing.context.BaseContext:
-    """The forkserver context, with the decode/encode modules preloaded in the server."""
+    """The forkserver context, with the decode/encode modules preloaded in the server, which is started
+    here with SIGINT blocked: no worker ever gets Ctrl-C (e4e_jax/interrupts.py)."""
     global _CTX
     if _CTX is None:
         _CTX = multiprocessing.get_context("forkserver")
         _CTX.set_forkserver_preload(["e4e_jax.batch_inversion.workers", "e4e_jax.data.folder", "PIL.Image"])
+        interrupts.start_forkserver(_CTX)
     return _CTX
 
 
 def ignore_sigint() -> None:
     """Pool initializer: Ctrl-C reaches the whole foreground process group; the parent alone handles it
-    (and stops the pools), so workers do not each print a KeyboardInterrupt traceback."""
+    (and stops the pools), so workers do not each print a KeyboardInterrupt traceback. (Workers of
+    `context()` have SIGINT blocked from birth already; this covers a pool of another context.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

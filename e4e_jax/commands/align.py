@@ -19,9 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from e4e_jax import cli_args, interrupts, manifest, outdir
 from e4e_jax.cli_args import non_negative_int, positive_int
 
 LANDMARKS_DIR = "landmarks"
+# Everything align writes into OUTPUT (e4e_jax/outdir.py): all that --overwrite removes, and all an output
+# folder may hold. (An unfinished run of a version before the mark is not adopted: landmark JSONs and PNGs
+# do not prove whose they are.)
+OUTPUTS = outdir.Outputs("align", ("*.png", f"{LANDMARKS_DIR}/*.json", manifest.SKIPPED, manifest.REPORT))
 # zlib level of the PNGs: lossless at any level; 1 encodes a 1024² crop 5x faster than PIL's
 # default 6 (60 vs 300 ms) for files 20% larger (BUILD_NOTES.md, "Face alignment").
 PNG_COMPRESS_LEVEL = 1
@@ -38,8 +43,10 @@ def add_parser(sub, help_text: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--images", required=True, type=Path, help="folder of photos (jpg, png, bmp, webp, tif)")
-    p.add_argument("--output", required=True, type=Path, help="output folder (created; must not overlap --images)")
+    p.add_argument("--images", required=True, type=cli_args.path, help="folder of photos (jpg, png, bmp, webp, tif)")
+    p.add_argument(
+        "--output", required=True, type=cli_args.path, help="output folder (created; must not overlap --images)"
+    )
     p.add_argument(
         "--faces",
         choices=("largest", "all"),
@@ -60,7 +67,7 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument(
         "--landmarks",
-        type=Path,
+        type=cli_args.path,
         default=None,
         metavar="FILE",
         help="dlib 68-point shape-predictor file (default: the one in face-recognition-models)",
@@ -80,7 +87,11 @@ def add_parser(sub, help_text: str) -> None:
         action="store_true",
         help="finish an earlier run into --output: photos already done are kept, not redone",
     )
-    again.add_argument("--overwrite", action="store_true", help="allow a non-empty --output; redo every photo")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow an --output an earlier align wrote: its files are removed, every photo is redone",
+    )
     p.set_defaults(run=run)
 
 
@@ -200,7 +211,9 @@ def _pool_context():
     # Not fork: numpy's and scipy's BLAS threads are running, and forking a threaded process can
     # deadlock (Python 3.12 warns). forkserver forks workers from a small clean process.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+    ctx = multiprocessing.get_context(method)
+    interrupts.start_forkserver(ctx)  # its workers never get Ctrl-C: the main process stops them
+    return ctx
 
 
 def _iter_results(jobs: list[tuple], settings, workers: int):
@@ -230,8 +243,8 @@ def _iter_results(jobs: list[tuple], settings, workers: int):
                     if job is not None:
                         pending.add(pool.submit(align_file, *job))
                     yield fut.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # Ctrl-C, a dead worker: the photos in progress finish, nothing else starts
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 
@@ -240,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from e4e_jax import alignment, fileio, manifest, outdir
+    from e4e_jax import alignment, fileio
     from e4e_jax.data import folder
     from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
 
@@ -258,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
     )
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(args.workers or available, len(paths))
-    if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):  # fail before loading
+    outdir.check_owned(args.output, OUTPUTS, resume=args.resume)  # fail before loading; again under the lock
+    if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):
         raise UserError(
             f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
             "--overwrite to redo it, or choose another folder"
@@ -269,12 +283,14 @@ def run(args: argparse.Namespace) -> int:
     expected = _settings_record(settings, all_faces)
 
     t0 = time.time()
-    with outdir.lock(args.output, "e4e-jax align"):
+    with outdir.claim(args.output, "e4e-jax align", outputs=OUTPUTS, resume=args.resume):
         if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):
             raise UserError(
                 f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
                 "--overwrite to redo it, or choose another folder"
             )
+        if args.overwrite:
+            OUTPUTS.remove(args.output)
         (args.output / LANDMARKS_DIR).mkdir(exist_ok=True)
         for d in (args.output, args.output / LANDMARKS_DIR):
             fileio.remove_stale_temps(d)
@@ -307,9 +323,13 @@ def run(args: argparse.Namespace) -> int:
                     if rec["skipped"]:
                         tqdm.write(f"skipped {rec['file']}: {rec['skipped']}", file=sys.stderr)
                     bar.update(1)
+                    interrupts.pause_at("working")
                     bar.set_postfix(faces=n_faces, refresh=False)
             except KeyboardInterrupt:
                 interrupted = True
+            except fileio.NoRoomError as e:  # a full disk: what is done is kept
+                e.then = "finish with the same command and --resume"
+                raise
             except Exception as e:  # a worker process died (BrokenProcessPool): say so, keep what is done
                 import concurrent.futures.process as cfp
 

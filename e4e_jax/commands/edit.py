@@ -12,7 +12,6 @@ EDITS/grid.png whose rows are (source | inversion | one column per strength).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from e4e_jax import cli_args
 
@@ -27,17 +26,19 @@ def add_parser(sub, help_text: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--model", required=True, help="e4e (or stylegan2) bundle whose generator renders the edits")
+    p.add_argument(
+        "--model", required=True, type=cli_args.path, help="e4e (or stylegan2) bundle whose generator renders the edits"
+    )
     p.add_argument(
         "--latents",
         required=True,
-        type=Path,
+        type=cli_args.path,
         help="an `invert` output folder (latents.npy + files.txt) or a .npy of W+ codes (N, n_latent, 512)",
     )
     p.add_argument(
         "--output",
         required=True,
-        type=Path,
+        type=cli_args.path,
         help="output folder (new or empty unless --overwrite; never one holding an input)",
     )
     p.add_argument(
@@ -47,8 +48,8 @@ def add_parser(sub, help_text: str) -> None:
         "grid.png, images/NNNNN_s*.png)",
     )
     kind = p.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--interfacegan", type=Path, metavar="DIRECTION.pt", help="InterFaceGAN direction file")
-    kind.add_argument("--ganspace", type=Path, metavar="PCA.pt", help="GANSpace PCA file (mean/comp/std)")
+    kind.add_argument("--interfacegan", type=cli_args.path, metavar="DIRECTION.pt", help="InterFaceGAN direction file")
+    kind.add_argument("--ganspace", type=cli_args.path, metavar="PCA.pt", help="GANSpace PCA file (mean/comp/std)")
     kind.add_argument(
         "--sefa", type=cli_args.non_negative_int, metavar="INDEX", help="SeFa eigenvector index (0 = strongest)"
     )

@@ -10,7 +10,6 @@ arguments, model or bundle.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from e4e_jax import cli_args
 from e4e_jax.errors import UserError
@@ -24,24 +23,37 @@ def add_parser(sub, help_text: str) -> None:
         "quality (FID, SWD), editability (LEC) and latent measures (W+ variation, E(G(w)) distance). "
         "Writes OUTPUT/metrics.json and prints a table.",
     )
-    p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
-    p.add_argument("--images", type=Path, default=None, help="folder of the original images")
+    p.add_argument(
+        "--model",
+        required=True,
+        type=cli_args.path,
+        help="e4e bundle directory (python -m tools.convert_weights e4e ...)",
+    )
+    p.add_argument("--images", type=cli_args.path, default=None, help="folder of the original images")
     p.add_argument(
         "--inversions",
-        type=Path,
+        type=cli_args.path,
         default=None,
         help="output folder of `e4e-jax invert` (latents.npy, files.txt, the reconstructions listed in "
         "inversions.txt): distortion is measured on those saved reconstructions, as official e4e's "
         "loss-on-images script does",
     )
     p.add_argument(
-        "--output", required=True, type=Path, help="folder for metrics.json (created; must not be or hold an input)"
+        "--output",
+        required=True,
+        type=cli_args.path,
+        help="folder for metrics.json (created; must not be or hold an input)",
     )
-    p.add_argument("--lpips", default=None, help="lpips bundle (without it LPIPS is not computed)")
-    p.add_argument("--inception", default=None, help="inception bundle for FID (without it FID is not computed)")
+    p.add_argument("--lpips", default=None, type=cli_args.path, help="lpips bundle (without it LPIPS is not computed)")
+    p.add_argument(
+        "--inception",
+        default=None,
+        type=cli_args.path,
+        help="inception bundle for FID (without it FID is not computed)",
+    )
     p.add_argument(
         "--directions",
-        type=Path,
+        type=cli_args.path,
         nargs="*",
         default=[],
         help="InterFaceGAN direction files (.pt) for LEC, e.g. age.pt smile.pt",
@@ -49,7 +61,7 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument(
         "--factor", type=cli_args.finite_float, default=3.0, help="InterFaceGAN edit strength for LEC (official: 3)"
     )
-    p.add_argument("--ganspace", type=Path, default=None, help="GANSpace PCA file (.pt) for LEC")
+    p.add_argument("--ganspace", type=cli_args.path, default=None, help="GANSpace PCA file (.pt) for LEC")
     p.add_argument(
         "--ganspace-edit",
         action="append",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-from pathlib import Path
 
 from e4e_jax import choices, cli_args
 
@@ -24,12 +23,17 @@ def add_parser(sub, help_text: str) -> None:
     from e4e_jax.batch_inversion import job, workers
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
-    p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
-    p.add_argument("--images", required=True, type=Path, help="folder of images (jpg, png, bmp, webp, tif)")
+    p.add_argument(
+        "--model",
+        required=True,
+        type=cli_args.path,
+        help="e4e bundle directory (python -m tools.convert_weights e4e ...)",
+    )
+    p.add_argument("--images", required=True, type=cli_args.path, help="folder of images (jpg, png, bmp, webp, tif)")
     p.add_argument(
         "--output",
         required=True,
-        type=Path,
+        type=cli_args.path,
         help="output folder (created; must be empty unless --resume or --overwrite)",
     )
     p.add_argument(

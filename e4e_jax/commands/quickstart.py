@@ -28,6 +28,9 @@ SEFA_STRENGTHS = (-6.0, -3.0, 3.0, 6.0)  # steps along the strongest SeFa direct
 # configs/tiny.py's small encoder runs ~10-15 steps/s on 2 CPU cores: the default is a couple of minutes
 # of training, enough for the reconstruction loss to fall several-fold; more steps give better inversions.
 DEFAULT_STEPS = 1000
+# What quickstart writes into WORKDIR (e4e_jax/outdir.py marks the folder as its own).
+GRID, METRICS = "quickstart_grid.png", "metrics.json"
+OUTPUT_NAMES = ("train", "heldout", "inversion", "edits", GRID, METRICS)
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -38,7 +41,7 @@ def add_parser(sub, help_text: str) -> None:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workdir", required=True, type=Path, help="output folder (created; must be new or empty)")
+    p.add_argument("--workdir", required=True, type=cli_args.path, help="output folder (created; must be new or empty)")
     p.add_argument(
         "--steps",
         type=cli_args.positive_int,
@@ -154,8 +157,9 @@ def load_image_size(path: Path) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from e4e_jax import outdir
 
+    outputs = outdir.Outputs("quickstart", OUTPUT_NAMES)
     work = args.workdir.resolve()
-    with outdir.claim(work, "e4e-jax quickstart"):  # one quickstart per folder
+    with outdir.claim(work, "e4e-jax quickstart", outputs=outputs, flag="--workdir"):  # one quickstart per folder
         if not outdir.is_empty_dir(work):
             raise UserError(f"--workdir {work} is not empty; choose a new folder")
         return _pipeline(args, work)
@@ -209,7 +213,7 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
     if rc != EXIT_OK:
         print(f"error: editing failed with exit status {rc}", file=sys.stderr)
         return EXIT_NOTHING
-    fileio.write_bytes(work / "quickstart_grid.png", (work / "edits" / "grid.png").read_bytes())
+    fileio.write_bytes(work / GRID, (work / "edits" / "grid.png").read_bytes())
 
     print("[4/4] metrics", flush=True)
     inverted_ws = np.load(work / "inversion" / manifest.LATENTS)
@@ -222,7 +226,7 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
             **latent_metrics(true_ws, inverted_ws),
         },
     }
-    fileio.write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    fileio.write_text(work / METRICS, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics["heldout"], indent=2))
     learn, held = metrics["learning"], metrics["heldout"]
     if learn:
@@ -234,5 +238,5 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
         f"held-out L2: {held['l2_mean']:.3f} inverted vs {held['l2_mean_if_answered_by_latent_avg']:.3f} "
         f"for G(latent_avg)"
     )
-    print(f"done: {work / 'quickstart_grid.png'} (source | inversion | SeFa edits), {work / 'metrics.json'}")
+    print(f"done: {work / GRID} (source | inversion | SeFa edits), {work / METRICS}")
     return EXIT_OK

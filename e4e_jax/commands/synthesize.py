@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from e4e_jax import choices, cli_args
 
@@ -15,14 +14,19 @@ def add_parser(sub, help_text: str) -> None:
         help=help_text,
         description=help_text + ". Writes float32 images (N, H, W, 3) in the generator's raw range (about [-1, 1]).",
     )
-    p.add_argument("--model", required=True, help="stylegan2 (or e4e) bundle directory")
-    p.add_argument("--latents", required=True, type=Path, help=".npy of W (N, 512) or W+ (N, n_latent, 512) codes")
+    p.add_argument("--model", required=True, type=cli_args.path, help="stylegan2 (or e4e) bundle directory")
     p.add_argument(
-        "--output", required=True, type=Path, help="output .npy (N, H, W, 3) float32; must not exist unless --overwrite"
+        "--latents", required=True, type=cli_args.path, help=".npy of W (N, 512) or W+ (N, n_latent, 512) codes"
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        type=cli_args.path,
+        help="output .npy (N, H, W, 3) float32; must not exist unless --overwrite",
     )
     p.add_argument(
         "--png",
-        type=Path,
+        type=cli_args.path,
         default=None,
         help="also write one PNG per image into this folder (new or empty unless --overwrite)",
     )

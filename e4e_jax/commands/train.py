@@ -76,7 +76,7 @@ def add_parser(sub, help_text: str) -> None:
         help="config file defining get_config() (configs/ffhq.py) or the name of one in e4e_jax/configs/ "
         "(default, ffhq, ffhq_w, cars, horse, church, cats, tiny)",
     )
-    p.add_argument("--workdir", required=True, type=Path, help="output directory of the run")
+    p.add_argument("--workdir", required=True, type=cli_args.path, help="output directory of the run")
     p.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in --workdir")
     p.add_argument(
         "--max-steps",

@@ -15,17 +15,17 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import editing, fileio, generate, manifest, outdir
+from e4e_jax import editing, fileio, generate, interrupts, manifest, outdir
 from e4e_jax.data.folder import Skipped, load_image
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
 from e4e_jax.variable_checks import require_finite
 
 GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
-# What edit writes into --output (and so all that --overwrite removes there).
-OWNED = ("latents.npy", "grid.png")
+# What edit writes into --output (e4e_jax/outdir.py): all that --overwrite removes there, and all the folder
+# may hold.
 IMAGE_NAME = "[0-9][0-9][0-9][0-9][0-9]_s*.png"
-OWNED_IMAGES = (IMAGE_NAME, fileio.temp_glob(IMAGE_NAME))
+OUTPUTS = outdir.Outputs("edit", ("latents.npy", "grid.png", f"images/{IMAGE_NAME}"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +92,7 @@ def check_output(opts: EditOptions) -> None:
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; --output names a folder")
     outdir.refuse_unwritable(opts.output, "--output")
+    outdir.check_owned(opts.output, OUTPUTS)  # before the model loads; again under the lock
 
 
 def check_output_free(opts: EditOptions) -> None:
@@ -99,20 +100,28 @@ def check_output_free(opts: EditOptions) -> None:
     if not opts.overwrite and not outdir.is_empty_dir(opts.output):
         raise UserError(
             f"--output {opts.output} is not empty; choose another folder or pass --overwrite "
-            f"(which replaces only edit's own files: {', '.join(OWNED)}, images/NNNNN_s*.png)"
+            "(which replaces only edit's own files: latents.npy, grid.png, images/NNNNN_s*.png)"
         )
 
 
 def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:
     """latents.npy, images/ and grid.png into --output (locked by the caller), replacing only edit's own
-    files of an earlier run."""
-    n_f, n = edits.shape[:2]
+    files of an earlier run; a run that fails or is interrupted half-way removes what it wrote."""
     images = opts.output / "images"
     for folder in (opts.output, images):
         fileio.remove_stale_temps(folder)
     if opts.overwrite:
-        outdir.remove_owned(opts.output, OWNED)
-        outdir.remove_owned(images, OWNED_IMAGES)
+        OUTPUTS.remove(opts.output)
+    try:
+        _write_files(opts, edits, inversions, edited, sources)
+    except BaseException:
+        OUTPUTS.remove(opts.output)  # only this run's files are left to remove: the folder held no others
+        raise
+
+
+def _write_files(opts: EditOptions, edits, inversions, edited, sources) -> None:
+    n_f, n = edits.shape[:2]
+    images = opts.output / "images"
     fileio.save_npy(opts.output / "latents.npy", edits)
     images.mkdir(exist_ok=True)
     for f, s in enumerate(opts.strengths):
@@ -148,7 +157,8 @@ def edit_folder(opts: EditOptions) -> int:
             f"({', '.join(names)}); pass strengths that differ in their shortest form"
         )
     check_output(opts)
-    with outdir.claim(opts.output, "e4e-jax edit"):  # one writer per folder; removed again if we fail first
+    # One writer per folder, which holds nothing but edit's files; removed again if we fail first.
+    with outdir.claim(opts.output, "e4e-jax edit", outputs=OUTPUTS):
         check_output_free(opts)
         cfg, variables = generate.load_generator(opts.model)
         latents, sources = read_latents(opts.latents, cfg)
@@ -165,6 +175,7 @@ def edit_folder(opts: EditOptions) -> int:
             for imgs in generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size):
                 rendered.append(imgs)
                 bar.update(len(imgs))
+                interrupts.pause_at("working")
         rendered = np.concatenate(rendered)
         require_finite(rendered, "the rendered edits", "the edits move the latents too far (lower --strengths)")
         inversions, edited = rendered[:n], rendered[n:].reshape((n_f, n) + rendered.shape[1:])

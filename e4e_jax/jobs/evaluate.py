@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import bundle, editing, evaluation, evaluator, inversion, manifest, outdir
+from e4e_jax import bundle, editing, evaluation, evaluator, interrupts, inversion, manifest, outdir
 from e4e_jax.data import folder
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
 from e4e_jax.fileio import load_npy
@@ -25,6 +25,10 @@ from e4e_jax.variable_checks import require_finite
 
 # A GANSpace edit for LEC: (component, first layer, end layer (exclusive), strength in stds).
 GanspaceEdit = tuple[int, int, int, float]
+METRICS = "metrics.json"
+# What evaluate writes into --output (e4e_jax/outdir.py): a rerun replaces its own metrics.json, never a
+# file it did not write.
+OUTPUTS = outdir.Outputs("evaluate", (METRICS,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +129,7 @@ def _check_paths(opts: EvaluateOptions) -> None:
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; --output names the folder for metrics.json")
     outdir.refuse_unwritable(opts.output, "--output")
+    outdir.check_owned(opts.output, OUTPUTS)  # before the models load; again under the lock
 
 
 def _saved_reconstructions(ev: evaluator.Evaluator, idx: list[int], codes: np.ndarray, paths, inv_pngs):
@@ -149,6 +154,12 @@ def _saved_reconstructions(ev: evaluator.Evaluator, idx: list[int], codes: np.nd
 def evaluate_folder(opts: EvaluateOptions) -> int:
     """Evaluate, write OUTPUT/metrics.json, print the table; returns the exit code (module docstring)."""
     _check_paths(opts)
+    # One writer per folder, which holds nothing but evaluate's metrics.json; removed again if we fail first.
+    with outdir.claim(opts.output, "e4e-jax evaluate", outputs=OUTPUTS):
+        return _evaluate(opts)
+
+
+def _evaluate(opts: EvaluateOptions) -> int:
     model = inversion.load_e4e(opts.model)
     lpips_cfg, lpips_vars = bundle.load(opts.lpips, "lpips") if opts.lpips else (None, None)
     _, inc_vars = bundle.load(opts.inception, "inception") if opts.inception else (None, None)
@@ -201,6 +212,7 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
                 codes = inv_latents[idx]
                 ev.add(images, names, codes, _saved_reconstructions(ev, idx, codes, paths, inv_pngs))
             bar.update(images.shape[0])
+            interrupts.pause_at("working")
     if not ev.count:
         print("error: no image could be evaluated (all skipped)", file=sys.stderr)
         return EXIT_NOTHING
@@ -214,7 +226,7 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
         "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
     }
     report.update(ev.report())
-    out = evaluator.write_report(opts.output / "metrics.json", report)
+    out = evaluator.write_report(opts.output / METRICS, report)
     print(evaluator.format_table({opts.name or Path(opts.model).name: report}))
     for k, v in report["notes"].items():
         print(f"note ({k}): {v}")

@@ -17,14 +17,15 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import fileio, generate, outdir
+from e4e_jax import fileio, generate, interrupts, outdir
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import save_png
 from e4e_jax.variable_checks import require_finite
 
-# Names synthesize gives its PNGs (NNNNNN.png) and their temporary files: all --overwrite removes there.
+# What synthesize writes into --png (NNNNNN.png; e4e_jax/outdir.py): all that --overwrite removes there, and
+# all the folder may hold.
 PNG_NAME = "[0-9][0-9][0-9][0-9][0-9][0-9].png"
-PNG_PATTERNS = (PNG_NAME, fileio.temp_glob(PNG_NAME))
+PNG_OUTPUTS = outdir.Outputs("synthesize", (PNG_NAME,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,7 @@ def check_outputs(opts: SynthesizeOptions) -> None:
         if opts.png.exists() and not opts.png.is_dir():
             raise UserError(f"--png {opts.png} is a file; --png names a folder for the PNGs")
         outdir.refuse_unwritable(opts.png, "--png")
+        outdir.check_owned(opts.png, PNG_OUTPUTS, flag="--png")  # before the model loads; again under the lock
 
 
 def check_outputs_free(opts: SynthesizeOptions) -> None:
@@ -77,18 +79,18 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
     with contextlib.ExitStack() as stack:  # one writer per output, from here to the end
         stack.enter_context(outdir.lock_target(opts.output, "e4e-jax synthesize"))
         if opts.png is not None:
-            stack.enter_context(outdir.claim(opts.png, "e4e-jax synthesize"))
+            stack.enter_context(outdir.claim(opts.png, "e4e-jax synthesize", outputs=PNG_OUTPUTS, flag="--png"))
         check_outputs_free(opts)
         cfg, variables = generate.load_generator(opts.model)
         latents = generate.load_latents(opts.latents, cfg)
         n = latents.shape[0]
         fileio.remove_stale_temps(opts.output.parent, target=opts.output.name)
         if opts.png is not None and opts.overwrite:
-            outdir.remove_owned(opts.png, PNG_PATTERNS)
+            PNG_OUTPUTS.remove(opts.png)
         written: list[Path] = []
         try:
             with fileio.replacing(opts.output) as tmp:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))
+                out = fileio.allocated_memmap(tmp, (n, cfg.size, cfg.size, 3), np.float32, opts.output)
                 batches = generate.iter_synthesize(
                     cfg,
                     variables,
@@ -115,6 +117,7 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
                                 save_png(written[-1], img)
                         done += len(imgs)
                         bar.update(len(imgs))
+                        interrupts.pause_at("working")
                 out.flush()
                 del out  # closes the memmap before the rename
         except BaseException:

@@ -24,10 +24,22 @@ _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep if keep > 0 else None, create=True, enable_async_checkpointing=True
+    options = ocp.CheckpointManagerOptions(  # a save killed or failed half-way is removed by the next run
+        max_to_keep=keep if keep > 0 else None,
+        create=True,
+        enable_async_checkpointing=True,
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(Path(workdir).resolve() / "checkpoints", options=options)
+
+
+def remove_failed_saves(workdir: str | os.PathLike) -> None:
+    """Delete the temporary folders of saves that failed (a full disk) or were cut short; call it once
+    the manager is closed (no save in flight). A finished checkpoint is never one of them."""
+    import shutil
+
+    for tmp in (Path(workdir).resolve() / "checkpoints").glob("*.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:

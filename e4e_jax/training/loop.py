@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from e4e_jax import distributed, e4e_bundle, errors, fileio, outdir, sharding
+from e4e_jax import bundle, distributed, e4e_bundle, errors, fileio, interrupts, outdir, sharding
 from e4e_jax.training import checkpoint, config_rules, networks, optim, writers
 from e4e_jax.training.state import (
     TrainState,
@@ -82,16 +82,36 @@ def join_process_group(config) -> bool:
     )
 
 
+# Everything train writes into WORKDIR (e4e_jax/outdir.py): all the folder may hold. A run of a version
+# before the mark (its orbax checkpoints) is adopted by --resume.
+OUTPUTS = outdir.Outputs(
+    "train",
+    (
+        "config.json",
+        "checkpoints",
+        "metrics.jsonl",
+        "images/*/*.png",
+        "tensorboard/events.out.tfevents.*",
+        "model/config.json",
+        "model/params",
+        "final_metrics.json",
+    ),
+    legacy=("checkpoints/[0-9]*",),
+)
+
+
 @contextlib.contextmanager
-def _workdir_lock(workdir: Path) -> Iterator[None]:
+def _workdir_lock(workdir: Path, resume: bool = False) -> Iterator[None]:
     """Hold WORKDIR's lock for the block: process 0 takes it (one lock per run, however many processes;
-    the file is the same one `invert` and the other commands use), and tells every process whether it got
-    it, so a refused run stops on all processes instead of leaving them waiting in a collective."""
+    the file is the same one `invert` and the other commands use) and checks that the folder holds
+    nothing but train's files (`OUTPUTS`), and tells every process whether it got it, so a refused run
+    stops on all processes instead of leaving them waiting in a collective."""
     with contextlib.ExitStack() as stack:
         refused: Optional[errors.UserError] = None
         if distributed.is_main():
             try:
                 stack.enter_context(outdir.lock(workdir, command="e4e-jax train"))
+                outdir.own(workdir, OUTPUTS, resume=resume, flag="--workdir")
             except errors.UserError as e:
                 refused = e
         if jax.process_count() > 1:
@@ -276,7 +296,10 @@ def train_and_evaluate(
     total = int(config.max_steps if max_steps is None else max_steps)
     join_process_group(config)
     workdir = Path(workdir).resolve()
-    with _workdir_lock(workdir):
+    # A full disk: one line naming what could not be written (a checkpoint, unless a file says), the
+    # tracebacks orbax logs from its save threads left out (also those of the manager's close).
+    no_room = fileio.naming_no_room(workdir / "checkpoints")
+    with _workdir_lock(workdir, resume), bundle.orbax_errors_raised_once(), no_room:
         mngr = checkpoint.manager(workdir, int(config.keep_checkpoints))
         try:
             latest = mngr.latest_step()
@@ -296,7 +319,8 @@ def train_and_evaluate(
                 )
             return _train(config, workdir, latest if resume else None, total, mngr)
         finally:
-            mngr.close()
+            mngr.close()  # waits for the saves in flight
+            checkpoint.remove_failed_saves(workdir)
 
 
 def _restore(mngr, step: int, abstract, config, workdir: Path) -> TrainState:
@@ -392,6 +416,7 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
             pending = (n, metrics)
             done += 1
             bar.update(1)
+            interrupts.pause_at("working")
             log_now = n % int(config.board_interval) == 0 or n == total
             save_now = n % int(config.save_interval) == 0 or n == total
             val_now = n % int(config.val_interval) == 0 or n == total

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from e4e_jax import fileio
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,8 @@ class JsonlWriter:
         self._f = open(self.dir / "metrics.jsonl", "a", buffering=1)
 
     def _write(self, obj: dict):
-        self._f.write(json.dumps(obj, sort_keys=True) + "\n")
+        with fileio.naming_no_room(self.dir / "metrics.jsonl"):
+            self._f.write(json.dumps(obj, sort_keys=True) + "\n")
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         self._write(
@@ -75,6 +78,8 @@ class MultiWriter:
             for w in self.writers:
                 try:
                     getattr(w, name)(*args, **kwargs)
+                except fileio.NoRoomError:  # a full disk is the machine's, not a side writer's, failure
+                    raise
                 except Exception as e:  # noqa: BLE001 - a failing side writer must not stop training
                     log.warning("metric writer %s.%s failed: %s", type(w).__name__, name, e)
 

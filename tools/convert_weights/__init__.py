@@ -7,3 +7,13 @@ are in `state_dicts` (and `irse` for the IR-SE backbone of e4e and ArcFace).
 """
 
 CONVERTER_VERSION = "1"
+
+
+def entry() -> None:
+    """The converters' process entry point (`e4e-convert`, `python -m tools.convert_weights`): Ctrl-C is
+    handled from before the command's module, and with it JAX, is imported (e4e_jax/interrupts.py)."""
+    import importlib
+
+    from e4e_jax import interrupts
+
+    interrupts.entry(lambda: importlib.import_module(".__main__", __name__).main())

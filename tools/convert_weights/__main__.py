@@ -9,10 +9,14 @@ This file only parses arguments and writes the resulting bundle (atomically).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m`: start in the entry point, which handles Ctrl-C from before the
+    from . import entry  # imports below (they load JAX) and imports this module again by its name
+
+    entry()
+
 import argparse
 import importlib
 import os
-import sys
 from pathlib import Path
 
 from e4e_jax import cli_args
@@ -86,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("kind", choices=sorted(CONVERTERS), help="what the source checkpoint holds (see below)")
-    p.add_argument("sources", nargs="+", type=Path, help="source checkpoint file(s)")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    p.add_argument("sources", nargs="+", type=cli_args.path, help="source checkpoint file(s)")
+    p.add_argument("--out", type=cli_args.path, required=True, help="bundle directory to create")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -100,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="converter-specific setting (listed below per kind, e.g. --option net=vgg for lpips); may repeat",
     )
+    p.set_defaults(on_interrupt="nothing was written to --out (a bundle appears whole or not at all)")
     return p
 
 
@@ -135,17 +140,15 @@ def check_sources(sources: list[Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Convert; the project's errors (bad files, options, --out) become one line `error: ...`, exit 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:  # CheckpointError and BundleError are UserErrors
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    """Convert; the project's errors (bad files, options, --out) become one line `error: ...`, exit 2;
+    Ctrl-C at any moment one line, exit 130 (e4e_jax/interrupts.py)."""
+    from e4e_jax import interrupts
+
+    return interrupts.run_command(lambda: build_parser().parse_args(argv), run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax import bundle, outdir
+    from e4e_jax import bundle, interrupts, outdir
 
     options = parse_options(args.kind, args.option)
     check_sources(args.sources)
@@ -163,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
     except OSError as e:
         raise UserError(f"{e.filename or names}: cannot read ({e.strerror or e})") from e
+    interrupts.pause_at("working")
     extra = dict(extra or {})
     extra["converter_version"] = CONVERTER_VERSION
     kind = extra.pop("bundle_kind", args.kind)
@@ -178,7 +182,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.kind} bundle to {out}")
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())
