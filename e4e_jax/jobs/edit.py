@@ -140,6 +140,8 @@ def grid_sources(lat: Latents, n: int, hw: tuple[int, int]) -> list:
     """The first `n` rows' sources (uint8 (h, w, 3), None where there is none); the crop each code came
     from for an aligned output (re-aligned here: without dlib a note, and blank cells)."""
     rows = lat.rows[:n]
+    if lat.align is not None:
+        print(f"re-aligning the faces of {len(rows)} rows for the grid's source column", file=sys.stderr)
     try:
         with sources.SourceLoader(rows, lat.align, workers=0) as loader:
             out = [loader.pixels(r, hw) for r in rows]
