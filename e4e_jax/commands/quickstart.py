@@ -8,8 +8,8 @@
              (reconstruction L2, latent recovery ‖E(G(w)) − w‖, latent variation, training losses),
              then where the model is (WORKDIR/train/model) and the commands to run on it.
 
-The model is a toy: a 32x32 generator of colour blobs with fixed-seed random weights, and random-weight
-loss networks; real photos need the official checkpoints, converted (README, "Using official checkpoints").
+The model is a toy: a 32x32 generator of colour blobs with fixed-seed random weights, and a random-weight
+LPIPS network; real photos need the official checkpoints, converted (README, "Using official checkpoints").
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ TEXT_WIDTH = 100  # columns of the printed explanations
 GRID_NAME, METRICS_NAME = "quickstart_grid.png", "metrics.json"  # in WORKDIR
 WHAT_IT_IS = (
     "The quickstart model is a toy: a {size}x{size} StyleGAN2 with fixed-seed random weights (it draws colour "
-    "blobs, not faces) and an e4e encoder trained on its samples with random-weight loss networks (LPIPS, "
-    'MoCo). Real photos need the official checkpoints, converted (README.md, "Using official checkpoints").'
+    "blobs, not faces) and an e4e encoder trained on its samples against a random-weight LPIPS network (the "
+    'identity loss is off at this size). Real photos need the official checkpoints, converted (README.md, "Using '
+    'official checkpoints").'
 )
 SEFA_STRENGTHS = (-6.0, -3.0, 3.0, 6.0)  # steps along the strongest SeFa direction, in the grid's columns
 # configs/tiny.py's small encoder runs ~10-15 steps/s on 2 CPU cores: the default is a couple of minutes
