@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from e4e_jax import bundle, e4e_bundle, restyle, restyle_bundle
+from e4e_jax import bundle, e4e_bundle, generate, restyle, restyle_bundle
 from e4e_jax.e4e_bundle import E4EArchitecture
 from e4e_jax.models import resampling
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig, mode_of
@@ -179,6 +179,16 @@ def test_iteration_counts_and_image_modes(toy):
     for bad, match in [(dict(n_iters=0), "n_iters"), (dict(loop="while"), "loop"), (dict(images="png"), "images")]:
         with pytest.raises(ValueError, match=match):
             restyle.make_restyle_fn(toy, **bad)
+
+
+def test_its_generator_renders_its_latents(toy):
+    """synthesize / edit read a restyle bundle's generator (generate.load_generator): the last latents render
+    to the last reconstruction."""
+    cfg, gen_vars = generate.load_generator(toy.source)
+    assert cfg == toy.gen_config
+    latents, images = restyle.make_restyle_fn(toy)(toy.variables, _images(toy))
+    rendered = np.concatenate(list(generate.iter_synthesize(cfg, gen_vars, np.asarray(latents[-1]), batch_size=4)))
+    np.testing.assert_allclose(rendered, images, atol=1e-4)
 
 
 def _pixels(model):

@@ -122,6 +122,17 @@ def test_generator_checkpoint_points_to_its_converter(reference, tmp_path, capsy
     assert code == 2 and "is a StyleGAN2 generator checkpoint" in err and "convert_weights stylegan2" in err
 
 
+def test_e4e_converter_points_to_this_one(reference, tmp_path, capsys):
+    src = tmp_path / "restyle.pt"
+    torch.save(reference, src)
+    assert convert_main(["e4e", str(src), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"encoder_type 'ResNetBackboneEncoder' is a ReStyle encoder: convert it with `python -m tools.convert_weights restyle {src}"
+        in err
+    ), err
+
+
 def test_bad_option_values_are_refused_before_reading(tmp_path, capsys):
     src = tmp_path / "missing.pt"
     assert convert_main(["restyle", str(src), "--out", str(tmp_path / "o"), "--option", "iterations=0"]) == 2
