@@ -72,7 +72,7 @@ def _check_against_reference(model, enc, dec, latent_avg, images, dataset_type):
 def irse_weights():
     enc, dec, latent_avg = build_reference("BackboneEncoder", SIZE)
     progressive = ref.ProgressiveBackboneEncoder(n_styles=N_STYLES, input_nc=6).eval()
-    progressive.load_state_dict(enc.state_dict())
+    progressive.load_state_dict(enc.state_dict(), assign=True)  # the same tensors: ~0.5 GB less
     images = np.random.RandomState(0).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
     return {
         "BackboneEncoder": enc,
