@@ -2,7 +2,8 @@
 
 A bundle is a directory::
 
-    DIR/config.json   {"kind", "format_version", "architecture": {...}, "source": {...}, ...}
+    DIR/config.json   {"kind", "format_version", "architecture": {...}, "sources": [...],
+                       "params_files": {path under params/: {"bytes", "sha256"}}, ...}
     DIR/params/       the variables pytree (nested dicts of float arrays), written by orbax
 
 `save` writes into a temporary sibling directory (`.DIR.tmp-*`, created with the umask) and renames it
@@ -10,15 +11,22 @@ into place at the end, so a failure never leaves a half-written bundle behind; t
 killed save are removed by the next save to the same place. `--overwrite` (overwrite=True) only ever
 replaces a bundle, never another folder. `save` and `load` check every array against the architecture
 (shapes, finite values; e4e_jax/variable_checks.py).
+
+`save` records the size and sha256 of every file it wrote in params/ (config.json's "params_files");
+`load` checks them (sizes and small files before orbax reads anything, the large files hashed while
+orbax restores them), so a damaged byte is reported by the file it is in instead of loading other
+weights. Bundles written before the checksums existed still load (said once per bundle).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,30 +43,56 @@ class BundleError(UserError, ValueError):
     """A bundle is missing, malformed, or not what the caller asked for."""
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (checkpoints can be GBs)."""
+HASH_READ_BYTES = 8 << 20  # bytes per read when hashing: large reads keep hashlib (GIL released) busy
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in large chunks into one buffer (checkpoints and bundles are GBs)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
+    buf = bytearray(HASH_READ_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
-# Files of params/ up to this size are hashed whole by `weights_id` (orbax's manifests and metadata: KBs).
+# Files of params/ up to this size are hashed whole by `weights_id` of a bundle without checksums, and are
+# checked before orbax reads anything (orbax's manifests and metadata: KBs; the arrays' data: MBs to GBs).
 SMALL_FILE_BYTES = 1 << 20
+CHECKSUMS = "params_files"  # config.json: {path under params/: {"bytes": size, "sha256": hex}}
+
+
+def _params_files(params: Path) -> list[Path]:
+    return sorted(p for p in params.rglob("*") if p.is_file())
+
+
+def file_checksums(params: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """{path relative to `params` (posix): {"bytes", "sha256"}} of every file below it (hashed in
+    parallel threads): what `save` records in config.json."""
+    params = Path(params)
+    files = _params_files(params)
+    with concurrent.futures.ThreadPoolExecutor(_hash_threads(len(files))) as pool:
+        digests = list(pool.map(sha256_of, files))
+    return {f.relative_to(params).as_posix(): {"bytes": f.stat().st_size, "sha256": d} for f, d in zip(files, digests)}
+
+
+def _hash_threads(n_files: int) -> int:
+    return max(1, min(n_files, os.cpu_count() or 1))
 
 
 def weights_id(path: str | os.PathLike) -> str:
-    """A cheap identity of a bundle's weights (hex sha256), without reading GBs: the names and sizes of
-    the files in params/ and the bytes of its small ones (orbax's manifests and metadata). A bundle
-    saved again differs (orbax names its data files at random on every write, and the manifests list
-    them); a copy of the same bundle does not."""
+    """An identity of a bundle's weights (hex sha256) that reads no weights: the digest of the checksums
+    config.json records for params/ (see `save`). A bundle saved again differs (orbax names its data
+    files at random on every write, and the manifests list them); a copy of the same bundle does not.
+    A bundle without checksums (older versions): the names and sizes of its files in params/ and the
+    bytes of its small ones (orbax's manifests and metadata)."""
+    recorded = read_config(path).get(CHECKSUMS)
+    if isinstance(recorded, dict):
+        return hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()
     params = Path(path) / "params"
     h = hashlib.sha256()
-    for f in sorted(p for p in params.rglob("*") if p.is_file()):
+    for f in _params_files(params):
         size = f.stat().st_size
         h.update(f"{f.relative_to(params).as_posix()}\0{size}\0".encode())
         if size <= SMALL_FILE_BYTES:
@@ -139,10 +173,11 @@ def save(
             }
             if extra:
                 config.update(dict(extra))
-            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
             ckptr.save(tmp / "params", variables)
             ckptr.wait_until_finished()
+            config[CHECKSUMS] = file_checksums(tmp / "params")  # what load checks: every file as written
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             if path.exists():
                 # Move the old bundle aside (a temporary name the next save removes) so that the new one
                 # takes its place in one rename.
@@ -231,10 +266,11 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load a bundle: returns (config, variables) with numpy arrays.
 
-    Raises BundleError if the bundle is missing, malformed, or of another kind than `kind`.
+    The files of params/ are checked against the checksums config.json records (`save`): the sizes and
+    the small files before orbax reads anything, the large files hashed in threads while orbax restores.
+    Raises BundleError if the bundle is missing, malformed, damaged (naming the file that differs), or of
+    another kind than `kind`.
     """
-    import orbax.checkpoint as ocp
-
     path = Path(path).resolve()
     config = read_config(path, kind)
     params_dir = path / "params"
@@ -242,14 +278,139 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, An
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")
     if not any(params_dir.iterdir()):
         raise BundleError(f"{path}: params/ is empty; the bundle is incomplete, re-create it")
+    recorded = _recorded_checksums(path, config)
+    large = _check_before_reading(path, config, recorded) if recorded is not None else {}
+    with concurrent.futures.ThreadPoolExecutor(_hash_threads(len(large))) as pool:
+        hashing = {rel: pool.submit(sha256_of, params_dir / rel) for rel in large}
+        variables, failure = _restore(params_dir)
+        for rel, digest in hashing.items():  # a file that differs explains any failure: said first
+            if _digest(path, config, rel, digest.result) != large[rel]:
+                raise _differs(path, config, rel) from failure
+    if failure is not None:
+        raise BundleError(
+            f"{path}: params/ cannot be read ({type(failure).__name__}: {failure}); the bundle is damaged, "
+            f"{_remake(config)}"
+        ) from failure
+    check_variables(config["kind"], config["architecture"], variables, f"{path}: the weights in params/")
+    return config, variables
+
+
+def _restore(params_dir: Path) -> tuple[Any, Exception | None]:
+    """(variables, None) restored by orbax from `params_dir`, or (None, the error) if it cannot read them."""
+    import orbax.checkpoint as ocp
+
     try:
         # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
         # Closed on the way out, an error included (an open one's event loop printed tracebacks at exit).
         with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
-            variables = checkpointer.restore(params_dir)
+            return checkpointer.restore(params_dir), None
     except (OSError, ValueError) as e:
+        _drop_closed_loop_callbacks()
+        return None, e
+
+
+def _digest(path: Path, config: Mapping[str, Any], rel: str, compute) -> str:
+    """``compute()`` (the sha256 of params/`rel`), a BundleError naming the file if it cannot be read."""
+    try:
+        return compute()
+    except OSError as e:
         raise BundleError(
-            f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, re-create it"
+            f"{path}: params/{rel} cannot be read ({e.strerror or e}); check its permissions or {_remake(config)}"
         ) from e
-    check_variables(config["kind"], config["architecture"], variables, f"{path}: the weights in params/")
-    return config, variables
+
+
+_UNCHECKED: set[Path] = set()  # bundles without checksums already said (once per bundle and process)
+
+
+def _recorded_checksums(path: Path, config: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """config.json's checksums of params/ ({path: {"bytes", "sha256"}}), None for an older bundle without
+    them (said once on stderr); BundleError if they are malformed."""
+    recorded = config.get(CHECKSUMS)
+    if recorded is None:
+        if path not in _UNCHECKED:
+            _UNCHECKED.add(path)
+            print(
+                f"note: {path} was written by an older e4e-jax and records no checksums of its files, so damage "
+                f"to them cannot be detected; {_remake(config)} to add them",
+                file=sys.stderr,
+            )
+        return None
+    ok = isinstance(recorded, dict) and all(
+        isinstance(rel, str)
+        and isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and isinstance(entry.get("sha256"), str)
+        and not Path(rel).is_absolute()
+        and ".." not in Path(rel).parts
+        for rel, entry in recorded.items()
+    )
+    if not ok:
+        raise BundleError(f"{path}/config.json: its {CHECKSUMS!r} entry is malformed; {_remake(config)}")
+    return recorded
+
+
+def _check_before_reading(
+    path: Path, config: Mapping[str, Any], recorded: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Check that every recorded file of params/ is there with its size, and the hashes of the small ones
+    (what orbax reads first: a damaged manifest would fail inside orbax). Returns {path: sha256} of the
+    large files, still to hash."""
+    large = {}
+    for rel, entry in recorded.items():
+        f = path / "params" / rel
+        if not f.is_file():
+            raise BundleError(f"{path}: params/{rel} is missing; the bundle is incomplete, {_remake(config)}")
+        size = f.stat().st_size
+        if size != entry["bytes"]:
+            raise _differs(path, config, rel, f"{size} bytes instead of the {entry['bytes']} written")
+        if size > SMALL_FILE_BYTES:
+            large[rel] = entry["sha256"]
+        elif _digest(path, config, rel, lambda: sha256_of(f)) != entry["sha256"]:
+            raise _differs(path, config, rel)
+    return large
+
+
+def _differs(path: Path, config: Mapping[str, Any], rel: str, how: str = "") -> BundleError:
+    return BundleError(
+        f"{path}: params/{rel} differs from the file written with the bundle ({how or 'its sha256 differs'}): "
+        f"the bundle is damaged; {_remake(config)}"
+    )
+
+
+def _remake(config: Mapping[str, Any]) -> str:
+    """The fix for a damaged bundle: convert its source again (named when config.json records one)."""
+    sources = config.get("sources") or []
+    source = sources[0].get("path") if sources and isinstance(sources[0], dict) else None
+    return f"re-convert it from {source}" if source else "re-create it (re-convert its checkpoint or export it again)"
+
+
+def _drop_closed_loop_callbacks() -> None:
+    """Keep one failed orbax restore from printing dozens of tracebacks after its error.
+
+    orbax runs a restore on an event loop that it closes as soon as one read fails (its run_sync does
+    not cancel the other reads first); tensorstore completes those reads later and calls back into the
+    closed loop, and Python prints each `RuntimeError: Event loop is closed` through
+    sys.unraisablehook. From the first failed restore on, exactly those are dropped; every other
+    unraisable exception reaches the hook that was there before.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+    if not isinstance(unraisable.exc_value, RuntimeError) or str(unraisable.exc_value) != "Event loop is closed":
+        return False
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
