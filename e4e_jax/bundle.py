@@ -2,9 +2,9 @@
 
 A bundle is a directory::
 
-    DIR/config.json   {"kind", "format_version", "architecture": {...}, "sources": [...],
-                       "params_files": {path under params/: {"bytes", "sha256"}}, ...}
-    DIR/params/       the variables pytree (nested dicts of float arrays), written by orbax
+    DIR/config.json       {"kind", "format_version", "architecture": {...}, "sources": [...], ...}
+    DIR/params/           the variables pytree (nested dicts of float arrays), written by orbax
+    DIR/checksums.json    {path in DIR: {"bytes", "sha256"}} of config.json and of every file of params/
 
 `save` writes into a temporary sibling directory (`.DIR.tmp-*`, created with the umask) and renames it
 into place at the end, so a failure never leaves a half-written bundle behind; the temporary folders of a
@@ -12,10 +12,10 @@ killed save are removed by the next save to the same place. `--overwrite` (overw
 replaces a bundle, never another folder. `save` and `load` check every array against the architecture
 (shapes, finite values; e4e_jax/variable_checks.py).
 
-`save` records the size and sha256 of every file it wrote in params/ (config.json's "params_files");
-`load` checks them (sizes and small files before orbax reads anything, the large files hashed while
-orbax restores them), so a damaged byte is reported by the file it is in instead of loading other
-weights. Bundles written before the checksums existed still load (said once per bundle).
+`save` records the size and sha256 of every file it writes (checksums.json, written last); `load` checks
+them (the sizes and small files before orbax reads anything, the large files hashed while orbax
+restores them), so a damaged byte is reported by the file it is in instead of loading other weights.
+Bundles written before the checksums existed still load (said once per bundle).
 """
 
 from __future__ import annotations
@@ -60,21 +60,20 @@ def sha256_of(path: str | os.PathLike) -> str:
 # Files of params/ up to this size are hashed whole by `weights_id` of a bundle without checksums, and are
 # checked before orbax reads anything (orbax's manifests and metadata: KBs; the arrays' data: MBs to GBs).
 SMALL_FILE_BYTES = 1 << 20
-CHECKSUMS = "params_files"  # config.json: {path under params/: {"bytes": size, "sha256": hex}}
+CHECKSUMS_FILE = "checksums.json"  # {path in the bundle (posix): {"bytes": size, "sha256": hex}}
+WEIGHTS = "params/"  # the folder of the weights' files in the bundle (and the prefix of their paths there)
 
 
-def _params_files(params: Path) -> list[Path]:
-    return sorted(p for p in params.rglob("*") if p.is_file())
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def file_checksums(params: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """{path relative to `params` (posix): {"bytes", "sha256"}} of every file below it (hashed in
-    parallel threads): what `save` records in config.json."""
-    params = Path(params)
-    files = _params_files(params)
+def file_checksums(root: str | os.PathLike, files: list[Path]) -> dict[str, dict[str, Any]]:
+    """{path relative to `root` (posix): {"bytes", "sha256"}} of `files`, hashed in parallel threads: what
+    `save` records in checksums.json."""
     with concurrent.futures.ThreadPoolExecutor(_hash_threads(len(files))) as pool:
         digests = list(pool.map(sha256_of, files))
-    return {f.relative_to(params).as_posix(): {"bytes": f.stat().st_size, "sha256": d} for f, d in zip(files, digests)}
+    return {f.relative_to(root).as_posix(): {"bytes": f.stat().st_size, "sha256": d} for f, d in zip(files, digests)}
 
 
 def _hash_threads(n_files: int) -> int:
@@ -82,22 +81,48 @@ def _hash_threads(n_files: int) -> int:
 
 
 def weights_id(path: str | os.PathLike) -> str:
-    """An identity of a bundle's weights (hex sha256) that reads no weights: the digest of the checksums
-    config.json records for params/ (see `save`). A bundle saved again differs (orbax names its data
+    """An identity of a bundle's weights (hex sha256) that reads no weights: the digest of the checksums of
+    params/ recorded in checksums.json (see `save`). A bundle saved again differs (orbax names its data
     files at random on every write, and the manifests list them); a copy of the same bundle does not.
     A bundle without checksums (older versions): the names and sizes of its files in params/ and the
     bytes of its small ones (orbax's manifests and metadata)."""
-    recorded = read_config(path).get(CHECKSUMS)
-    if isinstance(recorded, dict):
-        return hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()
-    params = Path(path) / "params"
+    path = Path(path)
+    recorded = read_checksums(path)
+    if recorded is not None:
+        weights = {rel: entry for rel, entry in recorded.items() if rel.startswith(WEIGHTS)}
+        return hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest()
+    params = path / WEIGHTS
     h = hashlib.sha256()
-    for f in _params_files(params):
+    for f in _files(params):
         size = f.stat().st_size
         h.update(f"{f.relative_to(params).as_posix()}\0{size}\0".encode())
         if size <= SMALL_FILE_BYTES:
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def read_checksums(path: str | os.PathLike) -> dict[str, dict[str, Any]] | None:
+    """The checksums.json of bundle `path` ({path in the bundle: {"bytes", "sha256"}}), None if it has none
+    (written by an older version); BundleError if it cannot be read or is malformed."""
+    f = Path(path) / CHECKSUMS_FILE
+    if not f.exists():
+        return None
+    try:
+        recorded = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{f} cannot be read ({e}); the bundle is damaged, re-create it") from e
+    ok = isinstance(recorded, dict) and all(
+        isinstance(rel, str)
+        and isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and isinstance(entry.get("sha256"), str)
+        and not Path(rel).is_absolute()
+        and ".." not in Path(rel).parts
+        for rel, entry in recorded.items()
+    )
+    if not ok:
+        raise BundleError(f"{f} is malformed (not the sizes and sha256 of the bundle's files); re-create the bundle")
+    return recorded
 
 
 def source_info(*paths: str | os.PathLike) -> list[dict[str, str]]:
@@ -173,11 +198,12 @@ def save(
             }
             if extra:
                 config.update(dict(extra))
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
             ckptr.save(tmp / "params", variables)
             ckptr.wait_until_finished()
-            config[CHECKSUMS] = file_checksums(tmp / "params")  # what load checks: every file as written
-            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            checksums = file_checksums(tmp, _files(tmp))  # what load checks: every file as written
+            (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
             if path.exists():
                 # Move the old bundle aside (a temporary name the next save removes) so that the new one
                 # takes its place in one rename.
@@ -266,22 +292,23 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load a bundle: returns (config, variables) with numpy arrays.
 
-    The files of params/ are checked against the checksums config.json records (`save`): the sizes and
-    the small files before orbax reads anything, the large files hashed in threads while orbax restores.
-    Raises BundleError if the bundle is missing, malformed, damaged (naming the file that differs), or of
-    another kind than `kind`.
+    Its files are checked against checksums.json (`save`): the sizes and the small files before orbax
+    reads anything, the large files hashed in threads while orbax restores them. Raises BundleError if the
+    bundle is missing, malformed, damaged (naming the file that differs), or of another kind than `kind`.
     """
     path = Path(path).resolve()
     config = read_config(path, kind)
-    params_dir = path / "params"
+    params_dir = path / WEIGHTS
     if not params_dir.is_dir():
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")
     if not any(params_dir.iterdir()):
         raise BundleError(f"{path}: params/ is empty; the bundle is incomplete, re-create it")
-    recorded = _recorded_checksums(path, config)
-    large = _check_before_reading(path, config, recorded) if recorded is not None else {}
+    recorded = read_checksums(path)
+    if recorded is None:
+        _say_unchecked(path, config)
+    large = {} if recorded is None else _check_before_reading(path, config, recorded)
     with concurrent.futures.ThreadPoolExecutor(_hash_threads(len(large))) as pool:
-        hashing = {rel: pool.submit(sha256_of, params_dir / rel) for rel in large}
+        hashing = {rel: pool.submit(sha256_of, path / rel) for rel in large}
         variables, failure = _restore(params_dir)
         for rel, digest in hashing.items():  # a file that differs explains any failure: said first
             if _digest(path, config, rel, digest.result) != large[rel]:
@@ -309,57 +336,30 @@ def _restore(params_dir: Path) -> tuple[Any, Exception | None]:
         return None, e
 
 
-def _digest(path: Path, config: Mapping[str, Any], rel: str, compute) -> str:
-    """``compute()`` (the sha256 of params/`rel`), a BundleError naming the file if it cannot be read."""
-    try:
-        return compute()
-    except OSError as e:
-        raise BundleError(
-            f"{path}: params/{rel} cannot be read ({e.strerror or e}); check its permissions or {_remake(config)}"
-        ) from e
-
-
 _UNCHECKED: set[Path] = set()  # bundles without checksums already said (once per bundle and process)
 
 
-def _recorded_checksums(path: Path, config: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """config.json's checksums of params/ ({path: {"bytes", "sha256"}}), None for an older bundle without
-    them (said once on stderr); BundleError if they are malformed."""
-    recorded = config.get(CHECKSUMS)
-    if recorded is None:
-        if path not in _UNCHECKED:
-            _UNCHECKED.add(path)
-            print(
-                f"note: {path} was written by an older e4e-jax and records no checksums of its files, so damage "
-                f"to them cannot be detected; {_remake(config)} to add them",
-                file=sys.stderr,
-            )
-        return None
-    ok = isinstance(recorded, dict) and all(
-        isinstance(rel, str)
-        and isinstance(entry, dict)
-        and isinstance(entry.get("bytes"), int)
-        and isinstance(entry.get("sha256"), str)
-        and not Path(rel).is_absolute()
-        and ".." not in Path(rel).parts
-        for rel, entry in recorded.items()
-    )
-    if not ok:
-        raise BundleError(f"{path}/config.json: its {CHECKSUMS!r} entry is malformed; {_remake(config)}")
-    return recorded
+def _say_unchecked(path: Path, config: Mapping[str, Any]) -> None:
+    if path not in _UNCHECKED:
+        _UNCHECKED.add(path)
+        print(
+            f"note: {path} was written by an older e4e-jax and has no {CHECKSUMS_FILE}, so damage to its files "
+            f"cannot be detected; {_remake(config)} to add one",
+            file=sys.stderr,
+        )
 
 
 def _check_before_reading(
     path: Path, config: Mapping[str, Any], recorded: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, str]:
-    """Check that every recorded file of params/ is there with its size, and the hashes of the small ones
-    (what orbax reads first: a damaged manifest would fail inside orbax). Returns {path: sha256} of the
+    """Check that every recorded file is there with its size, and the hashes of the small ones (config.json
+    and what orbax reads first: a damaged manifest would fail inside orbax). Returns {path: sha256} of the
     large files, still to hash."""
     large = {}
     for rel, entry in recorded.items():
-        f = path / "params" / rel
+        f = path / rel
         if not f.is_file():
-            raise BundleError(f"{path}: params/{rel} is missing; the bundle is incomplete, {_remake(config)}")
+            raise BundleError(f"{path}: {rel} is missing; the bundle is incomplete, {_remake(config)}")
         size = f.stat().st_size
         if size != entry["bytes"]:
             raise _differs(path, config, rel, f"{size} bytes instead of the {entry['bytes']} written")
@@ -370,9 +370,19 @@ def _check_before_reading(
     return large
 
 
+def _digest(path: Path, config: Mapping[str, Any], rel: str, compute) -> str:
+    """``compute()`` (the sha256 of `rel` in the bundle), a BundleError naming the file if it cannot be read."""
+    try:
+        return compute()
+    except OSError as e:
+        raise BundleError(
+            f"{path}: {rel} cannot be read ({e.strerror or e}); check its permissions or {_remake(config)}"
+        ) from e
+
+
 def _differs(path: Path, config: Mapping[str, Any], rel: str, how: str = "") -> BundleError:
     return BundleError(
-        f"{path}: params/{rel} differs from the file written with the bundle ({how or 'its sha256 differs'}): "
+        f"{path}: {rel} differs from the file written with the bundle ({how or 'its sha256 differs'}): "
         f"the bundle is damaged; {_remake(config)}"
     )
 

@@ -1,5 +1,5 @@
-"""Issue 30, items 4 and 5, for bundles: every file a bundle writes in params/ is recorded (size and sha256
-in config.json) and checked when it is loaded, so a flipped byte is one error naming the file and the fix
+"""Issue 30, items 4 and 5, for bundles: every file a bundle writes is recorded (size and sha256 in its
+checksums.json) and checked when it is loaded, so a flipped byte is one error naming the file and the fix
 instead of other weights; bundles from before the checksums still load (said once); `weights_id` digests
 the checksums; a damaged OCDBT file is one error line, without the "Event loop is closed" tracebacks a
 failed orbax restore printed.
@@ -40,17 +40,19 @@ def written(tmp_path_factory):
 def _copy(src: Path, dst: Path, *, without_checksums: bool = False) -> Path:
     shutil.copytree(src, dst)
     if without_checksums:  # as written by an e4e-jax older than the checksums
-        config = json.loads((dst / "config.json").read_text())
-        del config[bundle.CHECKSUMS]
-        (dst / "config.json").write_text(json.dumps(config))
+        (dst / bundle.CHECKSUMS_FILE).unlink()
     return dst
 
 
 def _largest(model: Path) -> str:
-    """params/-relative path of the biggest data file: hashed while orbax restores it."""
+    """Path in the bundle of its biggest data file: hashed while orbax restores it."""
     files = sorted((p for p in (model / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     assert files[-1].stat().st_size > bundle.SMALL_FILE_BYTES  # else this would test the other path
-    return files[-1].relative_to(model / "params").as_posix()
+    return files[-1].relative_to(model).as_posix()
+
+
+def _record(model: Path, checksums) -> None:
+    (model / bundle.CHECKSUMS_FILE).write_text(json.dumps(checksums))
 
 
 def _flip(path: Path, at: float = 0.5) -> None:
@@ -66,38 +68,45 @@ def _synthesize(model: Path, latents: Path, out: Path, capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-def test_save_records_every_file_of_params(written):
-    config = json.loads((written["g"] / "config.json").read_text())
-    params = written["g"] / "params"
-    files = {p.relative_to(params).as_posix(): p for p in params.rglob("*") if p.is_file()}
-    recorded = config[bundle.CHECKSUMS]
-    assert set(recorded) == set(files) and len(files) > 3
+def test_save_records_every_file(written):
+    model = written["g"]
+    files = {p.relative_to(model).as_posix(): p for p in model.rglob("*") if p.is_file()}
+    recorded = json.loads((model / bundle.CHECKSUMS_FILE).read_text())
+    assert set(recorded) == set(files) - {bundle.CHECKSUMS_FILE} and "config.json" in recorded and len(files) > 4
     for rel, entry in recorded.items():
         data = files[rel].read_bytes()
         assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, rel
 
 
-@pytest.mark.parametrize("where", ["data", "manifest"])
+@pytest.mark.parametrize("where", ["data", "manifest", "config"])
 def test_a_flipped_byte_is_named_with_the_fix(written, tmp_path, capsys, where):
-    """A flipped bit in the arrays' data (hashed while orbax restores; it loaded silently before) or in
-    orbax's manifest (checked before orbax opens it): one line naming the file."""
+    """A flipped bit in the arrays' data (hashed while orbax restores; it loaded silently before), in
+    orbax's manifest (checked before orbax opens it) or in config.json: one line naming the file."""
     model = _copy(written["g"], tmp_path / "g")
-    rel = _largest(model) if where == "data" else "manifest.ocdbt"
-    _flip(model / "params" / rel)
+    rel = {"data": _largest(model), "manifest": "params/manifest.ocdbt", "config": "config.json"}[where]
+    if where == "config":  # a digit that reads as well as the right one, and no shape can tell
+        text = (model / rel).read_text()
+        assert text.count('"lr_mlp": 0.01') == 1
+        (model / rel).write_text(text.replace('"lr_mlp": 0.01', '"lr_mlp": 0.02'))
+    else:
+        _flip(model / rel)
     err = _synthesize(model, written["w"], tmp_path / "o.npy", capsys)
     assert len(err) == 1 and err[0].startswith("error:"), err
-    assert f"params/{rel} differs from the file written with the bundle" in err[0] and "re-create it" in err[0], err
+    assert f"{rel} differs from the file written with the bundle" in err[0] and "re-create it" in err[0], err
 
 
 def test_truncated_and_missing_files_are_named_before_orbax_reads(written, tmp_path, capsys):
     cut = _copy(written["g"], tmp_path / "cut")
     rel = _largest(cut)
-    size = (cut / "params" / rel).stat().st_size
-    with open(cut / "params" / rel, "r+b") as f:
+    size = (cut / rel).stat().st_size
+    with open(cut / rel, "r+b") as f:
         f.truncate(size // 2)
     gone = _copy(written["g"], tmp_path / "gone")
     (gone / "params" / "_METADATA").unlink()
-    for model, expected in ((cut, f"{size // 2} bytes instead of the {size} written"), (gone, "_METADATA is missing")):
+    for model, expected in (
+        (cut, f"{size // 2} bytes instead of the {size} written"),
+        (gone, "params/_METADATA is missing"),
+    ):
         with pytest.raises(bundle.BundleError) as info:
             bundle.load(model)
         assert str(model) in str(info.value) and expected in str(info.value), info.value
@@ -114,8 +123,8 @@ def test_a_converted_bundle_names_its_source(tmp_path):
     torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(512)}, src)
     assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "b")]) == 0
     rel = _largest(tmp_path / "b")
-    _flip(tmp_path / "b" / "params" / rel, at=0.9)
-    with pytest.raises(bundle.BundleError, match=f"params/{rel} differs .* re-convert it from {src}"):
+    _flip(tmp_path / "b" / rel, at=0.9)
+    with pytest.raises(bundle.BundleError, match=f"{rel} differs .* re-convert it from {src}"):
         bundle.load(tmp_path / "b")
 
 
@@ -128,17 +137,18 @@ def test_a_bundle_without_checksums_loads_and_is_said_once(written, tmp_path, ca
             np.asarray(written["variables"]["params"]["mapping"]["dense_0"]["weight"]),
         )
     notes = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(notes) == 1 and notes[0].startswith(f"note: {old} ") and "no checksums" in notes[0], notes
+    assert len(notes) == 1 and notes[0].startswith(f"note: {old} ") and "no checksums.json" in notes[0], notes
 
 
 def test_malformed_checksums_are_a_message(written, tmp_path):
     for name, value in (("str", "abc"), ("outside", {"../config.json": {"bytes": 1, "sha256": "0" * 64}})):
         model = _copy(written["g"], tmp_path / name)
-        config = json.loads((model / "config.json").read_text())
-        config[bundle.CHECKSUMS] = value
-        (model / "config.json").write_text(json.dumps(config))
-        with pytest.raises(bundle.BundleError, match=f"{model}/config.json: its 'params_files' entry is malformed"):
+        _record(model, value)
+        with pytest.raises(bundle.BundleError, match=f"{model / bundle.CHECKSUMS_FILE} is malformed"):
             bundle.load(model)
+    (model / bundle.CHECKSUMS_FILE).write_bytes(b"\xff{")
+    with pytest.raises(bundle.BundleError, match=f"{model / bundle.CHECKSUMS_FILE} cannot be read"):
+        bundle.load(model)
 
 
 def test_weights_id_digests_the_checksums(written, tmp_path):
@@ -148,10 +158,10 @@ def test_weights_id_digests_the_checksums(written, tmp_path):
     assert bundle.weights_id(same) == bundle.weights_id(written["g"])
     other = _copy(written["g"], tmp_path / "other")
     rel = _largest(other)
-    _flip(other / "params" / rel)
-    config = json.loads((other / "config.json").read_text())
-    config[bundle.CHECKSUMS][rel]["sha256"] = bundle.sha256_of(other / "params" / rel)  # as its save records
-    (other / "config.json").write_text(json.dumps(config))
+    _flip(other / rel)
+    checksums = json.loads((other / bundle.CHECKSUMS_FILE).read_text())
+    checksums[rel]["sha256"] = bundle.sha256_of(other / rel)  # as its save records
+    _record(other, checksums)
     assert bundle.weights_id(other) != bundle.weights_id(written["g"])
     old_a = _copy(written["g"], tmp_path / "old_a", without_checksums=True)
     old_b = _copy(other, tmp_path / "old_b", without_checksums=True)
@@ -165,7 +175,7 @@ def test_a_damaged_ocdbt_file_is_one_line_without_event_loop_noise(written, tmp_
     error line."""
     model = _copy(written["g"], tmp_path / "g", without_checksums=not checksums)
     rel = _largest(model)
-    with open(model / "params" / rel, "r+b") as f:
+    with open(model / rel, "r+b") as f:
         f.truncate(f.seek(0, os.SEEK_END) // 2)
     r = subprocess.run(
         [sys.executable, "-m", "e4e_jax.cli", "synthesize", "--model", str(model), "--latents", str(written["w"])]
@@ -181,7 +191,7 @@ def test_a_damaged_ocdbt_file_is_one_line_without_event_loop_noise(written, tmp_
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
     if checksums:
-        assert lines == errors and f"params/{rel} differs" in errors[0], r.stderr
+        assert lines == errors and f"{rel} differs" in errors[0], r.stderr
     else:
         assert len(lines) == 2 and lines[0].startswith("note:") and "params/ cannot be read" in errors[0], r.stderr
     assert not (tmp_path / "o.npy").exists()

@@ -79,16 +79,18 @@ def _error(capsys) -> str:
 
 def _bombs(root: Path) -> dict[str, tuple[Path, str]]:
     """name -> (hostile file, what its refusal says)."""
+    entries = f"{limits.MAX_ENTRIES:,}"
     cases = {
         # The issue's own: opts holding a 9-level list of 10 shared references (10^9 leaves to walk).
-        "shared_opts": (_e4e_ckpt(root / "shared_opts.pt", {"deep": _shared(9)}), "more than 10,000,000 entries"),
-        "shared_dict_key": (root / "key.pkl", "more than 10,000,000 entries"),  # hashing the key walks it all
+        "shared_opts": (_e4e_ckpt(root / "shared_opts.pt", {"deep": _shared(9)}), f"more than {entries} entries"),
+        "shared_dict_key": (root / "key.pkl", f"more than {entries} entries"),  # hashing the key walks it all
         "deep_opts": (_e4e_ckpt(root / "deep_opts.pt", {"deep": _deep(3000)}), f"more than {limits.MAX_NESTING}"),
         "cycle": (root / "cycle.pkl", "reference cycle"),
         "range": (root / "range.pkl", "'builtins.range'"),
         "bytes_size": (root / "bytes.pkl", "given the size 10000000000"),
         "list_copies": (root / "copies.pkl", "would make the bytes built from this file exceed"),
         "broadcast_tensor": (root / "expand.pt", "a copy of a tensor view of shape (10000000000,)"),
+        "opcodes": (root / "opcodes.pkl", f"more than {limits.MAX_OPCODES:,} opcodes"),  # makes nothing
     }
     nested_key = 1
     for _ in range(9):
@@ -102,7 +104,8 @@ def _bombs(root: Path) -> dict[str, tuple[Path, str]]:
     text = "t" * 1_000_000  # stored once, copied into a list by every call (memo references)
     (root / "copies.pkl").write_bytes(pickle.dumps([_Call(list, text) for _ in range(200)], protocol=4))
     torch.save({"w": torch.zeros(1).expand(10**10)}, root / "expand.pt")  # one stored float, stride 0
-    assert all(p.stat().st_size < 2_000_000 for p, _ in cases.values())
+    (root / "opcodes.pkl").write_bytes(b"\x80\x04" + b"(1" * (limits.MAX_OPCODES // 2 + 1) + b"N.")  # MARK, POP_MARK
+    assert all(p.stat().st_size < 10_000_000 for p, _ in cases.values())
     return cases
 
 

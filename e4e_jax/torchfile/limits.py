@@ -23,7 +23,10 @@ from e4e_jax.torchfile.errors import CheckpointError
 MAX_NESTING = 200
 # Entries of a file's object tree, a shared reference counted at every place it is used: the work any walk
 # over the result (a JSON dump of opts, a repr, a hash of a key) can take.
-MAX_ENTRIES = 10_000_000
+MAX_ENTRIES = 2_000_000
+# Opcodes of a file's pickles (real pickles use 1 to 1.5 per entry): bounds the scan itself, which reads
+# every opcode in Python (~1 us each) before the C unpickler runs.
+MAX_OPCODES = 2 * MAX_ENTRIES
 # Bytes a file may make (storages read, tensors copied or widened, containers, bytes and arrays its
 # constructors build): a floor, plus this many times the file's own size.
 MADE_BYTES_FLOOR = 256 << 20

@@ -16,140 +16,171 @@ from typing import BinaryIO
 from e4e_jax.torchfile.errors import CheckpointError
 from e4e_jax.torchfile.limits import refusal
 
-_MARK = -1  # stand-in of a MARK on the simulated stack (node ids are >= 0)
 # Opcodes that add what they pop to the object below them on the stack (and leave that object there).
 _INTO_OBJECT = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
 _PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GET = {"GET", "BINGET", "LONG_BINGET"}
+_SAME = {"MARK", "POP", "POP_MARK", "DUP", "MEMOIZE", "STOP"}  # their own action
 _NOTHING = {"PROTO", "FRAME"}
+_TO_MARK = -1  # pops: everything above the last MARK, and the MARK
+
+
+def _action(op: pickletools.OpcodeInfo) -> tuple[str, int, int]:
+    """(action, objects popped or _TO_MARK, objects pushed) of an opcode, from pickletools' stack effects."""
+    name = op.name
+    for names, action in ((_SAME, name), (_PUT, "PUT"), (_GET, "GET"), (_NOTHING, "NOTHING")):
+        if name in names:
+            return action, 0, 0
+    marked = pickletools.markobject in op.stack_before
+    pops = _TO_MARK if marked else len(op.stack_before)
+    if name in _INTO_OBJECT:  # the object added to stays: it is not popped
+        return "INTO", pops if marked else pops - 1, 0
+    return "MAKE", pops, len(op.stack_after)
+
+
+_ACTIONS = {op.code: _action(op) for op in pickletools.opcodes}
+
+
+class _TooMany(Exception):
+    """More objects than the entry bound allows: each one is an entry at least once."""
 
 
 class _Machine:
-    """The pickle stack machine on node ids; `children[i]` lists what node i holds (None: nothing)."""
+    """The pickle stack machine on node ids (as CPython's: an object stack and a stack of marks, each
+    mark the object stack's length when it was set); `children[i]` lists what node i holds (None:
+    nothing). Every step takes time proportional to what it pops."""
 
-    def __init__(self):
+    def __init__(self, max_nodes: int):
         self.children: list[list[int] | None] = []
         self.stack: list[int] = []
+        self.marks: list[int] = []
         self.memo: dict[int, int] = {}
         self.dropped: list[int] = []  # popped and discarded: work done all the same
+        self.max_nodes = max_nodes
 
-    def new(self, kids: list[int]) -> int:
-        self.children.append(kids or None)
-        return len(self.children) - 1
+    def top(self) -> int:
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise ValueError("unpickling stack underflow")
+        return self.stack[-1]
 
-    def pop_mark(self) -> list[int]:
-        at = len(self.stack) - 1 - self.stack[::-1].index(_MARK)  # ValueError: no MARK (malformed)
-        items = self.stack[at + 1 :]
+    def pop(self, n: int) -> list[int]:
+        if n == _TO_MARK:
+            at = self.marks.pop()  # IndexError: no MARK (malformed)
+        elif len(self.stack) - n < (self.marks[-1] if self.marks else 0):
+            raise ValueError("unpickling stack underflow")
+        else:
+            at = len(self.stack) - n
+        items = self.stack[at:]
         del self.stack[at:]
         return items
 
-    def pop(self, n: int) -> list[int]:
-        if n > len(self.stack) or _MARK in self.stack[len(self.stack) - n :]:
-            raise ValueError("unpickling stack underflow")
-        items = self.stack[len(self.stack) - n :] if n else []
-        del self.stack[len(self.stack) - n :]
-        return items
-
-    def add_to_top(self, kids: list[int]) -> None:
-        top = self.stack[-1]
-        if top == _MARK:
-            raise ValueError("unpickling stack underflow")
-        if self.children[top] is None:
-            self.children[top] = []
-        self.children[top].extend(kids)
-
-    def step(self, op: pickletools.OpcodeInfo, arg) -> None:
-        name = op.name
-        if name == "MARK":
-            self.stack.append(_MARK)
-        elif name == "POP":
-            self.dropped.extend(x for x in self.stack[-1:] if x != _MARK)
-            self.stack.pop()
-        elif name == "POP_MARK":
-            self.dropped.extend(self.pop_mark())
-        elif name == "DUP":
-            self.stack.append(self.stack[-1])
-        elif name in _PUT:
-            self.memo[arg] = self.stack[-1]
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = self.stack[-1]
-        elif name in _GET:
+    def step(self, code: str, arg) -> None:
+        action, pops, pushes = _ACTIONS[code]
+        if action == "MAKE":
+            kids = self.pop(pops) if pops else None
+            for _ in range(pushes):
+                self.children.append(kids)
+                self.stack.append(len(self.children) - 1)
+            if len(self.children) > self.max_nodes:
+                raise _TooMany
+        elif action == "PUT":
+            self.memo[arg] = self.top()
+        elif action == "GET":
             self.stack.append(self.memo[arg])  # KeyError: memo entry never stored (malformed)
-        elif name in _INTO_OBJECT:
-            self.add_to_top(
-                self.pop_mark() if pickletools.markobject in op.stack_before else self.pop(len(op.stack_before) - 1)
-            )
-        elif name not in _NOTHING:
-            kids = self.pop_mark() if pickletools.markobject in op.stack_before else self.pop(len(op.stack_before))
-            self.stack.extend(self.new(kids) for _ in op.stack_after)
+        elif action == "INTO":
+            kids = self.pop(pops)  # a fresh list: extended in place by later additions
+            top = self.top()
+            if self.children[top] is None:
+                self.children[top] = kids
+            else:
+                self.children[top].extend(kids)
+        elif action == "MARK":
+            self.marks.append(len(self.stack))
+        elif action == "POP":
+            if self.marks and self.marks[-1] == len(self.stack):
+                self.marks.pop()
+            else:
+                self.dropped.extend(self.pop(1))
+        elif action == "POP_MARK":
+            self.dropped.extend(self.pop(_TO_MARK))
+        elif action == "DUP":
+            self.stack.append(self.top())
+        elif action == "MEMOIZE":
+            self.memo[len(self.memo)] = self.top()
 
 
 def _walk(children: list, roots: list[int], cap: int) -> tuple[int, int]:
     """(entries, depth) of the trees below `roots`: every path counted (a shared node at each use), sizes
     saturating at `cap`. Raises ValueError('cycle') if a node holds itself, however indirectly."""
-    size, depth = [0] * len(children), [0] * len(children)
-    state = bytearray(len(children))  # 0 unseen, 1 on the current path, 2 done
-    total, deepest = 0, 0
+    size, depth = [1] * len(children), [1] * len(children)
+    state = bytearray(2 if kids is None else 0 for kids in children)  # 0 unseen, 1 on the path, 2 done
     for root in roots:
         if state[root] == 0:
             state[root] = 1
-            path = [(root, iter(children[root] or ()))]
+            path = [(root, iter(children[root]))]
             while path:
                 node, kids = path[-1]
                 for kid in kids:
-                    if state[kid] == 1:
-                        raise ValueError("cycle")
-                    if state[kid] == 0:
+                    if state[kid] != 2:
+                        if state[kid] == 1:
+                            raise ValueError("cycle")
                         state[kid] = 1
-                        path.append((kid, iter(children[kid] or ())))
+                        path.append((kid, iter(children[kid])))
                         break
                 else:
                     path.pop()
                     state[node] = 2
-                    held = children[node] or ()
-                    size[node] = min(cap, 1 + sum(size[k] for k in held))
-                    depth[node] = 1 + max((depth[k] for k in held), default=0)
-        total = min(cap, total + size[root])
-        deepest = max(deepest, depth[root])
-    return total, deepest
+                    total, deepest = 1, 0
+                    for kid in children[node]:
+                        total += size[kid]
+                        deepest = max(deepest, depth[kid])
+                    size[node], depth[node] = min(cap, total), 1 + deepest
+    return min(cap, sum(size[r] for r in roots)), max((depth[r] for r in roots), default=0)
 
 
-def scan(f: BinaryIO, max_entries: int, max_depth: int) -> int:
+def _too_many(max_entries: int) -> CheckpointError:
+    return CheckpointError(
+        refusal(
+            f"refused: its object tree has more than {max_entries:,} entries (a shared reference counted at every use)"
+        )
+    )
+
+
+def scan(f: BinaryIO, max_entries: int, max_opcodes: int, max_depth: int) -> tuple[int, int]:
     """Read one pickle from `f`'s position to its STOP (leaving `f` after it) and check its shape.
 
-    Returns the entries of its object tree (each shared reference counted at every use; objects it
-    discards count too). Raises CheckpointError (no path: the caller adds it) if they exceed
-    `max_entries`, if objects nest deeper than `max_depth` or hold themselves; EOFError if the pickle
-    ends before its STOP; ValueError if it is not a pickle.
+    Returns (entries, opcodes): the entries of its object tree (each shared reference counted at every
+    use; objects it discards count too) and its opcodes. Raises CheckpointError (no path: the caller adds
+    it) if either exceeds its bound, if objects nest deeper than `max_depth` or hold themselves;
+    EOFError if the pickle ends before its STOP; ValueError if it is not a pickle.
     """
-    machine = _Machine()
-    result = None
+    machine = _Machine(max_entries)
+    result, opcodes = None, 0
     try:
         for op, arg, _ in pickletools.genops(f):
-            if op.name == "STOP":
-                result = machine.stack.pop()
+            opcodes += 1
+            if opcodes > max_opcodes:
+                raise CheckpointError(refusal(f"refused: its pickles hold more than {max_opcodes:,} opcodes"))
+            if op.code == ".":  # STOP
+                (result,) = machine.pop(1)
                 break
-            machine.step(op, arg)
+            machine.step(op.code, arg)
+    except _TooMany:
+        raise _too_many(max_entries) from None
     except (ValueError, KeyError, IndexError) as e:
         if not f.read(1):
             raise EOFError(f"the pickle ends before its end mark ({e})") from None
         raise ValueError(f"malformed pickle ({type(e).__name__}: {e})") from None
     if result is None:
         raise EOFError("the pickle ends before its end mark")
-    roots = [result, *machine.dropped, *(x for x in machine.stack if x != _MARK)]
     try:
-        entries, depth = _walk(machine.children, roots, max_entries + 1)
+        entries, depth = _walk(machine.children, [result, *machine.dropped, *machine.stack], max_entries + 1)
     except ValueError:
         raise CheckpointError(
             refusal("refused: its objects contain themselves (a reference cycle), which no checkpoint of weights holds")
         ) from None
     if entries > max_entries:
-        raise CheckpointError(
-            refusal(
-                f"refused: its object tree has more than {max_entries:,} entries (a shared reference counted "
-                "at every use)"
-            )
-        )
+        raise _too_many(max_entries)
     if depth > max_depth:
         raise CheckpointError(refusal(f"refused: its objects nest {depth} deep, more than {max_depth}"))
-    return entries
+    return entries, opcodes

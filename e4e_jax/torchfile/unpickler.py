@@ -22,13 +22,14 @@ class _Context:
     ``load_stream(f, ctx, what)`` parses embedded torch.save bytes (`containers._load_stream`;
     passed in so that this module does not depend on the container parsers that depend on it).
     ``file_bytes`` (the file's size) sets the `limits.Budget` of bytes the file may make; ``entries``
-    counts the object-tree entries of its pickles so far (bounded by `limits.MAX_ENTRIES`).
+    and ``opcodes`` count the object-tree entries and opcodes of its pickles so far (`limits`).
     """
 
     def __init__(self, path: str, load_stream: Callable[[Any, "_Context", str], Any], file_bytes: int):
         self.path = path
         self.depth = 0
         self.entries = 0
+        self.opcodes = 0
         self.budget = limits.Budget(file_bytes)
         self._load_stream = load_stream
         self.load_from_bytes = _wrap("torch.storage._load_from_bytes", self._load_from_bytes)
@@ -41,7 +42,11 @@ class _Context:
         """Scan the pickle at `f`'s position (`scan.scan`) against what is left of the file's bounds; `f`
         is put back where it was."""
         start = f.tell()
-        self.entries += scan.scan(f, limits.MAX_ENTRIES - self.entries, limits.MAX_NESTING)
+        entries, opcodes = scan.scan(
+            f, limits.MAX_ENTRIES - self.entries, limits.MAX_OPCODES - self.opcodes, limits.MAX_NESTING
+        )
+        self.entries += entries
+        self.opcodes += opcodes
         f.seek(start)
 
     def _load_from_bytes(self, data):
