@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,12 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
     work = root / "uninterrupted"
     out = _run(cfg, work)
     assert out.returncode == 0, out.stderr[-3000:]
+    # Issue 24, item 10: the compilation is said (the cache is on) and timed before the progress bar starts.
+    said = out.stderr.index("compiling the training step (first run only, ~")
+    assert re.search(
+        r"(compiled the training step in|loaded the training step from the compilation cache in) [\d.]+ s", out.stderr
+    )
+    assert said < re.search(r"train:\s+0%", out.stderr).start(), out.stderr[-3000:]
     final = _final(work)
     assert final["step"] == STEPS and (work / "model" / "config.json").is_file()
     # The run must tell the test something: validation was best before the checkpoint at step 2, so a

@@ -5,13 +5,18 @@ replicated P()), a lagged finiteness check (the host reads step t's losses while
 periodic actions of the official coach: scalars every `board_interval`, an image grid every
 `image_interval`, validation every `val_interval` and at the end, a checkpoint every `save_interval` and
 at the end. A checkpoint is only written after the losses of every step up to it were found finite, so
-a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint intact. At the end an
-'e4e' bundle of the trained encoder (+ generator, latent_avg) is written to WORKDIR/model (for
-`e4e-jax invert`) and the final metrics to WORKDIR/final_metrics.json.
+a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint intact. Checkpoints also
+hold the run record (training/resume.py: last metrics, best validation loss). At the end (training/
+finish.py) an 'e4e' bundle of the trained encoder (+ generator, latent_avg) is written to WORKDIR/model
+(for `e4e-jax invert`), the loss curves to WORKDIR/loss_curve.png and the final metrics to
+WORKDIR/final_metrics.json; `--resume` of a run killed after its last checkpoint writes them from it.
 
 Before any work: the config is validated (`config_rules.validate`), the process group is joined
-(`config.distributed`, e4e_jax.distributed), and WORKDIR is locked (`outdir.lock`, held by process 0 for
-the whole run; every process learns the outcome, so a refused run stops everywhere with one message).
+(`config.distributed`, e4e_jax.distributed), a batch no device could hold and a training folder without a
+readable image are refused, and WORKDIR is locked (`outdir.lock`, held by process 0 for the whole run;
+every process learns the outcome, so a refused run stops everywhere with one message). Before the first
+step, the jitted steps are compiled, said with an estimate and the time taken (training/precompile.py),
+and the compiled step's memory is checked against the devices'.
 
 Several processes (docs/architecture.md): every process runs every jitted computation — the step, the grids'
 and validation's eval steps — and host copies of batch-sharded arrays go through
@@ -248,28 +253,34 @@ def train_and_evaluate(
     with _workdir_lock(workdir):
         mngr = checkpoint.manager(workdir, int(config.keep_checkpoints))
         try:
-            latest = mngr.latest_step()
-            if latest is not None and not resume:
-                raise errors.UserError(
-                    f"{workdir} already holds checkpoints (latest step {latest}); pass --resume "
-                    f"to continue that run, or choose a new --workdir"
-                )
-            if resume and latest is None:
-                log.warning("--resume: no checkpoint in %s yet; starting from step 0", workdir / "checkpoints")
-            if resume and latest is not None and latest == total and not resume_lib.outputs_complete(workdir, latest):
-                log.info(
-                    "--resume: step %d was reached but the run's outputs were not all written: writing them", latest
-                )
-            elif resume and latest is not None and latest >= total:
-                raise NothingToTrain(
-                    f"nothing trained: the latest checkpoint in {workdir / 'checkpoints'} is at step "
-                    f"{latest}, {'past' if latest > total else 'already at'} the {total} steps asked "
-                    f"for (--max-steps / config.max_steps); nothing was written. Pass a larger "
-                    f"--max-steps to train further"
-                )
-            return _train(config, workdir, latest if resume else None, total, mngr)
+            latest = _continue_from(mngr.latest_step(), resume, total, workdir)
+            return _train(config, workdir, latest, total, mngr)
         finally:
             mngr.close()
+
+
+def _continue_from(latest: Optional[int], resume: bool, total: int, workdir: Path) -> Optional[int]:
+    """The checkpoint step a run continues from (None: a new run from step 0), given the latest one in
+    WORKDIR. A checkpoint without --resume is refused; --resume past `total`, or at it with the outputs
+    written, has nothing to do (NothingToTrain); at it without them, the run writes them."""
+    if latest is not None and not resume:
+        raise errors.UserError(
+            f"{workdir} already holds checkpoints (latest step {latest}); pass --resume "
+            f"to continue that run, or choose a new --workdir"
+        )
+    if resume and latest is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from step 0", workdir / "checkpoints")
+    if latest is None or latest < total:
+        return latest
+    if latest == total and not resume_lib.outputs_complete(workdir, latest):
+        log.info("--resume: step %d was reached but the run's outputs were not all written: writing them", latest)
+        return latest
+    raise NothingToTrain(
+        f"nothing trained: the latest checkpoint in {workdir / 'checkpoints'} is at step "
+        f"{latest}, {'past' if latest > total else 'already at'} the {total} steps asked "
+        f"for (--max-steps / config.max_steps); nothing was written. Pass a larger "
+        f"--max-steps to train further"
+    )
 
 
 def _check_mesh(config, mesh) -> None:
