@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from e4e_jax import compile_cache, errors, sharding
+from e4e_jax import compile_cache, distributed, errors, sharding
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ FLOAT_BYTES = 4  # images reach the step as float32
 # Shorter compiles are not taken as the device's compile rate: a function compiled earlier in this process
 # comes back from JAX's in-memory cache in milliseconds, which says nothing about compiling.
 MIN_RATE_SAMPLE_S = 1.0
+# How long the processes of a multi-process run wait for each other to finish compiling: one may load the
+# executables from the persistent cache in seconds while another compiles them for minutes.
+COMPILE_WAIT_S = 3600
 
 
 class _CacheHits:
@@ -133,7 +136,7 @@ def check_batch_memory(config, devices: Sequence[Any]) -> None:
 
 def compile_run(step_fn, eval_fn, state, frozen, config, mesh, eval_sizes: Sequence[int]) -> None:
     """Compile the training step (and check its memory), then the evaluation step for each batch size in
-    `eval_sizes`, before the progress bar starts."""
+    `eval_sizes`, before the progress bar starts; returns when every process has done so."""
     h, w = (int(v) for v in config.data.image_size)
     bsh = sharding.batch_sharding(mesh)
 
@@ -146,3 +149,5 @@ def compile_run(step_fn, eval_fn, state, frozen, config, mesh, eval_sizes: Seque
     for size in sizes:
         what = "the evaluation step" + (f" (batch {size})" if len(sizes) > 1 else "")
         compile_now(what, eval_fn, state, frozen, batch(size))
+    # The first step's collectives start together on every process (their own set-up times out in 30 s).
+    distributed.wait_for_all("train: steps compiled", COMPILE_WAIT_S)
