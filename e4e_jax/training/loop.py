@@ -326,6 +326,7 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
     frozen = sharding.replicate(prep.run.frozen, mesh)
     start = int(state.step)
     if is_main:
+        fileio.remove_stale_temps(workdir)  # of a killed run's atomic writes (the lock is held)
         resume_lib.trim_metrics(workdir / writers.METRICS_FILE, latest)
     writer = writers.create_writer(workdir, is_main)
     try:
