@@ -21,3 +21,16 @@ class UserError(Exception):
     argument and the fix."""
 
     exit_code = EXIT_USAGE
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds the optional dependencies `extra` (e.g. 'align') to this copy of e4e-jax:
+    in a source checkout (setup.py beside the package: a clone, or its editable install) `pip install -e
+    '.[extra]'` run there; else `pip install 'e4e-jax[extra]'`, which keeps the installed package and adds
+    what the extra needs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "setup.py").is_file() and (root / "e4e_jax").is_dir():
+        return f"pip install -e '.[{extra}]' (in {root})"
+    return f"pip install 'e4e-jax[{extra}]'"
