@@ -111,10 +111,22 @@ def shared_memory_of(pids: list[int]) -> set[Path]:
 
 
 def kill_left(procs: dict[int, int]) -> None:
-    """Clean-up of a failed test: end the processes it started ({pid: start time}) that still run."""
-    for pid, started in procs.items():
-        if alive(pid, started):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+    """Clean-up of a failed test: end the processes it started ({pid: start time}) that still run. The
+    resource tracker goes last, on its own once the others are gone, so it still unlinks the shared
+    memory they used."""
+
+    def is_tracker(pid: int) -> bool:
+        try:
+            return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    trackers = {p: t for p, t in procs.items() if is_tracker(p)}
+    for group in ({p: t for p, t in procs.items() if p not in trackers}, trackers):
+        for pid, started in group.items():
+            if alive(pid, started):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        wait_gone(trackers, timeout=5)

@@ -2,8 +2,9 @@
 
 The runs whose outputs are compared byte for byte are subprocesses with one fixed environment (CPU,
 fixed device count), so they do not depend on what earlier tests did to this process's JAX. They share
-the session's persistent compilation cache (the same executables, compiled once). A run is stopped at an exact
-point (tests/pausing.py: it waits after its second committed chunk), never by a timer.
+the session's persistent compilation cache (the same executables, compiled once), and the bundle, the
+photos and the uninterrupted run are made once per session (tests/shared_files.py). A run is stopped at
+an exact point (tests/pausing.py: it waits after its second committed chunk), never by a timer.
 """
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ def _check(args: argparse.Namespace):
     return paths, unusable, aligner
 
 
-def _not_empty(args: argparse.Namespace):
+def _refuse_non_empty(args: argparse.Namespace) -> None:
     from e4e_jax import outdir
     from e4e_jax.errors import UserError
 
@@ -377,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_NOTHING
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = min(args.workers or available, len(paths))
-    _not_empty(args)  # fail before loading
+    _refuse_non_empty(args)  # fail before loading
     aligner.check(load_landmarks=False)  # dlib and the model file are there: before anything is made
     settings = aligner.settings
     all_faces = args.faces == "all"
@@ -385,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     with outdir.lock(args.output, "e4e-jax align"):
-        _not_empty(args)
+        _refuse_non_empty(args)
         (args.output / LANDMARKS_DIR).mkdir(exist_ok=True)
         for d in (args.output, args.output / LANDMARKS_DIR):
             fileio.remove_stale_temps(d)
