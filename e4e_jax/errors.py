@@ -30,3 +30,16 @@ class NoInputError(UserError):
     nothing to work on, so nothing was produced."""
 
     exit_code = EXIT_NOTHING
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds the optional dependencies `extra` (e.g. 'align') to this copy of e4e-jax:
+    in a source checkout (setup.py beside the package: a clone, or its editable install) `pip install -e
+    '.[extra]'` run there; else `pip install 'e4e-jax[extra]'`, which keeps the installed package and adds
+    what the extra needs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "setup.py").is_file() and (root / "e4e_jax").is_dir():
+        return f"pip install -e '.[{extra}]' (in {root})"
+    return f"pip install 'e4e-jax[{extra}]'"
