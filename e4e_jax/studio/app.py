@@ -96,7 +96,8 @@ def build(studio: Studio):
         handlers = _Handlers(studio, gr)
         loaded = [state, source, inverted, edited, status, downloads, *all_sliders]
         ev = dict(concurrency_id=RENDER_QUEUE, api_visibility="private")
-        photo.upload(handlers.photo, [state, photo], loaded, **ev)
+        # The file boxes are emptied after each upload, ready for the next photo or direction.
+        photo.upload(handlers.photo, [state, photo], loaded, **ev).then(lambda: None, None, photo, **ev)
         pick.input(handlers.pick, [state, pick], loaded, **ev)
         sample.click(handlers.sample, [state, seed], loaded, **ev)
         for s in all_sliders:
@@ -110,7 +111,9 @@ def build(studio: Studio):
             )
             s.release(handlers.export, [state, *all_sliders], [downloads, status], show_progress="hidden", **ev)
         reset.click(handlers.reset, [state], [edited, downloads, *all_sliders], **ev)
-        custom_file.upload(handlers.custom, [state, custom_file], [state, custom, status], **ev)
+        custom_file.upload(handlers.custom, [state, custom_file], [state, custom, status], **ev).then(
+            lambda: None, None, custom_file, **ev
+        )
         strip_go.click(handlers.strip, [state, strip_name, *all_sliders], [strip, status], **ev)
         with gr.Row(visible=False):  # the API's own components (gradio_client): /invert and /edit
             api_photo = gr.Image(type="filepath", label="photo")
@@ -159,7 +162,8 @@ class _Handlers:
             return (session, gr.skip(), gr.skip(), gr.skip(), self._warn(err), gr.skip(), *[gr.skip()] * self.n_sliders)
         html = preview.html(got.preview, got.inversion.shape[:2], "")
         files = self.studio.export(session, [])
-        return (session, got.source, got.inversion, html, got.status, files, *[0.0] * self.n_sliders)
+        shown = [preview.enlarge(got.source), preview.enlarge(got.inversion)]
+        return (session, *shown, html, got.status, files, *[0.0] * self.n_sliders)
 
     def photo(self, session, path):
         session = session or Session()
@@ -219,7 +223,7 @@ class _Handlers:
         if session is None or session.latent is None:
             return self.gr.skip(), self._warn(UserError("load a photo first"))
         try:
-            return self.studio.strip(session, name, offsets), self.gr.skip()
+            return preview.enlarge(self.studio.strip(session, name, offsets)), self.gr.skip()
         except UserError as err:
             return self.gr.skip(), self._warn(err)
 

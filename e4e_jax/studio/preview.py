@@ -33,6 +33,13 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def enlarge(image: np.ndarray) -> np.ndarray:
+    """A small image (a toy generator's 16² or 32²) repeated to at least DISPLAY_PX wide for display:
+    whole pixels, no smoothing. Images that large already are returned as they are."""
+    k = DISPLAY_PX // max(image.shape[:2])
+    return image if k <= 1 else np.repeat(np.repeat(image, k, axis=0), k, axis=1)
+
+
 def data_url(data: bytes) -> str:
     return f"data:{MIME};base64,{base64.b64encode(data).decode('ascii')}"
 
