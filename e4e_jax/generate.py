@@ -36,7 +36,8 @@ def _on_accelerator() -> bool:
 
 
 def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
-    """Generator config and variables from a `stylegan2` bundle or from the generator of an `e4e` bundle."""
+    """Generator config and variables from a `stylegan2` bundle or from the generator of an `e4e` or
+    `restyle` bundle."""
     from e4e_jax import bundle
 
     config = bundle.read_config(path)
@@ -48,7 +49,14 @@ def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
 
         arch, variables, _ = e4e_bundle.load(path)
         return arch.generator, variables["generator"]
-    raise bundle.BundleError(f"{path} holds a {config['kind']!r} bundle; synthesis needs a 'stylegan2' or 'e4e' bundle")
+    if config["kind"] == "restyle":
+        from e4e_jax import restyle_bundle
+
+        arch, variables, _ = restyle_bundle.load(path)
+        return arch.generator, variables["generator"]
+    raise bundle.BundleError(
+        f"{path} holds a {config['kind']!r} bundle; synthesis needs a 'stylegan2', 'e4e' or 'restyle' bundle"
+    )
 
 
 def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents") -> np.ndarray:
