@@ -223,7 +223,8 @@ class _Handlers:
         if session is None or session.latent is None:
             return self.gr.skip(), self._warn(UserError("load a photo first"))
         try:
-            return preview.enlarge(self.studio.strip(session, name, offsets)), self.gr.skip()
+            strip = self.studio.strip(session, name, offsets)
+            return preview.enlarge(strip, preview.STRIP_DISPLAY_PX), self.gr.skip()
         except UserError as err:
             return self.gr.skip(), self._warn(err)
 

@@ -18,6 +18,7 @@ FORMAT, QUALITY = "JPEG", 90
 MIME = "image/jpeg"
 ELEMENT_ID = "e4e-edited"  # the preview <img>'s id (the browser tests read it)
 DISPLAY_PX = 384  # the preview's displayed width (CSS px): small generators are enlarged, pixelated
+STRIP_DISPLAY_PX = 1024  # a strength strip's width that small cells are enlarged to
 
 
 def encode(image: np.ndarray) -> bytes:
@@ -33,10 +34,10 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def enlarge(image: np.ndarray) -> np.ndarray:
-    """A small image (a toy generator's 16² or 32²) repeated to at least DISPLAY_PX wide for display:
+def enlarge(image: np.ndarray, px: int = DISPLAY_PX) -> np.ndarray:
+    """A small image (a toy generator's 16² or 32²) repeated to about `px` on its longer side for display:
     whole pixels, no smoothing. Images that large already are returned as they are."""
-    k = DISPLAY_PX // max(image.shape[:2])
+    k = px // max(image.shape[:2])
     return image if k <= 1 else np.repeat(np.repeat(image, k, axis=0), k, axis=1)
 
 
