@@ -56,7 +56,15 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", choices=("l2", "full"), default="full")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--iters", type=int, default=32)
+    ap.add_argument("--cache-dir", default=None, help="JAX persistent compilation cache (default: none)")
+    ap.add_argument("--compile-only", action="store_true", help="lower and compile, print the times, stop")
+    ap.add_argument("--tag", default="", help="a label copied into the JSON line (e.g. the XLA_FLAGS variant)")
     args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    if args.cache_dir:
+        from e4e_jax import compile_cache
+
+        compile_cache.enable(args.cache_dir)
 
     from e4e_jax import sharding
     from e4e_jax.data import train_input
@@ -95,9 +103,20 @@ def main(argv=None) -> int:
     )
 
     t0 = time.perf_counter()
+    lowered = step.lower(state, frozen, batches[0])
+    lower_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    step = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    timing = {"lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1)}
+    if args.compile_only:
+        print(json.dumps({"bench": "train_step_compile", "tag": args.tag, "dtype": args.dtype, **timing}), flush=True)
+        return 0
+    t0 = time.perf_counter()
     state, m = step(state, frozen, batches[0])
     jax.block_until_ready(m["loss"])
     first = time.perf_counter() - t0
+    timing["first_step_s"] = round(time.perf_counter() - t_start, 1)  # process start-up to the first step done
     for i in range(1, 16):  # warm-up to a step count with step % 16 == 0
         state, m = step(state, frozen, batches[i % 4])
     jax.block_until_ready(m["loss"])
@@ -116,6 +135,8 @@ def main(argv=None) -> int:
         "ms_per_step": round(dt * 1e3, 2),
         "images_per_s": round(args.batch / dt, 1),
         "first_call_s": round(first, 1),
+        **timing,
+        "tag": args.tag,
         "iters": iters,
         "loss": float(m["loss"]),
         "encoder_params": param_count(optim.fast_params(state.encoder_params)),

@@ -62,6 +62,10 @@ def int_in(lo: int, hi: int):
     return parse
 
 
+SEED_MAX = 2**32 - 1  # seeds feed numpy's and JAX's generators: a whole number in [0, 2**32)
+seed = int_in(0, SEED_MAX)
+
+
 def choice(*allowed: str):
     """One of `allowed` (for values outside argparse's own `choices`, e.g. KEY=VALUE options)."""
 
@@ -79,10 +83,11 @@ def _shown(text: str) -> str:
     return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
-def path(text: str) -> Path:
-    """A file or folder path (existing or not) that the commands can use: its name is valid UTF-8 (paths
-    are written into UTF-8 manifests and JSON, and orbax takes only UTF-8 paths), and it does not lead
-    through a loop of symbolic links."""
+def path_text(text: str) -> str:
+    """A file or folder path (existing or not) that the commands can use, kept as the text typed (for
+    options that take a path or a name, or are passed on as text): its name is valid UTF-8 (paths are
+    written into UTF-8 manifests and JSON, and orbax takes only UTF-8 paths), and it does not lead through
+    a loop of symbolic links."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -98,7 +103,12 @@ def path(text: str) -> Path:
             ) from None
     except ValueError:  # an embedded NUL byte
         raise argparse.ArgumentTypeError(f"{text!r} is not a usable path (it holds a NUL byte)") from None
-    return Path(text)
+    return text
 
 
-path.__name__ = "path"
+def path(text: str) -> Path:
+    """`path_text`, as a Path."""
+    return Path(path_text(text))
+
+
+path.__name__ = path_text.__name__ = "path"

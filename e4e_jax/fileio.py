@@ -20,10 +20,11 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from e4e_jax import interrupts
+from e4e_jax import memory, pause_points
 from e4e_jax.errors import UserError
 
 TMP_MARK = ".tmp-"
+WRITE_POINT = "write-before-rename"  # pause point (pause_points.py): written, not yet renamed into place
 # A write that found no room: a full disk, a full quota, a file larger than the process may write
 # (RLIMIT_FSIZE: Python ignores SIGXFSZ, so the write fails with EFBIG).
 NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -108,7 +109,7 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     try:
         with naming_no_room(path):
             yield tmp
-        interrupts.pause_at("writing")
+        pause_points.reached(WRITE_POINT)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -146,7 +147,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
-        interrupts.pause_at("writing")
+        pause_points.reached(WRITE_POINT)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -189,6 +190,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes); re-create it")
+    _check_npy_size(path)
     try:
         out = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
@@ -197,6 +199,38 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         out.close()
         raise UserError(f"{path} is a zip archive (.npz or a torch file), not a .npy array; pass a .npy file")
     return out
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """(shape, dtype, data offset) from a .npy header of format 1 or 2; None for anything else (a zip,
+    a damaged or a format-3 header), which `np.load` then reports."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                return None
+            shape, _, dtype = read[version](f)
+            return tuple(shape), np.dtype(dtype), f.tell()
+    except (ValueError, OSError, EOFError, TypeError):
+        return None
+
+
+def _check_npy_size(path: Path) -> None:
+    """Before np.load allocates the array its header describes: the file must hold that many bytes (a
+    damaged or forged header may claim terabytes), and they must fit in memory (UserError naming the file)."""
+    header = _npy_header(path)
+    if header is None:
+        return
+    shape, dtype, offset = header
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    held = path.stat().st_size - offset
+    if held < need:
+        raise UserError(
+            f"{path}: its header describes a {dtype} array of shape {shape} ({memory.format_bytes(need)}), "
+            f"but the file holds {memory.format_bytes(held)} of data: it is truncated or damaged; re-create it"
+        )
+    memory.require_room(need, f"reading {path} ({dtype} array of shape {shape})", "split it into smaller files")
 
 
 def is_temp_name(name: str) -> bool:

@@ -9,18 +9,16 @@ Python's own SIGINT handling fails long JAX runs in three ways (issue 30), each 
   `sys.unraisablehook` and a one-shot trace function).
 - Child processes (decoders, image writers, face aligners) are in the terminal's process group and get
   the signal too: each prints a traceback, or dies in its start-up before it could ignore it. Children
-  started inside `quiet_children()` have SIGINT blocked from birth (a forkserver started there passes
-  that on to every worker it forks later); the main process alone stops them.
+  started inside `quiet_children()` have SIGINT blocked from birth (e4e_jax/worker_pool.py starts its
+  forkserver there, which passes that on to every worker it forks later); the main process alone stops
+  them.
 - Once the main thread has unwound, the interpreter's shutdown races the live threads of XLA,
   TensorFlow and orbax: segmentation faults. `exit_process` ends an interrupted process with
   `os._exit` after flushing its output, past that shutdown.
 
 The commands' entry points (`e4e_jax.cli.entry`, the converters' `__main__`) use all three; a command's
-own clean-up runs as the KeyboardInterrupt unwinds (temporary files removed, locks released).
-
-Tests stop a command at a named point without timing (`pause_at`): with E4E_JAX_TEST_PAUSE_AT=POINT
-(or POINT#N, its N-th time) and E4E_JAX_TEST_PAUSE_FILE=PATH in the environment, the process creates
-PATH when it reaches POINT and waits there for a signal.
+own clean-up runs as the KeyboardInterrupt unwinds (temporary files removed, locks released). Tests press
+Ctrl-C at exact moments through e4e_jax/pause_points.py (`command-started` is reached in `run_command`).
 """
 
 from __future__ import annotations
@@ -30,21 +28,14 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any, Callable, Iterator, NoReturn
 
+from e4e_jax import pause_points
 from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_OK, UserError
 
-PAUSE_ENV = "E4E_JAX_TEST_PAUSE_AT"
-PAUSE_FILE_ENV = "E4E_JAX_TEST_PAUSE_FILE"
-# The named points (each a call of `pause_at`): after the arguments are parsed; in a command's main loop
-# once its first unit of work is done; inside an atomic write, after the temporary file is written and
-# before it is renamed into place.
-POINTS = ("startup", "working", "writing")
-
+STARTED_POINT = "command-started"  # pause point (pause_points.py): the arguments are parsed, nothing done
 CHILD_EXIT_S = 5.0  # seconds a terminated worker process gets to exit before the main process does
 _requested = False
-_reached: dict[str, int] = {}
 
 
 def requested() -> bool:
@@ -113,7 +104,7 @@ def run_command(parse: Callable[[], Any], run: Callable[[Any], int | None]) -> i
     with handling():
         try:
             args = parse()
-            pause_at("startup")
+            pause_points.reached(STARTED_POINT)
             code = int(run(args) or EXIT_OK)
             if requested() and code != EXIT_INTERRUPTED:  # a Ctrl-C that some library swallowed
                 raise KeyboardInterrupt
@@ -158,20 +149,6 @@ def quiet_children() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def start_forkserver(context) -> None:
-    """Start `context`'s forkserver (if it is one and not running yet) with SIGINT blocked, so that no
-    worker it forks ever gets Ctrl-C. Call it before the context's first process is started."""
-    if context.get_start_method() != "forkserver":
-        return
-    from multiprocessing import forkserver, resource_tracker
-
-    # The forkserver starts multiprocessing's resource tracker first if it is not running, and that
-    # start unblocks SIGINT in the calling thread: start it before blocking.
-    resource_tracker.ensure_running()
-    with quiet_children():
-        forkserver.ensure_running()
-
-
 def exit_process(code: int) -> NoReturn:
     """End the process with `code`. After a Ctrl-C: flush stdout and stderr and `os._exit`, skipping
     the interpreter's shutdown (which can crash with XLA's or TensorFlow's threads still running)."""
@@ -184,12 +161,6 @@ def exit_process(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _in_child_process() -> bool:
-    import multiprocessing
-
-    return multiprocessing.parent_process() is not None
-
-
 def _stop_children() -> None:
     """Terminate the worker processes a command did not stop itself (they never get SIGINT, and no
     interpreter shutdown will join them)."""
@@ -200,23 +171,3 @@ def _stop_children() -> None:
         p.terminate()
     for p in children:
         p.join(CHILD_EXIT_S)
-
-
-def pause_at(point: str) -> None:
-    """The test hook (module docstring): at the point named by E4E_JAX_TEST_PAUSE_AT, create the file
-    E4E_JAX_TEST_PAUSE_FILE and wait for a signal (Ctrl-C raises out of the wait). Nothing otherwise."""
-    wanted = os.environ.get(PAUSE_ENV)
-    if not wanted or _in_child_process():  # a worker waiting here would hold up its pool's shutdown
-        return
-    name, _, nth = wanted.partition("#")
-    if name != point:
-        return
-    _reached[point] = _reached.get(point, 0) + 1
-    if _reached[point] != int(nth or 1):
-        return
-    path = os.environ.get(PAUSE_FILE_ENV)
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    while True:  # each sleep is cut short by a signal; its handler's exception ends the wait
-        time.sleep(3600)

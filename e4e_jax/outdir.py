@@ -133,8 +133,9 @@ class Outputs:
 
     def remove(self, folder: str | os.PathLike) -> int:
         """--overwrite: delete what an earlier run of this command left in `folder` (its outputs, temporary
-        files; not the mark), and nothing else. Call it while holding the folder's lock. Returns how many
-        entries were removed."""
+        files; not the mark), and nothing else, in the order of `names` (e.g. the file that marks a run
+        finished first, so a removal killed half-way never leaves a finished-looking folder). Call it while
+        holding the folder's lock. Returns how many entries were removed."""
         return _remove(Path(folder), list(self.names))
 
     def has_legacy(self, folder: str | os.PathLike) -> bool:
@@ -164,11 +165,18 @@ def _target(name: str) -> Optional[str]:
     return None
 
 
+def _owning_pattern(name: str, top: list[str], nested: dict[str, list[str]]) -> Optional[int]:
+    """The position of the pattern owning `name` in `top` (a temporary or lock file: its target's pattern in
+    `top`, then in the sub-folder patterns), None if none owns it."""
+    hit = next((i for i, p in enumerate(top) if fnmatch.fnmatchcase(name, p)), None)
+    target = _target(name) if hit is None else None
+    if target is not None:
+        hit = next((i for i, p in enumerate([*top, *nested]) if fnmatch.fnmatchcase(target, p)), None)
+    return hit
+
+
 def _owned_here(name: str, top: list[str], nested: dict[str, list[str]]) -> bool:
-    if any(fnmatch.fnmatchcase(name, p) for p in top):
-        return True
-    target = _target(name)
-    return target is not None and any(fnmatch.fnmatchcase(target, p) for p in [*top, *nested])
+    return _owning_pattern(name, top, nested) is not None
 
 
 def _inner(name: str, nested: dict[str, list[str]]) -> list[str]:
@@ -203,16 +211,18 @@ def _remove(folder: Path, names: list[str]) -> int:
     removed = 0
     if not folder.is_dir():
         return removed
-    for entry in _entries(folder):
+    entries = [e for e in _entries(folder) if e.name not in (LOCK_NAME, OWNER_NAME)]
+    owner_of = {e.name: _owning_pattern(e.name, top, nested) for e in entries}
+    owned = [e for e in entries if owner_of[e.name] is not None]
+    for entry in sorted(owned, key=lambda e: owner_of[e.name]):  # in the order of `names`
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    for entry in entries:
         name = entry.name
-        if name in (LOCK_NAME, OWNER_NAME):
-            continue
-        if _owned_here(name, top, nested):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink(missing_ok=True)
-            removed += 1
+        if owner_of[name] is not None:
             continue
         inner = _inner(name, nested)
         if inner and entry.is_dir() and not entry.is_symlink():

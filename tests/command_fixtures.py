@@ -9,15 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from PIL import Image
 
-from e4e_jax import bundle, interrupts
+from e4e_jax import bundle
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from tests import pausing
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN_CFG = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)
@@ -90,23 +90,28 @@ def run(cmd: list[str], tmp: Path, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env(tmp, **extra), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
-def stopped_at(cmd: list[str], point: str, tmp: Path, sig: int = signal.SIGINT) -> tuple[int, str]:
-    """Run `cmd` until it waits at the pause point `point` (e4e_jax/interrupts.py), then send `sig` to its
-    whole process group, as a terminal's Ctrl-C does (or SIGKILL); returns (exit status, stderr).
+def stopped_at(cmd: list[str], point: str, tmp: Path, sig: int = signal.SIGINT, k: int = 1) -> tuple[int, str]:
+    """Run `cmd` until it waits at the k-th arrival at the pause point `point` (e4e_jax/pause_points.py),
+    then send `sig` to its whole process group, as a terminal's Ctrl-C does (or SIGKILL); returns (exit
+    status, stderr).
 
     Deterministic: the command blocks at the point until the signal comes, and the signal is sent only once
     it is there (no timing). Its output goes to files, so a full pipe cannot stop it before the point."""
-    ready, err_path = tmp / f"ready-{point}", tmp / f"stderr-{point}.txt"
-    ready.unlink(missing_ok=True)
-    extra = {interrupts.PAUSE_ENV: point, interrupts.PAUSE_FILE_ENV: str(ready)}
+    fifo, err_path = tmp / f"pause-{point}-{k}", tmp / f"stderr-{point}-{k}.txt"
     with open(err_path, "w") as err, open(os.devnull, "w") as out:
-        p = subprocess.Popen(cmd, cwd=ROOT, env=env(tmp, **extra), stdout=out, stderr=err, start_new_session=True)
+        p = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=pausing.pause_env(env(tmp), point, k, fifo),
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not ready.exists():
-            assert p.poll() is None, f"ended ({p.returncode}) before {point}: {err_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"did not reach {point} in time"
-            time.sleep(0.05)
+        try:
+            pausing.wait_paused(p, fifo, RUN_TIMEOUT_S)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; stderr: {err_path.read_text()[-3000:]}") from None
         os.killpg(p.pid, sig)
         p.wait(timeout=RUN_TIMEOUT_S)
     finally:

@@ -34,20 +34,38 @@ def loop(tmp_path) -> Path:
 
 
 def _argvs(bad: str, ok: Path) -> dict[str, list[str]]:
-    """Each command's path options, one at a time set to `bad`, the others to a harmless `ok` path."""
+    """Every path option of every command, one at a time set to `bad`, the others to a harmless `ok` path."""
     o = str(ok)
-    return {
-        "invert --output": ["invert", "--model", o, "--images", o, "--output", bad],
-        "invert --model": ["invert", "--model", bad, "--images", o, "--output", o],
-        "align --output": ["align", "--images", o, "--output", bad],
-        "edit --latents": ["edit", "--model", o, "--latents", bad, "--output", o, "--sefa", "0", "--strengths", "1"],
-        "edit --output": ["edit", "--model", o, "--latents", o, "--output", bad, "--sefa", "0", "--strengths", "1"],
-        "synthesize --png": ["synthesize", "--model", o, "--latents", o, "--output", o, "--png", bad],
-        "synthesize --model": ["synthesize", "--model", bad, "--latents", o, "--output", o],
-        "evaluate --output": ["evaluate", "--model", o, "--images", o, "--output", bad],
-        "train --workdir": ["train", "--config", "tiny", "--workdir", bad],
-        "quickstart --workdir": ["quickstart", "--workdir", bad],
-    }
+    invert = ["invert", "--model", o, "--images", o, "--output", o]
+    edit = ["edit", "--model", o, "--latents", o, "--output", o, "--strengths", "1"]
+    synthesize = ["synthesize", "--model", o, "--latents", o, "--output", o]
+    evaluate = ["evaluate", "--model", o, "--images", o, "--output", o]
+    align = ["align", "--images", o, "--output", o]
+
+    def with_bad(argv: list[str], option: str) -> list[str]:
+        if option in argv:
+            return [bad if argv[i - 1] == option else a for i, a in enumerate(argv)]
+        return [*argv, option, bad]
+
+    out = {}
+    for argv, options in (
+        (invert, ("--model", "--images", "--output", "--landmarks", "--compile-cache")),
+        (align, ("--images", "--output", "--landmarks")),
+        (edit + ["--sefa", "0"], ("--model", "--latents", "--output")),
+        (edit, ("--interfacegan", "--ganspace")),
+        (synthesize, ("--model", "--latents", "--output", "--png")),
+        (evaluate, ("--model", "--images", "--inversions", "--output", "--lpips", "--inception", "--directions")),
+        (evaluate, ("--ganspace",)),
+        (["train", "--config", "tiny", "--workdir", o], ("--config", "--workdir")),
+        (["quickstart", "--workdir", o], ("--workdir",)),
+        (
+            ["studio", "--model", o],
+            ("--model", "--images", "--directions", "--lpips", "--landmarks", "--compile-cache"),
+        ),
+    ):
+        for option in options:
+            out[f"{argv[0]} {option}"] = with_bad(argv, option)
+    return out
 
 
 @pytest.mark.parametrize("option", list(_argvs("X", Path("Y"))))
@@ -57,7 +75,7 @@ def test_link_loops_are_refused(loop, tmp_path, capsys, option):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing made
 
 
-@pytest.mark.parametrize("option", ["invert --model", "train --workdir", "synthesize --model", "edit --output"])
+@pytest.mark.parametrize("option", list(_argvs("X", Path("Y"))))
 def test_names_that_are_not_utf8_are_refused(tmp_path, capsys, option):
     bad = os.path.join(os.fsdecode(tmp_path), NOT_UTF8)
     line = _parse_refused(capsys, cli_main, _argvs(bad, tmp_path / "ok")[option])

@@ -14,7 +14,7 @@ import signal
 import numpy as np
 import pytest
 
-from e4e_jax import outdir
+from e4e_jax import fileio, outdir
 from e4e_jax.cli import main as cli_main
 from tests import command_fixtures as fx
 from tools.convert_weights.__main__ import main as convert_main
@@ -162,7 +162,7 @@ def test_a_killed_runs_partial_output_is_recognised(models, tmp_path):
         "edit", "--model", models["g"], "--latents", models["w"], "--output", out, "--sefa", "0", "--strengths", "1"
     )
     # Writes: the mark, latents.npy, then images: stop inside the first image's write.
-    code, _ = fx.stopped_at(cmd, "writing#3", tmp_path, sig=signal.SIGKILL)
+    code, _ = fx.stopped_at(cmd, fileio.WRITE_POINT, tmp_path, sig=signal.SIGKILL, k=3)
     assert code == -signal.SIGKILL
     assert (out / outdir.OWNER_NAME).is_file() and (out / "latents.npy").is_file() and fx.temporaries(out)
     again = fx.run(cmd, tmp_path)
@@ -182,12 +182,13 @@ def test_an_unfinished_invert_of_a_version_before_the_mark_is_resumed(models, tm
     """A run of a version that wrote no mark left its plan (.e4e-invert/plan.json): --resume adopts the
     folder and finishes it; a plain rerun is refused with that hint. A finished old output (no plan) is
     refused with a way on."""
-    from e4e_jax.batch_inversion import job, layout
+    from e4e_jax.batch_inversion import job, layout, plan
     from e4e_jax.data import folder
 
     out = tmp_path / "old"
     opts = job.InvertOptions(model=str(models["e4e"]), images=models["photos"], output=out, batch_size=2)
-    layout.Layout(out).write_plan(job._plan(opts, [str(p) for p in folder.list_images(models["photos"])], 2, 1))
+    files = [str(p) for p in folder.list_images(models["photos"])]
+    layout.Layout(out).write_plan(plan.make_plan(opts, files, 2, 1))
     argv = ["invert", "--model", str(models["e4e"]), "--images", str(models["photos"]), "--output", str(out)]
     argv += ["--batch-size", "2", "--quiet"]
     assert "finish it with --resume" in _refused(capsys, cli_main(argv))

@@ -1,9 +1,10 @@
 """Issue 30, group 4: Ctrl-C at any moment of any command is one line and exit status 130, with no
 traceback (from the command or its worker processes), no crash at exit and nothing half-written.
 
-Each command runs in a subprocess that waits at a named point (e4e_jax/interrupts.py: "startup" after the
-arguments are parsed, "working" once the first unit of work is done, "writing" inside an atomic write)
-until the test sends SIGINT to its whole process group, as a terminal does: no timing is involved.
+Each command runs in a subprocess that waits at a named point (e4e_jax/pause_points.py: `command-started`
+after the arguments are parsed, a command's own point once its first unit of work is done,
+`write-before-rename` inside an atomic write) until the test sends SIGINT to its whole process group, as a
+terminal does: no timing is involved.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 
 import pytest
 
-from e4e_jax import interrupts, outdir
+from e4e_jax import fileio, interrupts, outdir
 from e4e_jax.errors import EXIT_INTERRUPTED
 from tests import command_fixtures as fx
 from tests.assets import E4E_ASSETS
@@ -61,7 +62,7 @@ def _commands(models, tmp_path) -> dict[str, list[str]]:
 )
 def test_ctrl_c_at_startup(models, tmp_path, command):
     """Right after the arguments are read: one line, exit 130, nothing made."""
-    code, err = fx.stopped_at(_commands(models, tmp_path)[command], "startup", tmp_path)
+    code, err = fx.stopped_at(_commands(models, tmp_path)[command], interrupts.STARTED_POINT, tmp_path)
     _one_line(code, err)
     assert not (tmp_path / "out").exists()
 
@@ -70,15 +71,15 @@ def test_ctrl_c_while_synthesizing_leaves_no_partial_result(models, tmp_path):
     """After the first batch is rendered and its PNGs written: neither the .npy nor any PNG is left."""
     out = tmp_path / "out"
     cmd = _commands(models, tmp_path)["synthesize"] + ["--png", str(out / "png"), "--batch-size", "1"]
-    _one_line(*fx.stopped_at(cmd, "working", tmp_path))
+    _one_line(*fx.stopped_at(cmd, "synthesize-batch-done", tmp_path))
     assert not (out / "x.npy").exists() and not (out / "png").exists() and not fx.temporaries(out)
 
 
-@pytest.mark.parametrize("point", ["working", "writing#3"])
-def test_ctrl_c_while_editing_leaves_no_partial_result(models, tmp_path, point):
+@pytest.mark.parametrize("point, k", [("edit-batch-done", 1), (fileio.WRITE_POINT, 3)])
+def test_ctrl_c_while_editing_leaves_no_partial_result(models, tmp_path, point, k):
     """While rendering, or inside the write of its first image: the folder is left as it was (not made)."""
     cmd = _commands(models, tmp_path)["edit"] + ["--batch-size", "1"]
-    _one_line(*fx.stopped_at(cmd, point, tmp_path))
+    _one_line(*fx.stopped_at(cmd, point, tmp_path, k=k))
     assert not (tmp_path / "out").exists()
 
 
@@ -90,7 +91,7 @@ def test_ctrl_c_while_converting_writes_no_bundle(tmp_path):
     torch.manual_seed(0)
     g = Generator(16, style_dim=16, n_mlp=2, channels={r: 8 for r in channel_table(1)}).randomize_()
     torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(16)}, tmp_path / "g.pt")
-    for point in ("working", "writing"):
+    for point in ("convert-loaded", fileio.WRITE_POINT):
         line = _one_line(
             *fx.stopped_at(fx.convert("stylegan2", tmp_path / "g.pt", "--out", tmp_path / "b"), point, tmp_path)
         )
@@ -100,14 +101,14 @@ def test_ctrl_c_while_converting_writes_no_bundle(tmp_path):
 
 def test_ctrl_c_while_evaluating_writes_no_metrics(models, tmp_path):
     cmd = _commands(models, tmp_path)["evaluate"] + ["--batch-size", "1", "--num-samples", "0"]
-    _one_line(*fx.stopped_at(cmd, "working", tmp_path))
+    _one_line(*fx.stopped_at(cmd, "evaluate-batch-done", tmp_path))
     assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_while_inverting_keeps_the_committed_chunks(models, tmp_path):
     """After the first chunk is committed: the hint to --resume, which then finishes the run."""
     cmd = _commands(models, tmp_path)["invert"] + ["--batch-size", "1"]
-    assert "--resume" in _one_line(*fx.stopped_at(cmd, "working", tmp_path))
+    assert "--resume" in _one_line(*fx.stopped_at(cmd, "invert-chunk-committed", tmp_path))
     out = tmp_path / "out"
     assert list((out / ".e4e-invert").glob("chunk-*.npz")) and not fx.temporaries(out)
     r = fx.run(cmd + ["--resume"], tmp_path)
@@ -125,7 +126,7 @@ def test_ctrl_c_while_aligning_with_worker_processes(tmp_path):
         (photos / f"p{i}.jpg").write_bytes(FACE.read_bytes())
     out = tmp_path / "out"
     cmd = fx.e4e_jax("align", "--images", photos, "--output", out, "--output-size", "64", "--workers", "2")
-    assert "--resume" in _one_line(*fx.stopped_at(cmd, "working", tmp_path))
+    assert "--resume" in _one_line(*fx.stopped_at(cmd, "align-photo-done", tmp_path))
     assert outdir.owner(out) == "align" and not fx.temporaries(out)
     r = fx.run(cmd + ["--resume"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -133,11 +134,11 @@ def test_ctrl_c_while_aligning_with_worker_processes(tmp_path):
 
 
 def test_ctrl_c_while_training_keeps_whole_checkpoints(tmp_path):
-    """After the second step, the first one's checkpoint being saved: one line and exit 130, not a
-    segmentation fault at exit; that checkpoint is whole (no temporary folder)."""
+    """After the second step and its checkpoint: one line and exit 130, not a segmentation fault at exit;
+    the checkpoints are whole (no temporary folder)."""
     out = tmp_path / "out"
     cmd = fx.e4e_jax("train", "--config", fx.train_config(tmp_path, steps=3), "--workdir", out)
-    assert "--resume" in _one_line(*fx.stopped_at(cmd, "working#2", tmp_path))
+    assert "--resume" in _one_line(*fx.stopped_at(cmd, "train-after-step-2", tmp_path))
     assert (out / "checkpoints" / "1").is_dir() and not fx.temporaries(out)
 
 

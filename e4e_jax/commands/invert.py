@@ -20,7 +20,9 @@ report.json for files that could not be used. Results are committed every --chun
 
 
 def add_parser(sub, help_text: str) -> None:
+    from e4e_jax import alignment
     from e4e_jax.batch_inversion import job, workers
+    from e4e_jax.errors import install_hint
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
     p.add_argument(
@@ -104,7 +106,7 @@ def add_parser(sub, help_text: str) -> None:
         "(faster; NOT the official pixels: see BUILD_NOTES.md for the drift)",
     )
     p.add_argument(
-        "--align", action="store_true", help="FFHQ-align faces first (needs the align extra: pip install -e '.[align]')"
+        "--align", action="store_true", help=f"FFHQ-align faces first (needs the align extra: {install_hint('align')})"
     )
     p.add_argument(
         "--faces",
@@ -114,19 +116,22 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument(
         "--align-size",
-        type=cli_args.positive_int,
-        default=1024,
-        help="with --align: size of the aligned crop before the encoder's resize (default 1024, FFHQ)",
+        type=cli_args.int_in(1, alignment.MAX_OUTPUT_SIZE),
+        default=alignment.DEFAULT_OUTPUT_SIZE,
+        help=f"with --align: size of the aligned crop before the encoder's resize (default "
+        f"{alignment.DEFAULT_OUTPUT_SIZE}, FFHQ; at most {alignment.MAX_OUTPUT_SIZE})",
     )
     p.add_argument(
         "--landmarks",
         default=None,
+        type=cli_args.path_text,
         help="with --align: dlib 68-point landmark model file (default: the one in face-recognition-models)",
     )
     cache = p.add_mutually_exclusive_group()
     cache.add_argument(
         "--compile-cache",
         default=None,
+        type=cli_args.path_text,
         metavar="DIR",
         help="JAX persistent compilation cache (default: $E4E_JAX_CACHE_DIR or ~/.cache/e4e-jax/xla)",
     )

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import fileio, generate, interrupts, outdir
+from e4e_jax import bundle, fileio, generate, outdir, pause_points
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import save_png
 from e4e_jax.variable_checks import require_finite
@@ -26,6 +26,8 @@ from e4e_jax.variable_checks import require_finite
 # all the folder may hold.
 PNG_NAME = "[0-9][0-9][0-9][0-9][0-9][0-9].png"
 PNG_OUTPUTS = outdir.Outputs("synthesize", (PNG_NAME,))
+NPY_SUFFIX = ".npy"  # what --output holds, so what its name must say
+BATCH_POINT = "synthesize-batch-done"  # pause point (pause_points.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,11 @@ def check_outputs(opts: SynthesizeOptions) -> None:
     outdir.refuse_input_overlap(opts.output, inputs, "--output")
     if opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a folder; --output names the .npy file to write")
+    if opts.output.suffix.lower() != NPY_SUFFIX:  # x.png holding a NumPy array opens in no image viewer
+        raise UserError(
+            f"--output {opts.output}: synthesize writes a NumPy array (float32 images), so the name must end "
+            f"in {NPY_SUFFIX} (e.g. {opts.output.with_suffix(NPY_SUFFIX)}); for PNG files pass --png FOLDER"
+        )
     outdir.refuse_unwritable(opts.output.parent, "--output")
     if opts.png is not None:
         outdir.refuse_input_overlap(opts.png, inputs, "--png")
@@ -75,6 +82,7 @@ def check_outputs_free(opts: SynthesizeOptions) -> None:
 
 def synthesize_file(opts: SynthesizeOptions) -> int:
     """Render, write (module docstring); returns EXIT_OK."""
+    bundle.read_config(opts.model)  # a wrong --model (e.g. a work directory) is said before the output checks
     check_outputs(opts)
     with contextlib.ExitStack() as stack:  # one writer per output, from here to the end
         stack.enter_context(outdir.lock_target(opts.output, "e4e-jax synthesize"))
@@ -84,6 +92,7 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
         cfg, variables = generate.load_generator(opts.model)
         latents = generate.load_latents(opts.latents, cfg)
         n = latents.shape[0]
+        generate.check_batch_fits(cfg, opts.batch_size, n)
         fileio.remove_stale_temps(opts.output.parent, target=opts.output.name)
         if opts.png is not None and opts.overwrite:
             PNG_OUTPUTS.remove(opts.png)
@@ -117,7 +126,7 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
                                 save_png(written[-1], img)
                         done += len(imgs)
                         bar.update(len(imgs))
-                        interrupts.pause_at("working")
+                        pause_points.reached(BATCH_POINT)
                 out.flush()
                 del out  # closes the memmap before the rename
         except BaseException:

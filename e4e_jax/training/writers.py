@@ -21,6 +21,8 @@ from e4e_jax import fileio
 
 log = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class JsonlWriter:
     """clu-style writer (write_scalars / write_images / write_hparams / flush / close) without TF."""
@@ -28,7 +30,7 @@ class JsonlWriter:
     def __init__(self, workdir: str | os.PathLike):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self._f = open(self.dir / METRICS_FILE, "a", buffering=1)
 
     def _write(self, obj: dict):
         with fileio.naming_no_room(self.dir / "metrics.jsonl"):

@@ -22,7 +22,8 @@ from pathlib import Path
 from e4e_jax import cli_args
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.latent_avg import W_AVG_SAMPLES
-from e4e_jax.models.encoder_types import ENCODER_TYPES
+from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES
+from e4e_jax.restyle_bundle import DEFAULT_ITERATIONS
 
 from . import CONVERTER_VERSION
 
@@ -56,6 +57,23 @@ CONVERTERS = {
             ),
         },
     ),
+    "restyle": (
+        "restyle",
+        "official ReStyle checkpoint (.pt: restyle_e4e_*, restyle_psp_*)",
+        {
+            "iterations": (
+                cli_args.positive_int,
+                "N",
+                f"the bundle's default number of refinement iterations (default {DEFAULT_ITERATIONS}, as official "
+                "inference)",
+            ),
+            "encoder_type": (
+                cli_args.choice(*RESTYLE_ENCODER_TYPES),
+                "|".join(RESTYLE_ENCODER_TYPES),
+                "encoder class when the checkpoint's opts do not name it",
+            ),
+        },
+    ),
     "lpips": (
         "lpips",
         "lpips v0.1 head (alex.pth|vgg.pth) + torchvision backbone state dict",
@@ -67,6 +85,7 @@ CONVERTERS = {
 }
 
 
+LOADED_POINT = "convert-loaded"  # pause point (e4e_jax/pause_points.py): the checkpoint is read, nothing written
 # As the user typed it: from the repository, or the console script of the installed e4e_jax_tools package.
 PROG = "python -m tools.convert_weights" if __package__ == "tools.convert_weights" else "e4e-convert"
 
@@ -148,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax import bundle, interrupts, outdir
+    from e4e_jax import bundle, outdir, pause_points
 
     options = parse_options(args.kind, args.option)
     check_sources(args.sources)
@@ -166,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
     except OSError as e:
         raise UserError(f"{e.filename or names}: cannot read ({e.strerror or e})") from e
-    interrupts.pause_at("working")
+    pause_points.reached(LOADED_POINT)
     extra = dict(extra or {})
     extra["converter_version"] = CONVERTER_VERSION
     kind = extra.pop("bundle_kind", args.kind)

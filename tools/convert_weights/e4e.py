@@ -36,7 +36,7 @@ from e4e_jax import domains
 from e4e_jax.e4e_bundle import E4EArchitecture
 from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
 from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
-from e4e_jax.models.encoder_types import ENCODER_TYPES, EncoderConfig
+from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
 from e4e_jax.models.stylegan2 import StyleGAN2Config
 from e4e_jax.torchfile import load_checkpoint
 
@@ -99,12 +99,14 @@ def w_encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     return arch, {"params": params, "batch_stats": {"backbone": bb_stats}}
 
 
+def _json_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
+
+
 def _jsonable(v: Any) -> bool:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return not (isinstance(v, float) and not math.isfinite(v))
-    if isinstance(v, (list, tuple)):
-        return all(_jsonable(x) for x in v)
-    return False
+    """An official option value kept in config.json: a JSON scalar or a flat list of them (argparse's
+    values; anything nested is not an official option and is not walked)."""
+    return _json_scalar(v) or (isinstance(v, (list, tuple)) and all(_json_scalar(x) for x in v))
 
 
 def _check_not_generator_ckpt(ckpt: Any, path: Path) -> None:
@@ -158,6 +160,11 @@ def convert(
     if etype is None:
         etype = "Encoder4Editing"
         extra["encoder_type_source"] = "default (opts has no encoder_type)"
+    if etype in RESTYLE_ENCODER_TYPES:
+        raise ValueError(
+            f"{path}: encoder_type {etype!r} is a ReStyle encoder: convert it with "
+            f"`python -m tools.convert_weights restyle {path} --out DIR`"
+        )
     if etype not in ENCODER_TYPES:
         raise ValueError(
             f"{path}: encoder_type {etype!r} is not supported (only "
