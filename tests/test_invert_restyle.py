@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,52 @@ def test_killed_then_resumed_is_byte_identical(restyle_model, photos, reference,
     r = subprocess.run(_cmd(restyle_model, photos, out, "--resume"), env=env, capture_output=True, timeout=TIMEOUT_S)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     assert _outputs(out) == _outputs(reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_of_two_devices(restyle_model, photos, reference, tmp_path):
+    """Two processes on 127.0.0.1, two CPU devices each: every iteration's latents (sharded along the
+    batch inside each process, merged by process 0) are the one-device run's."""
+    out, port = tmp_path / "out", _free_port()
+    env = dict(_env(tmp_path), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            _cmd(
+                restyle_model,
+                photos,
+                out,
+                "--coordinator-address",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ),
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        errs = [p.communicate(timeout=TIMEOUT_S)[1].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errs]
+    for name in (manifest.FILES, manifest.INVERSIONS):
+        assert (out / name).read_text() == (reference / name).read_text()
+    every = np.load(out / manifest.LATENT_ITERATIONS)
+    parity.assert_close(every, np.load(reference / manifest.LATENT_ITERATIONS), "every iteration")
+    np.testing.assert_array_equal(np.load(out / manifest.LATENTS), every[:, -1])
+    assert json.loads((out / manifest.REPORT).read_text())["files_per_process"] == {"0": 2, "1": 2}
 
 
 def test_iterations_option_sets_the_count(restyle_model, photos, reference, tmp_path):
