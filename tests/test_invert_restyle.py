@@ -167,7 +167,7 @@ def test_two_processes_of_two_devices(restyle_model, photos, reference, tmp_path
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
     try:
