@@ -1,6 +1,9 @@
 """The files of an `e4e-jax invert` output folder, and reading them back exactly (evaluate, edit, quickstart).
 
-    OUTPUT/latents.npy      (N, n_latent, 512) float32 codes
+    OUTPUT/latents.npy      (N, n_latent, 512) float32 codes (a ReStyle bundle's: the last iteration's)
+    OUTPUT/latents_iterations.npy
+                            with a ReStyle bundle and --save-iterations: (N, iterations, n_latent, 512)
+                            float32, the codes after each iteration ([:, -1] is latents.npy)
     OUTPUT/files.txt        N lines: the input image of each code, in order
     OUTPUT/inversions.txt   N lines: each code's reconstruction, relative to OUTPUT (absent with --no-images)
     OUTPUT/inversions/      the reconstructions (.jpg, .png or .webp)
@@ -28,6 +31,7 @@ from pathlib import Path
 from e4e_jax.errors import UserError
 
 LATENTS = "latents.npy"
+LATENT_ITERATIONS = "latents_iterations.npy"
 FILES = "files.txt"
 INVERSIONS = "inversions.txt"
 INVERSIONS_DIR = "inversions"
