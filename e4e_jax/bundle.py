@@ -28,7 +28,7 @@ from e4e_jax import fileio, outdir, variable_checks
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("stylegan2", "e4e", "lpips", "arcface", "moco", "inception")
+KINDS = ("stylegan2", "e4e", "lpips", "arcface", "moco", "inception", "stylegan2_delta")
 
 
 class BundleError(UserError, ValueError):

@@ -173,8 +173,15 @@ def _inception(arch: Mapping[str, Any]):
     return lambda: model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3)), return_logits=True)
 
 
+def _stylegan2_delta(arch: Mapping[str, Any]):
+    """A tuned generator's delta (e4e_jax/pti_bundle.py): the synthesis parameters of its generator."""
+    generator = _stylegan2(arch["generator"])
+    return lambda: {"synthesis": generator()["params"]["synthesis"]}
+
+
 _BUILDERS = {
     "stylegan2": _stylegan2,
+    "stylegan2_delta": _stylegan2_delta,
     "e4e": _e4e,
     "lpips": _lpips,
     "arcface": _arcface,
