@@ -145,6 +145,10 @@ def test_delta_bundle_round_trip_and_its_base(setup, tmp_path):
     err = _leaf_max(restored, tuned, lambda r, t: jnp.abs(r - t).max())
     moved = _leaf_max(tuned, base, lambda t, b: jnp.abs(t - b).max())
     assert 0 < err <= 2.0**-8 * moved
+    nan = jax.tree.map(lambda d: np.where(np.arange(d.size).reshape(d.shape) == 0, np.nan, d).astype(d.dtype), delta)
+    with pytest.raises(bundle.BundleError, match="NaN"):  # bfloat16 is checked like float32
+        pti_bundle.save(tmp_path / "nan", GEN, fp, nan)
+    assert not (tmp_path / "nan").exists()
     other = jax.tree.map(lambda b: b + 1.0, base)
     with pytest.raises(bundle.BundleError, match="tuned from another generator"):
         pti_bundle.load(tmp_path / "d", pti_bundle.synthesis_fingerprint(other))
