@@ -267,13 +267,17 @@ def run_ours(args) -> dict:
     import jax.numpy as jnp
 
     from e4e_jax import bundle, generate, pti_bundle, sharding, tuning
+    from e4e_jax.choices import compute_dtype
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.stylegan2 import Generator
 
     work = Path(args.workdir)
     cfg, variables = generate.load_generator(str(work / "bundle"))
-    gen = Generator(cfg, modulation=generate.resolve_modulation("auto"), upsample=generate.resolve_upsample("auto"))
-    lpips = LPIPS()
+    dtype = compute_dtype(args.dtype)
+    gen = Generator(
+        cfg, modulation=generate.resolve_modulation("auto"), dtype=dtype, upsample=generate.resolve_upsample("auto")
+    )
+    lpips = LPIPS(dtype=dtype)
     lpips_vars = jax.device_put(bundle.load(work / "lpips", "lpips")[1])  # the official side's LPIPS
     pti = tuning.PTIConfig(max_steps=args.steps, lpips_threshold=args.lpips_threshold, locality=args.locality)
     pivots = np.load(work / "pivots.npy")[: args.photos]
@@ -337,6 +341,7 @@ def run_ours(args) -> dict:
         "last_step_l2_lpips": last,
         "peak_memory_bytes": peak,
         "peak_memory_per_photo_bytes": peak // bs if peak else None,
+        "dtype": args.dtype,
         "modulation": gen.modulation,
         "upsample": gen.upsample,
         "jax": jax.__version__,
@@ -364,6 +369,7 @@ def main(argv=None) -> None:
         action="store_true",
         help="also compare the losses after steps - 1 updates (ours reruns batch 0 for that, untimed)",
     )
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="our compute dtype")
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     p.add_argument("--pti", default=str(ROOT / "external" / "PTI"))
     p.add_argument("--nvlabs", default=str(ROOT / "external" / "stylegan2-ada-pytorch"))

@@ -91,6 +91,12 @@ def add_parser(sub, help_text: str) -> None:
         default="auto",
         help="modulated-conv formulation of the generator (same maths)",
     )
+    p.add_argument(
+        "--dtype",
+        choices=choices.DTYPE_NAMES,
+        default="float32",
+        help="compute dtype of the generator and LPIPS (default float32, as official PTI; parameters stay float32)",
+    )
     p.add_argument("--resume", action="store_true", help="finish an interrupted run into the same --output")
     p.add_argument(
         "--overwrite",
@@ -118,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             jpeg_quality=args.jpeg_quality,
             image_size=args.image_size,
             modulation=args.modulation,
+            dtype=args.dtype,
             seed=args.seed,
             resume=args.resume,
             overwrite=args.overwrite,

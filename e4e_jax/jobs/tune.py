@@ -41,6 +41,7 @@ PLAN_KEYS = (
     "local_devices",
     "pti",
     "seed",
+    "dtype",
     "modulation",
     "image_format",
     "jpeg_quality",
@@ -64,6 +65,7 @@ class TuneOptions:
     jpeg_quality: int = 75
     image_size: Optional[int] = None  # width of saved reconstructions; None: full size
     modulation: str = "auto"
+    dtype: str = "float32"  # compute dtype of generator and LPIPS (official PTI: float32)
     seed: int = 0  # the locality regulariser's samples
     resume: bool = False
     overwrite: bool = False
@@ -175,6 +177,7 @@ def _plan(opts: TuneOptions, photos: Photos, batch_size: int, local_devices: int
         "local_devices": local_devices,
         "pti": dataclasses.asdict(pti_config(opts)),
         "seed": opts.seed,
+        "dtype": opts.dtype,
         "modulation": opts.modulation,
         "image_format": opts.image_format,
         "jpeg_quality": opts.jpeg_quality if opts.image_format in ("jpg", "webp") else None,
@@ -264,22 +267,24 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
     from tqdm import tqdm
 
     from e4e_jax import bundle, generate, inversion, pti_bundle, sharding, tuning
+    from e4e_jax.choices import compute_dtype
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.stylegan2 import Generator
 
     cfg, photos = pti_config(opts), ctx["photos"]
     gen_cfg, variables = generate.load_generator(opts.model)
     _, lpips_vars = bundle.load(opts.lpips, "lpips")
-    modulation = generate.resolve_modulation(opts.modulation)
-    gen = Generator(gen_cfg, modulation=modulation, upsample=generate.resolve_upsample("auto"))
-    lpips = LPIPS(net=ctx["lpips_net"])
+    modulation, dtype = generate.resolve_modulation(opts.modulation), compute_dtype(opts.dtype)
+    gen = Generator(gen_cfg, modulation=modulation, dtype=dtype, upsample=generate.resolve_upsample("auto"))
+    lpips = LPIPS(net=ctx["lpips_net"], dtype=dtype)
     devices = jax.local_devices()
     mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
     crop = ctx["crop"]
     runner = tuning.make_runner(gen, lpips, cfg, seed=opts.seed, crop_rows=crop, mesh=mesh)
     render_tuned = tuning.per_photo_renderer(gen, "const", mesh=mesh)
-    render_base = generate.make_synthesis_fn(gen_cfg, modulation=modulation, mesh=mesh)
-    measure = jax.jit(lambda lv, x, y: tuning.photo_distances(lpips, lv, tuning.frame(x, crop), y))
+    render_base = generate.make_synthesis_fn(gen_cfg, modulation=modulation, dtype=opts.dtype, mesh=mesh)
+    metric = LPIPS(net=ctx["lpips_net"])  # before / after are measured in float32 whatever --dtype
+    measure = jax.jit(lambda lv, x, y: tuning.photo_distances(metric, lv, tuning.frame(x, crop), y))
     saved = jax.jit(lambda x: inversion.to_uint8(inversion.resize_output(tuning.frame(x, crop), ctx["out_hw"])))
     base_syn = variables["params"]["synthesis"]
     fingerprint = pti_bundle.synthesis_fingerprint(base_syn)
