@@ -266,11 +266,13 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from e4e_jax import bundle, generate, inversion, pti_bundle, sharding, tuning
+    from e4e_jax import bundle, compile_cache, generate, inversion, pti_bundle, sharding, tuning
     from e4e_jax.choices import compute_dtype
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.stylegan2 import Generator
 
+    if compile_cache.enable() is None:  # as invert: a resumed or repeated run loads its executables
+        _say(opts, f"note: cannot use {compile_cache.default_dir()} as the compilation cache")
     cfg, photos = pti_config(opts), ctx["photos"]
     gen_cfg, variables = generate.load_generator(opts.model)
     _, lpips_vars = bundle.load(opts.lpips, "lpips")
