@@ -242,6 +242,10 @@ def run_official(args) -> dict:
         return seconds, [calls.count(n) for n in names], [first[n] for n in names], [last[n] for n in names]
 
     coach_run(data[:1], 2)  # CUDA op builds, cuDNN autotuning
+    from torch_utils.ops import bias_act, upfirdn2d
+
+    # NVlabs falls back to slow reference ops (with a warning) when its CUDA plugins fail to build.
+    plugins = {"bias_act": bias_act._plugin is not None, "upfirdn2d": upfirdn2d._plugin is not None}
     if device != "cpu":
         torch.cuda.reset_peak_memory_stats()
     seconds, measured, first, last = coach_run(data, args.steps)
@@ -256,6 +260,7 @@ def run_official(args) -> dict:
         "first_step_l2_lpips": first,  # the base generator at the pivot against the photo
         "last_step_l2_lpips": last,  # measured before the last update: after steps - 1 updates
         "peak_memory_per_photo_bytes": int(torch.cuda.max_memory_allocated()) if device != "cpu" else None,
+        "cuda_plugins_built": plugins,
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if device != "cpu" else "cpu",
     }
