@@ -190,6 +190,33 @@ class AlignerSettings:
     detect_size: int | None = DEFAULT_DETECT_SIZE
 
 
+def settings_record(settings: AlignerSettings) -> dict[str, Any]:
+    """JSON-ready form of the settings (what an output records so that its crops can be re-made)."""
+    return dataclasses.asdict(settings)
+
+
+def settings_from_record(record: Any, source: str) -> AlignerSettings:
+    """`settings_record`'s dict back as settings; UserError naming `source` for anything else."""
+    fields = {f.name for f in dataclasses.fields(AlignerSettings)}
+    if not isinstance(record, dict) or set(record) != fields:
+        raise UserError(
+            f"{source}: the alignment record {record!r} is not one of {sorted(fields)}; the file is damaged"
+        )
+    try:
+        return Aligner(record["output_size"], record["landmarks"], record["detect_size"]).settings
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source}: the alignment record {record!r} is invalid ({e}); the file is damaged") from e
+
+
+def resize_for_encoder(crop: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """An aligned crop (uint8 (S, S, 3)) at the encoder's input size: PIL bilinear, as the official
+    transform resizes any input (the crop as it is when it already has that size). uint8 (h, w, 3)."""
+    h, w = hw
+    if crop.shape[:2] == (h, w):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR), np.uint8)
+
+
 class Aligner:
     """Detect faces, fit 68 landmarks, cut FFHQ crops (see the module docstring).
 

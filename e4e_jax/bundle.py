@@ -24,11 +24,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from e4e_jax import fileio, outdir, variable_checks
+from e4e_jax import fileio, manifest, outdir, variable_checks
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("stylegan2", "e4e", "lpips", "arcface", "moco", "inception", "stylegan2_delta")
+KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception", "stylegan2_delta")
 
 
 class BundleError(UserError, ValueError):
@@ -199,13 +199,33 @@ def check_variables(kind: str, architecture: Mapping[str, Any], variables: Mappi
         )
 
 
+def work_directory_hint(path: Path) -> str | None:
+    """Where the model of a training or quickstart work directory is, when `path` is one (its bundle
+    inside it, not the folder itself, is what --model takes); None for anything else."""
+    workdir = path / manifest.QUICKSTART_TRAIN_DIR
+    trained = (
+        (path, "an `e4e-jax train` work directory", f"`e4e-jax train ... --workdir {path} --resume` finishes it"),
+        (workdir, "an `e4e-jax quickstart` work directory", "rerun the quickstart into a new folder"),
+    )
+    for run_dir, what, fix in trained:
+        model = run_dir / manifest.TRAIN_MODEL_DIR
+        if (model / "config.json").is_file():
+            return f"{path} is {what}, not a model bundle; its trained model is {model}: pass --model {model}"
+        if any((run_dir / name).exists() for name in manifest.TRAINING_MARKERS):
+            return (
+                f"{path} is {what} whose training has not finished: it writes its model to {model} at the end ({fix})"
+            )
+    return None
+
+
 def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """Read and validate a bundle's config.json (of kind `kind`, when given)."""
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise BundleError(
-            f"{path} is not an e4e-jax model bundle (no config.json). Convert a checkpoint first: "
+            work_directory_hint(path)
+            or f"{path} is not an e4e-jax model bundle (no config.json). Convert a checkpoint first: "
             f"python -m tools.convert_weights KIND SRC --out DIR"
         )
     try:
@@ -216,8 +236,8 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
         raise BundleError(f"{cfg_path} cannot be read ({e}); check its permissions or re-create the bundle") from e
     if not isinstance(config, dict):
         raise BundleError(f"{cfg_path} holds a JSON {type(config).__name__}, not a bundle config; re-create the bundle")
-    if config.get("kind") not in KINDS:
-        raise BundleError(f"{cfg_path}: unknown kind {config.get('kind')!r}")
+    if config.get("kind") not in KINDS:  # a training work directory's config.json has no kind
+        raise BundleError(work_directory_hint(path) or f"{cfg_path}: unknown kind {config.get('kind')!r}")
     if config.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{cfg_path}: bundle format {config.get('format_version')} is not supported by this "

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="e4e (Designing an Encoder for StyleGAN Image "
         "Manipulation) in JAX: inversion, editing, training, evaluation.",
     )
+    from e4e_jax import __version__
+
+    parser.add_argument("--version", action="version", version=f"e4e-jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, help_text in COMMANDS.items():

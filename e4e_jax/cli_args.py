@@ -58,6 +58,10 @@ def int_in(lo: int, hi: int):
     return parse
 
 
+SEED_MAX = 2**32 - 1  # seeds feed numpy's and JAX's generators: a whole number in [0, 2**32)
+seed = int_in(0, SEED_MAX)
+
+
 def choice(*allowed: str):
     """One of `allowed` (for values outside argparse's own `choices`, e.g. KEY=VALUE options)."""
 

@@ -6,7 +6,8 @@ by inversion, editing and training, through one schema (`E4EArchitecture`) and o
     variables = {'encoder': {'params', 'batch_stats'}, 'generator': <stylegan2 variables>,
                  'latent_avg': (n_styles, 512)}
 
-Bundles of every earlier version load (EncoderConfig.from_dict reads the older encoder dicts).
+Bundles of every earlier version load (EncoderConfig.from_dict reads the older encoder dicts). The
+'restyle' bundle (restyle_bundle.py) extends this schema; an 'e4e' bundle holds a single-pass encoder only.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 from e4e_jax import bundle
 from e4e_jax.domains import domain_of
-from e4e_jax.models.encoder_types import EncoderConfig
+from e4e_jax.models.encoder_types import ENCODER_TYPES, EncoderConfig
 from e4e_jax.models.stylegan2 import StyleGAN2Config
 
 KIND = "e4e"
@@ -37,6 +38,16 @@ class E4EArchitecture:
     opts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset_type: Optional[str] = None
     domain: Optional[str] = None
+
+    KIND: ClassVar[str] = KIND
+    ENCODER_TYPES: ClassVar[Mapping[str, str]] = ENCODER_TYPES  # the encoders this kind admits (class -> mode)
+
+    def __post_init__(self):
+        if self.encoder.mode not in self.ENCODER_TYPES.values():
+            raise ValueError(
+                f"the encoder of a {self.KIND!r} bundle is one of {sorted(self.ENCODER_TYPES)}, got "
+                f"{self.encoder.encoder_type} (mode {self.encoder.mode!r})"
+            )
 
     @classmethod
     def create(
@@ -69,7 +80,7 @@ class E4EArchitecture:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "E4EArchitecture":
         return cls(
-            EncoderConfig.from_dict(d["encoder"]),
+            EncoderConfig.from_dict(d["encoder"], cls.ENCODER_TYPES),
             StyleGAN2Config.from_dict(d["generator"]),
             dict(d.get("opts") or {}),
             d.get("dataset_type"),

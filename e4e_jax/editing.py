@@ -86,6 +86,39 @@ def _direction_for(w: jax.Array, direction: ArrayLike) -> jax.Array:
     return d
 
 
+def check_direction(direction: ArrayLike, n_latent: int, style_dim: int, source: str) -> np.ndarray:
+    """An InterFaceGAN direction checked against a generator of `n_latent` codes of `style_dim`: (D,) (one
+    step for every layer, which fits any generator whose styles have D values) or (n, D) (per layer).
+    Returns it float32 in canonical shape; ValueError naming `source`, both shapes and the fix for a
+    direction of another style size or layer count, or one that is all zeros (it would move nothing)."""
+    d = canonical_direction(direction)
+    fits = d.shape[-1] == style_dim and (d.ndim == 1 or d.shape[0] == n_latent)
+    if not fits:
+        raise ValueError(
+            f"{source}: direction of shape {d.shape} does not fit this generator's W+ codes ({n_latent}, "
+            f"{style_dim}); expected ({style_dim},) or ({n_latent}, {style_dim}): use a direction made for "
+            "this generator"
+        )
+    if not np.any(d):
+        raise ValueError(f"{source}: the direction is all zeros, so it moves no latent; re-create the file")
+    return d
+
+
+# Edit strengths beyond this (in direction lengths, GANSpace stds or SeFa steps) throw w far outside the
+# generator's range; the official sweeps use ±3 (InterFaceGAN) to ±20 (GANSpace).
+MAX_ABS_STRENGTH = 100.0
+
+
+def check_strengths(strengths: Iterable[float], option: str = "--strengths") -> None:
+    """ValueError naming `option` for a strength that is not finite or beyond ±MAX_ABS_STRENGTH."""
+    bad = [s for s in strengths if not abs(float(s)) <= MAX_ABS_STRENGTH]
+    if bad:
+        raise ValueError(
+            f"{option} {' '.join(f'{s:g}' for s in bad)}: beyond ±{MAX_ABS_STRENGTH:g}, which moves the latents far "
+            f"outside the generator's range (official sweeps use ±3 to ±20); pass smaller values"
+        )
+
+
 def interfacegan_edit(latents: ArrayLike, direction: ArrayLike, factor: float) -> jax.Array:
     """latents (B, n, D) + factor * direction, the direction broadcast over the batch and, when it
     has no layer axis, over layers. Returns (B, n, D) float32."""
@@ -137,6 +170,10 @@ class GanspacePCA(NamedTuple):
             )
         if not all(np.isfinite(a).all() for a in (mean, comp, std)):
             raise ValueError(f"{source}: mean, comp or std holds NaN or Inf values; re-create the PCA file")
+        if not (std > 0).all():  # coordinates are measured in stds: a zero std divides by zero
+            raise ValueError(
+                f"{source}: std holds values <= 0 (component {int(np.argmin(std))}); re-create the PCA file"
+            )
         return cls(mean, comp, std)
 
 

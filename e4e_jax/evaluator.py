@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -71,6 +72,7 @@ class Evaluator:
         )
         self._lpips = jax.jit(lambda lv, x, y: evaluation.lpips_per_image(lv, x, y, lpips_net))
         self._features = jax.jit(evaluation.inception_features)
+        self._map = jax.jit(lambda v, z: model.generator.apply(v["generator"], z, method="map"))
         self.lpips_variables = None if lpips_variables is None else sharding.replicate(lpips_variables, self.mesh)
         self.inception_variables = (
             None if inception_variables is None else sharding.replicate(inception_variables, self.mesh)
@@ -99,6 +101,31 @@ class Evaluator:
     def generate(self, w: jax.Array) -> jax.Array:
         """G(w) in the encoder's frame (`evaluation.to_encoder_frame`): (batch_size, n, D) -> images."""
         return self._generate(self.variables, w)
+
+    def compile(self) -> float:
+        """Run every jitted step once on a batch of zeros, compiling it (or loading it from JAX's persistent
+        cache), so that the progress bars after it measure work, not compilation; returns the seconds."""
+        t0 = time.perf_counter()
+        x = self.shard(np.zeros((self.batch_size, *self.model.input_hw, 3), np.float32))
+        y = self.generate(self.encode(x))
+        out = [y]
+        if self.lpips_variables is not None:
+            out.append(self._lpips(self.lpips_variables, x, y))
+        if self.inception_variables is not None:
+            out.append(self._features(self.inception_variables, x))
+        if self.recovery_samples:
+            cfg = self.model.gen_config
+            out.append(self._map(self.variables, jax.numpy.zeros((self.batch_size, cfg.mapping_in_dim))))  # as sample_w
+        jax.block_until_ready(out)
+        return time.perf_counter() - t0
+
+    def describe_steps(self) -> str:
+        """The networks `compile` prepares, e.g. 'encoder, generator, LPIPS'."""
+        parts = ["encoder", "generator"]
+        parts += ["LPIPS"] if self.lpips_variables is not None else []
+        parts += ["Inception"] if self.inception_variables is not None else []
+        parts += ["mapping"] if self.recovery_samples else []
+        return ", ".join(parts)
 
     def add(
         self,
@@ -144,11 +171,10 @@ class Evaluator:
     def latent_recovery(self, num_samples: int) -> float:
         """Mean E(G(w)) distance over `num_samples` w = mapping(z), drawn batch by batch from `seed`."""
         cfg = self.model.gen_config
-        map_j = jax.jit(lambda v, z: self.model.generator.apply(v["generator"], z, method="map"))
 
         def recover(key):
             w = evaluation.sample_w(
-                lambda z: map_j(self.variables, z), key, self.batch_size, cfg.mapping_in_dim, cfg.n_latent
+                lambda z: self._map(self.variables, z), key, self.batch_size, cfg.mapping_in_dim, cfg.n_latent
             )
             return evaluation.latent_recovery_distances(self.encode, self.generate, sharding.shard_batch(w, self.mesh))
 

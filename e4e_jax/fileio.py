@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from e4e_jax import memory
 from e4e_jax.errors import UserError
 
 TMP_MARK = ".tmp-"
@@ -116,6 +117,7 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes); re-create it")
+    _check_npy_size(path)
     try:
         out = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
@@ -124,6 +126,38 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         out.close()
         raise UserError(f"{path} is a zip archive (.npz or a torch file), not a .npy array; pass a .npy file")
     return out
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """(shape, dtype, data offset) from a .npy header of format 1 or 2; None for anything else (a zip,
+    a damaged or a format-3 header), which `np.load` then reports."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                return None
+            shape, _, dtype = read[version](f)
+            return tuple(shape), np.dtype(dtype), f.tell()
+    except (ValueError, OSError, EOFError, TypeError):
+        return None
+
+
+def _check_npy_size(path: Path) -> None:
+    """Before np.load allocates the array its header describes: the file must hold that many bytes (a
+    damaged or forged header may claim terabytes), and they must fit in memory (UserError naming the file)."""
+    header = _npy_header(path)
+    if header is None:
+        return
+    shape, dtype, offset = header
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    held = path.stat().st_size - offset
+    if held < need:
+        raise UserError(
+            f"{path}: its header describes a {dtype} array of shape {shape} ({memory.format_bytes(need)}), "
+            f"but the file holds {memory.format_bytes(held)} of data: it is truncated or damaged; re-create it"
+        )
+    memory.require_room(need, f"reading {path} ({dtype} array of shape {shape})", "split it into smaller files")
 
 
 def is_temp_name(name: str) -> bool:

@@ -36,7 +36,8 @@ def _on_accelerator() -> bool:
 
 
 def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
-    """Generator config and variables from a `stylegan2` bundle or from the generator of an `e4e` bundle."""
+    """Generator config and variables from a `stylegan2` bundle or from the generator of an `e4e` or
+    `restyle` bundle."""
     from e4e_jax import bundle
 
     config = bundle.read_config(path)
@@ -48,7 +49,14 @@ def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
 
         arch, variables, _ = e4e_bundle.load(path)
         return arch.generator, variables["generator"]
-    raise bundle.BundleError(f"{path} holds a {config['kind']!r} bundle; synthesis needs a 'stylegan2' or 'e4e' bundle")
+    if config["kind"] == "restyle":
+        from e4e_jax import restyle_bundle
+
+        arch, variables, _ = restyle_bundle.load(path)
+        return arch.generator, variables["generator"]
+    raise bundle.BundleError(
+        f"{path} holds a {config['kind']!r} bundle; synthesis needs a 'stylegan2', 'e4e' or 'restyle' bundle"
+    )
 
 
 def as_wplus(latents: np.ndarray, cfg: StyleGAN2Config, source: str = "latents") -> np.ndarray:
@@ -73,6 +81,12 @@ def check_latents(latents: np.ndarray, cfg: StyleGAN2Config, source: str) -> np.
     from e4e_jax.errors import UserError
     from e4e_jax.variable_checks import require_finite
 
+    kind = np.asarray(latents).dtype
+    if kind.kind != "f":  # bool, integer or complex codes are not latents (a cast would drop imaginary parts)
+        raise UserError(
+            f"{source} holds {kind} values; latents are real floating-point codes (float32): "
+            "save them with np.save(path, w.astype(np.float32))"
+        )
     try:
         latents = as_wplus(latents, cfg, source)
     except ValueError as e:
@@ -88,6 +102,48 @@ def load_latents(path, cfg: StyleGAN2Config) -> np.ndarray:
     from e4e_jax.fileio import load_npy
 
     return check_latents(load_npy(path), cfg, str(path))
+
+
+# A rendered image's peak working memory, in copies of the largest activation of the synthesis network
+# (its input and output, the up-sampled intermediate, the skip image): a rough upper estimate, used only to
+# refuse batches that cannot fit before XLA tries to allocate them.
+ACTIVATION_COPIES = 4
+
+
+def batch_rows(batch_size: int, n_rows: int, n_devices: int = 1) -> int:
+    """The rows of one compiled batch: `batch_size`, but no more than the `n_rows` there are (a larger
+    batch would only render padding), rounded up to a multiple of the device count."""
+    return sharding.round_up(max(1, min(batch_size, n_rows)), n_devices)
+
+
+def synthesis_bytes(cfg: StyleGAN2Config, batch: int, activations: bool = True) -> int:
+    """Estimated memory to render `batch` images at once: codes and outputs, and with `activations` the
+    working memory of the network (ACTIVATION_COPIES of the largest feature map, an up-sampling conv's
+    input channels counted)."""
+    resolutions = [2**k for k in range(2, cfg.log_size + 1)]
+    largest = max(max(cfg.channels_at(r), cfg.channels_at(max(4, r // 2))) * r * r for r in resolutions)
+    per_image = (
+        cfg.n_latent * cfg.style_dim + cfg.size * cfg.size * 3 + (ACTIVATION_COPIES * largest if activations else 0)
+    )
+    return 4 * batch * per_image
+
+
+def check_batch_fits(cfg: StyleGAN2Config, batch_size: int, n_rows: int) -> None:
+    """UserError when one batch of `min(batch_size, n_rows)` renders cannot fit: its codes and images in
+    host memory, and the network's working memory where it runs (host memory on the CPU backend, each
+    accelerator's memory for its share of the batch otherwise)."""
+    from e4e_jax import memory
+
+    n_dev = jax.local_device_count()
+    rows = batch_rows(batch_size, n_rows, n_dev)
+    what = f"--batch-size {batch_size} ({rows} images of {cfg.size}x{cfg.size} rendered at once)"
+    fix = "pass a smaller --batch-size"
+    stats = jax.local_devices()[0].memory_stats() or {}
+    on_host = "bytes_limit" not in stats  # the CPU backend reports no device memory
+    memory.require_room(synthesis_bytes(cfg, rows, activations=on_host), what, fix)
+    if not on_host:
+        room = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        memory.require_room(synthesis_bytes(cfg, rows // n_dev), what, fix, available=room)
 
 
 def make_synthesis_fn(
@@ -144,7 +200,7 @@ def iter_synthesize(
     serves the whole run, and sharded over `mesh` (default: all local devices).
     """
     mesh = mesh or sharding.data_mesh(jax.local_devices())
-    bs = sharding.round_up(batch_size, mesh.size)
+    bs = batch_rows(batch_size, latents.shape[0], mesh.size)
     synth = make_synthesis_fn(cfg, mesh=mesh, **synth_kw)
     variables = sharding.replicate(variables, mesh)
     rng = jax.random.key(seed)

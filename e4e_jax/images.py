@@ -53,19 +53,68 @@ def fit(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(u8).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
-def make_grid(rows: Sequence[Sequence[np.ndarray]], cell_hw: tuple[int, int] | None = None, pad: int = 2) -> np.ndarray:
+# Column headers: PIL's built-in font (no font files needed) at a size that follows the cells.
+LABEL_FRACTION = 10  # font size = cell height / 10 ...
+LABEL_MIN_PX, LABEL_MAX_PX = 11, 40  # ... within these bounds
+LABEL_COLOUR = (0, 0, 0)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except (TypeError, ValueError, OSError, ImportError):
+        return ImageFont.load_default()  # the fixed bitmap font
+
+
+def _fitted(draw, text: str, font, width: int) -> str:
+    """`text`, cut with '…' until it is at most `width` pixels wide."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def header_band(labels: Sequence[str], cell_w: int, cell_h: int, pad: int) -> np.ndarray:
+    """A white band with `labels` centred over columns of `cell_w` pixels (uint8 (band_h, width, 3))."""
+    from PIL import ImageDraw
+
+    font = _font(min(LABEL_MAX_PX, max(LABEL_MIN_PX, cell_h // LABEL_FRACTION)))
+    height = font.getbbox("Ag")[3] + 2 * pad + 2
+    band = Image.new("RGB", (len(labels) * (cell_w + pad) + pad, height), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for j, label in enumerate(labels):
+        text = _fitted(draw, label, font, cell_w)
+        x = pad + j * (cell_w + pad) + (cell_w - draw.textlength(text, font=font)) / 2
+        draw.text((x, pad), text, fill=LABEL_COLOUR, font=font)
+    return np.asarray(band)
+
+
+def make_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    cell_hw: tuple[int, int] | None = None,
+    pad: int = 2,
+    headers: Sequence[str] | None = None,
+) -> np.ndarray:
     """Tile rows of images (each uint8 or [-1, 1] float, (H, W, 3)) into one uint8 image.
 
     Every cell is resized to `cell_hw` (default: the first image's size); short rows are padded
-    with white cells.
+    with white cells. `headers`: a label over each column (e.g. source | inversion | strengths).
     """
     if not rows or not rows[0]:
         raise ValueError("make_grid needs at least one image")
     h, w = cell_hw or rows[0][0].shape[:2]
     n_cols = max(len(r) for r in rows)
+    if headers is not None:
+        n_cols = max(n_cols, len(headers))
     grid = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             grid[y : y + h, x : x + w] = fit(np.asarray(img), (h, w))
-    return grid
+    if headers is None:
+        return grid
+    band = header_band(list(headers) + [""] * (n_cols - len(headers)), w, h, pad)
+    return np.concatenate([band, grid])

@@ -30,7 +30,7 @@ IMAGE_MODES = ("float", "uint8", "none")
 class E4EModel:
     """An e4e bundle ready to run: modules, variables and the facts inversion needs."""
 
-    encoder: nn.Module  # Encoder4Editing or SingleStyleCodeEncoder (models/encoder_types.EncoderConfig.build)
+    encoder: nn.Module  # any encoder of models/encoder_types.EncoderConfig.build (ReStyle: restyle.RestyleModel)
     generator: Generator
     variables: dict
     input_hw: tuple[int, int]
@@ -60,6 +60,31 @@ def load_e4e(
     fuse_style_blocks: run the style blocks that share a feature map as one stack (inference only; same
     parameters and maths, see e4e_jax/models/fused_styles.py)."""
     arch, variables, _ = e4e_bundle.load(path)
+    return build_model(
+        arch,
+        variables,
+        str(path),
+        modulation=modulation,
+        dtype=dtype,
+        precision=precision,
+        upsample=upsample,
+        fuse_style_blocks=fuse_style_blocks,
+    )
+
+
+def build_model(
+    arch: e4e_bundle.E4EArchitecture,
+    variables: dict,
+    source: str,
+    *,
+    modulation: str = "auto",
+    dtype: str = "float32",
+    precision: Any = None,
+    upsample: str = "auto",
+    fuse_style_blocks: bool = True,
+) -> E4EModel:
+    """The modules of a loaded bundle's architecture (an 'e4e' one, or a 'restyle' one: restyle.load_restyle)
+    with its variables (conv kernels cast to a bfloat16 `dtype`); options as `load_e4e`."""
     dt = compute_dtype(dtype)
     encoder = arch.encoder.build(dtype=dt, precision=precision, fuse_style_blocks=fuse_style_blocks)
     generator = Generator(
@@ -71,7 +96,7 @@ def load_e4e(
     )
     if dt != jnp.float32:
         variables = {**variables, "encoder": cast_conv_kernels(variables["encoder"], dt)}
-    return E4EModel(encoder, generator, variables, arch.encoder.input_size, arch.domain, str(path))
+    return E4EModel(encoder, generator, variables, arch.encoder.input_size, arch.domain, source)
 
 
 def cast_conv_kernels(tree: dict, dtype) -> dict:

@@ -4,7 +4,10 @@
     OUTPUT/files.txt        N lines: the input image of each code, in order
     OUTPUT/inversions.txt   N lines: each code's reconstruction, relative to OUTPUT (absent with --no-images)
     OUTPUT/inversions/      the reconstructions (.jpg, .png or .webp)
-    OUTPUT/faces.txt, skipped.txt, report.json   see docs/inversion_job.md
+    OUTPUT/faces.txt        with --align: N lines, the face index of each code in its file (0 = largest)
+    OUTPUT/report.json      counts, timings and, with --align, the alignment settings under "align"
+                            (e4e_jax/alignment.py `settings_record`), which re-make each code's crop
+    OUTPUT/skipped.txt      see docs/inversion_job.md
 
 `e4e-jax tune` writes the same layout (its latents.npy are the pivots, its inversions the tuned
 reconstructions; faces.txt as the invert output it read) and adds:
@@ -43,6 +46,26 @@ GENERATORS_DIR = "generators"
 METRICS = "metrics.json"
 # The reconstruction name of versions before inversions.txt: inversions/{index:05d}_{input stem}.png.
 LEGACY_SUFFIX = ".png"
+ALIGN_RECORD = "align"  # report.json's key for the alignment settings of an `invert --align` run
+
+# Where a work directory keeps its trained model: `e4e-jax train --workdir W` writes the bundle W/model,
+# the quickstart trains in W/train (so W/train/model).
+TRAIN_MODEL_DIR = "model"
+QUICKSTART_TRAIN_DIR = "train"
+TRAINING_LOG = "metrics.jsonl"  # the JSON-lines scalars of a training run (training/writers.py)
+TRAINING_MARKERS = (TRAINING_LOG, "checkpoints")  # a training work directory holds one from its first step
+LOSS_CURVE = "loss_curve.png"  # the losses of a training run drawn from metrics.jsonl, in its work directory
+
+# Bytes of an input's stem kept in an output name derived from it (with an index, a face tag and a
+# temporary file's suffix the name stays under the 255 bytes file systems allow).
+MAX_STEM_BYTES = 120
+
+
+def short_stem(stem: str) -> str:
+    """`stem` cut to MAX_STEM_BYTES bytes (UTF-8, undecodable bytes kept as they are)."""
+    while len(stem.encode("utf-8", "surrogateescape")) > MAX_STEM_BYTES:
+        stem = stem[:-1]
+    return stem
 
 
 def skipped_text(entries: Iterable[tuple[str, str]]) -> str:
@@ -57,6 +80,21 @@ def read_lines(path: str | os.PathLike) -> list[str]:
         return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path} cannot be read ({e}); rerun `e4e-jax invert` into a new folder") from e
+
+
+def read_faces(folder: str | os.PathLike, n: int) -> list[int] | None:
+    """The face index of each of the `n` codes of an `invert --align` output (faces.txt), or None for an
+    output made without --align. UserError for a faces.txt of another length or with other lines."""
+    path = Path(folder) / FACES
+    if not path.is_file():
+        return None
+    lines = read_lines(path)
+    if len(lines) != n or not all(line.isascii() and line.isdigit() for line in lines):
+        raise UserError(
+            f"{path} must hold {n} face indices (whole numbers >= 0, one a line, as {FILES} holds the files); "
+            "it is damaged: rerun `e4e-jax invert` into a new folder"
+        )
+    return [int(line) for line in lines]
 
 
 def reconstructions(folder: str | os.PathLike, files: list[str]) -> list[Path | None]:

@@ -110,14 +110,15 @@ def _stylegan2(arch: Mapping[str, Any]):
     return lambda: Generator(cfg).init(jax.random.key(0), jnp.zeros((1, cfg.mapping_in_dim)))
 
 
-def _e4e(arch: Mapping[str, Any]):
+def _e4e(arch: Mapping[str, Any], restyle: bool = False):
+    """The tree of an 'e4e' bundle, or (restyle) of a 'restyle' one: the same, with a ReStyle encoder."""
     import jax
     import jax.numpy as jnp
 
     from e4e_jax.models.encoder import STYLE_DIM
-    from e4e_jax.models.encoder_types import EncoderConfig
+    from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
 
-    enc = EncoderConfig.from_dict(arch["encoder"])
+    enc = EncoderConfig.from_dict(arch["encoder"], RESTYLE_ENCODER_TYPES if restyle else ENCODER_TYPES)
     encoder = enc.build()  # the module load_e4e builds (every encoder type)
     generator = _stylegan2(arch["generator"])
 
@@ -185,6 +186,7 @@ _BUILDERS = {
     "stylegan2": _stylegan2,
     "stylegan2_delta": _stylegan2_delta,
     "e4e": _e4e,
+    "restyle": functools.partial(_e4e, restyle=True),
     "lpips": _lpips,
     "arcface": _arcface,
     "moco": _moco,

@@ -154,7 +154,7 @@ def test_edit_folder_library_call_matches_the_command(setup):
         model=root / "g", latents=root / "inv", output=root / "by_call", sefa=1, strengths=(-1.0, 2.0)
     )
     assert edit_job.edit_folder(opts) == EXIT_OK
-    for name in ("latents.npy", "grid.png", "images/00002_s+2.png", "images/00000_s-1.png"):
+    for name in ("latents.npy", "grid.png", "images/00002_src2_s+2.png", "images/00000_src0_s-1.png"):
         assert (root / "by_call" / name).read_bytes() == (root / "by_cli" / name).read_bytes(), name
     with pytest.raises(UserError, match="exactly one"):
         edit_job.edit_folder(

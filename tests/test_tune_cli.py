@@ -79,6 +79,7 @@ def test_tune_writes_inverts_layout_and_lowers_each_photos_lpips(tuned):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pti"]["max_steps"] == STEPS and metrics["pti"]["locality"] is False
     assert [p["file"] for p in metrics["photos"]] == files
+    assert [p["key"] for p in metrics["photos"]] == [Path(f).name for f in files]
     for p in metrics["photos"]:
         assert p["steps"] == STEPS
         assert p["lpips_after"] < p["lpips_before"] and p["l2_after"] < p["l2_before"], p
@@ -113,6 +114,12 @@ def test_synthesize_tuned_renders_the_saved_reconstructions(tuned, tmp_path):
     assert np.abs(tuned_imgs - base_imgs).mean() > 0.02  # tuning changed what the generator draws
 
 
+def _edited(out: Path, i: int, strength: str) -> np.ndarray:
+    """Edited image i at `strength` (edit names it NNNNN_{source stem}_s{strength}.png)."""
+    (path,) = (out / "images").glob(f"{i:05d}_*s{strength}.png")
+    return np.asarray(Image.open(path)).astype(int)
+
+
 def test_edit_of_tuned_photos_moves_the_latents_unchanged_and_changes_the_image(tuned, tmp_path):
     inputs, out = tuned
     direction = require("interfacegan_directions") / "age.pt"
@@ -125,14 +132,13 @@ def test_edit_of_tuned_photos_moves_the_latents_unchanged_and_changes_the_image(
     np.testing.assert_allclose(edits[1] - latents, np.broadcast_to(3 * v, latents.shape), atol=1e-5)
     saved = [np.asarray(Image.open(out / n)) for n in (out / "inversions.txt").read_text().split()]
     for i, recon in enumerate(saved):
-        at0 = np.asarray(Image.open(tmp_path / "ifg" / "images" / f"{i:05d}_s+0.png")).astype(int)
-        at3 = np.asarray(Image.open(tmp_path / "ifg" / "images" / f"{i:05d}_s+3.png")).astype(int)
+        at0, at3 = (_edited(tmp_path / "ifg", i, s) for s in ("+0", "+3"))
         assert np.abs(at0 - recon).max() <= 1  # strength 0: the tuned reconstruction
         assert np.abs(at3 - at0).mean() > 2  # the edit shows in the tuned generator's image
     rc = cli_main([*edit, "--output", str(tmp_path / "sefa"), "--sefa", "0", "--layers", "0-1", "--strengths", "4"])
     assert rc == 0
     for i, recon in enumerate(saved):
-        moved = np.asarray(Image.open(tmp_path / "sefa" / "images" / f"{i:05d}_s+4.png")).astype(int)
+        moved = _edited(tmp_path / "sefa", i, "+4")
         assert np.abs(moved - recon).mean() > 2
 
 
@@ -168,18 +174,44 @@ def test_tune_refusals_leave_nothing_behind(tuned, tmp_path, capsys):
     assert cli_main([*tune_argv(inputs, tmp_path / "busy"), "--resume"]) == 2
     assert "no unfinished tune" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["mine.txt"]
-    # An output inside an input; an --align inversion (faces.txt: aligned crops are not read yet).
+    # An output inside an input.
     assert cli_main(tune_argv(inputs, inputs["inv"] / "sub")) == 2
     assert "overlaps the input" in capsys.readouterr().err
-    aligned = shutil.copytree(inputs["inv"], tmp_path / "aligned")
-    (aligned / "faces.txt").write_text("0\n" * 4)
-    argv = tune_argv(inputs, tmp_path / "new")
-    argv[argv.index("--inversions") + 1] = str(aligned)
-    assert cli_main(argv) == 2
-    assert "--align" in capsys.readouterr().err and not (tmp_path / "new").exists()
     # --overwrite replaces only tune's own files.
     again = shutil.copytree(out, tmp_path / "again")
     (again / "notes.txt").write_text("mine")
     assert cli_main([*tune_argv(inputs, again, "--batch-size", "3", "--image-format", "png"), "--overwrite"]) == 0
     assert (again / "notes.txt").read_text() == "mine"
     assert (again / "metrics.json").read_bytes() == (out / "metrics.json").read_bytes()
+
+
+def test_an_align_output_is_tuned_on_each_faces_aligned_crop(tuned, tmp_path):
+    """The targets of an `invert --align` output are the face crops the encoder saw (jobs/sources.py), at
+    the generator's size; the rows, names and faces.txt follow invert's."""
+    pytest.importorskip("dlib")
+    from e4e_jax.jobs import sources
+    from e4e_jax.models.stylegan2 import Generator
+
+    inputs, _ = tuned
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(inputs["photos"] / "input_img.jpg", photos / "face.jpg")
+    inv = tmp_path / "inv"
+    argv = ["invert", "--model", str(inputs["e4e"]), "--images", str(photos), "--output", str(inv), "--align"]
+    assert cli_main([*argv, "--quiet"]) == 0
+    out = tmp_path / "tuned"
+    argv = tune_argv({**inputs, "inv": inv}, out, "--batch-size", "3", "--image-format", "png")
+    assert cli_main(argv) == 0
+    assert (out / "faces.txt").read_text() == "0\n"
+    assert (out / "inversions.txt").read_text() == "inversions/00000_face_face0.png\n"
+    (photo,) = json.loads((out / "metrics.json").read_text())["photos"]
+    assert photo["key"] == "face.jpg#face0" and photo["lpips_after"] < photo["lpips_before"]
+    # Its L2 before tuning is e4e's own reconstruction against the aligned crop at the generator's size.
+    rows = sources.read_invert_output(inv, None, "--inversions")
+    with sources.SourceLoader(rows.rows, rows.align, workers=0) as loader:
+        crop = loader.load(rows.rows[0], (SIZE, SIZE))
+    config, variables = bundle.load(inputs["e4e"], "e4e")
+    gen = Generator(StyleGAN2Config.from_dict(config["architecture"]["generator"]))
+    pivots = np.load(inv / "latents.npy")
+    recon = np.asarray(gen.apply(variables["generator"], pivots, method=Generator.synthesize))[0]
+    assert photo["l2_before"] == pytest.approx(float(np.mean((recon - crop) ** 2)), rel=1e-4)

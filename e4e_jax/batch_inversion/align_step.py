@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-from PIL import Image
-
 _ALIGNERS: dict = {}
 
 
@@ -27,14 +24,9 @@ def prepare(path: str, input_hw: tuple[int, int], output_size: int, faces: str, 
     """path -> [(face index, (H, W, 3) uint8)] (largest face first; only it for faces='largest'), or a
     `folder.Skipped` ("no face found", unreadable file, ...). The aligned crop is resized to the encoder
     input with PIL bilinear, as the official transform resizes any input."""
+    from e4e_jax.alignment import resize_for_encoder
+
     found = _aligner(output_size, landmarks).align_or_skip(path, 1 if faces == "largest" else None)
     if not isinstance(found, list):
         return found
-    h, w = input_hw
-    out = []
-    for face in found:
-        img = Image.fromarray(face.image)
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-        out.append((face.face_index, np.asarray(img, np.uint8)))
-    return out
+    return [(face.face_index, resize_for_encoder(face.image, input_hw)) for face in found]

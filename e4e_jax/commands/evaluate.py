@@ -2,7 +2,8 @@
 
 Distortion (L2, LPIPS), perceptual quality (FID, SWD), editability (LEC with InterFaceGAN / GANSpace
 edits) and latent-space measures (variation of the W+ codes, E(G(w)) recovery distance); see
-e4e_jax/evaluation.py for the definitions; the run itself is e4e_jax/jobs/evaluate.py. Exit status
+e4e_jax/evaluation.py for the definitions; the run itself is e4e_jax/jobs/evaluate.py. Per-image figures
+are keyed by the image's path under the evaluated folder (`#faceK` for a face of an `invert --align` run). Exit status
 (e4e_jax/errors.py): 0 done; 3 done but some files were skipped; 1 nothing could be evaluated; 2 bad
 arguments, model or bundle.
 """
@@ -32,7 +33,9 @@ def add_parser(sub, help_text: str) -> None:
         default=None,
         help="output folder of `e4e-jax invert` (latents.npy, files.txt, the reconstructions listed in "
         "inversions.txt): distortion is measured on those saved reconstructions, as official e4e's "
-        "loss-on-images script does",
+        "loss-on-images script does (without it: on the generator's unclipped output; metrics.json's "
+        "distortion.measured_on says which). The source of each code of an `invert --align` run is its "
+        "face's aligned crop, made again with the run's settings (needs the align extra)",
     )
     p.add_argument(
         "--output", required=True, type=Path, help="folder for metrics.json (created; must not be or hold an input)"
@@ -72,7 +75,9 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument("--name", default=None, help="row name in the printed table (default: the model folder)")
     p.add_argument("--batch-size", type=cli_args.positive_int, default=8, help="images per step (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed for SWD patches/directions and sampled w")
+    p.add_argument(
+        "--seed", type=cli_args.seed, default=0, help="seed for SWD patches/directions and sampled w (0 to 2**32-1)"
+    )
     p.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
     p.add_argument(
         "--workers",

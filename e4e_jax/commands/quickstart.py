@@ -5,7 +5,11 @@
 2. invert  – held-out samples of that generator (never seen in training) are inverted (as `e4e-jax invert`);
 3. edit    – the inversions are edited along the generator's strongest SeFa direction (as `e4e-jax edit`);
 4. report  – WORKDIR/quickstart_grid.png (source | inversion | edits) and WORKDIR/metrics.json
-             (reconstruction L2, latent recovery ‖E(G(w)) − w‖, latent variation, training losses).
+             (reconstruction L2, latent recovery ‖E(G(w)) − w‖, latent variation, training losses),
+             then where the model is (WORKDIR/train/model) and the commands to run on it.
+
+The model is a toy: a 32x32 generator of colour blobs with fixed-seed random weights, and a random-weight
+LPIPS network; real photos need the official checkpoints, converted (README, "Using official checkpoints").
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ if TYPE_CHECKING:
 
 HELDOUT_SEED = 10_000  # far from the training stream's seeds
 N_HELDOUT = 8
+INVERT_BATCH = 8  # the held-out samples are inverted in batches of at most this many
+TEXT_WIDTH = 100  # columns of the printed explanations
+GRID_NAME, METRICS_NAME = "quickstart_grid.png", "metrics.json"  # in WORKDIR
+WHAT_IT_IS = (
+    "The quickstart model is a toy: a {size}x{size} StyleGAN2 with fixed-seed random weights (it draws colour "
+    "blobs, not faces) and an e4e encoder trained on its samples against a random-weight LPIPS network (the "
+    'identity loss is off at this size). Real photos need the official checkpoints, converted (README.md, "Using '
+    'official checkpoints").'
+)
 SEFA_STRENGTHS = (-6.0, -3.0, 3.0, 6.0)  # steps along the strongest SeFa direction, in the grid's columns
 # configs/tiny.py's small encoder runs ~10-15 steps/s on 2 CPU cores: the default is a couple of minutes
 # of training, enough for the reconstruction loss to fall several-fold; more steps give better inversions.
@@ -151,9 +164,61 @@ def load_image_size(path: Path) -> tuple[int, int]:
         return im.height, im.width
 
 
+def what_it_is(size: int) -> str:
+    """WHAT_IT_IS for a generator of `size`, wrapped for a terminal."""
+    import textwrap
+
+    return textwrap.fill(WHAT_IT_IS.format(size=size), TEXT_WIDTH)
+
+
+def check_heldout_fits(n: int, cfg) -> None:
+    """UserError when `n` held-out samples (their z, codes and images, held at once) cannot fit in memory."""
+    from e4e_jax import generate, memory
+
+    memory.require_room(
+        2 * generate.synthesis_bytes(cfg, n, activations=False),
+        f"--heldout {n} ({n} samples of {cfg.size}x{cfg.size} rendered and inverted)",
+        f"pass a smaller --heldout (default {N_HELDOUT})",
+    )
+
+
+def closing_block(work: Path, size: int, grid_columns: str) -> str:
+    """What the quickstart leaves and what to run next: the model, the pictures, the commands (which run
+    from inside `work`)."""
+    import shlex
+
+    from e4e_jax import manifest
+
+    train = Path(manifest.QUICKSTART_TRAIN_DIR)
+    model = (train / manifest.TRAIN_MODEL_DIR).as_posix()
+    made = [
+        ("model", f"{model}   an e4e bundle: the --model of every command"),
+        ("grid", f"{GRID_NAME}   columns: {grid_columns}"),
+    ]
+    if (work / train / manifest.LOSS_CURVE).is_file():
+        made.append(("loss curve", (train / manifest.LOSS_CURVE).as_posix()))
+    made.append(("metrics", METRICS_NAME))
+    lines = ["", what_it_is(size), "", f"In {work}:"]
+    lines += [f"  {k:<11}{v}" for k, v in made]
+    lines += [
+        "",
+        "Next steps with this model:",
+        f"  cd {shlex.quote(str(work))}",
+        f"  e4e-jax invert --model {model} --images heldout --output inverted",
+        f"  e4e-jax edit --model {model} --latents inverted --output edited --sefa 1 --layers all --strengths -5 5",
+        f"  e4e-jax evaluate --model {model} --inversions inverted --output evaluation",
+        f"  e4e-jax studio --model {model}",
+    ]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from e4e_jax import outdir
+    from e4e_jax.configs import tiny
+    from e4e_jax.models.stylegan2 import StyleGAN2Config
 
+    gen = {k: v for k, v in tiny.get_config().generator.random_init.items() if k != "seed"}
+    check_heldout_fits(args.heldout, StyleGAN2Config(**gen))
     work = args.workdir.resolve()
     with outdir.claim(work, "e4e-jax quickstart"):  # one quickstart per folder
         if not outdir.is_empty_dir(work):
@@ -172,13 +237,16 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
 
     config = tiny.get_config()
     config.max_steps = args.steps
+    size = config.generator.random_init["size"]
+    print(what_it_is(size), flush=True)
     print(
-        f"[1/4] training an e4e encoder on samples of a fixed-seed {config.generator.random_init['size']}² "
-        f"StyleGAN2 for {config.max_steps} steps (every loss of the paper)",
+        f"[1/4] training an e4e encoder on samples of a fixed-seed {size}² StyleGAN2 for {config.max_steps} "
+        "steps (every loss of the paper)",
         flush=True,
     )
-    train_metrics = train_and_evaluate(config, work / "train")
-    model = work / "train" / "model"
+    train_dir = work / manifest.QUICKSTART_TRAIN_DIR
+    train_metrics = train_and_evaluate(config, train_dir)
+    model = train_dir / manifest.TRAIN_MODEL_DIR
 
     print(f"[2/4] inverting {args.heldout} held-out samples", flush=True)
     true_ws = write_heldout_samples(model, work / "heldout", args.heldout)
@@ -187,7 +255,7 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
             model=str(model),
             images=work / "heldout",
             output=work / "inversion",
-            batch_size=args.heldout,
+            batch_size=min(args.heldout, INVERT_BATCH),
             image_format="png",
         )
     )  # lossless: the L2 below measures the inversion, not JPEG
@@ -196,33 +264,34 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
         return EXIT_NOTHING
 
     print("[3/4] editing the inversions along the strongest SeFa direction", flush=True)
-    rc = edit_job.edit_folder(
-        edit_job.EditOptions(
-            model=str(model),
-            latents=work / "inversion",
-            output=work / "edits",
-            sefa=0,
-            layers="all",
-            strengths=SEFA_STRENGTHS,
-        )
+    edit_opts = edit_job.EditOptions(
+        model=str(model),
+        latents=work / "inversion",
+        output=work / "edits",
+        sefa=0,
+        layers="all",
+        strengths=SEFA_STRENGTHS,
     )
+    rc = edit_job.edit_folder(edit_opts)
     if rc != EXIT_OK:
         print(f"error: editing failed with exit status {rc}", file=sys.stderr)
         return EXIT_NOTHING
-    fileio.write_bytes(work / "quickstart_grid.png", (work / "edits" / "grid.png").read_bytes())
+    fileio.write_bytes(work / GRID_NAME, (work / "edits" / "grid.png").read_bytes())
+    strengths = " | ".join(edit_job.column_labels(edit_opts))
 
     print("[4/4] metrics", flush=True)
     inverted_ws = np.load(work / "inversion" / manifest.LATENTS)
     metrics = {
         "training": {k: float(v) for k, v in (train_metrics or {}).items() if isinstance(v, (int, float, np.floating))},
-        "learning": l2_curve(work / "train" / "metrics.jsonl"),
+        "learning": l2_curve(train_dir / manifest.TRAINING_LOG),
         "heldout": {
             **image_metrics(work / "heldout", work / "inversion"),
             "l2_mean_if_answered_by_latent_avg": average_code_l2(model, work / "heldout"),
             **latent_metrics(true_ws, inverted_ws),
         },
+        "notes": heldout_notes(args.heldout),
     }
-    fileio.write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    fileio.write_text(work / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics["heldout"], indent=2))
     learn, held = metrics["learning"], metrics["heldout"]
     if learn:
@@ -234,5 +303,17 @@ def _pipeline(args: argparse.Namespace, work: Path) -> int:
         f"held-out L2: {held['l2_mean']:.3f} inverted vs {held['l2_mean_if_answered_by_latent_avg']:.3f} "
         f"for G(latent_avg)"
     )
-    print(f"done: {work / 'quickstart_grid.png'} (source | inversion | SeFa edits), {work / 'metrics.json'}")
+    print(closing_block(work, size, f"source | inversion | {strengths}"))
     return EXIT_OK
+
+
+def heldout_notes(n: int) -> dict:
+    """What the held-out figures measure, and how they differ from `e4e-jax evaluate`'s."""
+    return {
+        "l2_mean": "per-pixel MSE in [-1, 1] between each held-out sample's PNG and the PNG invert saved of its "
+        "inversion (both 8-bit): what `e4e-jax evaluate --inversions` measures (distortion.measured_on "
+        "'saved'); evaluate without --inversions compares with the generator's unclipped output instead",
+        "latent_recovery_mean": f"mean ||E(x) - w|| over these {n} held-out samples x = G(w) (z drawn from seed "
+        f"{HELDOUT_SEED}), x read back from its 8-bit PNG; `e4e-jax evaluate`'s E(G(w)) draws --num-samples "
+        "other w (from --seed) and encodes G(w) unquantised, so the two differ",
+    }

@@ -51,7 +51,7 @@ def add_parser(sub, help_text: str) -> None:
         help="modulated-conv formulation (same maths; 'auto' picks the faster one for the backend)",
     )
     p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
-    p.add_argument("--seed", type=int, default=0, help="seed for --noise random")
+    p.add_argument("--seed", type=cli_args.seed, default=0, help="seed for --noise random (0 to 2**32-1)")
     p.add_argument(
         "--tuned",
         type=Path,

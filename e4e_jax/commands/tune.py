@@ -69,7 +69,9 @@ def add_parser(sub, help_text: str) -> None:
         help="add PTI's locality regulariser (off by default, as official PTI): keeps the generator "
         "unchanged away from the pivot",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the locality regulariser's samples")
+    p.add_argument(
+        "--seed", type=cli_args.seed, default=0, help="seed of the locality regulariser's samples (0 to 2**32-1)"
+    )
     p.add_argument(
         "--image-format",
         choices=sorted(workers.IMAGE_FORMATS),

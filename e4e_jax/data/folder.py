@@ -37,8 +37,9 @@ import concurrent.futures
 import dataclasses
 import errno
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -277,37 +278,41 @@ def _default_workers() -> int:
 
 
 def iter_batches(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence,
     batch_size: int,
     size_hw: tuple[int, int] | str,
     num_workers: int | None = None,
+    load: Callable[[Any], np.ndarray | Skipped] | None = None,
     **load_kwargs,
-) -> Iterator[tuple[np.ndarray, list[Path], list[Skipped]]]:
+) -> Iterator[tuple[np.ndarray, list, list[Skipped]]]:
     """Decode `paths` in a thread pool (PIL releases the GIL) and group them into batches.
 
     Yields (images float32 (b, H, W, 3), their paths, files skipped since the previous batch).
     Batches hold `batch_size` good images except the last; order follows `paths` whatever the
     thread timing. If the files after the last full batch are all bad, a final batch with
     b = 0 carries their `Skipped` records, so every input is accounted for exactly once.
-    `load_kwargs` go to `load_image` (exif_transpose, min_size, max_pixels).
+    `load_kwargs` go to `load_image` (exif_transpose, min_size, max_pixels). With `load`, the items
+    of `paths` may be anything: `load(item)` gives each one's image (float32 (H, W, 3)) or Skipped, and
+    the items come back as they are (e.g. the rows of a manifest, where one file may appear twice).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     size_hw = resolve_size(size_hw)
-    paths = [Path(p) for p in paths]
+    paths = list(paths) if load is not None else [Path(p) for p in paths]
     workers = _default_workers() if num_workers is None else int(num_workers)
+    if load is None:
 
-    def load(p: Path) -> np.ndarray | Skipped:
-        return load_image(p, size_hw, **load_kwargs)
+        def load(p: Path) -> np.ndarray | Skipped:
+            return load_image(p, size_hw, **load_kwargs)
 
-    def results() -> Iterator[tuple[Path, np.ndarray | Skipped]]:
+    def results() -> Iterator[tuple[Any, np.ndarray | Skipped]]:
         if workers <= 0:
             for p in paths:
                 yield p, load(p)
             return
         window = max(2 * batch_size, 2 * workers)  # bounded read-ahead keeps memory flat
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="e4e-read") as pool:
-            pending: collections.deque[tuple[Path, concurrent.futures.Future]] = collections.deque()
+            pending: collections.deque[tuple[Any, concurrent.futures.Future]] = collections.deque()
             it = iter(paths)
             for p in it:
                 pending.append((p, pool.submit(load, p)))
@@ -322,7 +327,7 @@ def iter_batches(
 
     h, w = size_hw
     images: list[np.ndarray] = []
-    good: list[Path] = []
+    good: list = []
     skipped: list[Skipped] = []
     for p, r in results():
         if isinstance(r, Skipped):

@@ -1,7 +1,8 @@
 """`edit_folder(options)`: edit inverted latents along one direction (InterFaceGAN, GANSpace or SeFa), render
-them and write OUTPUT/latents.npy (F, N, n_latent, 512) for F strengths, OUTPUT/images/NNNNN_sS.png and
-OUTPUT/grid.png whose rows are (source | inversion | one column per strength). The `edit` command and
-the quickstart call it.
+them and write OUTPUT/latents.npy (F, N, n_latent, 512) for F strengths, OUTPUT/images/NNNNN_{source}_sS.png
+(NNNNN_sS.png for a bare .npy) and OUTPUT/grid.png whose rows are (source | inversion | one column per
+strength), each column labelled. The source of a code from `invert --align` is its aligned face crop
+(jobs/sources.py). The `edit` command and the quickstart call it.
 
 Returns the exit code (e4e_jax/errors.py); bad inputs raise UserError before anything is written.
 """
@@ -9,22 +10,25 @@ Returns the exit code (e4e_jax/errors.py); bad inputs raise UserError before any
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import editing, fileio, generate, manifest, outdir
-from e4e_jax.data.folder import Skipped, load_image
+from e4e_jax import bundle, editing, fileio, generate, manifest, memory, outdir
+from e4e_jax.data.folder import Skipped
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
+from e4e_jax.jobs import sources
 from e4e_jax.variable_checks import require_finite
 
 GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
-# What edit writes into --output (and so all that --overwrite removes there).
+# What edit writes into --output (and so all that --overwrite removes there): images are
+# NNNNN[_{source stem}[_face{K}]]_s{strength}.png, strengths always signed (`strength_tag`).
 OWNED = ("latents.npy", "grid.png")
-IMAGE_NAME = "[0-9][0-9][0-9][0-9][0-9]_s*.png"
+IMAGE_NAME = "[0-9][0-9][0-9][0-9][0-9]_*s[+-]*.png"
 OWNED_IMAGES = (IMAGE_NAME, fileio.temp_glob(IMAGE_NAME))
 
 
@@ -48,29 +52,40 @@ class EditOptions:
     tuned: Optional[Path] = None  # an `e4e-jax tune` output: each photo rendered by its tuned generator
 
 
-def read_latents(path: Path, cfg):
-    """(checked W+ latents (N, n_latent, D), source image paths or []) of an invert folder or a .npy."""
-    sources = []
-    lat_path = path
-    if path.is_dir():
-        outdir.refuse_in_use(path, "--latents")
-        lat_path = path / manifest.LATENTS
-        if not lat_path.is_file():
-            raise UserError(f"--latents {path} has no latents.npy; pass an `e4e-jax invert` output folder or a .npy")
-        files_txt = path / manifest.FILES
-        sources = manifest.read_lines(files_txt) if files_txt.is_file() else []
-    return generate.check_latents(fileio.load_npy(lat_path), cfg, str(lat_path)), sources
+@dataclasses.dataclass(frozen=True)
+class Latents:
+    """The codes to edit, (N, n_latent, D) float32 checked, and where they came from: the rows of an
+    invert output (jobs/sources.py; [] for a bare .npy) and its alignment settings."""
+
+    codes: np.ndarray
+    rows: list
+    align: Optional[object] = None
+
+
+def read_latents(path: Path, cfg) -> Latents:
+    """The checked W+ latents of an invert folder or a .npy, with the invert folder's rows."""
+    if not path.is_dir():
+        return Latents(generate.check_latents(fileio.load_npy(path), cfg, str(path)), [])
+    outdir.refuse_in_use(path, "--latents")
+    lat_path = path / manifest.LATENTS
+    if not lat_path.is_file():
+        raise UserError(f"--latents {path} has no latents.npy; pass an `e4e-jax invert` output folder or a .npy")
+    if not (path / manifest.FILES).is_file():  # latents.npy alone: no sources to show
+        return Latents(generate.check_latents(fileio.load_npy(lat_path), cfg, str(lat_path)), [])
+    out = sources.read_invert_output(path, None, "--latents", require_originals=False)
+    if out.align_note:
+        print(f"note: {out.align_note}", file=sys.stderr)
+    return Latents(generate.check_latents(out.latents, cfg, str(lat_path)), out.rows, out.align)
 
 
 def edited_latents(opts: EditOptions, latents, gen_params):
     """(F, N, n, D) edited codes for the chosen method."""
     if opts.interfacegan:
-        try:
-            return editing.interfacegan_sweep(
-                latents, editing.load_interfacegan_direction(opts.interfacegan), opts.strengths
-            )
-        except ValueError as e:
-            raise ValueError(f"{opts.interfacegan}: {e}; use a direction made for this generator") from e
+        direction = editing.load_interfacegan_direction(opts.interfacegan)
+        n_latent, style_dim = latents.shape[1:]
+        return editing.interfacegan_sweep(
+            latents, editing.check_direction(direction, n_latent, style_dim, str(opts.interfacegan)), opts.strengths
+        )
     if opts.ganspace:
         if opts.component is None or not opts.layers or "-" not in opts.layers:
             raise ValueError("--ganspace needs --component N and --layers START-END")
@@ -104,7 +119,40 @@ def check_output_free(opts: EditOptions) -> None:
         )
 
 
-def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:
+def image_stem(i: int, row) -> str:
+    """The start of edited image i's names: NNNNN, then the source's stem (and face) when known."""
+    if row is None:
+        return f"{i:05d}"
+    return f"{i:05d}_{manifest.short_stem(row.path.stem)}" + (f"_face{row.face}" if row.face is not None else "")
+
+
+def column_labels(opts: EditOptions) -> list[str]:
+    """The grid's header over each strength's column, e.g. 'age +3', 'PC54 -5', 'SeFa 0 +5'."""
+    if opts.interfacegan:
+        method = Path(opts.interfacegan).stem
+    elif opts.ganspace:
+        method = f"PC{opts.component}"
+    else:
+        method = f"SeFa {opts.sefa}"
+    return [f"{method} {strength_tag(s)}" for s in opts.strengths]
+
+
+def grid_sources(lat: Latents, n: int, hw: tuple[int, int]) -> list:
+    """The first `n` rows' sources (uint8 (h, w, 3), None where there is none); the crop each code came
+    from for an aligned output (re-aligned here: without dlib a note, and blank cells)."""
+    rows = lat.rows[:n]
+    if lat.align is not None:
+        print(f"re-aligning the faces of {len(rows)} rows for the grid's source column", file=sys.stderr)
+    try:
+        with sources.SourceLoader(rows, lat.align, workers=0) as loader:
+            out = [loader.pixels(r, hw) for r in rows]
+    except UserError as e:  # the align extra is missing: the edits do not need it, only this column
+        print(f"note: the grid's source column is left blank: {e}", file=sys.stderr)
+        return [None] * len(rows)
+    return [None if isinstance(p, Skipped) else p for p in out]
+
+
+def _write(opts: EditOptions, edits, inversions, edited, lat: Latents) -> None:
     """latents.npy, images/ and grid.png into --output (locked by the caller), replacing only edit's own
     files of an earlier run."""
     n_f, n = edits.shape[:2]
@@ -116,32 +164,34 @@ def _write(opts: EditOptions, edits, inversions, edited, sources) -> None:
         outdir.remove_owned(images, OWNED_IMAGES)
     fileio.save_npy(opts.output / "latents.npy", edits)
     images.mkdir(exist_ok=True)
-    for f, s in enumerate(opts.strengths):
-        for i in range(n):
-            save_png(images / f"{i:05d}_s{strength_tag(s)}.png", edited[f, i])
+    for i in range(n):
+        stem = image_stem(i, lat.rows[i] if lat.rows else None)
+        for f, s in enumerate(opts.strengths):
+            save_png(images / f"{stem}_s{strength_tag(s)}.png", edited[f, i])
+    h, w = inversions.shape[1:3]
+    n_rows = min(n, opts.max_grid_rows)
+    srcs = grid_sources(lat, n_rows, (h, w)) if lat.rows else []
     rows = []
-    for i in range(min(n, opts.max_grid_rows)):
-        row = []
-        if i < len(sources):
-            src = load_image(sources[i], inversions.shape[1:3])
-            row.append(src if not isinstance(src, Skipped) else np.zeros_like(inversions[i]))
+    for i in range(n_rows):
+        row = [srcs[i] if srcs[i] is not None else np.full((h, w, 3), 255, np.uint8)] if srcs else []
         row.append(inversions[i])
         row.extend(edited[f, i] for f in range(n_f))
         rows.append(row)
-    h, w = inversions.shape[1:3]
+    headers = (["source"] if srcs else []) + ["inversion"] + column_labels(opts)
     zoom = max(1, -(-GRID_MIN_CELL // max(h, w)))  # small generators: enlarge cells so the grid is viewable
-    save_png(opts.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom)))
+    save_png(opts.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom), headers=headers))
 
 
-def _render_stream(opts: EditOptions, cfg, variables, stream: np.ndarray, n: int, sources):
+def _render_stream(opts: EditOptions, cfg, variables, stream: np.ndarray, n: int, files):
     """The images of `stream` ((1 + F) * N codes: the N inversions, then each strength's N edits), in
-    order: by the generator of --model, or with --tuned by each photo's own tuned generator."""
+    order: by the generator of --model, or with --tuned by each photo's own tuned generator (`files`: the
+    latents' files.txt, checked against the tune output's)."""
     if opts.tuned is None:
         yield from generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size)
         return
     from e4e_jax.jobs import tuned
 
-    bundles = tuned.tuned_bundles(opts.tuned, n, sources)
+    bundles = tuned.tuned_bundles(opts.tuned, n, files)
     per_photo = stream.reshape(-1, n, *stream.shape[1:]).swapaxes(0, 1)  # (N, 1 + F, n_latent, D)
     photos = max(1, opts.batch_size // per_photo.shape[1])
     out = np.concatenate(list(tuned.iter_render(cfg, variables, bundles, per_photo, batch_size=photos)))
@@ -149,7 +199,7 @@ def _render_stream(opts: EditOptions, cfg, variables, stream: np.ndarray, n: int
 
 
 def strength_tag(strength: float) -> str:
-    """How a strength appears in image names: images/NNNNN_s{tag}.png (e.g. +1, -0.5)."""
+    """How a strength appears in image names: images/NNNNN_..._s{tag}.png (e.g. +1, -0.5)."""
     return f"{strength:+g}"
 
 
@@ -163,11 +213,17 @@ def edit_folder(opts: EditOptions) -> int:
             f"--strengths {' '.join(map(str, opts.strengths))}: some give the same image name "
             f"({', '.join(names)}); pass strengths that differ in their shortest form"
         )
+    try:
+        editing.check_strengths(opts.strengths)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    bundle.read_config(opts.model)  # a wrong --model (e.g. a work directory) is said before the output checks
     check_output(opts)
     with outdir.claim(opts.output, "e4e-jax edit"):  # one writer per folder; removed again if we fail first
         check_output_free(opts)
         cfg, variables = generate.load_generator(opts.model)
-        latents, sources = read_latents(opts.latents, cfg)
+        lat = read_latents(opts.latents, cfg)
+        latents = lat.codes
         try:
             edits = np.asarray(edited_latents(opts, latents, variables["params"]), np.float32)
         except (ValueError, KeyError) as e:  # bad direction / PCA file or edit arguments, each named
@@ -176,14 +232,23 @@ def edit_folder(opts: EditOptions) -> int:
         n_f, n = edits.shape[:2]
         # Render inversions (strength-free) and every edit in one stream of batches; check before writing.
         stream = np.concatenate([latents, edits.reshape((-1,) + latents.shape[1:])])
+        generate.check_batch_fits(cfg, opts.batch_size, len(stream))
+        memory.require_room(  # every rendered image is held until all are checked, then written
+            generate.synthesis_bytes(cfg, len(stream), activations=False),
+            f"editing {n} latents at {n_f} strengths ({len(stream)} images of {cfg.size}x{cfg.size} held at once)",
+            "edit fewer latents at a time (split the .npy) or pass fewer --strengths",
+        )
         rendered = []
         with tqdm(total=len(stream), desc="edit", unit="img") as bar:
-            for imgs in _render_stream(opts, cfg, variables, stream, n, sources):
+            for imgs in _render_stream(opts, cfg, variables, stream, n, [r.path for r in lat.rows]):
                 rendered.append(imgs)
                 bar.update(len(imgs))
         rendered = np.concatenate(rendered)
         require_finite(rendered, "the rendered edits", "the edits move the latents too far (lower --strengths)")
         inversions, edited = rendered[:n], rendered[n:].reshape((n_f, n) + rendered.shape[1:])
-        _write(opts, edits, inversions, edited, sources)
-    print(f"wrote {n_f} x {n} edited images, latents and grid.png to {opts.output}")
+        _write(opts, edits, inversions, edited, lat)
+    print(
+        f"wrote {n_f} x {n} edited images, latents and grid.png (columns: "
+        f"{'source | ' if lat.rows else ''}inversion | {' | '.join(column_labels(opts))}) to {opts.output}"
+    )
     return EXIT_OK

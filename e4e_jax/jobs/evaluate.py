@@ -1,6 +1,11 @@
 """`evaluate_folder(options)`: an e4e bundle's metrics on a folder of images, or on the saved output of
 `e4e-jax invert`, written to OUTPUT/metrics.json and printed as a table (the `evaluate` command).
 
+Each code is compared with the image it came from, row by row (jobs/sources.py: a face of an `invert
+--align` run is compared with its aligned crop); per-image figures are keyed by that row's unique name.
+L2 / LPIPS are measured on the saved reconstructions when invert saved them, else on the generator's
+unclipped output: `distortion.measured_on` counts each, and a note says what they are.
+
 Reads the inputs (bundles, direction / PCA files, the images or the invert manifests), streams the images
 in batches through an `evaluator.Evaluator` and reports the files it had to skip. Returns the exit code
 (e4e_jax/errors.py): EXIT_OK, EXIT_PARTIAL when some files were skipped, EXIT_NOTHING when no image could
@@ -17,10 +22,10 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import bundle, editing, evaluation, evaluator, inversion, manifest, outdir
+from e4e_jax import bundle, compile_cache, editing, evaluation, evaluator, generate, inversion, manifest, outdir
 from e4e_jax.data import folder
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
-from e4e_jax.fileio import load_npy
+from e4e_jax.jobs import sources
 from e4e_jax.variable_checks import require_finite
 
 # A GANSpace edit for LEC: (component, first layer, end layer (exclusive), strength in stds).
@@ -50,46 +55,29 @@ class EvaluateOptions:
     workers: Optional[int] = None  # decoding threads (None: CPU count; 0: the main thread)
 
 
-def inversion_source(inv_dir: Path, images_dir: Path | None, n_latent: int, style_dim: int):
-    """(original paths, latents (N, n_latent, style_dim), reconstruction file per index or None) of an `invert` output:
-    exactly the files its manifests list (e4e_jax/manifest.py)."""
-    if not inv_dir.is_dir():
-        raise UserError(f"--inversions {inv_dir} is not a folder; pass the output folder of `e4e-jax invert`")
-    outdir.refuse_in_use(inv_dir, "--inversions")
-    files_txt, lat_path = inv_dir / manifest.FILES, inv_dir / manifest.LATENTS
-    for f in (files_txt, lat_path):
-        if not f.is_file():
-            raise UserError(f"--inversions {inv_dir}: {f.name} is missing; pass the output folder of `e4e-jax invert`")
-    listed = manifest.read_lines(files_txt)
-    latents = load_npy(lat_path)
-    if latents.ndim != 3 or latents.shape[0] != len(listed) or latents.shape[1:] != (n_latent, style_dim):
+def inversion_source(opts: EvaluateOptions, n_latent: int, style_dim: int):
+    """(the invert output (jobs/sources.py: rows, alignment), its latents (N, n_latent, style_dim) float32,
+    the reconstruction file of each row or None): exactly the files its manifests list (e4e_jax/manifest.py)."""
+    out = sources.read_invert_output(opts.inversions, opts.images, "--inversions")
+    lat_path, latents = opts.inversions / manifest.LATENTS, out.latents
+    if latents.ndim != 3 or latents.shape[1:] != (n_latent, style_dim) or latents.dtype.kind != "f":
         raise UserError(
-            f"{lat_path}: shape {latents.shape} does not fit {len(listed)} files in files.txt and "
-            f"this model's {n_latent} latents of {style_dim}"
+            f"{lat_path}: {latents.dtype} codes of shape {latents.shape} do not fit {len(out.rows)} files in "
+            f"files.txt and this model's {n_latent} latents of {style_dim}"
         )
     require_finite(latents, str(lat_path), "rerun `e4e-jax invert`")
-    originals = []
-    for p in map(Path, listed):
-        cand = p if p.is_file() else (images_dir / p.name if images_dir is not None else None)
-        if cand is None or not cand.is_file():
-            raise UserError(
-                f"{files_txt}: original image {p} not found; pass --images with the folder that was inverted"
-            )
-        originals.append(cand)
-    return originals, latents.astype(np.float32), manifest.reconstructions(inv_dir, listed)
+    recon = manifest.reconstructions(opts.inversions, [str(r.path) for r in out.rows])
+    return out, latents.astype(np.float32), recon
 
 
 def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[evaluator.Edit]:
     """[(name, edit_fn, inverse_fn)] for LEC from the direction and PCA files (ValueError / KeyError
     naming a bad file or edit)."""
     out = []
+    editing.check_strengths([opts.factor], "--factor")
+    editing.check_strengths([e[3] for e in opts.ganspace_edits], "--ganspace-edit strength")
     for path in opts.directions:
-        d = editing.load_interfacegan_direction(path)
-        if d.shape not in ((style_dim,), (n_latent, style_dim)):
-            raise ValueError(
-                f"{path}: direction of shape {d.shape} does not fit this model's W+ codes "
-                f"({n_latent}, {style_dim}); expected (1, {style_dim}) or (1, {n_latent}, {style_dim})"
-            )
+        d = editing.check_direction(editing.load_interfacegan_direction(path), n_latent, style_dim, str(path))
         f, inv = evaluation.interfacegan_pair(d, opts.factor)
         out.append((f"{Path(path).stem} x{opts.factor:g}", f, inv))
     if bool(opts.ganspace_edits) != (opts.ganspace is not None):
@@ -110,6 +98,7 @@ def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[eval
 def _check_paths(opts: EvaluateOptions) -> None:
     if opts.images is None and opts.inversions is None:
         raise UserError("pass --images DIR (originals) and/or --inversions DIR (output of `e4e-jax invert`)")
+    bundle.read_config(opts.model, "e4e")  # a wrong --model (e.g. a work directory) before the output checks
     if opts.images is not None and not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
     inputs = [
@@ -127,23 +116,90 @@ def _check_paths(opts: EvaluateOptions) -> None:
     outdir.refuse_unwritable(opts.output, "--output")
 
 
-def _saved_reconstructions(ev: evaluator.Evaluator, idx: list[int], codes: np.ndarray, paths, inv_pngs):
-    """The reconstructions `invert` saved for rows `idx`, read as calc_losses_on_images.py reads them;
+def _saved_reconstructions(ev: evaluator.Evaluator, rows: list[sources.Row], codes: np.ndarray, inv_pngs):
+    """The reconstructions `invert` saved for `rows`, read as calc_losses_on_images.py reads them;
     rendered from the codes where none was saved. (b, h, w, 3)."""
     hw = ev.model.input_hw
-    pngs = [inv_pngs[i] and folder.load_image(inv_pngs[i], hw) for i in idx]
-    for i, im in zip(idx, pngs):
+    pngs = [inv_pngs[r.index] and folder.load_image(inv_pngs[r.index], hw) for r in rows]
+    for r, im in zip(rows, pngs):
         if isinstance(im, folder.Skipped):
-            raise UserError(
-                f"reconstruction {im.path} of {paths[i]} cannot be read ({im.reason}); rerun `e4e-jax invert`"
-            )
+            raise UserError(f"reconstruction {im.path} of {r.key} cannot be read ({im.reason}); rerun `e4e-jax invert`")
     if all(isinstance(im, np.ndarray) for im in pngs):
         return np.stack(pngs)
-    recon = np.array(ev.generate(ev.shard(codes)))[: len(idx)]
+    recon = np.array(ev.generate(ev.shard(codes)))[: len(rows)]
     for j, im in enumerate(pngs):
         if isinstance(im, np.ndarray):
             recon[j] = im
     return recon
+
+
+# What the distortion metrics compare the inputs with (metrics.json distortion.measured_on, and a note).
+MEASURED_ON = {
+    "rendered": "the generator's output G(E(x)) as it comes, unclipped (about -2.5..2), pooled to the "
+    "encoder's frame (as official training's validation)",
+    "saved": "the reconstructions invert saved (clipped to [-1, 1], 8-bit, in their file format: JPEG by "
+    "default), read back as official calc_losses_on_images.py reads them",
+}
+
+
+def _measured_on(opts: EvaluateOptions, rows, inv_pngs) -> dict:
+    saved = 0 if opts.inversions is None else sum(inv_pngs[r.index] is not None for r in rows)
+    return {"saved": saved, "rendered": len(rows) - saved}
+
+
+def _describe(counts: dict) -> str:
+    parts = [f"{k} ({n} of {sum(counts.values())}): {MEASURED_ON[k]}" for k, n in counts.items() if n]
+    return "; ".join(parts)
+
+
+def _rows(opts: EvaluateOptions, model):
+    """(rows, latents or None, reconstruction per row or None, alignment settings, files skipped in the
+    listing) of the inputs; the invert output's notes are printed."""
+    if opts.inversions is not None:
+        out, latents, recon = inversion_source(opts, model.gen_config.n_latent, model.gen_config.style_dim)
+        if out.align_note:
+            print(f"note: {out.align_note}", file=sys.stderr)
+        return out.rows, latents, recon, out.align, []
+    try:
+        paths, listing_skipped = folder.scan_images(opts.images, recursive=opts.recursive)
+    except OSError as e:
+        raise UserError(f"--images {opts.images} cannot be listed ({e.strerror or e})") from e
+    for s in listing_skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    return sources.make_rows(paths, None, opts.images), None, [None] * len(paths), None, listing_skipped
+
+
+def _compile(ev: evaluator.Evaluator) -> None:
+    """Compile before the progress bars start (the pause is said, not shown as a bar's first ETA)."""
+    cache = compile_cache.enable()
+    where = f"later runs load it from {cache}" if cache else "without a persistent cache every run compiles"
+    print(
+        f"preparing the evaluation ({ev.describe_steps()}) for batches of {ev.batch_size}: the first run compiles "
+        f"it, {where} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    print(f"ready in {ev.compile():.1f} s", file=sys.stderr, flush=True)
+
+
+def _evaluate_rows(opts, ev: evaluator.Evaluator, rows, latents, inv_pngs, loader: sources.SourceLoader) -> list:
+    """Stream the rows' sources (and codes / reconstructions) through `ev`; returns the skipped files."""
+    hw, skipped = ev.model.input_hw, []
+    batches = folder.iter_batches(rows, ev.batch_size, hw, num_workers=opts.workers, load=lambda r: loader.load(r, hw))
+    with tqdm(total=len(rows), desc="evaluate", unit="img") as bar:
+        for images, batch_rows, batch_skipped in batches:
+            for s in batch_skipped:
+                tqdm.write(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+            skipped.extend(batch_skipped)
+            if images.shape[0]:
+                names = [r.key for r in batch_rows]
+                if latents is None:
+                    ev.add(images, names)
+                else:
+                    codes = latents[[r.index for r in batch_rows]]
+                    ev.add(images, names, codes, _saved_reconstructions(ev, batch_rows, codes, inv_pngs))
+            bar.update(images.shape[0] + len(batch_skipped))
+    return skipped
 
 
 def evaluate_folder(opts: EvaluateOptions) -> int:
@@ -156,22 +212,12 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
         edits = lec_edits(opts, model.gen_config.n_latent, model.gen_config.style_dim)
     except (ValueError, KeyError) as e:  # a bad direction / PCA file, named in the message
         raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e
-    listing_skipped = []
-    if opts.inversions is not None:
-        paths, inv_latents, inv_pngs = inversion_source(
-            opts.inversions, opts.images, model.gen_config.n_latent, model.gen_config.style_dim
-        )
-    else:
-        try:
-            paths, listing_skipped = folder.scan_images(opts.images, recursive=opts.recursive)
-        except OSError as e:
-            raise UserError(f"--images {opts.images} cannot be listed ({e.strerror or e})") from e
-        for s in listing_skipped:
-            print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-    if not paths:
+    rows, latents, inv_pngs, align, listing_skipped = _rows(opts, model)
+    if not rows:
         print(f"error: no images (jpg, png, bmp, webp, tif) in {opts.inversions or opts.images}", file=sys.stderr)
         return EXIT_NOTHING
-    index = {Path(p): i for i, p in enumerate(paths)}
+    wanted = max(len(rows), opts.num_samples)  # a batch beyond the rows (and E(G(w))'s samples) is padding
+    generate.check_batch_fits(model.gen_config, opts.batch_size, wanted)
     ev = evaluator.Evaluator(
         model,
         lpips_variables=lpips_vars,
@@ -180,27 +226,13 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
         edits=edits,
         lec_group=opts.lec_batch,
         recovery_samples=opts.num_samples,
-        batch_size=opts.batch_size,
+        batch_size=min(opts.batch_size, wanted),
         seed=opts.seed,
     )
-    skipped = list(listing_skipped)
-    batches = folder.iter_batches(paths, ev.batch_size, model.input_hw, num_workers=opts.workers)
-    with tqdm(total=len(paths), desc="evaluate", unit="img") as bar:
-        for images, batch_paths, batch_skipped in batches:
-            for s in batch_skipped:
-                tqdm.write(f"skipped {s.path}: {s.reason}", file=sys.stderr)
-            skipped.extend(batch_skipped)
-            bar.update(len(batch_skipped))
-            if images.shape[0] == 0:
-                continue
-            names = [Path(p).name for p in batch_paths]
-            if opts.inversions is None:
-                ev.add(images, names)
-            else:
-                idx = [index[Path(p)] for p in batch_paths]
-                codes = inv_latents[idx]
-                ev.add(images, names, codes, _saved_reconstructions(ev, idx, codes, paths, inv_pngs))
-            bar.update(images.shape[0])
+    # The loader first: a missing align extra is said before compiling, and re-alignment workers start meanwhile.
+    with sources.SourceLoader(rows, align, workers=opts.workers) as loader:
+        _compile(ev)
+        skipped = list(listing_skipped) + _evaluate_rows(opts, ev, rows, latents, inv_pngs, loader)
     if not ev.count:
         print("error: no image could be evaluated (all skipped)", file=sys.stderr)
         return EXIT_NOTHING
@@ -214,6 +246,9 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
         "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
     }
     report.update(ev.report())
+    measured = _measured_on(opts, [r for r in rows if r.key in report["distortion"]["per_image"]], inv_pngs)
+    report["distortion"]["measured_on"] = measured
+    report["notes"]["distortion"] = f"L2 and LPIPS compare each input with {_describe(measured)}"
     out = evaluator.write_report(opts.output / "metrics.json", report)
     print(evaluator.format_table({opts.name or Path(opts.model).name: report}))
     for k, v in report["notes"].items():

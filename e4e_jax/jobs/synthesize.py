@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import fileio, generate, outdir
+from e4e_jax import bundle, fileio, generate, outdir
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import save_png
 from e4e_jax.variable_checks import require_finite
@@ -25,6 +25,7 @@ from e4e_jax.variable_checks import require_finite
 # Names synthesize gives its PNGs (NNNNNN.png) and their temporary files: all --overwrite removes there.
 PNG_NAME = "[0-9][0-9][0-9][0-9][0-9][0-9].png"
 PNG_PATTERNS = (PNG_NAME, fileio.temp_glob(PNG_NAME))
+NPY_SUFFIX = ".npy"  # what --output holds, so what its name must say
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,11 @@ def check_outputs(opts: SynthesizeOptions) -> None:
     outdir.refuse_input_overlap(opts.output, inputs, "--output")
     if opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a folder; --output names the .npy file to write")
+    if opts.output.suffix.lower() != NPY_SUFFIX:  # x.png holding a NumPy array opens in no image viewer
+        raise UserError(
+            f"--output {opts.output}: synthesize writes a NumPy array (float32 images), so the name must end "
+            f"in {NPY_SUFFIX} (e.g. {opts.output.with_suffix(NPY_SUFFIX)}); for PNG files pass --png FOLDER"
+        )
     outdir.refuse_unwritable(opts.output.parent, "--output")
     if opts.png is not None:
         outdir.refuse_input_overlap(opts.png, inputs, "--png")
@@ -92,6 +98,7 @@ def _batches(opts: SynthesizeOptions, cfg, variables, latents: np.ndarray):
 
 def synthesize_file(opts: SynthesizeOptions) -> int:
     """Render, write (module docstring); returns EXIT_OK."""
+    bundle.read_config(opts.model)  # a wrong --model (e.g. a work directory) is said before the output checks
     check_outputs(opts)
     with contextlib.ExitStack() as stack:  # one writer per output, from here to the end
         stack.enter_context(outdir.lock_target(opts.output, "e4e-jax synthesize"))
@@ -101,6 +108,7 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
         cfg, variables = generate.load_generator(opts.model)
         latents = generate.load_latents(opts.latents, cfg)
         n = latents.shape[0]
+        generate.check_batch_fits(cfg, opts.batch_size, n)
         fileio.remove_stale_temps(opts.output.parent, target=opts.output.name)
         if opts.png is not None and opts.overwrite:
             outdir.remove_owned(opts.png, PNG_PATTERNS)

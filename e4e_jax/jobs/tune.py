@@ -1,7 +1,8 @@
 """`tune_folder(options)`: pivotal tuning (PTI) of the photos of an `e4e-jax invert` output, several at
 once (the `tune` command).
 
-Each photo's pivot is its e4e latent; its target is the photo at the generator's resolution (the frame
+Each photo's pivot is its e4e latent; its target is the image that latent came from (jobs/sources.py: the
+photo, or the face's aligned crop of an `invert --align` output) at the generator's resolution (the frame
 e4e's reconstructions show: cars are cropped to their rows). Photos are tuned in batches of
 --batch-size, each with its own generator (e4e_jax/tuning.py); after a batch, every photo's tuned
 generator is saved as a bfloat16 delta (e4e_jax/pti_bundle.py) and its reconstruction is rendered with
@@ -74,13 +75,20 @@ class TuneOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Photos:
-    """The photos of an invert output: files.txt lines, the readable paths, faces.txt (--align) and
-    the latents (N, n_latent, D) that are their pivots."""
+    """The photos of an invert output: its rows (jobs/sources.py: file, face of an --align run, key), its
+    files.txt lines, the alignment settings (None: not aligned), the latents (N, n_latent, D) that are
+    their pivots, and what its report.json says of the inverted folder (carried into tune's report)."""
 
+    rows: list
     files: list[str]
-    paths: list[Path]
-    faces: Optional[list[int]]
+    align: Optional[object]
     pivots: np.ndarray
+    recorded: dict[str, Any]
+
+    @property
+    def faces(self) -> Optional[list[int]]:
+        """faces.txt of an --align output (each row's face index), else None."""
+        return [r.face for r in self.rows] if self.align is not None else None
 
 
 def pti_config(opts: TuneOptions):
@@ -91,32 +99,33 @@ def pti_config(opts: TuneOptions):
 
 
 def read_photos(opts: TuneOptions, n_latent: int, style_dim: int) -> Photos:
-    """The invert output's photos and pivots (UserError naming what is wrong)."""
+    """The invert output's photos and pivots, as evaluate reads them (UserError naming what is wrong)."""
+    import json
+
     from e4e_jax.jobs.evaluate import inversion_source
 
-    paths, pivots, _ = inversion_source(opts.inversions, opts.images, n_latent, style_dim)
+    out, pivots, _ = inversion_source(opts, n_latent, style_dim)  # reads opts.inversions and opts.images
+    if out.align_note:
+        _say(opts, f"note: {out.align_note}")
+    try:
+        report = json.loads((opts.inversions / manifest.REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = {}
+    recorded = {k: report[k] for k in ("images", manifest.ALIGN_RECORD) if isinstance(report, dict) and k in report}
     files = manifest.read_lines(opts.inversions / manifest.FILES)
-    faces_txt = opts.inversions / manifest.FACES
-    faces = [int(x) for x in manifest.read_lines(faces_txt)] if faces_txt.is_file() else None
-    if faces is not None:
-        # The aligned crop each latent came from is read by the reader of an --align output (to come):
-        # then this check goes and `load_targets` reads those crops.
-        raise UserError(
-            f"--inversions {opts.inversions} is an `invert --align` output; tuning on the aligned crops is "
-            "not supported yet: align the photos with `e4e-jax align`, invert that folder, then tune"
-        )
-    return Photos(files, paths, faces, pivots)
+    return Photos(out.rows, files, out.align, pivots, recorded)
 
 
-def load_targets(photos: Photos, rows: range, hw: tuple[int, int]) -> np.ndarray:
-    """The tuning targets of `rows`: each photo as e4e saw it, at the generator's frame `hw`, float32
-    (b, h, w, 3) in [-1, 1] (the official ToTensor + Normalize; PIL's bilinear resize as the official
-    inference transform). The one place targets are read."""
+def load_targets(loader, photos: Photos, rows: range, hw: tuple[int, int]) -> np.ndarray:
+    """The tuning targets of `rows`: each code's source as e4e saw it (jobs/sources.py: the photo through
+    the official transform, or the face's aligned crop of an --align run) at the generator's frame `hw`,
+    float32 (b, h, w, 3) in [-1, 1]. `loader`: a sources.SourceLoader of the photos' rows. The one place
+    targets are read."""
     from e4e_jax.data import folder
 
     out = []
     for r in rows:
-        img = folder.load_image(photos.paths[r], hw)
+        img = loader.load(photos.rows[r], hw)
         if isinstance(img, folder.Skipped):
             raise UserError(f"{img.path} cannot be read ({img.reason}); restore the photo, then rerun with --resume")
         out.append(img)
@@ -162,7 +171,7 @@ def _plan(opts: TuneOptions, photos: Photos, batch_size: int, local_devices: int
 
     from e4e_jax import bundle
 
-    listing = photos.files + [f"face {k}" for k in photos.faces or []]
+    listing = [r.key for r in photos.rows] + photos.files
     return {
         "model": str(Path(opts.model).resolve()),
         "model_config_sha256": bundle.sha256_of(Path(opts.model) / "config.json"),
@@ -237,9 +246,12 @@ def tune_folder(opts: TuneOptions) -> int:
                 _say(opts, f"resuming: {len(batches) - len(todo)} of {len(batches)} batches already committed")
             stats = _tune_batches(opts, ctx, out, todo, bs) if todo else {}
             summary = {"model": str(opts.model), "inversions": str(opts.inversions), "pti": plan["pti"]}
-            metrics = out.merge(len(batches), photos.files, photos.faces, photos.pivots, summary)
+            metrics = out.merge(
+                len(batches), photos.files, [r.key for r in photos.rows], photos.faces, photos.pivots, summary
+            )
             out.finish(
                 {
+                    **photos.recorded,  # the inverted folder and its alignment: edit --latents TUNED reads them
                     "n_photos": len(photos.files),
                     "n_tuned_now": sum(c.stop - c.start for c in todo),
                     "seconds": round(time.perf_counter() - t_start, 2),
@@ -268,6 +280,7 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
 
     from e4e_jax import bundle, compile_cache, generate, inversion, pti_bundle, sharding, tuning
     from e4e_jax.choices import compute_dtype
+    from e4e_jax.jobs import sources
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.stylegan2 import Generator
 
@@ -292,12 +305,13 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
     fingerprint = pti_bundle.synthesis_fingerprint(base_syn)
     variables, lpips_vars = jax.device_put((variables, lpips_vars))
     t_tune, first_batch_s = 0.0, None
-    with tqdm(total=len(todo) * cfg.max_steps, desc="tune", unit="step", disable=opts.quiet) as bar:
+    loader = sources.SourceLoader(photos.rows, photos.align)  # re-aligns the faces of an --align output
+    with loader, tqdm(total=len(todo) * cfg.max_steps, desc="tune", unit="step", disable=opts.quiet) as bar:
         for c in todo:
             t0 = time.perf_counter()
             rows = range(c.start, c.stop)
             b = len(rows)
-            targets = jnp.asarray(sharding.pad_batch(load_targets(photos, rows, ctx["frame_hw"]), bs))
+            targets = jnp.asarray(sharding.pad_batch(load_targets(loader, photos, rows, ctx["frame_hw"]), bs))
             pivots = jnp.asarray(sharding.pad_batch(photos.pivots[c.start : c.stop], bs))
             ids = jnp.asarray(sharding.pad_batch(np.arange(c.start, c.stop, dtype=np.int32), bs))
             state = tuning.init_state(cfg, base_syn, jnp.arange(bs) < b)
@@ -334,7 +348,8 @@ def _write_batch(opts, out, photos, rows, deltas, images, steps, metrics, gen_cf
 
     names, gens = [], []
     for i, row in enumerate(rows):
-        face = photos.faces[row] if photos.faces is not None else invert_layout.NO_FACE
+        face = photos.rows[row].face
+        face = invert_layout.NO_FACE if face is None else face
         image, generator = row_names(row, photos.files[row], face, opts.image_format)
         delta = _row(deltas, i)
         extra = {"pti": {"photo": photos.files[row], "row": row, "steps": steps[i]}}

@@ -148,12 +148,14 @@ class TuneOutput:
         self,
         n_batches: int,
         files: Sequence[str],
+        keys: Sequence[str],
         faces: Optional[Sequence[int]],
         pivots: np.ndarray,
         summary: dict[str, Any],
     ) -> dict[str, Any]:
         """Write the final files from batches 0..n_batches-1 (all committed); returns metrics.json's
-        content. `summary`: what metrics.json says about the run besides the per-photo numbers."""
+        content. `keys`: each row's unique name (jobs/sources.py: the file, #faceK of an aligned face).
+        `summary`: what metrics.json says about the run besides the per-photo numbers."""
         results = [self.read_batch(j) for j in range(n_batches)]
         rows = [r for b in results for r in b.rows]
         if rows != list(range(len(files))):
@@ -167,7 +169,8 @@ class TuneOutput:
         photos = []
         for b in results:
             for i, row in enumerate(b.rows):
-                photos.append({"file": files[row], "steps": b.steps[i], **{k: b.metrics[k][i] for k in METRIC_KEYS}})
+                metrics = {k: b.metrics[k][i] for k in METRIC_KEYS}
+                photos.append({"key": keys[row], "file": files[row], "steps": b.steps[i], **metrics})
         means = {k: float(np.mean([p[k] for p in photos])) for k in (*METRIC_KEYS, "steps")}
         metrics = {**summary, "n_photos": len(photos), "mean": means, "photos": photos}
         fileio.write_text(self.root / manifest.METRICS, json.dumps(metrics, indent=1) + "\n")

@@ -14,9 +14,9 @@ import numpy as np
 from e4e_jax.errors import UserError
 
 
-def tuned_bundles(folder: Path, n_rows: int, sources: Optional[Sequence[str]] = None) -> list[Path]:
+def tuned_bundles(folder: Path, n_rows: int, listed: Optional[Sequence[str]] = None) -> list[Path]:
     """The generator bundle of each of `n_rows` latent rows from the tune output `folder`; UserError
-    unless it holds exactly one per row (and, given the latents' `sources` (files.txt lines), for the
+    unless it holds exactly one per row (and, given the latents' files.txt lines `listed`, for the
     same photos in the same order)."""
     from e4e_jax import pti_bundle
 
@@ -26,7 +26,7 @@ def tuned_bundles(folder: Path, n_rows: int, sources: Optional[Sequence[str]] = 
             f"--tuned {folder} holds {len(bundles)} tuned generators for {n_rows} latents; pass the latents "
             "of that tune run (its output folder, or its latents.npy)"
         )
-    if sources and list(sources) != files:
+    if listed and [Path(p) for p in listed] != [Path(f) for f in files]:
         raise UserError(
             f"--tuned {folder} was tuned for other photos than the latents' files.txt lists; pass the "
             "latents of that tune run (its output folder)"

@@ -121,6 +121,13 @@ def stage_mask(n_styles: int, progressive_stage) -> jnp.ndarray:
     return idx <= jnp.asarray(progressive_stage)
 
 
+def progressive_codes(s, progressive_stage):
+    """e4e's codes from its style-block outputs s (B, n_styles, D): w_0 = s[:, 0] and w_i = w_0 + s[:, i]
+    for 1 <= i <= progressive_stage, else w_0 (`stage_mask`; the official encoders skip those blocks)."""
+    keep = stage_mask(s.shape[1], progressive_stage).at[0].set(False)
+    return s[:, :1] + jnp.where(keep[None, :, None], s, 0.0)
+
+
 class Encoder4Editing(nn.Module):
     """e4e / pSp encoder. __call__(x, progressive_stage=None, train=False) -> (B, n_styles, 512) float32.
 
@@ -208,11 +215,7 @@ class Encoder4Editing(nn.Module):
                 block = GradualStyleBlock(channels, spatial, w_dim=STYLE_DIM, name=f"styles_{i}", **kw)
                 styles.append(block(feats[level]).astype(jnp.float32))
             s = jnp.stack(styles, axis=1)  # (B, n_styles, 512)
-        if self.mode == "psp":
-            return s
-        w0 = s[:, :1]
-        keep = stage_mask(self.n_styles, progressive_stage).at[0].set(False)
-        return w0 + jnp.where(keep[None, :, None], s, 0.0)
+        return s if self.mode == "psp" else progressive_codes(s, progressive_stage)
 
 
 def add_latent_avg(codes, latent_avg):

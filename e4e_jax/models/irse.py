@@ -32,6 +32,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from e4e_jax.models.layers import torch_batch_norm
+
 Dtype = Any
 
 # Official stage depths and units per stage (`get_blocks`); the first unit of each stage has stride 2.
@@ -86,17 +88,7 @@ def _conv(features: int, k: int, stride: int, *, use_bias: bool, dtype, precisio
 
 
 def _bn(train: bool, axis_name: str | None, dtype, name: str) -> nn.BatchNorm:
-    # torch: eps 1e-5, momentum 0.1 (flax momentum = 1 - torch momentum).
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        axis_name=axis_name,
-        use_fast_variance=False,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+    return torch_batch_norm(train, axis_name, dtype, name)
 
 
 class PReLU(nn.Module):

@@ -91,6 +91,27 @@ class EqualLinear(nn.Module):
         return fused_leaky_relu(y, bias) if self.activation else y + bias
 
 
+# ----------------------------------------------------------------------------- encoder normalisation
+
+
+def torch_batch_norm(train: bool, axis_name: Optional[str], dtype: Any, name: str) -> nn.BatchNorm:
+    """torch.nn.BatchNorm2d's defaults as a flax BatchNorm (the encoders' backbones: IR-SE, ResNet-34).
+
+    eps 1e-5; torch momentum 0.1 is flax momentum 0.9; train=True uses batch statistics (averaged over
+    `axis_name` when given) and updates 'batch_stats', else the running statistics. Params stay float32.
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
+
+
 # ----------------------------------------------------------------------------- FIR filtering
 
 

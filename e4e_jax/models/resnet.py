@@ -1,4 +1,5 @@
-"""torchvision-layout ResNet with Bottleneck blocks (ResNet-50 by default), as MoCo-v2 trains it.
+"""torchvision-layout ResNets: the Bottleneck ResNet-50 of MoCo-v2 (`ResNet`) and the BasicBlock ResNet-34
+backbone of pSp / ReStyle's ResNet encoders (`ResNet34Backbone`, at the end).
 
 NHWC, BatchNorm in inference mode (running statistics; the network is a frozen feature extractor):
 
@@ -24,7 +25,11 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from e4e_jax.models.irse import PReLU
+from e4e_jax.models.layers import torch_batch_norm
+
 RESNET50_STAGES = (3, 4, 6, 3)
+RESNET34_STAGES = (3, 4, 6, 3)  # the same block counts, of BasicBlocks
 STEM_WIDTH, STEM_KERNEL = 64, 7  # conv1: 7x7, 64 channels
 EXPANSION = 4  # a Bottleneck's output has EXPANSION x its width
 
@@ -49,8 +54,8 @@ def _conv(features: int, k: int, stride: int, precision, dtype, name: str) -> nn
     )
 
 
-def _bn(dtype, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=True, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, name=name)
+def _bn(dtype, name: str, train: bool = False, axis_name: str | None = None) -> nn.BatchNorm:
+    return torch_batch_norm(train, axis_name, dtype, name)
 
 
 class Bottleneck(nn.Module):
@@ -150,3 +155,71 @@ def architecture_of(params: Mapping[str, Any]) -> dict[str, Any]:
             "head_dims": [int(head["fc_0"]["kernel"].shape[1]), int(head["fc_2"]["kernel"].shape[1])],
         }
     return {"stage_sizes": sizes, "head": "linear", "head_dims": [int(head["fc"]["kernel"].shape[1])]}
+
+
+# ----------------------------------------------------------------------------------- ResNet-34 (BasicBlock)
+class BasicBlock(nn.Module):
+    """torchvision BasicBlock (expansion 1): relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), both convs
+    3x3 (the stride on conv1); the shortcut is x, or a 1x1 conv + BN (`downsample`) where the stride or the
+    width changes. (B, H, W, in) -> (B, H/s, W/s, width)."""
+
+    width: int
+    stride: int = 1
+    downsample: bool = False
+    precision: Any = None
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kw = dict(precision=self.precision, dtype=self.dtype)
+
+        def bn(name):
+            return _bn(self.dtype, name, train, self.axis_name)
+
+        out = nn.relu(bn("bn1")(_conv(self.width, 3, self.stride, name="conv1", **kw)(x)))
+        out = bn("bn2")(_conv(self.width, 3, 1, name="conv2", **kw)(out))
+        if self.downsample:
+            x = bn("downsample_bn")(_conv(self.width, 1, self.stride, name="downsample_conv", **kw)(x))
+        return nn.relu(out + x)
+
+
+def basic_block_specs(stage_sizes: Sequence[int] = RESNET34_STAGES) -> list[tuple[int, int, bool]]:
+    """(width, stride, downsample) of every BasicBlock in body order (torchvision `_make_layer`: stride 2 on
+    the first block of layers 2-4, a downsample where the stride or the width changes)."""
+    specs, cin = [], STEM_WIDTH
+    for l, n in enumerate(stage_sizes):
+        width = stage_width(l)
+        for i in range(n):
+            stride = 2 if (l > 0 and i == 0) else 1
+            specs.append((width, stride, stride != 1 or cin != width))
+            cin = width
+    return specs
+
+
+class ResNet34Backbone(nn.Module):
+    """The ResNet-34 backbone of pSp / ReStyle's ResNet encoders (official `ResNetBackboneEncoder`,
+    `ResNetProgressiveBackboneEncoder`, `ResNetGradualStyleEncoder`): conv1 7x7/2 (Cin -> 64, no bias),
+    bn1, a PReLU(64) (official attribute `relu`), no max-pool, then torchvision resnet34's layer1..layer4
+    flattened into one body of 16 BasicBlocks.
+
+    Parameter tree (torch name -> ours): conv1 / bn1 / relu (PReLU weight) -> conv1 / bn1 / prelu (alpha);
+    body.{i}.conv{1,2} / bn{1,2} / downsample.{0,1} -> body_{i}/conv{1,2} / bn{1,2} / downsample_{conv,bn}.
+
+    __call__(x, train=False): x (B, H, W, Cin) -> (B, H/16, W/16, 512) (ceil halving; 256x256 -> 16x16).
+    BatchNorm: running statistics unless `train` (then batch statistics over `axis_name` when given).
+    """
+
+    stage_sizes: Sequence[int] = RESNET34_STAGES
+    precision: Any = None
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kw = dict(precision=self.precision, dtype=self.dtype)
+        x = _conv(STEM_WIDTH, STEM_KERNEL, 2, name="conv1", **kw)(x.astype(self.dtype))
+        x = PReLU(dtype=self.dtype, name="prelu")(_bn(self.dtype, "bn1", train, self.axis_name)(x))
+        for i, (width, stride, downsample) in enumerate(basic_block_specs(self.stage_sizes)):
+            x = BasicBlock(width, stride, downsample, axis_name=self.axis_name, name=f"body_{i}", **kw)(x, train)
+        return x

@@ -18,7 +18,8 @@ from pathlib import Path
 from e4e_jax import cli_args
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.latent_avg import W_AVG_SAMPLES
-from e4e_jax.models.encoder_types import ENCODER_TYPES
+from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES
+from e4e_jax.restyle_bundle import DEFAULT_ITERATIONS
 
 from . import CONVERTER_VERSION
 
@@ -49,6 +50,23 @@ CONVERTERS = {
                 cli_args.positive_int,
                 "N",
                 f"mapped z averaged for latent_avg when the checkpoint has none (default {W_AVG_SAMPLES})",
+            ),
+        },
+    ),
+    "restyle": (
+        "restyle",
+        "official ReStyle checkpoint (.pt: restyle_e4e_*, restyle_psp_*)",
+        {
+            "iterations": (
+                cli_args.positive_int,
+                "N",
+                f"the bundle's default number of refinement iterations (default {DEFAULT_ITERATIONS}, as official "
+                "inference)",
+            ),
+            "encoder_type": (
+                cli_args.choice(*RESTYLE_ENCODER_TYPES),
+                "|".join(RESTYLE_ENCODER_TYPES),
+                "encoder class when the checkpoint's opts do not name it",
             ),
         },
     ),

@@ -36,7 +36,7 @@ from e4e_jax import domains
 from e4e_jax.e4e_bundle import E4EArchitecture
 from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
 from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
-from e4e_jax.models.encoder_types import ENCODER_TYPES, EncoderConfig
+from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
 from e4e_jax.models.stylegan2 import StyleGAN2Config
 from e4e_jax.torchfile import load_checkpoint
 
@@ -158,6 +158,11 @@ def convert(
     if etype is None:
         etype = "Encoder4Editing"
         extra["encoder_type_source"] = "default (opts has no encoder_type)"
+    if etype in RESTYLE_ENCODER_TYPES:
+        raise ValueError(
+            f"{path}: encoder_type {etype!r} is a ReStyle encoder: convert it with "
+            f"`python -m tools.convert_weights restyle {path} --out DIR`"
+        )
     if etype not in ENCODER_TYPES:
         raise ValueError(
             f"{path}: encoder_type {etype!r} is not supported (only "

@@ -11,6 +11,7 @@ and `mean_w_rows`, the one reading of a checkpoint's latent_avg (rosinality gene
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -122,6 +123,21 @@ def mean_w_rows(latent_avg: Any, dim: int, source: str) -> np.ndarray:
     return la
 
 
+def _jsonable_value(v: Any) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return not (isinstance(v, float) and not math.isfinite(v))
+    if isinstance(v, (list, tuple)):
+        return all(_jsonable_value(x) for x in v)
+    return False
+
+
+def jsonable_opts(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a checkpoint's training options (vars(opts)) that JSON can hold, kept in a bundle for
+    provenance: None, bools, numbers (finite), strings and lists of them (tuples become lists)."""
+    return {str(k): (list(v) if isinstance(v, tuple) else v) for k, v in opts.items() if _jsonable_value(v)}
+
+
+# ----------------------------------------------------------------------------------- sources
 # ----------------------------------------------------------------------------------- sources
 
 
