@@ -19,6 +19,7 @@ COMMANDS = {
     "edit": "edit inverted latents (InterFaceGAN, GANSpace, SeFa)",
     "train": "train an e4e encoder",
     "evaluate": "compute the paper's metrics",
+    "studio": "an interactive editing page: photo in, live sliders (the studio extra: Gradio)",
 }
 
 

@@ -68,10 +68,34 @@ def short_stem(stem: str) -> str:
     return stem
 
 
+# One entry per line, the tab between path and reason: these characters are written as escapes.
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def one_line(text: str) -> str:
+    """`text` (a path or a reason) as it appears in skipped.txt and in messages: on one line and free of
+    tabs, with C-style escapes for a backslash (`\\\\`), a tab, a line break (`\\t`, `\\n`, `\\r`) and
+    each byte that is not UTF-8 (`\\xNN`: names the file system could not decode)."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate no file name decodes to (text from elsewhere)
+        raw = text.encode("utf-8", "backslashreplace")
+    raw = raw.replace(b"\\", b"\\\\")
+    out = raw.decode("utf-8", "backslashreplace")
+    for char, escape in _ESCAPES.items():
+        out = out.replace(char, escape)
+    return out
+
+
+def skip_message(path: str, reason: str) -> str:
+    """The line `invert` and `align` print for an input that gives no output (as skipped.txt says it)."""
+    return f"skipped {one_line(path)}: {one_line(reason)}"
+
+
 def skipped_text(entries: Iterable[tuple[str, str]]) -> str:
-    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output. A path
-    that is not valid UTF-8 (skipped for that) is written with its odd bytes as `\\xNN` escapes."""
-    return "".join(f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}\t{reason}\n" for path, reason in entries)
+    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output, both
+    written with `one_line` (so a name holding a line break or odd bytes stays one entry)."""
+    return "".join(f"{one_line(str(path))}\t{one_line(reason)}\n" for path, reason in entries)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -3,8 +3,9 @@
 
 The runs are subprocesses with one fixed environment (CPU, one device, one compilation cache), so they do
 not depend on what earlier tests did to this process's JAX. orbax names the data files of a bundle at
-random, so the tuned generators are compared by their config.json and their loaded arrays; every other
-file byte for byte (report.json, which holds timings, aside).
+random, so the tuned generators are compared by their config.json and their loaded arrays (bundle.load
+checks each against its checksums.json, which names those files); every other file byte for byte
+(report.json, which holds timings, aside).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from e4e_jax import pause_points, pti_bundle
+from e4e_jax import bundle, pause_points, pti_bundle
+from tests import pausing
 from tests.test_tune_cli import make_inputs, tune_argv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,41 +56,46 @@ def reference(tmp_path_factory):
 
 
 def _outputs(out: Path) -> tuple[dict[str, bytes], dict[str, list]]:
-    """(every file by relative path but report.json and bundle params, each generator's delta arrays)."""
+    """(every file by relative path but report.json and bundle params and checksums, each generator's delta
+    arrays)."""
+    skip = ("report.json", bundle.CHECKSUMS_FILE)
     files = {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "report.json" and "params" not in p.relative_to(out).parts
+        if p.is_file() and p.name not in skip and "params" not in p.relative_to(out).parts
     }
     _, bundles = pti_bundle.tuned_generators(out)
     arrays = {b.name: [np.asarray(x) for x in jax.tree.leaves(pti_bundle.load(b)[1])] for b in bundles}
     return files, arrays
 
 
-def _kill_at(point: str, cmd: list[str], env: dict, pauses: Path) -> None:
-    """Run `cmd` until it reaches `point` (where it waits), then kill -9 its process group."""
-    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _kill_at(point: str, cmd: list[str], env: dict, tmp: Path) -> None:
+    """Run `cmd` until it waits at the first arrival at `point` (tests/pausing.py), then kill -9 its
+    process group there."""
+    fifo = tmp / "pause"
+    p = subprocess.Popen(
+        cmd,
+        env=pausing.pause_env(env, point, 1, fifo),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not (pauses / f"{point}.reached").exists():
-            assert p.poll() is None, p.stderr.read().decode()
-            assert time.monotonic() < deadline, f"the run did not reach {point}"
-            time.sleep(0.05)
+        pausing.wait_paused(p, fifo, TIMEOUT_S)
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(timeout=TIMEOUT_S)
 
 
-@pytest.mark.parametrize("point", ["tune.batch-written", "tune.committed"])
+@pytest.mark.parametrize("point", ["tune-batch-written", "tune-committed"])
 def test_kill9_then_resume_gives_the_uninterrupted_outputs(reference, tmp_path, point):
     """Killed with batch 0's generators and reconstructions on disk but not committed (it is redone), or
     right after its commit (only batch 1 is tuned again)."""
     root, inputs = reference
-    out, pauses = tmp_path / "out", tmp_path / "pauses"
-    pauses.mkdir()
-    _kill_at(point, _cmd(inputs, out), _env(root, **{pause_points.ENV: f"{point}={pauses}"}), pauses)
+    out = tmp_path / "out"
+    _kill_at(point, _cmd(inputs, out), _env(root), tmp_path)
     assert not (out / "metrics.json").exists() and (out / ".e4e-tune" / "plan.json").is_file()
-    assert (out / ".e4e-tune" / "batch-000000.json").is_file() == (point == "tune.committed")
+    assert (out / ".e4e-tune" / "batch-000000.json").is_file() == (point == "tune-committed")
 
     other = _cmd(inputs, out, "--resume", "--steps", "7")  # the last --steps counts: another run
     changed = subprocess.run(other, env=_env(root), capture_output=True, text=True, timeout=TIMEOUT_S)

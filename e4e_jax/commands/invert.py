@@ -21,7 +21,9 @@ report.json for files that could not be used. Results are committed every --chun
 
 
 def add_parser(sub, help_text: str) -> None:
+    from e4e_jax import alignment
     from e4e_jax.batch_inversion import job, workers
+    from e4e_jax.errors import install_hint
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
     p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
@@ -100,7 +102,7 @@ def add_parser(sub, help_text: str) -> None:
         "(faster; NOT the official pixels: see BUILD_NOTES.md for the drift)",
     )
     p.add_argument(
-        "--align", action="store_true", help="FFHQ-align faces first (needs the align extra: pip install -e '.[align]')"
+        "--align", action="store_true", help=f"FFHQ-align faces first (needs the align extra: {install_hint('align')})"
     )
     p.add_argument(
         "--faces",
@@ -110,9 +112,10 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument(
         "--align-size",
-        type=cli_args.positive_int,
-        default=1024,
-        help="with --align: size of the aligned crop before the encoder's resize (default 1024, FFHQ)",
+        type=cli_args.int_in(1, alignment.MAX_OUTPUT_SIZE),
+        default=alignment.DEFAULT_OUTPUT_SIZE,
+        help=f"with --align: size of the aligned crop before the encoder's resize (default "
+        f"{alignment.DEFAULT_OUTPUT_SIZE}, FFHQ; at most {alignment.MAX_OUTPUT_SIZE})",
     )
     p.add_argument(
         "--landmarks",

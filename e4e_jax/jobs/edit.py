@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import bundle, editing, fileio, generate, manifest, memory, outdir
+from e4e_jax import bundle, directions, editing, fileio, generate, manifest, memory, outdir
 from e4e_jax.data.folder import Skipped
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
@@ -78,14 +78,12 @@ def read_latents(path: Path, cfg) -> Latents:
     return Latents(generate.check_latents(out.latents, cfg, str(lat_path)), out.rows, out.align)
 
 
-def edited_latents(opts: EditOptions, latents, gen_params):
-    """(F, N, n, D) edited codes for the chosen method."""
+def edit_direction(opts: EditOptions, n_latent: int, style_dim: int, gen_params) -> directions.Direction:
+    """The direction the options name, in the form the studio edits with too (`directions.py`)."""
     if opts.interfacegan:
         direction = editing.load_interfacegan_direction(opts.interfacegan)
-        n_latent, style_dim = latents.shape[1:]
-        return editing.interfacegan_sweep(
-            latents, editing.check_direction(direction, n_latent, style_dim, str(opts.interfacegan)), opts.strengths
-        )
+        name = Path(opts.interfacegan).stem
+        return directions.interfacegan(name, direction, n_latent, style_dim, str(opts.interfacegan))
     if opts.ganspace:
         if opts.component is None or not opts.layers or "-" not in opts.layers:
             raise ValueError("--ganspace needs --component N and --layers START-END")
@@ -94,11 +92,17 @@ def edited_latents(opts: EditOptions, latents, gen_params):
         except ValueError:
             raise ValueError(f"--layers {opts.layers!r}: expected START-END, e.g. 4-8") from None
         pca = editing.load_ganspace_pca(opts.ganspace)
-        return editing.ganspace_sweep(latents, pca, opts.component, start, end, opts.strengths)
+        return directions.ganspace(f"PC{opts.component}", pca, opts.component, start, end, n_latent)
     factors = editing.sefa_factorize(gen_params, opts.layers or "all")
     if not 0 <= opts.sefa < factors.eigvecs.shape[0]:
         raise ValueError(f"--sefa index {opts.sefa} out of range 0..{factors.eigvecs.shape[0] - 1}")
-    return editing.sefa_sweep(latents, factors.eigvecs[opts.sefa], factors.layers, opts.strengths)
+    return directions.sefa(f"sefa_{opts.sefa}", factors, opts.sefa, n_latent)
+
+
+def edited_latents(opts: EditOptions, latents: np.ndarray, gen_params) -> np.ndarray:
+    """(F, N, n, D) edited codes, one edit per strength: `directions.apply`, the studio's edit."""
+    direction = edit_direction(opts, *latents.shape[1:], gen_params)
+    return np.stack([directions.apply(latents, [direction], [s]) for s in opts.strengths])
 
 
 def check_output(opts: EditOptions) -> None:

@@ -329,9 +329,9 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
             steps = np.asarray(state.steps)[:b].tolist()
             t_tune += time.perf_counter() - t0
             result = _write_batch(opts, out, photos, rows, deltas, images, steps, metrics, gen_cfg, fingerprint)
-            pause_points.reached("tune.batch-written")
+            pause_points.reached("tune-batch-written")
             out.commit(c.index, result)
-            pause_points.reached("tune.committed")
+            pause_points.reached("tune-committed")
             first_batch_s = first_batch_s if first_batch_s is not None else time.perf_counter() - t0
     n = sum(c.stop - c.start for c in todo)
     stats = {"batch_size": bs, "first_batch_s": round(first_batch_s, 2), "tuning_s": round(t_tune, 2)}
