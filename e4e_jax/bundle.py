@@ -36,7 +36,7 @@ from e4e_jax import fileio, manifest, outdir, variable_checks
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception")
+KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception", "stylegan2_delta")
 
 
 class BundleError(UserError, ValueError):

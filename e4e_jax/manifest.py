@@ -12,6 +12,13 @@
                             (e4e_jax/alignment.py `settings_record`), which re-make each code's crop
     OUTPUT/skipped.txt      see docs/inversion_job.md
 
+`e4e-jax tune` writes the same layout (its latents.npy are the pivots, its inversions the tuned
+reconstructions; faces.txt as the invert output it read) and adds:
+
+    OUTPUT/generators.txt   N lines: each photo's tuned generator, relative to OUTPUT
+    OUTPUT/generators/      one 'stylegan2_delta' bundle per photo (e4e_jax/pti_bundle.py)
+    OUTPUT/metrics.json     each photo's L2 and LPIPS before and after tuning, and its steps
+
 `e4e-jax align` gives its output folder a skipped.txt and a report.json too, under these names and with
 skipped.txt in the same form (skipped_text).
 
@@ -38,6 +45,9 @@ INVERSIONS_DIR = "inversions"
 FACES = "faces.txt"
 SKIPPED = "skipped.txt"
 REPORT = "report.json"
+GENERATORS = "generators.txt"
+GENERATORS_DIR = "generators"
+METRICS = "metrics.json"
 # The reconstruction name of versions before inversions.txt: inversions/{index:05d}_{input stem}.png.
 LEGACY_SUFFIX = ".png"
 ALIGN_RECORD = "align"  # report.json's key for the alignment settings of an `invert --align` run

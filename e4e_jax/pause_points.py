@@ -10,7 +10,9 @@ there as anywhere else (SIGINT raises KeyboardInterrupt). Without the variable (
 `reached` costs a dictionary look-up.
 
 Points: `invert-chunk-committed` (after each committed chunk), `invert-finishing` (report.json written,
-the chunk state not yet removed), `align-photo-done` (after each photo's result, in the main process).
+the chunk state not yet removed), `align-photo-done` (after each photo's result, in the main process),
+`tune-batch-written` (a batch's generators and reconstructions written, not committed), `tune-committed`
+(after each committed batch).
 """
 
 from __future__ import annotations

@@ -145,6 +145,9 @@ def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tup
     return int(round(h * image_size / size)), image_size
 
 
+reconstruction_hw = _out_hw  # public: `tune` sizes its reconstructions as invert does
+
+
 def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) -> int:
     """Run the job; returns the exit code (errors.EXIT_*). Raises UserError for bad input."""
     t_start = time.perf_counter()
