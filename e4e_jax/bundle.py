@@ -36,7 +36,7 @@ from e4e_jax import fileio, manifest, orbax_errors, outdir, pause_points, variab
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception")
+KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception", "stylegan2_delta")
 CHECKSUMS_FILE = "checksums.json"  # {path in the bundle (posix): {"bytes": size, "sha256": hex}}
 # What a bundle folder holds (e4e_jax/outdir.py): --overwrite replaces nothing else.
 OUTPUTS = outdir.Outputs("bundle", ("config.json", "params", CHECKSUMS_FILE))

@@ -8,15 +8,16 @@
 
 Same preprocessing and kernels as `e4e-jax invert`: a file is read by `data.folder.load_pixels` (official
 resize) or, for face domains, aligned by `alignment.Aligner` (largest face, FFHQ crop at `align_size`) and
-resized by `alignment.resize_for_encoder`, as `invert --align` does; the inversion is
-`inversion.make_invert_fn` on one device at batch 1, lowered as `inversion.compile_invert` lowers it, so a
-latent equals `e4e-jax invert --batch-size 1`'s bit for bit. Edits are `directions.apply` (host numpy).
+resized by `alignment.resize_for_encoder`, as `invert --align` does; the inversion is the kernel of the
+bundle's kind (`inverters.kernel`, as `invert` takes it) on one device at batch 1, lowered as
+`inversion.compile_for_batch` lowers it, so a latent equals `e4e-jax invert --batch-size 1`'s bit for bit.
+Edits are `directions.apply` (host numpy).
 
 Every function is compiled ahead of time at construction (`jit(...).lower(...).compile()`) for the shapes
 used: inversion, full-size and preview renders of one latent, a preview strip of STRIP_LEN latents, a
 random sample, the reconstruction's L2 (and LPIPS): a call never compiles, and a call of another shape is
-an error rather than a silent compile. Bundle kinds: 'e4e' (e4e, pSp or W encoders) and, through the
-`INVERTERS` hook, 'restyle' (the ReStyle module, where it is installed).
+an error rather than a silent compile. Bundle kinds (`inverters.KINDS`): 'e4e' (e4e, pSp or W encoders)
+and 'restyle' (its default iterations; the last iteration's latents, as `invert` writes them).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax import bundle, directions, editing, evaluation, inversion, sharding
+from e4e_jax import bundle, directions, editing, evaluation, inversion, inverters, sharding
 from e4e_jax.errors import UserError
 
 PREVIEW_SIZE = 512  # longer side of the live preview (px): a quarter of the bytes of a 1024² frame
@@ -57,36 +58,10 @@ class Inversion(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- bundle kinds
-def _e4e_inverter(path: str, mesh, **options) -> tuple[inversion.E4EModel, Callable, dict]:
-    model = inversion.load_e4e(path, **options)
-    return model, inversion.make_invert_fn(model, mesh, images="uint8"), model.variables
-
-
-def _restyle_inverter(path: str, mesh, **options) -> tuple[inversion.E4EModel, Callable, dict]:
-    """A 'restyle' bundle: its iterations in one compiled function; the last iteration's latents."""
-    try:
-        from e4e_jax import restyle  # the ReStyle module (its own branch): absent from builds without it
-    except ImportError:
-        raise UserError(f"{path} is a 'restyle' bundle; this e4e-jax has no ReStyle support") from None
-    model = restyle.load_restyle(path, **options)
-    run = restyle.make_restyle_fn(model, mesh, images="uint8")
-
-    def last(variables, x):
-        latents, images = run(variables, x)
-        return latents[-1], images
-
-    return model, jax.jit(last), restyle.with_average_image(model, model.variables)
-
-
-# bundle kind -> f(path, mesh, dtype=, modulation=) -> (model, jitted f(variables, uint8 (B, h, w, 3)) ->
-# (latents (B, n, D), uint8 reconstructions), variables). A new encoder family adds its kind here.
-INVERTERS: dict[str, Callable] = {"e4e": _e4e_inverter, "restyle": _restyle_inverter}
-
-
 def _bundle_kind(path: str) -> str:
     kind = bundle.read_config(path)["kind"]
-    if kind not in INVERTERS:
-        raise UserError(f"{path} holds a {kind!r} bundle; the editor inverts with one of {sorted(INVERTERS)}")
+    if kind not in inverters.KINDS:
+        raise UserError(f"{path} holds a {kind!r} bundle; the editor inverts with one of {sorted(inverters.KINDS)}")
     return kind
 
 
@@ -127,9 +102,11 @@ class Editor:
         self.kind = _bundle_kind(self.path)
         self.mesh = sharding.data_mesh(jax.local_devices()[:1])
         self._repl = sharding.replicated(self.mesh)
-        self.model, invert_fn, variables = INVERTERS[self.kind](
-            self.path, self.mesh, dtype=dtype, modulation=modulation
-        )
+        # The kernel `e4e-jax invert` compiles for this bundle's kind (inverters.py): a ReStyle bundle runs
+        # its default iterations and keeps the last one's latents.
+        self.model = inverters.load(self.path, dtype=dtype, modulation=modulation)
+        kernel = inverters.kernel(self.model, self.mesh, images="uint8")
+        invert_fn, variables = kernel.fn, kernel.variables
         self.variables = sharding.replicate(variables, self.mesh)
         cfg = self.model.gen_config
         self.n_latent, self.style_dim = cfg.n_latent, cfg.style_dim

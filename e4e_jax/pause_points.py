@@ -17,9 +17,11 @@ Points (the K-th arrival counts from the process's start):
   is written and not yet renamed into place.
 - `synthesize-batch-done`, `edit-batch-done`, `evaluate-batch-done`: a batch is rendered (its files
   written where the command writes them as it goes).
-- `invert-batch-done` (a batch's latents are computed), `invert-chunk-committed` (after each committed
-  chunk), `invert-finishing` (report.json written, the chunk state not yet removed).
+- `invert-chunk-committed` (after each committed chunk), `invert-finishing` (report.json written, the
+  chunk state not yet removed).
 - `align-photo-done`: after each photo's result, in the main process.
+- `tune-batch-written` (a batch's generators and reconstructions written, not committed),
+  `tune-committed` (after each committed batch).
 - `convert-loaded`: a converter has read the checkpoint, nothing written yet.
 - `train-after-step-N`: training step N is done and its checkpoint, if any, saved; `train-before-export`
   (the last checkpoint saved, the bundle not yet written); `train-before-final-metrics` (the bundle is

@@ -62,6 +62,10 @@ def _argvs(bad: str, ok: Path) -> dict[str, list[str]]:
             ["studio", "--model", o],
             ("--model", "--images", "--directions", "--lpips", "--landmarks", "--compile-cache"),
         ),
+        (
+            ["tune", "--model", o, "--lpips", o, "--inversions", o, "--output", o],
+            ("--model", "--lpips", "--inversions", "--output", "--images"),
+        ),
     ):
         for option in options:
             out[f"{argv[0]} {option}"] = with_bad(argv, option)

@@ -117,6 +117,25 @@ def test_train_keeps_a_workdir_of_the_users_files(tmp_path, capsys):
     assert fx.snapshot(work) == before
 
 
+def test_tune_keeps_a_folder_of_the_users_files(models, tmp_path, capsys):
+    """Files named as tune names its outputs (metrics.json, a reconstruction, a generator bundle), no mark:
+    refused before any input is read, --overwrite and --resume included."""
+    out = tmp_path / "D"
+    before = _users_folder(
+        out,
+        {
+            "metrics.json": b"{}",
+            "inversions/00000_a.jpg": b"my photo",
+            "generators/00000_a/config.json": b'{"kind": "stylegan2_delta"}',
+        },
+    )
+    argv = ["tune", "--model", str(models["e4e"]), "--lpips", str(models["g"]), "--inversions", str(models["photos"])]
+    for flag in ("--overwrite", "--resume"):
+        line = _refused(capsys, cli_main(argv + ["--output", str(out), flag]))
+        assert "did not write it" in line and "generators/, inversions/, metrics.json" in line, line
+    assert fx.snapshot(out) == before
+
+
 def test_quickstart_keeps_the_users_files(tmp_path, capsys):
     work = tmp_path / "Q"
     before = _users_folder(work, {"metrics.json": b"mine"})

@@ -53,12 +53,15 @@ def _commands(models, tmp_path) -> dict[str, list[str]]:
         "evaluate": fx.e4e_jax("evaluate", "--model", models["e4e"], "--images", models["photos"], "--output", out),
         "train": fx.e4e_jax("train", "--config", cfg, "--workdir", out),
         "quickstart": fx.e4e_jax("quickstart", "--workdir", out),
+        "tune": fx.e4e_jax(
+            "tune", "--model", models["e4e"], "--lpips", models["g"], "--inversions", models["photos"], "--output", out
+        ),
         "convert": fx.convert("stylegan2", models["w"], "--out", out),
     }
 
 
 @pytest.mark.parametrize(
-    "command", ["synthesize", "edit", "invert", "align", "evaluate", "train", "quickstart", "convert"]
+    "command", ["synthesize", "edit", "invert", "align", "evaluate", "train", "quickstart", "tune", "convert"]
 )
 def test_ctrl_c_at_startup(models, tmp_path, command):
     """Right after the arguments are read: one line, exit 130, nothing made."""
@@ -140,6 +143,20 @@ def test_ctrl_c_while_training_keeps_whole_checkpoints(tmp_path):
     cmd = fx.e4e_jax("train", "--config", fx.train_config(tmp_path, steps=3), "--workdir", out)
     assert "--resume" in _one_line(*fx.stopped_at(cmd, "train-after-step-2", tmp_path))
     assert (out / "checkpoints" / "1").is_dir() and not fx.temporaries(out)
+
+
+def test_ctrl_c_while_tuning_keeps_the_committed_batches(tmp_path):
+    """After the first of two batches is committed: the hint to --resume, which then finishes the run."""
+    from tests.test_tune_cli import make_inputs, tune_argv
+
+    inputs = make_inputs(tmp_path / "inputs")
+    out = tmp_path / "out"
+    cmd = fx.e4e_jax(*tune_argv(inputs, out, "--batch-size", "2"))
+    assert "--resume" in _one_line(*fx.stopped_at(cmd, "tune-committed", tmp_path))
+    assert outdir.owner(out) == "tune" and not fx.temporaries(out)
+    r = fx.run(cmd + ["--resume"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.json").is_file() and not (out / ".e4e-tune").exists()
 
 
 def test_a_ctrl_c_swallowed_by_a_gc_callback_is_raised_again():

@@ -55,6 +55,10 @@ class InvertOptions:
     landmarks: Optional[str] = None
     compile_cache: Optional[str] = None  # directory; "" switches the cache off
     quiet: bool = False
+    # ReStyle bundles (inverters.py): refinement iterations (None: the bundle's count; `invert_folder` sets
+    # the count it uses before the plan is made, and None for an e4e bundle); keep every iteration's latents.
+    iterations: Optional[int] = None
+    save_iterations: bool = False
 
 
 def _say(opts: InvertOptions, msg: str) -> None:
@@ -62,10 +66,12 @@ def _say(opts: InvertOptions, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _check_args(opts: InvertOptions, batch_size: int, n_devices: int) -> Optional[tuple[int, int]]:
+def _check_args(
+    opts: InvertOptions, batch_size: int, n_devices: int
+) -> tuple[Optional[tuple[int, int]], Optional[int]]:
     """Every check that needs no listing and no weights, before anything is written (the host memory of
     `batch_size` included); returns the saved reconstructions' (height, width) for --image-size (None:
-    full size)."""
+    full size) and the ReStyle iteration count the run uses (None for an e4e bundle)."""
     if not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
     if not os.access(opts.images, os.R_OK | os.X_OK):
@@ -74,9 +80,10 @@ def _check_args(opts: InvertOptions, batch_size: int, n_devices: int) -> Optiona
         raise UserError(f"--output {opts.output} is a file; choose a folder")
     outdir.refuse_input_overlap(opts.output, [opts.images, opts.model])
     outdir.check_owned(opts.output, layout_lib.OUTPUTS, resume=opts.resume)  # again under the lock
-    from e4e_jax import e4e_bundle
+    from e4e_jax import inverters
 
-    arch = e4e_bundle.read_architecture(opts.model)  # A wrong --model fails here, before any file is made.
+    arch = inverters.read_architecture(opts.model)  # A wrong --model fails here, before any file is made.
+    iterations = inverters.resolve_iterations(arch, opts.iterations, opts.save_iterations)
     if opts.align:
         from e4e_jax import alignment
 
@@ -89,8 +96,15 @@ def _check_args(opts: InvertOptions, batch_size: int, n_devices: int) -> Optiona
         out_hw = _out_hw(size, cars, opts.image_size)
         saved_hw = out_hw or _out_hw(size, cars, size)
     latent_shape = (arch.generator.n_latent, arch.generator.style_dim)
-    memory.check_host(batch_size, n_devices, tuple(arch.encoder.input_size), saved_hw, latent_shape)
-    return out_hw
+    row_shape = _row_shape(latent_shape, iterations if opts.save_iterations else None)
+    memory.check_host(batch_size, n_devices, tuple(arch.encoder.input_size), saved_hw, row_shape)
+    return out_hw, iterations
+
+
+def _row_shape(latent_shape: tuple[int, int], saved_iterations: Optional[int]) -> tuple[int, ...]:
+    """The latents of one image as the kernel returns them and the chunks keep them: (n_latent, 512), or
+    (iterations, n_latent, 512) with --save-iterations."""
+    return latent_shape if saved_iterations is None else (saved_iterations, *latent_shape)
 
 
 def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
@@ -132,6 +146,9 @@ def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tup
     return int(round(h * image_size / size)), image_size
 
 
+reconstruction_hw = _out_hw  # public: `tune` sizes its reconstructions as invert does
+
+
 def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) -> int:
     """Run the job; returns the exit code (errors.EXIT_*). Raises UserError for bad input."""
     t_start = time.perf_counter()
@@ -140,14 +157,15 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     multi = dist.initialize(**(distributed or {}))
     import jax
 
-    from e4e_jax import compile_cache, inversion, sharding
+    from e4e_jax import compile_cache, inverters, sharding
 
     cache_dir = compile_cache.enable(opts.compile_cache) if opts.compile_cache != "" else None
     if opts.compile_cache != "" and cache_dir is None:
         _say(opts, f"note: cannot use {opts.compile_cache or compile_cache.default_dir()} as the compilation cache")
     pid, nproc, n_devices = jax.process_index(), jax.process_count(), len(jax.local_devices())
     bs = sharding.round_up(opts.batch_size, n_devices)
-    out_hw = _check_args(opts, bs, n_devices)
+    out_hw, iterations = _check_args(opts, bs, n_devices)
+    opts = dataclasses.replace(opts, iterations=iterations)  # the count used, in the plan (a --resume compares it)
     files, unlisted = _listing(opts, multi)
     lay = layout_lib.Layout(opts.output)
     plan = plan_lib.make_plan(opts, files, bs, n_devices)
@@ -165,7 +183,7 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         # pay: both hold the GIL; BUILD_NOTES.md, issue 13 second pass).
         loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
         t_load = time.perf_counter()
-        model_future = loader.submit(inversion.load_e4e, opts.model, modulation=opts.modulation, dtype=opts.dtype)
+        model_future = loader.submit(inverters.load, opts.model, modulation=opts.modulation, dtype=opts.dtype)
         loader.shutdown(wait=False)
         all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
         # A fresh run that fails before its first commit leaves the folder as it found it: its plan would
@@ -263,8 +281,9 @@ def _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, 
     if missing:
         raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
     latent_shape = pipeline.latent_shape(model)
+    saved = opts.iterations if opts.save_iterations else None
     n, n_inverted_files, skipped, per_process = lay.merge(
-        len(all_chunks), latent_shape, opts.image_format is not None, unlisted
+        len(all_chunks), latent_shape, opts.image_format is not None, unlisted, iterations=saved
     )
     report = {
         "model": str(opts.model),
@@ -275,6 +294,7 @@ def _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, 
         "n_skipped": len(skipped),
         "skipped": [{"file": f, "reason": r} for f, r in skipped],
         "latents_shape": [n, *latent_shape],
+        **({"latents_iterations_shape": [n, saved, *latent_shape]} if saved else {}),
         "processes": nproc,
         "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
         "seconds": round(time.perf_counter() - t_start, 2),
@@ -310,20 +330,22 @@ def _invert_chunks(
     import jax
     from tqdm import tqdm
 
-    from e4e_jax import inversion, sharding
+    from e4e_jax import inversion, inverters, sharding
 
     mesh = sharding.data_mesh(jax.local_devices())
     images_mode = "uint8" if opts.image_format is not None else "none"
-    invert_fn, compile_s = inversion.compile_invert(
-        model, mesh, bs, input_dtype=np.uint8, images=images_mode, out_hw=out_hw
+    kernel = inverters.kernel(
+        model, mesh, images=images_mode, out_hw=out_hw, iterations=opts.iterations, save_iterations=opts.save_iterations
     )
+    invert_fn, compile_s = inversion.compile_for_batch(kernel.fn, kernel.variables, model.input_hw, mesh, bs, np.uint8)
+    what = f"the inversion ({opts.iterations} ReStyle iterations)" if opts.iterations else "the inversion"
     _say(
         opts,
-        f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
+        f"compiled {what} for batch {bs} in {compile_s:.1f} s"
         + (f" (persistent cache {cache_dir})" if cache_dir else " (no persistent cache)"),
     )
-    variables = sharding.replicate(model.variables, mesh)
-    memory.check_compiled(invert_fn, bs, jax.local_devices(), memory.tree_bytes(model.variables))
+    variables = sharding.replicate(kernel.variables, mesh)
+    memory.check_compiled(invert_fn, bs, jax.local_devices(), memory.tree_bytes(kernel.variables))
     clock = pipeline.StageClock()
     jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]
     sizes = {c.index: c.stop - c.start for c in todo}
@@ -355,6 +377,7 @@ def _invert_chunks(
             variables=variables,
             mesh=mesh,
             clock=clock,
+            row_shape=_row_shape(pipeline.latent_shape(model), opts.iterations if opts.save_iterations else None),
             decode_pool=decode_pool,
             on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
             on_progress=bar.update,

@@ -1,6 +1,8 @@
 """The on-disk layout of an inversion run: what `e4e-jax invert` writes, commits and merges.
 
     OUTPUT/latents.npy           (N, n_latent, style_dim) float32, one row per inverted image (final)
+    OUTPUT/latents_iterations.npy
+                                 ReStyle --save-iterations: (N, iterations, n_latent, style_dim) (final)
     OUTPUT/files.txt             the input file of each row, one path a line (final)
     OUTPUT/faces.txt             with --align: the face index of each row in its file (0 = largest)
     OUTPUT/inversions.txt        the reconstruction of each row, relative to OUTPUT (final; absent with
@@ -26,6 +28,7 @@ image is only known at the merge: reconstructions are then written under a stage
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -44,7 +47,15 @@ PLAN_NAME = "plan.json"
 LISTING_NAME = "listing.tsv"
 PLAN_VERSION = 1
 # report.json first: it marks a finished run, so --overwrite killed half-way leaves no "finished" folder.
-FINAL_FILES = (manifest.REPORT, manifest.LATENTS, manifest.FILES, manifest.FACES, manifest.INVERSIONS, manifest.SKIPPED)
+FINAL_FILES = (
+    manifest.REPORT,
+    manifest.LATENTS,
+    manifest.LATENT_ITERATIONS,
+    manifest.FILES,
+    manifest.FACES,
+    manifest.INVERSIONS,
+    manifest.SKIPPED,
+)
 IMAGES_DIR = manifest.INVERSIONS_DIR
 # The names this command gives reconstructions, final ({row:05d}_...) or staged (.staged-{chunk}-{k}_...).
 _OWN_IMAGES = tuple(
@@ -111,7 +122,7 @@ def chunks(n_files: int, chunk_size: int) -> list[Chunk]:
 class ChunkResult:
     """What a committed chunk holds (rows in input order)."""
 
-    latents: np.ndarray  # (n, n_latent, style_dim) float32
+    latents: np.ndarray  # (n, n_latent, style_dim) float32; (n, iterations, n_latent, style_dim) (--save-iterations)
     files: list[str]  # (n,) input file of each row
     faces: np.ndarray  # (n,) int32 face index, NO_FACE without alignment
     images: list[str]  # (n,) reconstruction path relative to OUTPUT ('' = none written)
@@ -220,26 +231,25 @@ class Layout:
 
     # ---- the end of a run --------------------------------------------------------------------------
     def merge(
-        self, n_chunks: int, latent_shape: tuple[int, int], with_images: bool, unlisted: Sequence[tuple[str, str]] = ()
+        self,
+        n_chunks: int,
+        latent_shape: tuple[int, int],
+        with_images: bool,
+        unlisted: Sequence[tuple[str, str]] = (),
+        iterations: Optional[int] = None,
     ) -> tuple[int, int, list[tuple[str, str]], dict[int, int]]:
         """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, input files
         with at least one row (with --faces all a file gives several), skipped, input files handled per
         process). `unlisted`: (path, reason) of folder entries the listing could
-        not use (broken links, ...); they join the skipped files, all in path order.
+        not use (broken links, ...); they join the skipped files, all in path order. `iterations`: the
+        chunks hold every ReStyle iteration's latents (--save-iterations): latents.npy gets the last,
+        latents_iterations.npy all of them.
 
         Idempotent: a merge killed half-way is finished by running it again.
         """
         metas = [self.read_chunk(j, with_latents=False) for j in range(n_chunks)]
         n = sum(len(m.files) for m in metas)
-        with fileio.replacing(self.root / manifest.LATENTS) as tmp:
-            out = _allocated_memmap(tmp, (n, *latent_shape), self.root / manifest.LATENTS)
-            row = 0
-            for j, m in enumerate(metas):
-                lat = self.read_chunk(j).latents
-                out[row : row + len(lat)] = lat
-                row += len(lat)
-            out.flush()
-            del out  # the memmap is closed before the rename
+        self._merge_latents(n_chunks, (n, *latent_shape), iterations)
         files, names, skipped = [], [], []
         per_process: dict[int, int] = {}
         row = 0
@@ -267,6 +277,27 @@ class Layout:
             fileio.write_text(self.root / manifest.INVERSIONS, "".join(f"{p}\n" for p in names))
         fileio.write_text(self.root / manifest.SKIPPED, manifest.skipped_text(skipped))
         return n, len(set(files)), skipped, per_process
+
+    def _merge_latents(self, n_chunks: int, shape: tuple[int, ...], iterations: Optional[int]) -> None:
+        """latents.npy of `shape` (and latents_iterations.npy with `iterations`), streamed chunk by chunk."""
+        targets = [(manifest.LATENTS, shape)]
+        if iterations:
+            targets.append((manifest.LATENT_ITERATIONS, (shape[0], iterations, *shape[1:])))
+        with contextlib.ExitStack() as stack:
+            outs = [
+                _allocated_memmap(stack.enter_context(fileio.replacing(self.root / name)), full, self.root / name)
+                for name, full in targets
+            ]
+            row = 0
+            for j in range(n_chunks):
+                lat = self.read_chunk(j).latents  # (rows, n_latent, D), or (rows, iterations, n_latent, D)
+                outs[0][row : row + len(lat)] = lat[:, -1] if iterations else lat
+                if iterations:
+                    outs[1][row : row + len(lat)] = lat
+                row += len(lat)
+            for out in outs:
+                out.flush()
+            del outs, out  # the memmaps are closed before the renames
 
     def finish(self, report: dict[str, Any]) -> None:
         """Write report.json last, then drop the chunk state (the final files now hold it all)."""

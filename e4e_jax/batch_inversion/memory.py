@@ -9,6 +9,7 @@ backend, the host's).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -59,16 +60,17 @@ def check_host(
     multiple: int,
     input_hw: tuple[int, int],
     out_hw: Optional[tuple[int, int]],
-    latent_shape: tuple[int, int],
+    latent_shape: tuple[int, ...],
     free: Optional[int] = None,
 ) -> None:
     """UserError if the host buffers of `batch_size` images do not fit (`free`: available bytes, default
     `available_host_bytes`). out_hw: saved reconstructions' (height, width), None without images;
-    `multiple`: the local device count (batch sizes are multiples of it)."""
+    `multiple`: the local device count (batch sizes are multiples of it); latent_shape: one image's latents
+    ((n_latent, 512), or (iterations, n_latent, 512) when every ReStyle iteration is kept)."""
     free = available_host_bytes() if free is None else free
     if free is None:
         return
-    per_image = INPUT_COPIES * input_hw[0] * input_hw[1] * 3 + latent_shape[0] * latent_shape[1] * 4
+    per_image = INPUT_COPIES * input_hw[0] * input_hw[1] * 3 + math.prod(latent_shape) * 4
     if out_hw is not None:
         per_image += OUTPUT_COPIES * out_hw[0] * out_hw[1] * 3
     need = float(per_image) * batch_size

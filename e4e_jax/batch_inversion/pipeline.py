@@ -119,7 +119,7 @@ def latent_shape(model) -> tuple[int, int]:
 
 class ChunkCollector:
     """Gathers results per chunk, names reconstructions, and commits a chunk once every file in it is
-    accounted for and its images are written."""
+    accounted for and its images are written. `latent_shape`: one image's latent rows (`run`'s row_shape)."""
 
     def __init__(
         self,
@@ -212,20 +212,22 @@ def run(
     mesh,
     clock: StageClock,
     decode_pool: Optional[concurrent.futures.Executor] = None,
+    row_shape: Optional[tuple[int, ...]] = None,
     on_commit: Callable[[int], None] = lambda j: None,
     on_first_batch: Callable[[], None] = lambda: None,
     on_progress: Callable[[int], None] = lambda n: None,
     on_skip: Callable[[str, str], None] = lambda path, reason: None,
 ) -> None:
     """Invert `jobs` and commit their chunks (see module doc). `image_format` None: latents only.
-    Callbacks (main thread): on_commit(chunk) after each commit, on_skip(path, reason) for each file
-    that gives no latent, on_progress(files done)."""
+    row_shape: one image's latents as `invert_fn` returns them (default `latent_shape(model)`; ReStyle's
+    --save-iterations: (iterations, n_latent, 512)). Callbacks (main thread): on_commit(chunk) after each
+    commit, on_skip(path, reason) for each file that gives no latent, on_progress(files done)."""
     import jax
 
     from e4e_jax import inversion
 
     collector = ChunkCollector(
-        layout, chunk_sizes, latent_shape(model), known_rows, image_format, on_commit, jax.process_index()
+        layout, chunk_sizes, row_shape or latent_shape(model), known_rows, image_format, on_commit, jax.process_index()
     )
     if image_format is not None:
         layout.images.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ PLAN_KEYS = (
     "align",
     "faces",
     "align_size",
+    "iterations",
+    "save_iterations",
 )
 _LISTING_KEYS = ("n_files", "listing_sha256")
 NAMES_SHOWN = 5  # file names a message lists before "(+N more)"
@@ -68,6 +70,8 @@ def make_plan(opts, files: Sequence[str], batch_size: int, local_devices: int) -
         "align": opts.align,
         "faces": opts.faces if opts.align else None,
         "align_size": opts.align_size if opts.align else None,
+        "iterations": opts.iterations,  # ReStyle: the count used (the bundle's unless --iterations); e4e: None
+        "save_iterations": opts.save_iterations,
     }
 
 

@@ -27,7 +27,10 @@ def add_parser(sub, help_text: str) -> None:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument(
-        "--model", required=True, type=cli_args.path, help="e4e (or stylegan2) bundle whose generator renders the edits"
+        "--model",
+        required=True,
+        type=cli_args.path_text,
+        help="e4e (or stylegan2) bundle whose generator renders the edits",
     )
     p.add_argument(
         "--latents",
@@ -69,6 +72,13 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument("--batch-size", type=cli_args.positive_int, default=8, help="images rendered per step (default 8)")
     p.add_argument(
+        "--tuned",
+        type=cli_args.path,
+        default=None,
+        help="output folder of `e4e-jax tune` for these latents: render each photo (and its edits) with its own "
+        "tuned generator; the edits move the latents as without it",
+    )
+    p.add_argument(
         "--max-grid-rows", type=cli_args.positive_int, default=8, help="images (rows) shown in grid.png (default 8)"
     )
     p.set_defaults(run=run)
@@ -91,5 +101,6 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_grid_rows=args.max_grid_rows,
             overwrite=args.overwrite,
+            tuned=args.tuned,
         )
     )

@@ -27,7 +27,7 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument(
         "--model",
         required=True,
-        type=cli_args.path,
+        type=cli_args.path_text,
         help="e4e bundle directory (python -m tools.convert_weights e4e ...)",
     )
     p.add_argument("--images", type=cli_args.path, default=None, help="folder of the original images")
@@ -47,11 +47,13 @@ def add_parser(sub, help_text: str) -> None:
         type=cli_args.path,
         help="folder for metrics.json (created; must not be or hold an input)",
     )
-    p.add_argument("--lpips", default=None, type=cli_args.path, help="lpips bundle (without it LPIPS is not computed)")
+    p.add_argument(
+        "--lpips", default=None, type=cli_args.path_text, help="lpips bundle (without it LPIPS is not computed)"
+    )
     p.add_argument(
         "--inception",
         default=None,
-        type=cli_args.path,
+        type=cli_args.path_text,
         help="inception bundle for FID (without it FID is not computed)",
     )
     p.add_argument(

@@ -16,7 +16,9 @@ from e4e_jax import choices, cli_args
 DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
 reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
 report.json for files that could not be used. Results are committed every --chunk-size files: after a kill,
---resume finishes the run with the same outputs. Exit status 3 means partial success (some files skipped)."""
+--resume finishes the run with the same outputs. Exit status 3 means partial success (some files skipped).
+A ReStyle bundle (python -m tools.convert_weights restyle ...) refines its latents over --iterations steps
+from the average image; latents.npy holds the last step's, --save-iterations keeps every step's."""
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -28,8 +30,8 @@ def add_parser(sub, help_text: str) -> None:
     p.add_argument(
         "--model",
         required=True,
-        type=cli_args.path,
-        help="e4e bundle directory (python -m tools.convert_weights e4e ...)",
+        type=cli_args.path_text,
+        help="e4e or ReStyle bundle directory (python -m tools.convert_weights e4e|restyle ...)",
     )
     p.add_argument("--images", required=True, type=cli_args.path, help="folder of images (jpg, png, bmp, webp, tif)")
     p.add_argument(
@@ -67,6 +69,18 @@ def add_parser(sub, help_text: str) -> None:
         type=cli_args.positive_int,
         default=None,
         help="save reconstructions downscaled to this width (height keeps the aspect), e.g. 256",
+    )
+    p.add_argument(
+        "--iterations",
+        type=cli_args.positive_int,
+        default=None,
+        help="ReStyle bundles: refinement steps from the average image (default: the bundle's, officially 5)",
+    )
+    p.add_argument(
+        "--save-iterations",
+        action="store_true",
+        help="ReStyle bundles: also write OUTPUT/latents_iterations.npy (N, iterations, n_latent, 512), "
+        "every step's latents",
     )
     p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
     p.add_argument(
@@ -190,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         landmarks=args.landmarks,
         compile_cache="" if args.no_compile_cache else args.compile_cache,
         quiet=args.quiet,
+        iterations=args.iterations,
+        save_iterations=args.save_iterations,
     )
     import concurrent.futures.process
 

@@ -14,7 +14,7 @@ def add_parser(sub, help_text: str) -> None:
         help=help_text,
         description=help_text + ". Writes float32 images (N, H, W, 3) in the generator's raw range (about [-1, 1]).",
     )
-    p.add_argument("--model", required=True, type=cli_args.path, help="stylegan2 (or e4e) bundle directory")
+    p.add_argument("--model", required=True, type=cli_args.path_text, help="stylegan2 (or e4e) bundle directory")
     p.add_argument(
         "--latents", required=True, type=cli_args.path, help=".npy of W (N, 512) or W+ (N, n_latent, 512) codes"
     )
@@ -56,6 +56,12 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
     p.add_argument("--seed", type=cli_args.seed, default=0, help="seed for --noise random (0 to 2**32-1)")
+    p.add_argument(
+        "--tuned",
+        type=cli_args.path,
+        default=None,
+        help="output folder of `e4e-jax tune`: render row i of --latents with photo i's tuned generator",
+    )
     p.set_defaults(run=run)
 
 
@@ -75,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
             modulation=args.modulation,
             dtype=args.dtype,
             seed=args.seed,
+            tuned=args.tuned,
         )
     )

@@ -50,6 +50,7 @@ class EditOptions:
     batch_size: int = 8
     max_grid_rows: int = 8
     overwrite: bool = False
+    tuned: Optional[Path] = None  # an `e4e-jax tune` output: each photo rendered by its tuned generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,7 @@ def edited_latents(opts: EditOptions, latents: np.ndarray, gen_params) -> np.nda
 
 def check_output(opts: EditOptions) -> None:
     """Refuse an --output that is or holds an input, or is a file or not writable."""
-    inputs = [opts.latents, Path(opts.model), opts.interfacegan, opts.ganspace]
+    inputs = [opts.latents, Path(opts.model), opts.interfacegan, opts.ganspace, opts.tuned]
     outdir.refuse_input_overlap(opts.output, inputs, "--output")
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; --output names a folder")
@@ -195,6 +196,22 @@ def _write_files(opts: EditOptions, edits, inversions, edited, lat: Latents) -> 
     save_png(opts.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom), headers=headers))
 
 
+def _render_stream(opts: EditOptions, cfg, variables, stream: np.ndarray, n: int, files):
+    """The images of `stream` ((1 + F) * N codes: the N inversions, then each strength's N edits), in
+    order: by the generator of --model, or with --tuned by each photo's own tuned generator (`files`: the
+    latents' files.txt, checked against the tune output's)."""
+    if opts.tuned is None:
+        yield from generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size)
+        return
+    from e4e_jax.jobs import tuned
+
+    bundles = tuned.tuned_bundles(opts.tuned, n, files)
+    per_photo = stream.reshape(-1, n, *stream.shape[1:]).swapaxes(0, 1)  # (N, 1 + F, n_latent, D)
+    photos = max(1, opts.batch_size // per_photo.shape[1])
+    out = np.concatenate(list(tuned.iter_render(cfg, variables, bundles, per_photo, batch_size=photos)))
+    yield out.swapaxes(0, 1).reshape(-1, *out.shape[2:])
+
+
 def strength_tag(strength: float) -> str:
     """How a strength appears in image names: images/NNNNN_..._s{tag}.png (e.g. +1, -0.5)."""
     return f"{strength:+g}"
@@ -238,7 +255,7 @@ def edit_folder(opts: EditOptions) -> int:
         )
         rendered = []
         with tqdm(total=len(stream), desc="edit", unit="img") as bar:
-            for imgs in generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size):
+            for imgs in _render_stream(opts, cfg, variables, stream, n, [r.path for r in lat.rows]):
                 rendered.append(imgs)
                 bar.update(len(imgs))
                 pause_points.reached(BATCH_POINT)
