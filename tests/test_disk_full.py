@@ -90,3 +90,14 @@ def test_train(tmp_path):
     cmd = fx.e4e_jax("train", "--config", fx.train_config(tmp_path), "--workdir", out)
     _no_room(cmd, tmp_path, 64_000, "checkpoints")
     assert (out / "config.json").is_file() and not fx.temporaries(out)
+
+
+def test_tune(tmp_path):
+    """The first batch's outputs do not fit (the mark and the plan do): one line naming the file; a fresh run
+    that failed before its first commit leaves nothing behind."""
+    from tests.test_tune_cli import make_inputs, tune_argv
+
+    out = tmp_path / "out"
+    cmd = fx.e4e_jax(*tune_argv(make_inputs(tmp_path / "inputs"), out, "--batch-size", "2"))
+    _no_room(cmd, tmp_path, 4000, str(out))
+    assert not out.exists()

@@ -172,16 +172,24 @@ def test_tune_refusals_leave_nothing_behind(tuned, tmp_path, capsys):
     assert cli_main(tune_argv(inputs, tmp_path / "busy")) == 2
     assert "not empty" in capsys.readouterr().err
     assert cli_main([*tune_argv(inputs, tmp_path / "busy"), "--resume"]) == 2
-    assert "no unfinished tune" in capsys.readouterr().err
+    assert "`e4e-jax tune` did not write it" in capsys.readouterr().err  # a folder of others' files (issue 30)
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["mine.txt"]
+    (tmp_path / "fresh").mkdir()  # empty: no run to resume
+    assert cli_main([*tune_argv(inputs, tmp_path / "fresh"), "--resume"]) == 2
+    assert "no unfinished tune" in capsys.readouterr().err
+    assert not any((tmp_path / "fresh").iterdir())
     # An output inside an input.
     assert cli_main(tune_argv(inputs, inputs["inv"] / "sub")) == 2
     assert "overlaps the input" in capsys.readouterr().err
-    # --overwrite replaces only tune's own files.
+    # --overwrite replaces only tune's own files: a folder that also holds the user's is refused (issue 30).
     again = shutil.copytree(out, tmp_path / "again")
     (again / "notes.txt").write_text("mine")
-    assert cli_main([*tune_argv(inputs, again, "--batch-size", "3", "--image-format", "png"), "--overwrite"]) == 0
+    argv = [*tune_argv(inputs, again, "--batch-size", "3", "--image-format", "png"), "--overwrite"]
+    assert cli_main(argv) == 2
+    assert "did not write: notes.txt" in capsys.readouterr().err
     assert (again / "notes.txt").read_text() == "mine"
+    (again / "notes.txt").unlink()
+    assert cli_main(argv) == 0
     assert (again / "metrics.json").read_bytes() == (out / "metrics.json").read_bytes()
 
 
