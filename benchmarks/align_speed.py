@@ -145,8 +145,8 @@ def run_ours(images: Path, output: Path, size: int, workers: int, landmarks: str
 
 def eye_shift(paths: list[Path], landmarks: str | None) -> dict:
     """Eye centres from detection on the reduced copy vs on the full photo (px, % of eye distance)."""
-    from e4e_jax import alignment as al
-    from e4e_jax import ffhq_crop
+    from e4e_jax.inference import alignment as al
+    from e4e_jax.inference import ffhq_crop
 
     ours = al.Aligner(landmarks=landmarks).load()
     full = al.Aligner(landmarks=landmarks, detect_size=None)
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         unpack(Path(landmarks), unpacked)
         landmarks = str(unpacked)
     if landmarks is None:
-        from e4e_jax.alignment import default_landmarks_file
+        from e4e_jax.inference.alignment import default_landmarks_file
 
         predictor = str(default_landmarks_file())
     else:

@@ -101,7 +101,7 @@ def run_one(variant: str, dtype: str, batch: int, iters: int, trace: bool) -> di
 
     from benchmarks.common import time_fn, time_pipelined
     from benchmarks.inversion_profile import INPUT, build, log, profile_calls
-    from e4e_jax import inversion
+    from e4e_jax.inference import inversion
 
     torgb, skip_up, upsample, _, tail = parse_variant(variant)
     apply_variant(torgb, skip_up, tail)

@@ -108,7 +108,7 @@ def _decode_one(path: str) -> int:
 
 
 def _encode_one(seed: int) -> int:
-    from e4e_jax.batch_inversion.workers import encode_image
+    from e4e_jax.jobs.invert.workers import encode_image
 
     img = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), np.uint8)
     img = np.kron(img, np.ones((64, 64, 1), np.uint8))  # smooth-ish 1024² content, like a face
@@ -116,7 +116,7 @@ def _encode_one(seed: int) -> int:
 
 
 def pool_rate(fn, jobs, workers: int) -> float:
-    from e4e_jax.batch_inversion.workers import context
+    from e4e_jax.jobs.invert.workers import context
 
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context()) as pool:
         list(pool.map(fn, jobs[: workers * 2]))  # warm every worker

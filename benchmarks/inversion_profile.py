@@ -42,8 +42,8 @@ def build(dtype: str, fuse: bool, modulation: str = "auto", upsample: str = "aut
     import numpy as np
 
     from e4e_jax.choices import compute_dtype
-    from e4e_jax.generate import resolve_modulation, resolve_upsample
-    from e4e_jax.inversion import E4EModel
+    from e4e_jax.inference.inversion import E4EModel
+    from e4e_jax.inference.render import resolve_modulation, resolve_upsample
     from e4e_jax.models.encoder import Encoder4Editing
     from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config, init_variables
 
@@ -147,7 +147,7 @@ def run_one(dtype: str, fuse: bool, batch: int, iters: int, trace: bool, count_f
     import numpy as np
 
     from benchmarks.common import peak_memory_bytes, time_fn
-    from e4e_jax import inversion
+    from e4e_jax.inference import inversion
 
     log(f"{dtype} fuse={fuse} batch={batch}: building")
     model = build(dtype, fuse)

@@ -117,7 +117,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from benchmarks.common import device_info, emit, time_fn, time_pipelined
-    from e4e_jax import inversion
+    from e4e_jax.inference import inversion
     from tools.convert_weights.__main__ import main as convert_main
 
     print(device_info(), "torch", torch.__version__, flush=True)
@@ -223,9 +223,10 @@ def drift(tmp: Path, args, rng) -> None:
     import torch
     import torchvision
 
-    from e4e_jax import bundle, inversion
+    from e4e_jax.inference import inversion
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.resampling import adaptive_avg_pool2d
+    from e4e_jax.storage import bundle
     from tools.convert_weights.__main__ import main as convert_main
 
     torch.manual_seed(0)

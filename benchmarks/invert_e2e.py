@@ -94,9 +94,9 @@ def make_random_bundle(work: Path) -> Path:
     import jax
     import jax.numpy as jnp
 
-    from e4e_jax import e4e_bundle
     from e4e_jax.models.encoder_types import EncoderConfig
     from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+    from e4e_jax.storage import e4e_bundle
 
     gen_cfg = StyleGAN2Config.rosinality(IMAGE_SIZE)
     enc_cfg = EncoderConfig(mode="e4e", n_styles=gen_cfg.n_latent)

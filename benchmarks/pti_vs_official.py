@@ -1,4 +1,4 @@
-"""Pivotal tuning, photos per minute: the official PTI coach (one photo at a time) vs `e4e_jax.tuning` (a batch
+"""Pivotal tuning, photos per minute: the official PTI coach (one photo at a time) vs `e4e_jax.inference.tuning` (a batch
 of photos in one compiled step), same generator, same photos, same pivots, same LPIPS, on one GPU.
 
 Device command (H100; the defaults end in <= 4 minutes, `--budget-s`):
@@ -180,16 +180,18 @@ def run_ours(args, deadline: float) -> None:
     import jax
     import jax.numpy as jnp
 
-    from e4e_jax import bundle, generate, pti_bundle, sharding, tuning
     from e4e_jax.choices import compute_dtype
+    from e4e_jax.inference import render, tuning
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.stylegan2 import Generator
+    from e4e_jax.runtime import sharding
+    from e4e_jax.storage import bundle, pti_bundle
 
     work = Path(args.workdir)
-    cfg, variables = generate.load_generator(str(work / "bundle"))
+    cfg, variables = render.load_generator(str(work / "bundle"))
     dtype = compute_dtype(args.dtype)
     gen = Generator(
-        cfg, modulation=generate.resolve_modulation("auto"), dtype=dtype, upsample=generate.resolve_upsample("auto")
+        cfg, modulation=render.resolve_modulation("auto"), dtype=dtype, upsample=render.resolve_upsample("auto")
     )
     lpips = LPIPS(dtype=dtype)
     lpips_vars = jax.device_put(bundle.load(work / "lpips", "lpips")[1])  # the official side's LPIPS

@@ -97,9 +97,9 @@ def tiny_bundle(work: Path) -> Path:
     import jax.numpy as jnp
     import numpy as np
 
-    from e4e_jax import e4e_bundle
     from e4e_jax.models.encoder_types import EncoderConfig
     from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+    from e4e_jax.storage import e4e_bundle
 
     gen = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)
     enc = EncoderConfig(mode="e4e", n_styles=gen.n_latent, widths=(16, 32, 64, 128), units=(1, 1, 1, 1))
@@ -193,9 +193,9 @@ def invert_phase(rec: Record, studio, photo: Path, inverts: int) -> None:
 STARTUP_SNIPPET = """
 import sys, time
 t0 = time.perf_counter()
-from e4e_jax import compile_cache
+from e4e_jax.runtime import compile_cache
 compile_cache.enable(sys.argv[2])
-from e4e_jax.editor import Editor
+from e4e_jax.inference.editor import Editor
 e = Editor(sys.argv[1], dtype=sys.argv[3], align=sys.argv[4] == "1")
 print("READY", time.perf_counter() - t0, e.timings.load_s, e.timings.compile_s, flush=True)
 """
@@ -264,7 +264,7 @@ def main() -> None:
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "xla_cache"
-    from e4e_jax import compile_cache
+    from e4e_jax.runtime import compile_cache
 
     compile_cache.enable(cache)
     import jax
@@ -287,7 +287,7 @@ def main() -> None:
 
             model = make_random_bundle(args.work)
         rec.write("bundle", s=round(time.perf_counter() - t0, 3), model=str(model))
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
     from e4e_jax.studio.session import Session, Studio
 
     align = None if not args.no_align else False

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import device_info, emit, time_fn  # noqa: E402
-from e4e_jax import generate  # noqa: E402
+from e4e_jax.inference import render  # noqa: E402
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     rows = []
     for path, up in [(p_, u) for p_ in args.paths for u in args.upsample]:
         for dtype in args.dtypes:
-            synth = generate.make_synthesis_fn(cfg, modulation=path, dtype=dtype, upsample=up)
+            synth = render.make_synthesis_fn(cfg, modulation=path, dtype=dtype, upsample=up)
             for b in args.batches:
                 inputs = [jax.random.normal(jax.random.key(i), (b, cfg.n_latent, cfg.style_dim)) for i in range(3)]
                 rng = jax.random.key(0)
@@ -58,10 +58,10 @@ def main() -> None:
                 print(rows[-1], flush=True)
     # bf16 drift against fp32 on the same inputs (max abs, images in about [-1, 1]).
     ws = jax.random.normal(jax.random.key(7), (4, cfg.n_latent, cfg.style_dim))
-    ref = np.asarray(generate.make_synthesis_fn(cfg, modulation="grouped")(variables, ws, jax.random.key(0)))
+    ref = np.asarray(render.make_synthesis_fn(cfg, modulation="grouped")(variables, ws, jax.random.key(0)))
     for path in args.paths:
         out = np.asarray(
-            generate.make_synthesis_fn(cfg, modulation=path, dtype="bfloat16")(variables, ws, jax.random.key(0))
+            render.make_synthesis_fn(cfg, modulation=path, dtype="bfloat16")(variables, ws, jax.random.key(0))
         )
         print(f"bf16 {path}: max|bf16 - fp32| = {np.abs(out - ref).max():.4f}, mean = {np.abs(out - ref).mean():.5f}")
     emit(rows, args.json)

@@ -28,7 +28,8 @@ def heldout_latents(model_dir: Path, n: int, seed: int = 10_000) -> dict:
     import jax
     import numpy as np
 
-    from e4e_jax import evaluation, inversion
+    from e4e_jax.inference import inversion
+    from e4e_jax.metrics import definitions
     from e4e_jax.models.stylegan2 import Generator
 
     model = inversion.load_e4e(str(model_dir))
@@ -39,14 +40,14 @@ def heldout_latents(model_dir: Path, n: int, seed: int = 10_000) -> dict:
     ws = np.repeat(np.asarray(w)[:, None], cfg.n_latent, axis=1)
     images = model.generator.apply(gen_vars, ws, input_is_latent=True, noise_mode="const")
     if tuple(images.shape[1:3]) != tuple(model.input_hw):  # toy generators already match the encoder input
-        images = evaluation.to_encoder_frame(images, model.input_hw)
+        images = definitions.to_encoder_frame(images, model.input_hw)
     codes = inversion.encode(model, model.variables, images)
     latent_avg = np.asarray(model.variables["latent_avg"]).reshape(-1, ws.shape[-1])[: ws.shape[1]]
     avg = np.broadcast_to(latent_avg, ws.shape)  # the trivial answer, every image -> latent_avg
     return {
-        "latent_recovery_of_latent_avg": float(np.mean(evaluation.latent_distance(avg, ws))),
-        "latent_variation": float(np.mean(evaluation.latent_variation(codes))),
-        "latent_recovery": float(np.mean(evaluation.latent_distance(codes, ws))),
+        "latent_recovery_of_latent_avg": float(np.mean(definitions.latent_distance(avg, ws))),
+        "latent_variation": float(np.mean(definitions.latent_variation(codes))),
+        "latent_recovery": float(np.mean(definitions.latent_distance(codes, ws))),
         "n_heldout": n,
     }
 

@@ -62,12 +62,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     if args.cache_dir:
-        from e4e_jax import compile_cache
+        from e4e_jax.runtime import compile_cache
 
         compile_cache.enable(args.cache_dir)
 
-    from e4e_jax import sharding
     from e4e_jax.data import train_input
+    from e4e_jax.runtime import sharding
     from e4e_jax.training import networks, optim
     from e4e_jax.training.state import init_train_state, param_count
     from e4e_jax.training.step import train_step

@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse, run the command; returns the exit code. The project's own errors (`errors.UserError`)
     become one line and their exit code, Ctrl-C (at any moment) one line and exit 130, any other
-    exception is a bug and keeps its traceback (e4e_jax/interrupts.py, `run_command`)."""
-    from e4e_jax import interrupts
+    exception is a bug and keeps its traceback (e4e_jax/runtime/interrupts.py, `run_command`)."""
+    from e4e_jax.runtime import interrupts
 
     return interrupts.run_command(lambda: build_parser().parse_args(argv), lambda args: args.run(args))
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The process's entry point (the `e4e-jax` console script, `python -m e4e_jax.cli`): `main`, then
     exit with its status, after a Ctrl-C without the interpreter's shutdown."""
-    from e4e_jax import interrupts
+    from e4e_jax.runtime import interrupts
 
     interrupts.entry(main)
 

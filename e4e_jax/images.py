@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from e4e_jax import fileio
+from e4e_jax.storage import fileio
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

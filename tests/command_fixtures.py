@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from e4e_jax import bundle
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle
 from tests import pausing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def run(cmd: list[str], tmp: Path, **extra: str) -> subprocess.CompletedProcess:
 
 
 def stopped_at(cmd: list[str], point: str, tmp: Path, sig: int = signal.SIGINT, k: int = 1) -> tuple[int, str]:
-    """Run `cmd` until it waits at the k-th arrival at the pause point `point` (e4e_jax/pause_points.py),
+    """Run `cmd` until it waits at the k-th arrival at the pause point `point` (e4e_jax/runtime/pause_points.py),
     then send `sig` to its whole process group, as a terminal's Ctrl-C does (or SIGKILL); returns (exit
     status, stderr).
 

@@ -1,6 +1,6 @@
 """A straightforward reference of the FFHQ alignment recipe, step for step as the official code does
 them (NVlabs ffhq-dataset `recreate_aligned_images`, reused by omertov/encoder4editing
-`utils/alignment.py`), written here from the recipe's facts. The tests compare e4e_jax.alignment / ffhq_crop
+`utils/alignment.py`), written here from the recipe's facts. The tests compare e4e_jax.inference.alignment / ffhq_crop
 with it, and benchmarks/align_speed.py times it as "the official recipe".
 
 What it keeps from the official code on purpose: the detector and the landmark model are created

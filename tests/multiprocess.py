@@ -1,7 +1,7 @@
 """Run a command as N JAX processes on this machine (CPU devices, `jax.distributed` on 127.0.0.1).
 
 Each process gets the standard variables (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)
-that `e4e_jax.distributed.initialize` reads, `devices` simulated CPU devices, PYTHONPATH set to the
+that `e4e_jax.runtime.distributed.initialize` reads, `devices` simulated CPU devices, PYTHONPATH set to the
 repository the tests run from, and its own session: whatever happens (timeout, a failed assertion in
 the caller, Ctrl-C), every process group is killed before `launch` returns.
 """

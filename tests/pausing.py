@@ -1,4 +1,4 @@
-"""Stopping a command at a named point (e4e_jax/pause_points.py) and watching its processes, for tests that
+"""Stopping a command at a named point (e4e_jax/runtime/pause_points.py) and watching its processes, for tests that
 kill or interrupt a job at an exact moment: the process waits at the point until released, so no test
 races a timer against the job. Waits here are bounded conditions (generous bounds), never sleeps that
 guess how long the job takes.
@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from e4e_jax import pause_points
+from e4e_jax.runtime import pause_points
 
 POLL_S = 0.05
 

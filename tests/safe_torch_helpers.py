@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e4e_jax.torchfile import PersistentObject
+from e4e_jax.storage.torchfile import PersistentObject
 
 
 def _expected_array(t: torch.Tensor) -> np.ndarray:

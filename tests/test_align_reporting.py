@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from e4e_jax import alignment, manifest
 from e4e_jax.cli import main as cli_main
 from e4e_jax.data import folder
+from e4e_jax.inference import alignment
+from e4e_jax.storage import manifest
 from tests.assets import require
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Face alignment (e4e_jax.alignment, `e4e-jax align`) on real photos, against a straightforward
+"""Face alignment (e4e_jax.inference.alignment, `e4e-jax align`) on real photos, against a straightforward
 reference of the official recipe (tests/ffhq_reference.py).
 
 Angles and positions are measured on landmarks re-detected on the aligned output (the stronger
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import alignment as al
-from e4e_jax import ffhq_crop as crop
+from e4e_jax.inference import alignment as al
+from e4e_jax.inference import ffhq_crop as crop
 from tests import ffhq_reference as ref
 from tests.assets import require
 
@@ -318,7 +318,7 @@ def test_output_stems_do_not_collide():
 
 def test_nothing_else_imports_dlib():
     code = (
-        "import sys, e4e_jax.cli as c, e4e_jax.alignment, e4e_jax.data.folder; c.build_parser(); "
+        "import sys, e4e_jax.cli as c, e4e_jax.inference.alignment, e4e_jax.data.folder; c.build_parser(); "
         "assert 'dlib' not in sys.modules and 'scipy' not in sys.modules"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from e4e_jax import bundle
 from e4e_jax.losses import id_features, id_loss
 from e4e_jax.models.arcface import ArcFace, architecture_of
+from e4e_jax.storage import bundle
 from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.perceptual_refs import (
     ArcFaceBackbone,

@@ -1,5 +1,5 @@
 """`invert --batch-size` is checked against what the machine can hold before anything is allocated
-(e4e_jax/batch_inversion/memory.py): one `error:` line naming a batch size that fits, exit status 2,
+(e4e_jax/jobs/invert/memory.py): one `error:` line naming a batch size that fits, exit status 2,
 nothing written; never a NumPy MemoryError or an XLA allocation abort.
 """
 
@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from e4e_jax.batch_inversion import memory
 from e4e_jax.cli import main as cli_main
 from e4e_jax.errors import UserError
+from e4e_jax.jobs.invert import memory
 from tests import shared_files
 
 
@@ -46,7 +46,8 @@ def test_host_buffers_are_counted_per_image():
 
 
 def test_compiled_step_must_fit_the_devices(small_bundle):
-    from e4e_jax import inversion, sharding
+    from e4e_jax.inference import inversion
+    from e4e_jax.runtime import sharding
 
     model = inversion.load_e4e(str(small_bundle))
     mesh = sharding.data_mesh(jax.local_devices())

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 import pytest
 
-from e4e_jax import bundle
 from e4e_jax.cli import main as cli_main
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN_CFG = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)  # its mapping alone is a 2 MB data file

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from e4e_jax import outdir
+from e4e_jax.storage import outdir
 from tests import command_fixtures as fx
 from tests.assets import E4E_ASSETS
 from tests.test_invert_job import _with_file_size_limit

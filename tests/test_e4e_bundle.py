@@ -1,16 +1,18 @@
-"""The e4e bundle schema (e4e_jax/e4e_bundle.py), the domain geometry (e4e_jax/domains.py) and the one
-latent_avg estimate (e4e_jax/latent_avg.py) that converter and trainer share."""
+"""The e4e bundle schema (e4e_jax/storage/e4e_bundle.py), the domain geometry (e4e_jax/domains.py) and the one
+latent_avg estimate (e4e_jax/models/latent_avg.py) that converter and trainer share."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from e4e_jax import bundle, domains, e4e_bundle, latent_avg
-from e4e_jax.e4e_bundle import E4EArchitecture
+from e4e_jax import domains
+from e4e_jax.models import latent_avg
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
+from e4e_jax.storage import bundle, e4e_bundle
+from e4e_jax.storage.e4e_bundle import E4EArchitecture
 from e4e_jax.training.networks import compute_latent_avg
 
 GEN = StyleGAN2Config(size=8, channels=(16, 16), n_mlp=2)  # 4 codes

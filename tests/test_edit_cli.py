@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import bundle, editing
 from e4e_jax.cli import main as cli_main
+from e4e_jax.inference import editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle
 from tests.assets import E4E_ASSETS, needs_assets
 
 ASSETS = E4E_ASSETS

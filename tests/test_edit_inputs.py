@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from e4e_jax import generate, memory
 from e4e_jax.cli import main as cli_main
 from e4e_jax.errors import UserError
+from e4e_jax.inference import render
+from e4e_jax.runtime import memory
 from tests import tiny_bundles
 from tests.tiny_bundles import GEN_CFG, error_line
 
@@ -112,7 +113,7 @@ def test_a_batch_larger_than_the_data_renders_the_data(g, tmp_path):
 def test_batches_that_cannot_fit_are_refused_before_allocating():
     """The estimate for 10^9 rendered images is far beyond any machine: one message, nothing allocated."""
     with pytest.raises(UserError, match=r"--batch-size 1000000000 \(1000000000 images of 16x16.*pass a smaller"):
-        generate.check_batch_fits(GEN_CFG, 10**9, 10**9)
+        render.check_batch_fits(GEN_CFG, 10**9, 10**9)
     with pytest.raises(UserError, match="needs about 2.0 GiB of memory, more than the 1.0 GiB available; fix it"):
         memory.require_room(2 * 1024**3, "this", "fix it", available=1024**3)
     memory.require_room(1024, "this", "fix it", available=2048)

@@ -1,4 +1,4 @@
-"""Tests of the latent edits (e4e_jax/editing.py): expectations are computed here with numpy from
+"""Tests of the latent edits (e4e_jax/inference/editing.py): expectations are computed here with numpy from
 the published formulas (InterFaceGAN w + αn; GANSpace's official get_delta; SeFa's eigenvectors of
 the column-normalised modulation weights), and on the official direction / PCA files."""
 
@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from e4e_jax import editing
+from e4e_jax.inference import editing
 from tests.assets import require
 
 ATOL = 1e-5

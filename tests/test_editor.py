@@ -1,4 +1,4 @@
-"""The one editing API (`e4e_jax/editor.py`, `e4e_jax/directions.py`) without a page: the combined edit
+"""The one editing API (`e4e_jax/inference/editor.py`, `e4e_jax/inference/directions.py`) without a page: the combined edit
 against the official per-method edits, `e4e-jax edit` computing the same latents, inversion equal to
 `e4e-jax invert --batch-size 1` on a non-face bundle, W encoder bundles, the page's session logic, and
 refusals."""
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import bundle, directions, editing
 from e4e_jax.cli import main as cli_main
 from e4e_jax.errors import UserError
+from e4e_jax.inference import directions, editing
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.stylegan2 import init_variables
+from e4e_jax.storage import bundle
 from tests import tiny_bundles
 from tests.assets import E4E_ASSETS, needs_assets
 from tests.tiny_bundles import ENC_SIZES, GEN_CFG
@@ -106,7 +107,7 @@ def flat(tmp_path_factory):
     photos.mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (300, 200, 3), np.uint8)).save(photos / "noise.png")
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
 
     return root, Editor(root / "flat"), photos
 
@@ -155,7 +156,7 @@ def test_editor_refusals_and_strip(flat):
     l2, lp = editor.distances(editor.prepare(editor.render(w)).pixels, w)
     assert l2 >= 0 and np.isnan(lp)
     tiny_bundles.save_generator(root / "g")
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
 
     with pytest.raises(UserError, match="holds a 'stylegan2' bundle; the editor inverts with one of"):
         Editor(root / "g")
@@ -195,7 +196,7 @@ def test_session_logic_of_the_page(flat, tmp_path):
 
 
 def test_w_encoder_bundles_edit_too(tmp_path):
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
 
     enc = EncoderConfig(mode="w", n_styles=N, input_size=(64, 64), **ENC_SIZES)
     enc_vars = jax.jit(enc.build().init)(jax.random.key(1), jnp.zeros((1, 64, 64, 3)))
@@ -211,9 +212,9 @@ def test_w_encoder_bundles_edit_too(tmp_path):
 
 def test_restyle_bundles_invert_through_the_hook(tmp_path):
     """After the ReStyle branch is merged: a 'restyle' bundle inverts with its last iteration's latents."""
-    restyle = pytest.importorskip("e4e_jax.restyle")
+    restyle = pytest.importorskip("e4e_jax.inference.restyle")
     make = pytest.importorskip("tests.test_restyle").make_restyle_bundle
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
 
     path = make(tmp_path / "r")
     editor = Editor(path)

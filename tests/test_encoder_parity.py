@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle
 from e4e_jax.models.encoder import Encoder4Editing, add_latent_avg
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.resampling import upsample_bilinear_align_corners
+from e4e_jax.storage import bundle
 from tests.official_e4e import save_random_e4e
 from tests.parity import max_err as _err
 from tests.parity import tolerance as _tol  # noqa: E402

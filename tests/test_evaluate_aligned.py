@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import alignment, manifest
 from e4e_jax.cli import main as cli_main
 from e4e_jax.data import folder
+from e4e_jax.inference import alignment
+from e4e_jax.storage import manifest
 from tests import tiny_bundles
 from tests.assets import E4E_ASSETS, needs_assets
 from tests.tiny_bundles import ENC_HW
@@ -63,7 +64,7 @@ def test_every_face_is_scored_and_shown_against_its_own_aligned_crop(e4e, tmp_pa
     crops = [alignment.resize_for_encoder(f.image, ENC_HW) for f in faces]
     assert len(crops) == 2
     # What the decoder fed the encoder is exactly these pixels (the re-alignment is deterministic).
-    from e4e_jax.batch_inversion import align_step
+    from e4e_jax.jobs.invert import align_step
 
     fed = align_step.prepare(str(photo), ENC_HW, alignment.DEFAULT_OUTPUT_SIZE, "all", None)
     assert [k for k, _ in fed] == [0, 1] and all(np.array_equal(px, c) for (_, px), c in zip(fed, crops))

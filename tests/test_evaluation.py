@@ -1,4 +1,4 @@
-"""The paper's metrics (e4e_jax.evaluation) on hand-made inputs: latents, LEC, distortion, encoder frame, report."""
+"""The paper's metrics (e4e_jax.metrics.definitions) on hand-made inputs: latents, LEC, distortion, encoder frame, report."""
 
 import json
 import math
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import evaluation as ev
-from e4e_jax import evaluator
+from e4e_jax.metrics import definitions as ev
+from e4e_jax.metrics import evaluator
 from tests.parity import max_err as _err
 from tests.parity import tolerance as _tol  # noqa: E402
 

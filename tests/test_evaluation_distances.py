@@ -1,4 +1,4 @@
-"""FID and SWD of e4e_jax.evaluation against scipy, pytorch-fid's computation and ProGAN's Laplacian pyramid."""
+"""FID and SWD of e4e_jax.metrics.definitions against scipy, pytorch-fid's computation and ProGAN's Laplacian pyramid."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import scipy.ndimage
 
-from e4e_jax import evaluation as ev
+from e4e_jax.metrics import definitions as ev
 from tests.parity import max_err as _err  # noqa: E402
 
 

@@ -8,7 +8,8 @@ and the report names every image.
 import numpy as np
 import pytest
 
-from e4e_jax import evaluation, evaluator, inversion
+from e4e_jax.inference import inversion
+from e4e_jax.metrics import definitions, evaluator
 from tests.test_hostile_inputs import ENC_HW, models  # noqa: F401 - the tiny bundles fixture
 
 
@@ -39,7 +40,9 @@ def test_batches_accumulate_and_report(models):  # noqa: F811
     # the reconstructions are G(E(x)) in the encoder's frame
     recon = np.asarray(whole.generate(whole.encode(whole.shard(x))))[:3]
     np.testing.assert_allclose(
-        [b["distortion"]["per_image"][n]["l2"] for n in names], np.asarray(evaluation.l2_per_image(x, recon)), rtol=1e-5
+        [b["distortion"]["per_image"][n]["l2"] for n in names],
+        np.asarray(definitions.l2_per_image(x, recon)),
+        rtol=1e-5,
     )
 
 
@@ -49,7 +52,7 @@ def test_given_codes_and_reconstructions_are_used_and_edits_give_lec(models):  #
     n = model.gen_config.n_latent
     direction = np.random.default_rng(2).standard_normal(512).astype(np.float32)
     ev = evaluator.Evaluator(
-        model, recovery_samples=0, batch_size=2, edits=[("d x3", *evaluation.interfacegan_pair(direction, 3.0))]
+        model, recovery_samples=0, batch_size=2, edits=[("d x3", *definitions.interfacegan_pair(direction, 3.0))]
     )
     codes = np.zeros((2, n, 512), np.float32)
     ev.add(x, ["a", "b"], codes, x)  # reconstructions identical to the originals

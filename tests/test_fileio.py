@@ -5,7 +5,7 @@ import fnmatch
 import numpy as np
 import pytest
 
-from e4e_jax import fileio
+from e4e_jax.storage import fileio
 
 
 def test_replacing_renames_on_success_and_removes_on_failure(tmp_path):

@@ -1,6 +1,6 @@
 """Issue 30, group 1: no command replaces or deletes a file it did not write, `--overwrite` or not.
 
-Each command marks the folder it writes into as its own (`.e4e-jax.owner`, e4e_jax/outdir.py) before any
+Each command marks the folder it writes into as its own (`.e4e-jax.owner`, e4e_jax/storage/outdir.py) before any
 output, and refuses, naming the entries, a folder that holds anything else: the user's files (even under
 the names the command uses), another command's output, an output of a version before the mark. The user's
 files are compared byte for byte before and after; a refusal is one `error:` line and exit status 2.
@@ -14,8 +14,8 @@ import signal
 import numpy as np
 import pytest
 
-from e4e_jax import fileio, outdir
 from e4e_jax.cli import main as cli_main
+from e4e_jax.storage import fileio, outdir
 from tests import command_fixtures as fx
 from tools.convert_weights.__main__ import main as convert_main
 
@@ -201,8 +201,8 @@ def test_an_unfinished_invert_of_a_version_before_the_mark_is_resumed(models, tm
     """A run of a version that wrote no mark left its plan (.e4e-invert/plan.json): --resume adopts the
     folder and finishes it; a plain rerun is refused with that hint. A finished old output (no plan) is
     refused with a way on."""
-    from e4e_jax.batch_inversion import job, layout, plan
     from e4e_jax.data import folder
+    from e4e_jax.jobs.invert import job, layout, plan
 
     out = tmp_path / "old"
     opts = job.InvertOptions(model=str(models["e4e"]), images=models["photos"], output=out, batch_size=2)

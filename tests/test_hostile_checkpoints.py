@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e4e_jax.torchfile import CheckpointError, UnsafePickleError, limits, load_checkpoint
+from e4e_jax.storage.torchfile import CheckpointError, UnsafePickleError, limits, load_checkpoint
 
 torch = pytest.importorskip("torch")
 from tools.convert_weights.__main__ import main as convert_main  # noqa: E402
@@ -130,7 +130,7 @@ def test_bombs_are_refused_in_bounded_memory(bombs):
         f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))  # before reading anything
-        from e4e_jax.torchfile import CheckpointError, load_checkpoint
+        from e4e_jax.storage.torchfile import CheckpointError, load_checkpoint
         for path in sys.argv[1:]:
             try:
                 load_checkpoint(path)

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import bundle, outdir
 from e4e_jax.cli import COMMANDS, build_parser
 from e4e_jax.cli import main as cli_main
 from e4e_jax.data import folder
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle, outdir
 
 torch = pytest.importorskip("torch")
 from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator  # noqa: E402

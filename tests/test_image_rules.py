@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import alignment
-from e4e_jax.batch_inversion import job
 from e4e_jax.data import folder
+from e4e_jax.inference import alignment
+from e4e_jax.jobs.invert import job
 
 RNG = np.random.default_rng(7)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle
 from e4e_jax.models.inception import FIDInceptionV3
 from e4e_jax.models.resampling import bilinear_matrix, resize_bilinear
+from e4e_jax.storage import bundle
 from tests.parity import max_err as _err
 from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.inception_ref import FIDInceptionRef

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle
 from e4e_jax.models.inception import FIDInceptionV3
+from e4e_jax.storage import bundle
 from tests.parity import assert_close, max_err
 from tests.refs.perceptual_refs import randomize_
 from tests.torchvision_standin import standin_torchvision

@@ -1,7 +1,7 @@
 """Issue 30, group 4: Ctrl-C at any moment of any command is one line and exit status 130, with no
 traceback (from the command or its worker processes), no crash at exit and nothing half-written.
 
-Each command runs in a subprocess that waits at a named point (e4e_jax/pause_points.py: `command-started`
+Each command runs in a subprocess that waits at a named point (e4e_jax/runtime/pause_points.py: `command-started`
 after the arguments are parsed, a command's own point once its first unit of work is done,
 `write-before-rename` inside an atomic write) until the test sends SIGINT to its whole process group, as a
 terminal does: no timing is involved.
@@ -14,8 +14,9 @@ import signal
 
 import pytest
 
-from e4e_jax import fileio, interrupts, outdir
 from e4e_jax.errors import EXIT_INTERRUPTED
+from e4e_jax.runtime import interrupts
+from e4e_jax.storage import fileio, outdir
 from tests import command_fixtures as fx
 from tests.assets import E4E_ASSETS
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import bundle
 from e4e_jax.cli import main as cli_main
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle
 from tests.assets import E4E_ASSETS
 
 ASSETS = E4E_ASSETS / "images"  # optional here: the official photos join the mixed folder if present
@@ -114,8 +114,8 @@ def test_invert_folder_with_bad_files(e4e_bundle, tmp_path, capsys):
     assert "skipped" in capsys.readouterr().err
 
     # The CLI's latents equal a direct encoder pass on the same preprocessed image.
-    from e4e_jax import inversion
     from e4e_jax.data import folder
+    from e4e_jax.inference import inversion
 
     model = inversion.load_e4e(str(e4e_bundle))
     x = folder.load_image(tmp_path / "in" / "exact256.png", model.input_hw)
@@ -146,7 +146,7 @@ def test_invert_rejects_wrong_bundle_kind(tmp_path, capsys):
 
 
 def test_cars_latent_trim_and_crop(tmp_path):
-    from e4e_jax import inversion
+    from e4e_jax.inference import inversion
 
     path = make_e4e_bundle(tmp_path / "cars", size=16, domain="cars", encoder_sizes=SMALL_ENCODER)
     model = inversion.load_e4e(str(path))
@@ -158,7 +158,7 @@ def test_cars_latent_trim_and_crop(tmp_path):
 
 def test_iter_invert_keeps_order_with_a_batch_in_flight(e4e_bundle):
     """Batches (one empty, one split into chunks) come back in order, each equal to inverting it alone."""
-    from e4e_jax import inversion
+    from e4e_jax.inference import inversion
 
     model = inversion.load_e4e(str(e4e_bundle))
     rng = np.random.default_rng(3)
@@ -178,7 +178,7 @@ def test_iter_invert_keeps_order_with_a_batch_in_flight(e4e_bundle):
 
 
 def test_bf16_model_stores_conv_kernels_cast_with_the_same_result(e4e_bundle):
-    from e4e_jax import inversion
+    from e4e_jax.inference import inversion
 
     model = inversion.load_e4e(str(e4e_bundle), dtype="bfloat16")
     _, stored = bundle.load(e4e_bundle, "e4e")

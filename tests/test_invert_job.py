@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import outdir
 from e4e_jax.cli import main as cli_main
+from e4e_jax.storage import outdir
 from tests import pausing, shared_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,8 +287,8 @@ def test_second_writer_is_refused(small_bundle, photos, tmp_path, capsys):
 
 
 def test_resume_refuses_a_different_run(small_bundle, photos, tmp_path, capsys):
-    from e4e_jax.batch_inversion import job, layout, plan
     from e4e_jax.data import folder
+    from e4e_jax.jobs.invert import job, layout, plan
 
     out = tmp_path / "out"
     opts = job.InvertOptions(model=str(small_bundle), images=photos, output=out, dtype="bfloat16")
@@ -326,9 +326,9 @@ def test_unusable_folder_entries_are_skipped_with_reasons(small_bundle, photos, 
 
 def test_resume_refuses_weights_saved_again(small_bundle, photos, tmp_path, capsys):
     """Same config.json, other weights (the bundle saved again): not the run that was started."""
-    from e4e_jax import bundle
-    from e4e_jax.batch_inversion import job, layout, plan
     from e4e_jax.data import folder
+    from e4e_jax.jobs.invert import job, layout, plan
+    from e4e_jax.storage import bundle
 
     model = tmp_path / "model"
     shutil.copytree(small_bundle, model)

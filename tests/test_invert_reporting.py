@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import alignment, manifest
 from e4e_jax.cli import main as cli_main
+from e4e_jax.inference import alignment
+from e4e_jax.storage import manifest
 from tests import shared_files
 from tests.assets import require
 

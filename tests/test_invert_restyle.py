@@ -1,5 +1,5 @@
 """`e4e-jax invert` on a ReStyle bundle (issue 27, item 3): the batch job runs the bundle's iterations
-(`e4e_jax/inverters.py`), latents.npy holds the last one's, --save-iterations keeps every one's; the rest of
+(`e4e_jax/inference/inverters.py`), latents.npy holds the last one's, --save-iterations keeps every one's; the rest of
 the job (chunks, kill then --resume, plan checks) is the e4e job's. The studio's inversion of a photo is
 `invert --batch-size 1`'s, and `edit` takes the latents.
 
@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import manifest, restyle
 from e4e_jax.cli import main as cli_main
 from e4e_jax.data import folder
+from e4e_jax.inference import restyle
+from e4e_jax.storage import manifest
 from tests import assets, parity, pausing, shared_files, tiny_bundles
 from tests.test_restyle import make_restyle_bundle
 
@@ -222,7 +223,7 @@ def test_iterations_must_be_positive(restyle_model, photos, tmp_path, capsys, va
 def test_studio_inverts_as_invert_at_batch_one_and_edit_takes_the_latents(restyle_model, photos, tmp_path):
     """The editor (the studio's API) and `invert --batch-size 1` take the same kernel (inverters.py): the
     same latent and reconstruction, bit for bit; `edit` on the invert output makes the editor's edit."""
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
 
     one = tmp_path / "one"
     one.mkdir()

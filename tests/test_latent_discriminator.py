@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator, params_from_state_dict
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage.torchfile import load_checkpoint
 from e4e_jax.training import pool, schedule
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle
 from e4e_jax.losses import lpips_loss
 from e4e_jax.models.lpips import LPIPS
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage import bundle
+from e4e_jax.storage.torchfile import load_checkpoint
 from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.perceptual_refs import LPIPSRef, TorchvisionFeatures, e4e_lpips_loss, randomize_
 from tools.convert_weights import lpips as lpips_conv

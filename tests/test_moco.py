@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle
 from e4e_jax.losses import moco_features, moco_loss
 from e4e_jax.models.resnet import ProjectionHead, ResNet, architecture_of
+from e4e_jax.storage import bundle
 from tests.parity import tolerance as _tol  # noqa: E402
 from tests.refs.perceptual_refs import (
     DDPWrapper,

@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import jax, numpy as np
     assert jax.device_count() == 4
-    from e4e_jax import generate, inversion, sharding
+    from e4e_jax.inference import render, inversion
+    from e4e_jax.runtime import sharding
     from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
     from tests.test_invert_cli import make_e4e_bundle
 
@@ -27,8 +28,8 @@ SCRIPT = textwrap.dedent("""
     ws = np.random.default_rng(0).standard_normal((6, cfg.n_latent, 32)).astype(np.float32)
     one = sharding.data_mesh(jax.devices()[:1])
     for m in ("grouped", "activation"):
-        single = np.concatenate(list(generate.iter_synthesize(cfg, v, ws, batch_size=4, modulation=m, mesh=one)))
-        multi = np.concatenate(list(generate.iter_synthesize(cfg, v, ws, batch_size=4, modulation=m)))
+        single = np.concatenate(list(render.iter_synthesize(cfg, v, ws, batch_size=4, modulation=m, mesh=one)))
+        multi = np.concatenate(list(render.iter_synthesize(cfg, v, ws, batch_size=4, modulation=m)))
         assert multi.shape == (6, 16, 16, 3), multi.shape
         np.testing.assert_allclose(multi, single, atol=1e-5)
 

@@ -67,7 +67,7 @@ def test_wheel_has_no_top_level_tools(installed):
         "e4e_jax",
         "e4e_jax_tools",
     }
-    assert "e4e_jax_tools/convert_weights/__main__.py" in names and "e4e_jax/torchfile/reader.py" in names
+    assert "e4e_jax_tools/convert_weights/__main__.py" in names and "e4e_jax/storage/torchfile/reader.py" in names
     assert "e4e-convert = e4e_jax_tools.convert_weights:entry" in entry_points
 
 

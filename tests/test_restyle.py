@@ -1,5 +1,5 @@
 """ReStyle in JAX on toy sizes: the encoder schema, the 'restyle' bundle, and the iterative inference
-(`e4e_jax/restyle.py`): both loop forms, the iteration formula step by step, images modes, sharding.
+(`e4e_jax/inference/restyle.py`): both loop forms, the iteration formula step by step, images modes, sharding.
 Parity with the official code at the official sizes: tests/test_restyle_parity.py."""
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from e4e_jax import bundle, e4e_bundle, generate, restyle, restyle_bundle
-from e4e_jax.e4e_bundle import E4EArchitecture
+from e4e_jax.inference import render, restyle
 from e4e_jax.models import resampling
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig, mode_of
 from e4e_jax.models.resnet import ResNet34Backbone, basic_block_specs
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
-from e4e_jax.restyle_bundle import RestyleArchitecture
+from e4e_jax.storage import bundle, e4e_bundle, restyle_bundle
+from e4e_jax.storage.e4e_bundle import E4EArchitecture
+from e4e_jax.storage.restyle_bundle import RestyleArchitecture
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = dict(widths=(8, 16, 16, 32), units=(1, 1, 1, 1))
@@ -182,12 +183,12 @@ def test_iteration_counts_and_image_modes(toy):
 
 
 def test_its_generator_renders_its_latents(toy):
-    """synthesize / edit read a restyle bundle's generator (generate.load_generator): the last latents render
+    """synthesize / edit read a restyle bundle's generator (render.load_generator): the last latents render
     to the last reconstruction."""
-    cfg, gen_vars = generate.load_generator(toy.source)
+    cfg, gen_vars = render.load_generator(toy.source)
     assert cfg == toy.gen_config
     latents, images = restyle.make_restyle_fn(toy)(toy.variables, _images(toy))
-    rendered = np.concatenate(list(generate.iter_synthesize(cfg, gen_vars, np.asarray(latents[-1]), batch_size=4)))
+    rendered = np.concatenate(list(render.iter_synthesize(cfg, gen_vars, np.asarray(latents[-1]), batch_size=4)))
     np.testing.assert_allclose(rendered, images, atol=1e-4)
 
 
@@ -203,7 +204,8 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from pathlib import Path
     assert jax.device_count() == 2
-    from e4e_jax import restyle, sharding
+    from e4e_jax.inference import restyle
+    from e4e_jax.runtime import sharding
     from tests.test_restyle import make_restyle_bundle
 
     model = restyle.load_restyle(str(make_restyle_bundle(Path({tmp!r}) / "b")))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from e4e_jax import bundle
+from e4e_jax.storage import bundle
 from tests.official_restyle import build_reference, checkpoint_dict, official_opts
 from tools.convert_weights.__main__ import main as convert_main
 

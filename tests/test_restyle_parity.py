@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle, restyle
+from e4e_jax.inference import restyle
+from e4e_jax.storage import bundle
 from tests.official_restyle import build_reference, checkpoint_dict, official_opts
 from tests.parity import assert_close, max_err
 from tests.refs import restyle_encoders as ref

@@ -1,4 +1,4 @@
-"""Tests of e4e_jax/torchfile/ (`load_checkpoint`): the torch-free, code-free checkpoint reader.
+"""Tests of e4e_jax/storage/torchfile/ (`load_checkpoint`): the torch-free, code-free checkpoint reader.
 
 Reference values come from torch itself: files are written with torch.save / pickle and read back
 with torch.load(weights_only=False); the safe reader must give the same values and structure.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax.torchfile import PERSISTENT_MODULE, EasyDict, PersistentObject, load_checkpoint
+from e4e_jax.storage.torchfile import PERSISTENT_MODULE, EasyDict, PersistentObject, load_checkpoint
 from tests.safe_torch_helpers import _expected_array, _install_fake_nvlabs, _persistent_classes, _save, assert_same
 
 

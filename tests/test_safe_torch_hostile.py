@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import torchfile
-from e4e_jax.torchfile import CheckpointError, UnsafePickleError, load_checkpoint
+from e4e_jax.storage import torchfile
+from e4e_jax.storage.torchfile import CheckpointError, UnsafePickleError, load_checkpoint
 from tests.safe_torch_helpers import _install_fake_nvlabs, _persistent_classes, _save, assert_same
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_reader_works_without_torch(tmp_path, good_files, monkeypatch):
         sys.meta_path.insert(0, BlockTorch())
         sys.path.insert(0, {str(REPO)!r})
         import numpy as np
-        from e4e_jax.torchfile import load_checkpoint
+        from e4e_jax.storage.torchfile import load_checkpoint
         arrays = {{}}
         for fmt, path in {[(k, str(v)) for k, v in files.items()]!r}:
             for key, value in load_checkpoint(path).items():
@@ -207,7 +207,7 @@ def test_reader_works_without_torch(tmp_path, good_files, monkeypatch):
 
 
 def test_module_does_not_import_torch():
-    """The reader and every module it is built from (e4e_jax/torchfile/*.py)."""
+    """The reader and every module it is built from (e4e_jax/storage/torchfile/*.py)."""
     here = Path(torchfile.__file__).parent
     names = sorted(p.stem for p in here.glob("*.py"))
     assert {"reader", "containers", "unpickler", "allowlist", "tensors", "dtypes", "objects", "errors"} <= set(names)

@@ -41,8 +41,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def editor(served):
-    from e4e_jax import compile_cache
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
+    from e4e_jax.runtime import compile_cache
 
     compile_cache.enable()
     return Editor(served["model"], directions_dir=served["dirs"])

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from e4e_jax import bundle  # noqa: E402
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config  # noqa: E402
+from e4e_jax.storage import bundle  # noqa: E402
 from tests.parity import assert_close  # noqa: E402
 from tests.refs.rosinality_stylegan2 import Generator as TorchGenerator  # noqa: E402
 from tests.refs.rosinality_stylegan2 import channel_table  # noqa: E402

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from e4e_jax import bundle
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage import bundle
+from e4e_jax.storage.torchfile import load_checkpoint
 from tests.refs import nvlabs_pickle, nvlabs_stylegan2
 from tools.convert_weights.__main__ import main as convert_main
 from tools.convert_weights.stylegan2_nvlabs import convert_nvlabs

@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from e4e_jax import cli, errors, sharding
+from e4e_jax import cli, errors
+from e4e_jax.runtime import sharding
 from e4e_jax.training.loop import train_and_evaluate
 from tests.training_helpers import small_config
 

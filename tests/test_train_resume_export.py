@@ -2,7 +2,7 @@
 uninterrupted run gives (issue 30, item 2): the same bundle, the same final metrics (best_val_loss too),
 metrics.jsonl without duplicated rows, the loss curves, no temporary folder or lock left behind.
 
-Each run is a real CLI process. It is stopped deterministically: the test hook (e4e_jax/pause_points.py)
+Each run is a real CLI process. It is stopped deterministically: the test hook (e4e_jax/runtime/pause_points.py)
 makes it wait at a named point, and the test kills (-9) or interrupts (SIGINT, as Ctrl-C) it only once it
 is there; no timing is involved.
 """
@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import bundle, errors, fileio, outdir
+from e4e_jax import errors
+from e4e_jax.storage import bundle, fileio, outdir
 from e4e_jax.training import finish, loop, loss_curve
 from tests import pausing
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import sharding
 from e4e_jax.configs import tiny
 from e4e_jax.data import epochs, folder, tfds_pipeline, train_input
+from e4e_jax.runtime import sharding
 
 
 @pytest.fixture(scope="module")

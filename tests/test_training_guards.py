@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from e4e_jax import cli, errors, outdir
+from e4e_jax import cli, errors
+from e4e_jax.storage import outdir
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 2

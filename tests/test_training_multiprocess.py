@@ -141,7 +141,7 @@ def test_two_process_run_writes_every_output_once(runs):
     pngs = sorted(p.relative_to(work / "images").as_posix() for p in (work / "images").rglob("*.png"))
     assert pngs == sorted(f"{name.replace('/', '_')}/{s:08d}_0.png" for s, name in grids)
 
-    from e4e_jax import bundle
+    from e4e_jax.storage import bundle
 
     cfg, variables = bundle.load(work / "model", "e4e")
     assert cfg["trained_steps"] == STEPS
@@ -221,9 +221,9 @@ def _rows_worker(data: str) -> None:
     training and test batches built from each process's rows must be the batches one process reads."""
     from jax.experimental import multihost_utils
 
-    from e4e_jax import distributed, sharding
     from e4e_jax.configs import tiny
     from e4e_jax.data import folder, tfds_pipeline, train_input
+    from e4e_jax.runtime import distributed, sharding
 
     assert distributed.initialize() and jax.process_count() == PROCESSES
     by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(PROCESSES)]

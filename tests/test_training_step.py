@@ -47,7 +47,7 @@ def _setup(config):
 
 def _worker_one_vs_many() -> dict:
     """Runs in a subprocess with 8 host devices: 3 steps on a 1-device mesh and on an 8-device mesh."""
-    from e4e_jax import sharding
+    from e4e_jax.runtime import sharding
     from e4e_jax.training.step import train_step
     from tests.training_helpers import small_config, worst_relative_difference
 
@@ -209,8 +209,8 @@ def test_w_mode_trains_one_code_for_every_layer(tmp_path):
     the exported bundle loads back as a W encoder."""
     import ml_collections
 
-    from e4e_jax import inversion
     from e4e_jax.configs import ffhq_w
+    from e4e_jax.inference import inversion
     from e4e_jax.models.w_encoder import SingleStyleCodeEncoder
     from e4e_jax.training import finish
     from e4e_jax.training.state import encoder_variables

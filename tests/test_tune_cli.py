@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e4e_jax import bundle, editing, pti_bundle
 from e4e_jax.cli import main as cli_main
 from e4e_jax.images import to_uint8
+from e4e_jax.inference import editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle, pti_bundle
 from e4e_jax.training.networks import random_loss_network
 from tests.assets import require
 from tests.test_invert_cli import SMALL_ENCODER, make_e4e_bundle

@@ -1,4 +1,4 @@
-"""`e4e-jax tune`: kill -9 at a named point of a run (e4e_jax/pause_points.py, never a timed kill), then
+"""`e4e-jax tune`: kill -9 at a named point of a run (e4e_jax/runtime/pause_points.py, never a timed kill), then
 --resume, gives the outputs of an uninterrupted run.
 
 The runs are subprocesses with one fixed environment (CPU, one device, one compilation cache), so they do
@@ -20,7 +20,8 @@ import jax
 import numpy as np
 import pytest
 
-from e4e_jax import bundle, pause_points, pti_bundle
+from e4e_jax.runtime import pause_points
+from e4e_jax.storage import bundle, pti_bundle
 from tests import pausing
 from tests.test_tune_cli import make_inputs, tune_argv
 

@@ -1,4 +1,4 @@
-"""Pivotal tuning (e4e_jax/tuning.py) on the quickstart-size generator and the real sample photos: photos
+"""Pivotal tuning (e4e_jax/inference/tuning.py) on the quickstart-size generator and the real sample photos: photos
 tuned together equal photos tuned one at a time, a photo under the LPIPS threshold stops changing, tuning
 lowers each photo's LPIPS, and the locality regulariser keeps the images of random latents closer to the
 base generator's. Also the regulariser's geometry and the delta bundles."""
@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from e4e_jax import bundle, pti_bundle, tuning
 from e4e_jax.data import folder
+from e4e_jax.inference import tuning
 from e4e_jax.models.lpips import LPIPS
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle, pti_bundle
 from e4e_jax.training.networks import random_loss_network
 from tests.assets import require
 

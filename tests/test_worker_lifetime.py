@@ -1,4 +1,4 @@
-"""A killed main process leaves nothing running (e4e_jax/worker_pool.py).
+"""A killed main process leaves nothing running (e4e_jax/runtime/worker_pool.py).
 
 `kill -9` of the main `invert` or `align` process alone -- not its process group: what the OOM killer
 does -- ends every process it started (the forkserver, the decoder and writer workers, the resource
@@ -92,7 +92,7 @@ def test_invert_killed_main_process_leaves_nothing_running(small_bundle, photos,
 @pytest.fixture()
 def faces(tmp_path) -> Path:
     pytest.importorskip("dlib", reason="needs the align extra (dlib-bin)")
-    from e4e_jax import alignment
+    from e4e_jax.inference import alignment
 
     try:
         alignment.default_landmarks_file()

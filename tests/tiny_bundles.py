@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax import bundle
 from e4e_jax.models.encoder import Encoder4Editing
 from e4e_jax.models.stylegan2 import StyleGAN2Config, init_variables
+from e4e_jax.storage import bundle
 
 GEN_CFG = StyleGAN2Config(size=16, channels=(16, 16, 8), n_mlp=2)
 ENC_SIZES = dict(widths=(16, 32, 64, 128), units=(1, 1, 1, 1))  # a toy encoder: fast to build

@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from e4e_jax import cli_args, manifest, outdir
-from e4e_jax.cli_args import int_in, non_negative_int, positive_int
+from e4e_jax.commands import cli_args
+from e4e_jax.commands.cli_args import int_in, non_negative_int, positive_int
+from e4e_jax.storage import manifest, outdir
 
 LANDMARKS_DIR = "landmarks"
-# Everything align writes into OUTPUT (e4e_jax/outdir.py): all that --overwrite removes, and all an output
+# Everything align writes into OUTPUT (e4e_jax/storage/outdir.py): all that --overwrite removes, and all an output
 # folder may hold. (An unfinished run of a version before the mark is not adopted: landmark JSONs and PNGs
 # do not prove whose they are.)
 OUTPUTS = outdir.Outputs("align", ("*.png", f"{LANDMARKS_DIR}/*.json", manifest.SKIPPED, manifest.REPORT))
@@ -38,8 +39,8 @@ SUBMIT_AHEAD = 2  # tasks queued per worker: keeps workers busy without reading 
 
 
 def add_parser(sub, help_text: str) -> None:
-    from e4e_jax import alignment
     from e4e_jax.errors import install_hint
+    from e4e_jax.inference import alignment
 
     p = sub.add_parser(
         "align",
@@ -129,7 +130,7 @@ _ALIGNER = None  # this process's Aligner (set by _worker_init, or by run() for 
 
 def _worker_init(settings) -> None:
     global _ALIGNER
-    from e4e_jax import alignment
+    from e4e_jax.inference import alignment
 
     _ALIGNER = alignment.Aligner.from_settings(settings).load()
 
@@ -141,7 +142,8 @@ def align_file(path: str, stem: str, output: str, all_faces: bool) -> dict:
 
     from PIL import Image
 
-    from e4e_jax import alignment, fileio
+    from e4e_jax.inference import alignment
+    from e4e_jax.storage import fileio
 
     out = Path(output)
     record = {"file": path, "outputs": [], "skipped": None}
@@ -221,9 +223,9 @@ def _iter_results(jobs: list[tuple], settings, workers: int):
         return
     import concurrent.futures as cf
 
-    from e4e_jax import worker_pool
+    from e4e_jax.runtime import worker_pool
 
-    # Workers that end with this process, even when it is killed (e4e_jax/worker_pool.py).
+    # Workers that end with this process, even when it is killed (e4e_jax/runtime/worker_pool.py).
     with worker_pool.process_pool(workers, _worker_init, (settings,), preload=(__name__,)) as pool:
         pending: set[cf.Future] = set()
         it = iter(jobs)
@@ -246,9 +248,9 @@ def _iter_results(jobs: list[tuple], settings, workers: int):
 
 def _check(args: argparse.Namespace):
     """Every check before anything is written; returns (photos, unusable folder entries, Aligner)."""
-    from e4e_jax import alignment
     from e4e_jax.data import folder
     from e4e_jax.errors import UserError
+    from e4e_jax.inference import alignment
 
     if not args.images.is_dir():
         raise UserError(f"--images {args.images} is not a folder")
@@ -309,7 +311,8 @@ def _align_photos(jobs: list[tuple], settings, workers: int, results: dict, path
     first photo or None)."""
     from tqdm import tqdm
 
-    from e4e_jax import fileio, pause_points
+    from e4e_jax.runtime import pause_points
+    from e4e_jax.storage import fileio
 
     by_name = {str(p): p for p in paths}
     n_faces = sum(len(r["outputs"]) for r in results.values())
@@ -344,7 +347,7 @@ def _write_report(args, paths, unusable, results, expected, n_resumed, workers, 
     """skipped.txt (the photos skipped and the folder entries that are not photos) and report.json."""
     import json
 
-    from e4e_jax import fileio
+    from e4e_jax.storage import fileio
 
     ordered = [results[p] for p in paths if p in results]
     aligned = [r for r in ordered if r["outputs"]]
@@ -375,8 +378,8 @@ def _write_report(args, paths, unusable, results, expected, n_resumed, workers, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax import fileio
     from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_NOTHING
+    from e4e_jax.storage import fileio
 
     paths, unusable, aligner = _check(args)
     if not paths:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import cli_args
+from e4e_jax.commands import cli_args
 
 # The arguments only; the work is `e4e_jax.jobs.edit.edit_folder`.
 

@@ -2,7 +2,7 @@
 
 Distortion (L2, LPIPS), perceptual quality (FID, SWD), editability (LEC with InterFaceGAN / GANSpace
 edits) and latent-space measures (variation of the W+ codes, E(G(w)) recovery distance); see
-e4e_jax/evaluation.py for the definitions; the run itself is e4e_jax/jobs/evaluate.py. Per-image figures
+e4e_jax/metrics/definitions.py for the definitions; the run itself is e4e_jax/jobs/evaluate.py. Per-image figures
 are keyed by the image's path under the evaluated folder (`#faceK` for a face of an `invert --align` run). Exit status
 (e4e_jax/errors.py): 0 done; 3 done but some files were skipped; 1 nothing could be evaluated; 2 bad
 arguments, model or bundle.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import cli_args
+from e4e_jax.commands import cli_args
 from e4e_jax.errors import UserError
 
 

@@ -1,7 +1,7 @@
 """`e4e-jax invert`: a folder of images → latents.npy, files.txt, inversions/, skipped report.
 
 The job itself (streaming pipeline, chunk commits, resume, several processes) is
-`e4e_jax.batch_inversion`; this module is its command line. Exit status (e4e_jax.errors): 0 every image
+`e4e_jax.jobs.invert`; this module is its command line. Exit status (e4e_jax.errors): 0 every image
 inverted; 3 partial success (some files skipped, see skipped.txt); 1 nothing could be inverted;
 2 bad arguments, model or output folder.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import errno
 
-from e4e_jax import choices, cli_args
+from e4e_jax import choices
+from e4e_jax.commands import cli_args
 
 DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
 reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
@@ -22,9 +23,9 @@ from the average image; latents.npy holds the last step's, --save-iterations kee
 
 
 def add_parser(sub, help_text: str) -> None:
-    from e4e_jax import alignment
-    from e4e_jax.batch_inversion import job, workers
     from e4e_jax.errors import install_hint
+    from e4e_jax.inference import alignment
+    from e4e_jax.jobs.invert import job, workers
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
     p.add_argument(
@@ -175,7 +176,7 @@ _ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, err
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax.batch_inversion import job
+    from e4e_jax.jobs.invert import job
 
     if args.resume and args.overwrite:
         from e4e_jax.errors import UserError

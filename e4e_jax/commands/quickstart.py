@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from e4e_jax import cli_args, manifest
+from e4e_jax.commands import cli_args
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, UserError
+from e4e_jax.storage import manifest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +42,7 @@ SEFA_STRENGTHS = (-6.0, -3.0, 3.0, 6.0)  # steps along the strongest SeFa direct
 # configs/tiny.py's small encoder runs ~10-15 steps/s on 2 CPU cores: the default is a couple of minutes
 # of training, enough for the reconstruction loss to fall several-fold; more steps give better inversions.
 DEFAULT_STEPS = 1000
-# What quickstart writes into WORKDIR (e4e_jax/outdir.py marks the folder as its own).
+# What quickstart writes into WORKDIR (e4e_jax/storage/outdir.py marks the folder as its own).
 OUTPUT_NAMES = (manifest.QUICKSTART_TRAIN_DIR, "heldout", "inversion", "edits", GRID_NAME, METRICS_NAME)
 
 
@@ -77,16 +78,16 @@ def write_heldout_samples(model_dir: Path, out: Path, n: int) -> "np.ndarray":
     import jax
     import numpy as np
 
-    from e4e_jax import generate
     from e4e_jax.images import save_png
+    from e4e_jax.inference import render
     from e4e_jax.models.stylegan2 import Generator
 
-    cfg, variables = generate.load_generator(str(model_dir))
+    cfg, variables = render.load_generator(str(model_dir))
     z = jax.random.normal(jax.random.key(HELDOUT_SEED), (n, cfg.mapping_in_dim))
     w = Generator(cfg).apply(variables, z, method=Generator.map)
     ws = np.repeat(np.asarray(w)[:, None], cfg.n_latent, axis=1)
     out.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(np.concatenate(list(generate.iter_synthesize(cfg, variables, ws)))):
+    for i, img in enumerate(np.concatenate(list(render.iter_synthesize(cfg, variables, ws)))):
         save_png(out / f"sample_{i:03d}.png", img)
     return ws
 
@@ -95,14 +96,14 @@ def latent_metrics(true_ws, inverted_ws) -> dict:
     """Latent recovery ‖E(G(w)) − w‖ (held-out w known exactly) and latent variation of the codes."""
     import numpy as np
 
-    from e4e_jax import evaluation
+    from e4e_jax.metrics import definitions
 
-    rec = np.asarray(evaluation.latent_distance(inverted_ws, true_ws))
-    var = np.asarray(evaluation.latent_variation(inverted_ws))
+    rec = np.asarray(definitions.latent_distance(inverted_ws, true_ws))
+    var = np.asarray(definitions.latent_variation(inverted_ws))
     return {
         "latent_recovery_mean": float(rec.mean()),
         "latent_variation_mean": float(var.mean()),
-        "delta_norm_mean": float(np.asarray(evaluation.delta_norm(inverted_ws)).mean()),
+        "delta_norm_mean": float(np.asarray(definitions.delta_norm(inverted_ws)).mean()),
     }
 
 
@@ -127,14 +128,14 @@ def average_code_l2(model_dir: Path, heldout: Path) -> float:
     """Per-pixel L2 of the trivial inversion: every held-out sample answered by G(latent_avg)."""
     import numpy as np
 
-    from e4e_jax import generate
-    from e4e_jax.bundle import load
     from e4e_jax.data.folder import load_image
+    from e4e_jax.inference import render
+    from e4e_jax.storage.bundle import load
 
-    cfg, gen_vars = generate.load_generator(str(model_dir))
+    cfg, gen_vars = render.load_generator(str(model_dir))
     latent_avg = np.asarray(load(model_dir, "e4e")[1]["latent_avg"], np.float32).reshape(-1, cfg.style_dim)
     ws = np.broadcast_to(latent_avg[: cfg.n_latent], (cfg.n_latent, cfg.style_dim))[None]  # (1, n_latent, D)
-    avg = np.concatenate(list(generate.iter_synthesize(cfg, gen_vars, np.ascontiguousarray(ws))))[0]
+    avg = np.concatenate(list(render.iter_synthesize(cfg, gen_vars, np.ascontiguousarray(ws))))[0]
     files = sorted(heldout.glob("*.png"))
     return float(np.mean([np.mean((load_image(f, avg.shape[:2]) - np.clip(avg, -1, 1)) ** 2) for f in files]))
 
@@ -174,10 +175,11 @@ def what_it_is(size: int) -> str:
 
 def check_heldout_fits(n: int, cfg) -> None:
     """UserError when `n` held-out samples (their z, codes and images, held at once) cannot fit in memory."""
-    from e4e_jax import generate, memory
+    from e4e_jax.inference import render
+    from e4e_jax.runtime import memory
 
     memory.require_room(
-        2 * generate.synthesis_bytes(cfg, n, activations=False),
+        2 * render.synthesis_bytes(cfg, n, activations=False),
         f"--heldout {n} ({n} samples of {cfg.size}x{cfg.size} rendered and inverted)",
         f"pass a smaller --heldout (default {N_HELDOUT})",
     )
@@ -212,9 +214,9 @@ def closing_block(work: Path, size: int, grid_columns: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax import outdir
     from e4e_jax.configs import tiny
     from e4e_jax.models.stylegan2 import StyleGAN2Config
+    from e4e_jax.storage import outdir
 
     gen = {k: v for k, v in tiny.get_config().generator.random_init.items() if k != "seed"}
     check_heldout_fits(args.heldout, StyleGAN2Config(**gen))
@@ -229,10 +231,10 @@ def run(args: argparse.Namespace) -> int:
 def _pipeline(args: argparse.Namespace, work: Path) -> int:
     import numpy as np
 
-    from e4e_jax import fileio, manifest
-    from e4e_jax.batch_inversion import job
     from e4e_jax.configs import tiny
     from e4e_jax.jobs import edit as edit_job
+    from e4e_jax.jobs.invert import job
+    from e4e_jax.storage import fileio, manifest
     from e4e_jax.training import train_and_evaluate
 
     config = tiny.get_config()

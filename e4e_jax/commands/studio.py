@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import choices, cli_args
+from e4e_jax import choices
+from e4e_jax.commands import cli_args
 
 # The arguments only; the work is `e4e_jax.studio.serve`.
 

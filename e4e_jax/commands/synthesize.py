@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import choices, cli_args
+from e4e_jax import choices
+from e4e_jax.commands import cli_args
 
 
 def add_parser(sub, help_text: str) -> None:

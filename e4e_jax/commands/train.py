@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from e4e_jax import cli_args
+from e4e_jax.commands import cli_args
 from e4e_jax.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
 
 FLAG = "config"
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, getattr(args, "config_flags", []))
     except (ValueError, OSError, SyntaxError) as e:
         raise UserError(str(e)) from e
-    from e4e_jax import compile_cache
+    from e4e_jax.runtime import compile_cache
     from e4e_jax.training.loop import NonFiniteLossError, train_and_evaluate
 
     # The training step compiles for seconds to minutes: a second run of the same config loads it instead

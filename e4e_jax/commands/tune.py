@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import choices, cli_args
+from e4e_jax import choices
+from e4e_jax.commands import cli_args
 
 # What an interrupted run keeps, and how to finish it (Ctrl-C: e4e_jax/cli.py).
 RESUME_HINT = "the committed batches are kept: finish with the same command and --resume"
 
 
 def add_parser(sub, help_text: str) -> None:
-    from e4e_jax.batch_inversion import workers
+    from e4e_jax.jobs.invert import workers
 
     p = sub.add_parser(
         "tune",

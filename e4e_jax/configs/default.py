@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.export_bundle = True                 # write an 'e4e' bundle to WORKDIR/model at the end
 
     # ------------------------------------------------------------------ multi-host (README "Training on a
-    # TPU pod / several hosts"; e4e_jax.distributed.initialize). Unset fields fall back to the environment
+    # TPU pod / several hosts"; e4e_jax.runtime.distributed.initialize). Unset fields fall back to the environment
     # (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); nothing set: one process.
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""  # HOST:PORT of process 0

@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax import sharding
 from e4e_jax.data import folder, train_files
 from e4e_jax.data.epochs import log_rows
+from e4e_jax.runtime import sharding
 
 log = logging.getLogger(__name__)
 

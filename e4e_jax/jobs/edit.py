@@ -17,15 +17,17 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import bundle, directions, editing, fileio, generate, manifest, memory, outdir, pause_points
 from e4e_jax.data.folder import Skipped
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
+from e4e_jax.inference import directions, editing, render
 from e4e_jax.jobs import sources
-from e4e_jax.variable_checks import require_finite
+from e4e_jax.runtime import memory, pause_points
+from e4e_jax.storage import bundle, fileio, manifest, outdir
+from e4e_jax.storage.variable_checks import require_finite
 
 GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
-# What edit writes into --output (e4e_jax/outdir.py): all that --overwrite removes there, and all the folder
+# What edit writes into --output (e4e_jax/storage/outdir.py): all that --overwrite removes there, and all the folder
 # may hold. Images are NNNNN[_{source stem}[_face{K}]]_s{strength}.png, strengths always signed
 # (`strength_tag`).
 IMAGE_NAME = "[0-9][0-9][0-9][0-9][0-9]_*s[+-]*.png"
@@ -66,17 +68,17 @@ class Latents:
 def read_latents(path: Path, cfg) -> Latents:
     """The checked W+ latents of an invert folder or a .npy, with the invert folder's rows."""
     if not path.is_dir():
-        return Latents(generate.check_latents(fileio.load_npy(path), cfg, str(path)), [])
+        return Latents(render.check_latents(fileio.load_npy(path), cfg, str(path)), [])
     outdir.refuse_in_use(path, "--latents")
     lat_path = path / manifest.LATENTS
     if not lat_path.is_file():
         raise UserError(f"--latents {path} has no latents.npy; pass an `e4e-jax invert` output folder or a .npy")
     if not (path / manifest.FILES).is_file():  # latents.npy alone: no sources to show
-        return Latents(generate.check_latents(fileio.load_npy(lat_path), cfg, str(lat_path)), [])
+        return Latents(render.check_latents(fileio.load_npy(lat_path), cfg, str(lat_path)), [])
     out = sources.read_invert_output(path, None, "--latents", require_originals=False)
     if out.align_note:
         print(f"note: {out.align_note}", file=sys.stderr)
-    return Latents(generate.check_latents(out.latents, cfg, str(lat_path)), out.rows, out.align)
+    return Latents(render.check_latents(out.latents, cfg, str(lat_path)), out.rows, out.align)
 
 
 def edit_direction(opts: EditOptions, n_latent: int, style_dim: int, gen_params) -> directions.Direction:
@@ -201,7 +203,7 @@ def _render_stream(opts: EditOptions, cfg, variables, stream: np.ndarray, n: int
     order: by the generator of --model, or with --tuned by each photo's own tuned generator (`files`: the
     latents' files.txt, checked against the tune output's)."""
     if opts.tuned is None:
-        yield from generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size)
+        yield from render.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size)
         return
     from e4e_jax.jobs import tuned
 
@@ -236,7 +238,7 @@ def edit_folder(opts: EditOptions) -> int:
     # One writer per folder, which holds nothing but edit's files; removed again if we fail first.
     with outdir.claim(opts.output, "e4e-jax edit", outputs=OUTPUTS):
         check_output_free(opts)
-        cfg, variables = generate.load_generator(opts.model)
+        cfg, variables = render.load_generator(opts.model)
         lat = read_latents(opts.latents, cfg)
         latents = lat.codes
         try:
@@ -247,9 +249,9 @@ def edit_folder(opts: EditOptions) -> int:
         n_f, n = edits.shape[:2]
         # Render inversions (strength-free) and every edit in one stream of batches; check before writing.
         stream = np.concatenate([latents, edits.reshape((-1,) + latents.shape[1:])])
-        generate.check_batch_fits(cfg, opts.batch_size, len(stream))
+        render.check_batch_fits(cfg, opts.batch_size, len(stream))
         memory.require_room(  # every rendered image is held until all are checked, then written
-            generate.synthesis_bytes(cfg, len(stream), activations=False),
+            render.synthesis_bytes(cfg, len(stream), activations=False),
             f"editing {n} latents at {n_f} strengths ({len(stream)} images of {cfg.size}x{cfg.size} held at once)",
             "edit fewer latents at a time (split the .npy) or pass fewer --strengths",
         )

@@ -22,27 +22,19 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import (
-    bundle,
-    compile_cache,
-    editing,
-    evaluation,
-    evaluator,
-    generate,
-    inversion,
-    manifest,
-    outdir,
-    pause_points,
-)
 from e4e_jax.data import folder
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
+from e4e_jax.inference import editing, inversion, render
 from e4e_jax.jobs import sources
-from e4e_jax.variable_checks import require_finite
+from e4e_jax.metrics import definitions, evaluator
+from e4e_jax.runtime import compile_cache, pause_points
+from e4e_jax.storage import bundle, manifest, outdir
+from e4e_jax.storage.variable_checks import require_finite
 
 # A GANSpace edit for LEC: (component, first layer, end layer (exclusive), strength in stds).
 GanspaceEdit = tuple[int, int, int, float]
 METRICS = "metrics.json"
-# What evaluate writes into --output (e4e_jax/outdir.py): a rerun replaces its own metrics.json, never a
+# What evaluate writes into --output (e4e_jax/storage/outdir.py): a rerun replaces its own metrics.json, never a
 # file it did not write.
 OUTPUTS = outdir.Outputs("evaluate", (METRICS,))
 BATCH_POINT = "evaluate-batch-done"  # pause point (pause_points.py)
@@ -73,7 +65,7 @@ class EvaluateOptions:
 
 def inversion_source(opts: EvaluateOptions, n_latent: int, style_dim: int):
     """(the invert output (jobs/sources.py: rows, alignment), its latents (N, n_latent, style_dim) float32,
-    the reconstruction file of each row or None): exactly the files its manifests list (e4e_jax/manifest.py)."""
+    the reconstruction file of each row or None): exactly the files its manifests list (e4e_jax/storage/manifest.py)."""
     out = sources.read_invert_output(opts.inversions, opts.images, "--inversions")
     lat_path, latents = opts.inversions / manifest.LATENTS, out.latents
     if latents.ndim != 3 or latents.shape[1:] != (n_latent, style_dim) or latents.dtype.kind != "f":
@@ -94,7 +86,7 @@ def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[eval
     editing.check_strengths([e[3] for e in opts.ganspace_edits], "--ganspace-edit strength")
     for path in opts.directions:
         d = editing.check_direction(editing.load_interfacegan_direction(path), n_latent, style_dim, str(path))
-        f, inv = evaluation.interfacegan_pair(d, opts.factor)
+        f, inv = definitions.interfacegan_pair(d, opts.factor)
         out.append((f"{Path(path).stem} x{opts.factor:g}", f, inv))
     if bool(opts.ganspace_edits) != (opts.ganspace is not None):
         raise ValueError("--ganspace PCA_FILE and --ganspace-edit IDX,START,END,STRENGTH go together")
@@ -106,7 +98,7 @@ def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[eval
                     f"--ganspace-edit {f'{idx},{start},{end},{strength:g}'!r}: component must be < "
                     f"{pca.comp.shape[0]} and layers 0 <= start < end <= {n_latent}"
                 )
-            f, inv = evaluation.ganspace_pair(pca.comp[idx], float(pca.std[idx]), start, end, strength)
+            f, inv = definitions.ganspace_pair(pca.comp[idx], float(pca.std[idx]), start, end, strength)
             out.append((f"ganspace pc{idx} {start}:{end} {strength:g}", f, inv))
     return out
 
@@ -241,7 +233,7 @@ def _evaluate(opts: EvaluateOptions) -> int:
         print(f"error: no images (jpg, png, bmp, webp, tif) in {opts.inversions or opts.images}", file=sys.stderr)
         return EXIT_NOTHING
     wanted = max(len(rows), opts.num_samples)  # a batch beyond the rows (and E(G(w))'s samples) is padding
-    generate.check_batch_fits(model.gen_config, opts.batch_size, wanted)
+    render.check_batch_fits(model.gen_config, opts.batch_size, wanted)
     ev = evaluator.Evaluator(
         model,
         lpips_variables=lpips_vars,

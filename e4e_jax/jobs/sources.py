@@ -27,9 +27,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import manifest, outdir
 from e4e_jax.data import folder
 from e4e_jax.errors import UserError
+from e4e_jax.storage import manifest, outdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _recorded_report(inv_dir: Path) -> dict:
 
 def _align_settings(inv_dir: Path, report: dict):
     """(settings, note) of an aligned output: those report.json records, else invert's defaults."""
-    from e4e_jax import alignment
+    from e4e_jax.inference import alignment
 
     if manifest.ALIGN_RECORD in report:
         return alignment.settings_from_record(report[manifest.ALIGN_RECORD], str(inv_dir / manifest.REPORT)), None
@@ -115,7 +115,7 @@ def read_invert_output(
     messages). Originals that moved are looked for under `images_dir` (at their path relative to the
     inverted folder, then by name); UserError for a folder that is not an invert output, or (with
     `require_originals`) for an original that cannot be found (else its row keeps the listed path)."""
-    from e4e_jax.fileio import load_npy
+    from e4e_jax.storage.fileio import load_npy
 
     if not inv_dir.is_dir():
         raise UserError(f"{option} {inv_dir} is not a folder; pass the output folder of `e4e-jax invert`")
@@ -153,7 +153,7 @@ def _worker_init(settings) -> None:
     """Re-alignment worker: Ctrl-C is the parent's to handle; one Aligner, loaded once."""
     import signal
 
-    from e4e_jax import alignment
+    from e4e_jax.inference import alignment
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     alignment.worker_init(settings)
@@ -184,7 +184,7 @@ class SourceLoader:
     def __enter__(self) -> "SourceLoader":
         if self.align is None or not self._need:
             return self
-        from e4e_jax import alignment
+        from e4e_jax.inference import alignment
 
         try:
             alignment.Aligner.from_settings(self.align).check(load_landmarks=False)  # dlib + model present
@@ -223,7 +223,7 @@ class SourceLoader:
             return self._pool.submit(_align_file, str(path), max_faces)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         if self._here is None:
-            from e4e_jax import alignment
+            from e4e_jax.inference import alignment
 
             self._here = alignment.Aligner.from_settings(self.align)
         fut.set_result(self._here.align_or_skip(path, max_faces))  # under the lock: one dlib user at a time
@@ -233,7 +233,7 @@ class SourceLoader:
         """The row's source as uint8 (h, w, 3), or a folder.Skipped saying why there is none."""
         if row.face is None:
             return folder.load_pixels(row.path, hw)
-        from e4e_jax import alignment
+        from e4e_jax.inference import alignment
 
         found = self._faces(row.path)
         if isinstance(found, folder.Skipped):
@@ -254,6 +254,6 @@ class SourceLoader:
 
 def _align_file(path: str, max_faces: int):
     """Pool task: the worker's Aligner on one photo (list[AlignedFace] | folder.Skipped)."""
-    from e4e_jax import alignment
+    from e4e_jax.inference import alignment
 
     return alignment.worker_align(path, max_faces)

@@ -17,12 +17,14 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import bundle, fileio, generate, outdir, pause_points
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import save_png
-from e4e_jax.variable_checks import require_finite
+from e4e_jax.inference import render
+from e4e_jax.runtime import pause_points
+from e4e_jax.storage import bundle, fileio, outdir
+from e4e_jax.storage.variable_checks import require_finite
 
-# What synthesize writes into --png (NNNNNN.png; e4e_jax/outdir.py): all that --overwrite removes there, and
+# What synthesize writes into --png (NNNNNN.png; e4e_jax/storage/outdir.py): all that --overwrite removes there, and
 # all the folder may hold.
 PNG_NAME = "[0-9][0-9][0-9][0-9][0-9][0-9].png"
 PNG_OUTPUTS = outdir.Outputs("synthesize", (PNG_NAME,))
@@ -86,7 +88,7 @@ def _batches(opts: SynthesizeOptions, cfg, variables, latents: np.ndarray):
     tuned generator."""
     kw = dict(seed=opts.seed, modulation=opts.modulation, dtype=opts.dtype, noise_mode=opts.noise)
     if opts.tuned is None:
-        yield from generate.iter_synthesize(
+        yield from render.iter_synthesize(
             cfg, variables, latents, batch_size=opts.batch_size, truncation=opts.truncation, **kw
         )
         return
@@ -108,10 +110,10 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
         if opts.png is not None:
             stack.enter_context(outdir.claim(opts.png, "e4e-jax synthesize", outputs=PNG_OUTPUTS, flag="--png"))
         check_outputs_free(opts)
-        cfg, variables = generate.load_generator(opts.model)
-        latents = generate.load_latents(opts.latents, cfg)
+        cfg, variables = render.load_generator(opts.model)
+        latents = render.load_latents(opts.latents, cfg)
         n = latents.shape[0]
-        generate.check_batch_fits(cfg, opts.batch_size, n)
+        render.check_batch_fits(cfg, opts.batch_size, n)
         fileio.remove_stale_temps(opts.output.parent, target=opts.output.name)
         if opts.png is not None and opts.overwrite:
             PNG_OUTPUTS.remove(opts.png)

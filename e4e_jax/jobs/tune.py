@@ -4,8 +4,8 @@ once (the `tune` command).
 Each photo's pivot is its e4e latent; its target is the image that latent came from (jobs/sources.py: the
 photo, or the face's aligned crop of an `invert --align` output) at the generator's resolution (the frame
 e4e's reconstructions show: cars are cropped to their rows). Photos are tuned in batches of
---batch-size, each with its own generator (e4e_jax/tuning.py); after a batch, every photo's tuned
-generator is saved as a bfloat16 delta (e4e_jax/pti_bundle.py) and its reconstruction is rendered with
+--batch-size, each with its own generator (e4e_jax/inference/tuning.py); after a batch, every photo's tuned
+generator is saved as a bfloat16 delta (e4e_jax/storage/pti_bundle.py) and its reconstruction is rendered with
 that saved generator, measured and written, then the batch is committed (jobs/tune_output.py). A kill
 loses at most the batch in flight; `--resume` redoes it and the outputs are those of an uninterrupted
 run. Returns the exit code (e4e_jax/errors.py); bad inputs raise UserError before anything is written.
@@ -21,11 +21,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from e4e_jax import manifest, outdir, pause_points
-from e4e_jax.batch_inversion import layout as invert_layout
-from e4e_jax.batch_inversion import workers
 from e4e_jax.errors import EXIT_OK, UserError
+from e4e_jax.jobs.invert import layout as invert_layout
+from e4e_jax.jobs.invert import workers
 from e4e_jax.jobs.tune_output import METRIC_KEYS, OUTPUTS, BatchResult, TuneOutput, row_names
+from e4e_jax.runtime import pause_points
+from e4e_jax.storage import manifest, outdir
 
 # Plan fields that change the outputs: a --resume with any of them different is refused.
 PLAN_KEYS = (
@@ -92,7 +93,7 @@ class Photos:
 
 
 def pti_config(opts: TuneOptions):
-    from e4e_jax import tuning
+    from e4e_jax.inference import tuning
 
     cfg = tuning.PTIConfig(locality=opts.locality)
     return cfg if opts.steps is None else dataclasses.replace(cfg, max_steps=opts.steps)
@@ -139,9 +140,9 @@ def _say(opts: TuneOptions, msg: str) -> None:
 
 def _check_args(opts: TuneOptions) -> dict[str, Any]:
     """Every check before anything is written; returns what the run needs from its inputs."""
-    from e4e_jax import bundle, e4e_bundle
-    from e4e_jax.batch_inversion.job import reconstruction_hw
     from e4e_jax.domains import cars_rows
+    from e4e_jax.jobs.invert.job import reconstruction_hw
+    from e4e_jax.storage import bundle, e4e_bundle
 
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; choose a folder")
@@ -170,7 +171,7 @@ def _check_args(opts: TuneOptions) -> dict[str, Any]:
 def _plan(opts: TuneOptions, photos: Photos, batch_size: int, local_devices: int) -> dict[str, Any]:
     import hashlib
 
-    from e4e_jax import bundle
+    from e4e_jax.storage import bundle
 
     listing = [r.key for r in photos.rows] + photos.files
     return {
@@ -230,7 +231,7 @@ def tune_folder(opts: TuneOptions) -> int:
     ctx = _check_args(opts)
     import jax
 
-    from e4e_jax import sharding
+    from e4e_jax.runtime import sharding
 
     photos: Photos = ctx["photos"]
     n_dev = len(jax.local_devices())
@@ -280,26 +281,28 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from e4e_jax import bundle, compile_cache, generate, inversion, pti_bundle, sharding, tuning
     from e4e_jax.choices import compute_dtype
+    from e4e_jax.inference import inversion, render, tuning
     from e4e_jax.jobs import sources
     from e4e_jax.models.lpips import LPIPS
     from e4e_jax.models.stylegan2 import Generator
+    from e4e_jax.runtime import compile_cache, sharding
+    from e4e_jax.storage import bundle, pti_bundle
 
     if compile_cache.enable() is None:  # as invert: a resumed or repeated run loads its executables
         _say(opts, f"note: cannot use {compile_cache.default_dir()} as the compilation cache")
     cfg, photos = pti_config(opts), ctx["photos"]
-    gen_cfg, variables = generate.load_generator(opts.model)
+    gen_cfg, variables = render.load_generator(opts.model)
     _, lpips_vars = bundle.load(opts.lpips, "lpips")
-    modulation, dtype = generate.resolve_modulation(opts.modulation), compute_dtype(opts.dtype)
-    gen = Generator(gen_cfg, modulation=modulation, dtype=dtype, upsample=generate.resolve_upsample("auto"))
+    modulation, dtype = render.resolve_modulation(opts.modulation), compute_dtype(opts.dtype)
+    gen = Generator(gen_cfg, modulation=modulation, dtype=dtype, upsample=render.resolve_upsample("auto"))
     lpips = LPIPS(net=ctx["lpips_net"], dtype=dtype)
     devices = jax.local_devices()
     mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
     crop = ctx["crop"]
     runner = tuning.make_runner(gen, lpips, cfg, seed=opts.seed, crop_rows=crop, mesh=mesh)
     render_tuned = tuning.per_photo_renderer(gen, "const", mesh=mesh)
-    render_base = generate.make_synthesis_fn(gen_cfg, modulation=modulation, dtype=opts.dtype, mesh=mesh)
+    render_base = render.make_synthesis_fn(gen_cfg, modulation=modulation, dtype=opts.dtype, mesh=mesh)
     metric = LPIPS(net=ctx["lpips_net"])  # before / after are measured in float32 whatever --dtype
     measure = jax.jit(lambda lv, x, y: tuning.photo_distances(metric, lv, tuning.frame(x, crop), y))
     saved = jax.jit(lambda x: inversion.to_uint8(inversion.resize_output(tuning.frame(x, crop), ctx["out_hw"])))
@@ -346,7 +349,7 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
 
 def _write_batch(opts, out, photos, rows, deltas, images, steps, metrics, gen_cfg, fingerprint) -> BatchResult:
     """Each row's generator bundle and reconstruction (before the batch is committed)."""
-    from e4e_jax import pti_bundle
+    from e4e_jax.storage import pti_bundle
 
     names, gens = [], []
     for i, row in enumerate(rows):

@@ -1,4 +1,4 @@
-"""The output folder of `e4e-jax tune`: invert's layout (names in e4e_jax/manifest.py) plus the tuned
+"""The output folder of `e4e-jax tune`: invert's layout (names in e4e_jax/storage/manifest.py) plus the tuned
 generators, written batch by batch and merged at the end.
 
     OUTPUT/files.txt, faces.txt   the photos (as the invert output lists them)
@@ -25,9 +25,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import fileio, manifest, outdir
-from e4e_jax.batch_inversion import layout as invert_layout
 from e4e_jax.errors import UserError
+from e4e_jax.jobs.invert import layout as invert_layout
+from e4e_jax.storage import fileio, manifest, outdir
 
 STATE_DIR = ".e4e-tune"
 PLAN_NAME = "plan.json"
@@ -42,7 +42,7 @@ FINAL_FILES = (
     manifest.REPORT,
 )
 _ROW = "[0-9]" * 5  # the start of every reconstruction's and generator's name ({row:05d}_{stem})
-# Everything tune writes into OUTPUT (e4e_jax/outdir.py): all that --overwrite removes, and all an output
+# Everything tune writes into OUTPUT (e4e_jax/storage/outdir.py): all that --overwrite removes, and all an output
 # folder may hold.
 OUTPUTS = outdir.Outputs(
     "tune",

@@ -1,6 +1,6 @@
 """Rendering with the tuned generators of an `e4e-jax tune` output (`edit --tuned`, `synthesize --tuned`):
 photo i's codes are rendered by its own generator, the base generator plus its saved delta
-(e4e_jax/pti_bundle.py). Edits are applied to the latents as without --tuned; only the generator that
+(e4e_jax/storage/pti_bundle.py). Edits are applied to the latents as without --tuned; only the generator that
 renders them changes.
 """
 
@@ -18,7 +18,7 @@ def tuned_bundles(folder: Path, n_rows: int, listed: Optional[Sequence[str]] = N
     """The generator bundle of each of `n_rows` latent rows from the tune output `folder`; UserError
     unless it holds exactly one per row (and, given the latents' files.txt lines `listed`, for the
     same photos in the same order)."""
-    from e4e_jax import pti_bundle
+    from e4e_jax.storage import pti_bundle
 
     files, bundles = pti_bundle.tuned_generators(folder)
     if len(bundles) != n_rows:
@@ -52,15 +52,17 @@ def iter_render(
     been made against this base (BundleError naming it otherwise)."""
     import jax
 
-    from e4e_jax import generate, pti_bundle, sharding, tuning
     from e4e_jax.choices import compute_dtype
+    from e4e_jax.inference import render, tuning
     from e4e_jax.models.stylegan2 import Generator
+    from e4e_jax.runtime import sharding
+    from e4e_jax.storage import pti_bundle
 
     gen = Generator(
         cfg,
-        modulation=generate.resolve_modulation(modulation),
+        modulation=render.resolve_modulation(modulation),
         dtype=compute_dtype(dtype),
-        upsample=generate.resolve_upsample("auto"),
+        upsample=render.resolve_upsample("auto"),
     )
     render = tuning.per_photo_renderer(gen, noise_mode, truncation)
     base = variables["params"]["synthesis"]

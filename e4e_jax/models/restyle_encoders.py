@@ -8,7 +8,7 @@ style is read from the backbone's last feature map (H/16: 16x16 for a 256x256 in
     ResNetProgressiveBackboneEncoder      'restyle_e4e_resnet'  ResNet-34    w_0 + Δ_i
 
 The input has opts.input_nc channels: 6 for ReStyle, the image and the current reconstruction concatenated
-on the channel axis in that order (e4e_jax/restyle.py runs the iterations). Every style is a
+on the channel axis in that order (e4e_jax/inference/restyle.py runs the iterations). Every style is a
 GradualStyleBlock(512, 512, 16) (four stride-2 3x3 convs + LeakyReLU(0.01), then EqualLinear), so a cars
 input (192x256, map 12x16) reaches 1x1 as well. latent_avg (first iteration) or the previous latent (later
 ones) is added outside, as official pSp.forward / e4e.forward do.

@@ -1,4 +1,4 @@
-"""`e4e-jax studio`: an interactive editing page over the one editing API (`e4e_jax.editor.Editor`).
+"""`e4e-jax studio`: an interactive editing page over the one editing API (`e4e_jax.inference.editor.Editor`).
 
     serve(StudioOptions(model=...))    # checks, compiles every shape once, then serves until Ctrl-C
 
@@ -54,7 +54,7 @@ def import_gradio():
 
 def check(opts: StudioOptions) -> None:
     """Every check that needs no weights: the folders and the bundles' kinds."""
-    from e4e_jax import bundle
+    from e4e_jax.storage import bundle
 
     for option, folder in (("--images", opts.images), ("--directions", opts.directions)):
         if folder is not None and not Path(folder).is_dir():
@@ -68,8 +68,8 @@ def serve(opts: StudioOptions) -> int:
     """Check, build the Editor (compiling every shape), then serve the page until interrupted."""
     check(opts)
     import_gradio()
-    from e4e_jax import compile_cache
-    from e4e_jax.editor import Editor
+    from e4e_jax.inference.editor import Editor
+    from e4e_jax.runtime import compile_cache
     from e4e_jax.studio import app
     from e4e_jax.studio.session import Studio
 

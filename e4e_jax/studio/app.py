@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from e4e_jax import directions
 from e4e_jax.errors import UserError
+from e4e_jax.inference import directions
 from e4e_jax.studio import preview
 from e4e_jax.studio.session import CUSTOM, Session, Studio
 

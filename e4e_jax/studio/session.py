@@ -19,11 +19,12 @@ from typing import Optional
 
 import numpy as np
 
-from e4e_jax import directions, fileio, generate
 from e4e_jax.data import folder
-from e4e_jax.editor import Editor
 from e4e_jax.errors import UserError
 from e4e_jax.images import save_png
+from e4e_jax.inference import directions, render
+from e4e_jax.inference.editor import Editor
+from e4e_jax.storage import fileio
 from e4e_jax.studio import preview
 
 CUSTOM = "custom"  # the name of the direction a tab uploads
@@ -152,7 +153,7 @@ class Studio:
     def api_edit(self, latent_path: str | Path, name: str, strength: float) -> np.ndarray:
         """/edit: (a latent .npy of one code, a direction name, an official strength) -> full-size image."""
         e = self.editor
-        latents = generate.check_latents(fileio.load_npy(latent_path), e.model.gen_config, Path(latent_path).name)
+        latents = render.check_latents(fileio.load_npy(latent_path), e.model.gen_config, Path(latent_path).name)
         if latents.shape[0] != 1:
             raise UserError(f"{Path(latent_path).name} holds {latents.shape[0]} latents; /edit takes one")
         return e.render(e.edit(latents[0], {name: float(strength)}))

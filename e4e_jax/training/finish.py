@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from e4e_jax import e4e_bundle, fileio, pause_points
+from e4e_jax.runtime import pause_points
+from e4e_jax.storage import e4e_bundle, fileio
 from e4e_jax.training import loss_curve, writers
 from e4e_jax.training.resume import FINAL_METRICS, RunRecord
 from e4e_jax.training.state import TrainState, encoder_variables, fingerprint
@@ -42,7 +43,7 @@ def check_replicas_agree(digest: str) -> None:
 
 
 def export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Path]:
-    """Write an 'e4e' bundle (e4e_jax/e4e_bundle.py, as the converter's) of the trained encoder."""
+    """Write an 'e4e' bundle (e4e_jax/storage/e4e_bundle.py, as the converter's) of the trained encoder."""
     if run.encoder_config is None:
         log.info(
             "encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",

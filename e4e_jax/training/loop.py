@@ -12,7 +12,7 @@ finish.py) an 'e4e' bundle of the trained encoder (+ generator, latent_avg) is w
 WORKDIR/final_metrics.json; `--resume` of a run killed after its last checkpoint writes them from it.
 
 Before any work: the config is validated (`config_rules.validate`), the process group is joined
-(`config.distributed`, e4e_jax.distributed), a batch no device could hold and a training folder without a
+(`config.distributed`, e4e_jax.runtime.distributed), a batch no device could hold and a training folder without a
 readable image are refused, and WORKDIR is locked (`outdir.lock`, held by process 0 for the whole run;
 every process learns the outcome, so a refused run stops everywhere with one message). Before the first
 step, the jitted steps are compiled, said with an estimate and the time taken (training/precompile.py),
@@ -44,8 +44,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from e4e_jax import bundle, distributed, errors, fileio, orbax_errors, outdir, pause_points, sharding
+from e4e_jax import errors
 from e4e_jax.data import train_files, train_input
+from e4e_jax.runtime import distributed, pause_points, sharding
+from e4e_jax.storage import bundle, fileio, orbax_errors, outdir
 from e4e_jax.training import checkpoint, config_rules, finish, loss_curve, networks, optim, precompile, writers
 from e4e_jax.training import resume as resume_lib
 from e4e_jax.training.state import (
@@ -84,7 +86,7 @@ class NothingToTrain(errors.UserError):
 
 
 def join_process_group(config) -> bool:
-    """e4e_jax.distributed.initialize from `config.distributed` (a ConfigDict of coordinator_address,
+    """e4e_jax.runtime.distributed.initialize from `config.distributed` (a ConfigDict of coordinator_address,
     num_processes, process_id, auto; a bare bool, as configs before it had, means `auto`). True when
     running multi-process."""
     d = config.get("distributed", False)
@@ -95,7 +97,7 @@ def join_process_group(config) -> bool:
     )
 
 
-# Everything train writes into WORKDIR (e4e_jax/outdir.py): all the folder may hold. A run of a version
+# Everything train writes into WORKDIR (e4e_jax/storage/outdir.py): all the folder may hold. A run of a version
 # before the mark (its orbax checkpoints) is adopted by --resume.
 OUTPUTS = outdir.Outputs(
     "train",
@@ -324,7 +326,7 @@ def _check_mesh(config, mesh) -> None:
 def _fresh_state(prep: _Prepared, config, mesh) -> TrainState:
     enc_vars = prep.run.init_encoder_variables
     if enc_vars is None and config.encoder.backbone_init_bundle:
-        from e4e_jax import bundle
+        from e4e_jax.storage import bundle
 
         fresh = jax.jit(lambda: encoder_variables(prep.init_fn()))()
         enc_vars = networks.backbone_from_arcface(

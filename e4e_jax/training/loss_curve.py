@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 
 from PIL import Image, ImageDraw, ImageFont
 
-from e4e_jax import fileio
+from e4e_jax.storage import fileio
 
 FILE_NAME = "loss_curve.png"
 MAX_PANELS = 12  # the most loss terms drawn (the total loss first, then the others by name)

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from e4e_jax import latent_avg
 from e4e_jax import losses as losses_lib
 from e4e_jax.choices import compute_dtype
-from e4e_jax.generate import resolve_upsample
+from e4e_jax.inference.render import resolve_upsample
+from e4e_jax.models import latent_avg
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.latent_discriminator import LatentCodesDiscriminator
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
@@ -79,15 +79,15 @@ def load_generator(config) -> tuple[StyleGAN2Config, dict]:
         return cfg, jax.tree.map(np.asarray, variables)
     if not config.generator.bundle:
         raise _bundle_error("generator.bundle", "stylegan2", "no generator given")
-    from e4e_jax import generate
+    from e4e_jax.inference import render
 
-    return generate.load_generator(config.generator.bundle)
+    return render.load_generator(config.generator.bundle)
 
 
 def compute_latent_avg(gen_cfg: StyleGAN2Config, gen_vars, n_styles: int) -> np.ndarray:
     """(n_styles, D) latent_avg: the generator's stored w_avg if set, else the mean of mapped N(0, I) codes
     (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples; the converters'
-    estimate, e4e_jax/latent_avg.py), repeated per layer."""
+    estimate, e4e_jax/models/latent_avg.py), repeated per layer."""
     w_avg = np.asarray(gen_vars.get("buffers", {}).get("w_avg", 0.0))
     if w_avg.ndim == 1 and np.any(w_avg != 0):
         mean = w_avg
@@ -97,7 +97,7 @@ def compute_latent_avg(gen_cfg: StyleGAN2Config, gen_vars, n_styles: int) -> np.
 
 
 def _load_bundle(path: str, kind: str, key: str) -> dict:
-    from e4e_jax import bundle
+    from e4e_jax.storage import bundle
 
     if not path:
         raise _bundle_error(key, kind, "a loss uses this network but no bundle is given")
@@ -160,7 +160,7 @@ def build_losses(config, dtype) -> tuple[dict, dict, dict]:
 
 
 def _initial_encoder_variables(config, n_styles: int) -> dict | None:
-    from e4e_jax import e4e_bundle
+    from e4e_jax.storage import e4e_bundle
 
     if config.encoder.init_bundle:
         arch, variables, _ = e4e_bundle.load(config.encoder.init_bundle)

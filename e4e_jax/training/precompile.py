@@ -26,7 +26,8 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from e4e_jax import compile_cache, distributed, errors, sharding
+from e4e_jax import errors
+from e4e_jax.runtime import compile_cache, distributed, sharding
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from e4e_jax import errors, fileio
+from e4e_jax import errors
+from e4e_jax.storage import fileio
 from e4e_jax.training import checkpoint, config_rules
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from e4e_jax import fileio
+from e4e_jax.storage import fileio
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import importlib
 import os
 from pathlib import Path
 
-from e4e_jax import cli_args
+from e4e_jax.commands import cli_args
 from e4e_jax.errors import EXIT_OK, UserError
-from e4e_jax.latent_avg import W_AVG_SAMPLES
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES
-from e4e_jax.restyle_bundle import DEFAULT_ITERATIONS
+from e4e_jax.models.latent_avg import W_AVG_SAMPLES
+from e4e_jax.storage.restyle_bundle import DEFAULT_ITERATIONS
 
 from . import CONVERTER_VERSION
 
@@ -85,7 +85,9 @@ CONVERTERS = {
 }
 
 
-LOADED_POINT = "convert-loaded"  # pause point (e4e_jax/pause_points.py): the checkpoint is read, nothing written
+LOADED_POINT = (
+    "convert-loaded"  # pause point (e4e_jax/runtime/pause_points.py): the checkpoint is read, nothing written
+)
 # As the user typed it: from the repository, or the console script of the installed e4e_jax_tools package.
 PROG = "python -m tools.convert_weights" if __package__ == "tools.convert_weights" else "e4e-convert"
 
@@ -160,14 +162,15 @@ def check_sources(sources: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Convert; the project's errors (bad files, options, --out) become one line `error: ...`, exit 2;
-    Ctrl-C at any moment one line, exit 130 (e4e_jax/interrupts.py)."""
-    from e4e_jax import interrupts
+    Ctrl-C at any moment one line, exit 130 (e4e_jax/runtime/interrupts.py)."""
+    from e4e_jax.runtime import interrupts
 
     return interrupts.run_command(lambda: build_parser().parse_args(argv), run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from e4e_jax import bundle, outdir, pause_points
+    from e4e_jax.runtime import pause_points
+    from e4e_jax.storage import bundle, outdir
 
     options = parse_options(args.kind, args.option)
     check_sources(args.sources)

@@ -8,7 +8,7 @@
              --option latent_avg_samples=N (when the checkpoint has no latent_avg)
 
 A checkpoint is `torch.save({'state_dict': {'encoder.*', 'decoder.*'}, 'latent_avg': (n_styles, 512),
-'opts': {...}})`. The bundle (kind 'e4e', schema e4e_jax/e4e_bundle.py) holds
+'opts': {...}})`. The bundle (kind 'e4e', schema e4e_jax/storage/e4e_bundle.py) holds
     variables = {'encoder': {'params', 'batch_stats'}, 'generator': <stylegan2 variables>,
                  'latent_avg': (n_styles, 512)}.
 
@@ -33,12 +33,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from e4e_jax import domains
-from e4e_jax.e4e_bundle import E4EArchitecture
-from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
 from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
+from e4e_jax.models.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
 from e4e_jax.models.stylegan2 import StyleGAN2Config
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage.e4e_bundle import E4EArchitecture
+from e4e_jax.storage.torchfile import load_checkpoint
 
 from .irse import detect_backbone, irse_to_variables
 from .state_dicts import KeyTracker, conv, equal_linear, mean_w_rows

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from e4e_jax.models.lpips import CHANNELS, SCALE, SHIFT, conv_indices
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage.torchfile import load_checkpoint
 
 from .state_dicts import KeyTracker, conv
 

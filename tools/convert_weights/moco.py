@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from e4e_jax.models.resnet import EXPANSION, STEM_KERNEL, STEM_WIDTH, stage_width
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage.torchfile import load_checkpoint
 
 from .state_dicts import KeyTracker, batch_norm, conv, dense, single_source
 

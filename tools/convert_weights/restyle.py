@@ -10,7 +10,7 @@ A checkpoint is what the official coaches save: {'state_dict': {'encoder.*', 'de
 discriminator's state: ignored). `opts` decide the encoder class (encoder_type), and are checked against the
 weights: input_nc (6: the image and the current reconstruction), output_size (the decoder; n_styles =
 2·log2(output_size) − 2); dataset_type gives the domain and the encoder's input size (cars 192x256).
-The bundle (kind 'restyle', schema e4e_jax/restyle_bundle.py) holds
+The bundle (kind 'restyle', schema e4e_jax/storage/restyle_bundle.py) holds
     variables = {'encoder': {'params', 'batch_stats'}, 'generator': <stylegan2 variables>,
                  'latent_avg': (n_styles, 512)}.
 
@@ -45,8 +45,8 @@ from e4e_jax.models.restyle_encoders import (
     STYLE_SPATIAL,
 )
 from e4e_jax.models.stylegan2 import StyleGAN2Config
-from e4e_jax.restyle_bundle import DEFAULT_ITERATIONS, RestyleArchitecture
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage.restyle_bundle import DEFAULT_ITERATIONS, RestyleArchitecture
+from e4e_jax.storage.torchfile import load_checkpoint
 
 from .irse import detect_backbone, irse_to_variables
 from .state_dicts import KeyTracker, batch_norm, conv, equal_linear, jsonable_opts, mean_w_rows

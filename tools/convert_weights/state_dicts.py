@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from e4e_jax.torchfile import load_checkpoint, short_repr
-from e4e_jax.variable_checks import require_finite
+from e4e_jax.storage.torchfile import load_checkpoint, short_repr
+from e4e_jax.storage.variable_checks import require_finite
 
 
 class KeyTracker:

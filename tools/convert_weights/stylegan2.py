@@ -14,9 +14,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from e4e_jax.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w
+from e4e_jax.models.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w
 from e4e_jax.models.stylegan2 import BLUR_KERNEL, StyleGAN2Config, noise_resolution
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.storage.torchfile import load_checkpoint
 
 from .state_dicts import KeyTracker, mean_w_rows
 from .stylegan2_nvlabs import convert_nvlabs
@@ -63,7 +63,7 @@ def rosinality_to_variables(
 
     Returns (architecture: StyleGAN2Config.to_dict(), variables). `buffers/w_avg` is the first row of
     `latent_avg` when given ((D,), (1, D) or (n, D): `mean_w_rows`), else zeros (the caller fills it:
-    `e4e_jax.latent_avg.mean_w`).
+    `e4e_jax.models.latent_avg.mean_w`).
     """
     keys = KeyTracker(state, prefix, source)
     if not keys.state:

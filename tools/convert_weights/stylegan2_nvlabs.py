@@ -1,6 +1,6 @@
 """NVlabs stylegan2-ada-pytorch network pickles (`network-snapshot-*.pkl`) -> our StyleGAN2 generator.
 
-Reads `G_ema` as rebuilt by `e4e_jax.torchfile.load_checkpoint` (a `PersistentObject` tree; no code from the
+Reads `G_ema` as rebuilt by `e4e_jax.storage.torchfile.load_checkpoint` (a `PersistentObject` tree; no code from the
 pickle is run), takes the hyper-parameters from its constructor kwargs and maps its parameters and
 buffers onto the layout of docs/params_layout.md:
 
@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from e4e_jax.models.stylegan2 import BLUR_KERNEL
-from e4e_jax.torchfile import CheckpointError, PersistentObject
+from e4e_jax.storage.torchfile import CheckpointError, PersistentObject
 
 from .state_dicts import KeyTracker
 
@@ -206,7 +206,7 @@ def _noise(keys: KeyTracker, name: str, r: int) -> np.ndarray:
 
 
 def convert_nvlabs(obj: Mapping[str, Any], path: Path) -> tuple[dict, dict]:
-    """Map an NVlabs network pickle (as returned by `e4e_jax.torchfile.load_checkpoint`) onto our generator.
+    """Map an NVlabs network pickle (as returned by `e4e_jax.storage.torchfile.load_checkpoint`) onto our generator.
 
     Args:
       obj: {'G', 'D', 'G_ema', 'training_set_kwargs', 'augment_pipe'}; only G_ema is read.

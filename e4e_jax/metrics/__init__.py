@@ -1,0 +1,1 @@
+"""The paper's metric definitions (definitions) and their accumulation over batches (evaluator)."""
