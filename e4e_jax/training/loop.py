@@ -6,8 +6,9 @@ periodic actions of the official coach: scalars every `board_interval`, an image
 `image_interval`, validation every `val_interval` and at the end, a checkpoint every `save_interval` and
 at the end. A checkpoint is only written after the losses of every step up to it were found finite, so
 a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint intact. At the end an
-'e4e' bundle of the trained encoder (+ generator, latent_avg) is written to WORKDIR/model (for
-`e4e-jax invert`) and the final metrics to WORKDIR/final_metrics.json.
+'e4e' bundle of the trained encoder (+ generator, latent_avg; a 'restyle' bundle for a ReStyle encoder,
+training/export.py) is written to WORKDIR/model (for `e4e-jax invert`) and the final metrics to
+WORKDIR/final_metrics.json.
 
 Before any work: the config is validated (`config_rules.validate`), the process group is joined
 (`config.distributed`, e4e_jax.distributed), and WORKDIR is locked (`outdir.lock`, held by process 0 for
@@ -38,8 +39,9 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from e4e_jax import distributed, e4e_bundle, errors, fileio, outdir, sharding
+from e4e_jax import distributed, errors, fileio, outdir, sharding
 from e4e_jax.training import checkpoint, config_rules, networks, optim, writers
+from e4e_jax.training.export import export_bundle as _export_bundle
 from e4e_jax.training.state import (
     TrainState,
     abstract_state,
@@ -161,37 +163,6 @@ def _evaluate(eval_fn, state, frozen, batches) -> dict[str, float]:
     return {k: v / len(batches) for k, v in sums.items()} if batches else {}
 
 
-def _export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Path]:
-    """Write an 'e4e' bundle (e4e_jax/e4e_bundle.py, as the converter's) of the trained encoder."""
-    if run.encoder_config is None:
-        log.info(
-            "encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",
-            config.encoder.arch,
-        )
-        return None
-    arch = e4e_bundle.E4EArchitecture.create(
-        run.encoder_config,
-        run.gen_cfg,
-        config.dataset_type,
-        opts={"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)},
-    )
-    la = run.frozen["latent_avg"]
-    n = run.encoder_config.n_styles
-    latent_avg = np.zeros((n, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
-    variables = {
-        "encoder": jax.device_get(encoder_variables(state)),
-        "generator": run.frozen["generator"],
-        "latent_avg": latent_avg,
-    }
-    return e4e_bundle.save(
-        workdir / "model",
-        arch,
-        variables,
-        extra={"trained_steps": int(state.step), "training_config": json.loads(config.to_json())},
-        overwrite=True,
-    )
-
-
 @dataclasses.dataclass
 class _Prepared:
     run: networks.Run
@@ -225,7 +196,7 @@ def _prepare(config, mesh) -> _Prepared:
             disc_tx=disc_tx,
             optim_name=config.optim_name,
             seed=int(config.seed),
-            input_shape=(1, h, w, 3),
+            input_shape=(1, h, w, run.input_nc),
             style_dim=run.gen_cfg.style_dim,
             pool_size=int(config.w_pool_size) if config.use_w_pool else 0,
             encoder_variables=encoder_vars,
