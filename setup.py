@@ -32,6 +32,9 @@ setup(
         # its 68-point landmark model; scipy for the padding blur (jax depends on it anyway).
         # Imported only by e4e_jax/alignment.py, lazily.
         "align": ["dlib-bin>=19.24", "face-recognition-models>=0.1.3", "scipy>=1.9"],
+        # `e4e-jax studio`, the interactive editing page (imported only by e4e_jax/studio/app.py and its
+        # command, lazily); gradio_client drives its endpoints. Pinned: the page is tested against it.
+        "studio": ["gradio==6.31.0", "gradio_client==2.7.2"],
     },
     entry_points={
         "console_scripts": [

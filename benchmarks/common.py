@@ -83,3 +83,35 @@ def emit(rows: list[dict], path: str | None) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(f"{r.get(c, '')}".ljust(w) for c, w in zip(cols, widths)))
+
+
+def use_prebuilt_torch_ops(directory) -> list[str]:
+    """Make `torch.utils.cpp_extension.load(name, ...)` return `directory/name/name.so` where it exists.
+
+    The official repositories JIT-build rosinality's CUDA ops (`fused`, `upfirdn2d`) on import, which
+    costs about two minutes of device time per fresh machine; a build kept from an earlier call (same
+    sources: e4e's and ReStyle's ops are the same files) is loaded instead. Returns the names found."""
+    import importlib.machinery
+    import importlib.util
+    from pathlib import Path
+
+    import torch  # noqa: F401  (the ops link against libtorch, loaded first)
+    from torch.utils import cpp_extension
+
+    directory = Path(directory)
+    found = sorted(p.name for p in directory.glob("*") if (p / f"{p.name}.so").is_file())
+    build = cpp_extension.load
+
+    def load(name, *args, **kwargs):
+        so = directory / name / f"{name}.so"
+        if not so.is_file():
+            return build(name, *args, **kwargs)
+        spec = importlib.util.spec_from_file_location(
+            name, so, loader=importlib.machinery.ExtensionFileLoader(name, str(so))
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    cpp_extension.load = load
+    return found

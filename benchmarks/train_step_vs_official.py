@@ -69,9 +69,22 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["float32"])
     p.add_argument("--iters", type=int, default=32)
     p.add_argument("--skip-official", action="store_true")
+    p.add_argument("--official-only", action="store_true", help="time the official step alone")
+    p.add_argument("--torch-ops", type=Path, default=None, help="prebuilt rosinality ops (DIR/fused/fused.so, ...)")
+    p.add_argument("--json", type=Path, default=None, help="append each JSON line to this file as well")
     args = p.parse_args()
+    if args.torch_ops:
+        from benchmarks.common import use_prebuilt_torch_ops
+
+        use_prebuilt_torch_ops(args.torch_ops)
     if not args.skip_official:
-        print(json.dumps(time_official(args.official, args.size, args.batch, args.iters)), flush=True)
+        row = json.dumps(time_official(args.official, args.size, args.batch, args.iters))
+        print(row, flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(row + "\n")
+    if args.official_only:
+        return
     from benchmarks import train_step
 
     for dtype in args.dtypes:

@@ -15,8 +15,8 @@ Where we differ from the official code in finding faces (none of it moves the cr
   full-resolution image. HOG detection costs in proportion to the pixels (0.66 s for a 1024² photo
   on one core, 0.27 s at 640); the eye centres move by about 1% of the eye distance between the
   two (BUILD_NOTES.md, "Face alignment");
-- EXIF orientation is applied (the HOG detector finds upright faces only); 16-bit grayscale is
-  scaled, not clipped (as `e4e_jax.data.folder`).
+- EXIF orientation is applied (the HOG detector finds upright faces only); 16-bit and 32-bit integer
+  grayscale are scaled, not clipped (both as `e4e_jax.data.folder`, the one rule of every reader).
 
 Library use (what `invert --align` and `e4e-jax align` call):
 
@@ -28,9 +28,10 @@ Library use (what `invert --align` and `e4e-jax align` call):
 
 An `Aligner` pickles as its settings only; the dlib models load on first use in whichever process
 (or thread) uses it, once. For a process pool, `worker_init(settings)` as the initializer and
-`worker_align(path, max_faces)` as the task keep one `Aligner` per worker process:
+`worker_align(path, max_faces)` as the task keep one `Aligner` per worker process (a pool of
+`e4e_jax.worker_pool`, whose workers end with the process that made them):
 
-    with ProcessPoolExecutor(n, initializer=worker_init, initargs=(aligner.settings,)) as pool:
+    with worker_pool.process_pool(n, worker_init, (aligner.settings,)) as pool:
         pool.submit(worker_align, path, 1)           # -> list[AlignedFace] | folder.Skipped
 
 One `Aligner` per thread: dlib's detector and predictor objects are not documented thread-safe.
@@ -50,16 +51,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 from e4e_jax.data import folder
-from e4e_jax.errors import UserError
+from e4e_jax.errors import UserError, install_hint
 from e4e_jax.ffhq_crop import N_LANDMARKS, align_crop, ffhq_quad
 
 DETECT_UPSAMPLE = 1  # the recipe's dlib detector(img, 1): faces down to ~40 px
 
 # ----------------------------------------------------------------------------- our settings
 DEFAULT_OUTPUT_SIZE = 1024
+# Largest crop side accepted (`align --output-size`, `invert --align-size`): the FFHQ recipe's own
+# transform size, 4x its 1024 output. A worker peaks at ~0.35 GB there on a 1024² photo; the memory
+# grows with the square of the size (100000 took a worker past 23 GB).
+MAX_OUTPUT_SIZE = 4096
 DEFAULT_DETECT_SIZE = 640  # longer side of the detection copy (None / 0: full resolution)
 PROBE_SIZE = 64  # blank image the landmark model is tried on, to count its points
 MIN_QUAD_SIZE = 8.0  # a face smaller than this (px) cannot make a crop
@@ -144,7 +149,7 @@ def read_rgb(
             if w < min_size or h < min_size:
                 raise UnreadableImage(f"image is {w}x{h} px, smaller than the minimum {min_size}x{min_size}")
             img.load()
-            return folder._to_rgb(ImageOps.exif_transpose(img))
+            return folder._to_rgb(folder.upright(img))
     except AlignmentSkip:
         raise
     except Image.DecompressionBombError as e:
@@ -161,7 +166,7 @@ def _import_dlib():
         import dlib  # the `align` extra; nothing else in e4e_jax imports it
     except ImportError as e:
         raise AlignmentUnavailable(
-            "face alignment needs dlib: pip install 'e4e-jax[align]' (dlib-bin, face-recognition-models)"
+            f"face alignment needs dlib: {install_hint('align')} (dlib-bin, face-recognition-models)"
         ) from e
     return dlib
 
@@ -177,7 +182,7 @@ def default_landmarks_file() -> Path:
                 return p
     raise AlignmentUnavailable(
         f"the 68-point landmark model ({LANDMARKS_68_FILE}) is not installed: "
-        "pip install 'e4e-jax[align]' (face-recognition-models), or pass --landmarks FILE"
+        f"{install_hint('align')} (face-recognition-models), or pass --landmarks FILE"
     )
 
 
@@ -233,8 +238,8 @@ class Aligner:
         landmarks: str | os.PathLike | None = None,
         detect_size: int | None = DEFAULT_DETECT_SIZE,
     ):
-        if int(output_size) < 1:
-            raise ValueError(f"output_size must be >= 1, got {output_size}")
+        if not 1 <= int(output_size) <= MAX_OUTPUT_SIZE:
+            raise ValueError(f"output_size must be in [1, {MAX_OUTPUT_SIZE}], got {output_size}")
         self.settings = AlignerSettings(
             int(output_size), None if landmarks is None else str(landmarks), int(detect_size) if detect_size else None
         )

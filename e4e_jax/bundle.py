@@ -2,23 +2,31 @@
 
 A bundle is a directory::
 
-    DIR/config.json   {"kind", "format_version", "architecture": {...}, "source": {...}, ...}
-    DIR/params/       the variables pytree (nested dicts of float arrays), written by orbax
+    DIR/config.json       {"kind", "format_version", "architecture": {...}, "sources": [...], ...}
+    DIR/params/           the variables pytree (nested dicts of float arrays), written by orbax
+    DIR/checksums.json    {path in DIR: {"bytes", "sha256"}} of config.json and of every file of params/
 
 `save` writes into a temporary sibling directory (`.DIR.tmp-*`, created with the umask) and renames it
 into place at the end, so a failure never leaves a half-written bundle behind; the temporary folders of a
 killed save are removed by the next save to the same place. `--overwrite` (overwrite=True) only ever
 replaces a bundle, never another folder. `save` and `load` check every array against the architecture
 (shapes, finite values; e4e_jax/variable_checks.py).
+
+`save` records the size and sha256 of every file it writes (checksums.json, written last); `load` checks
+them (the sizes and small files before orbax reads anything, the large files hashed while orbax
+restores them), so a damaged byte is reported by the file it is in instead of loading other weights.
+Bundles written before the checksums existed still load (said once per bundle).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,42 +36,93 @@ from e4e_jax import fileio, manifest, outdir, variable_checks
 from e4e_jax.errors import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception")
+KINDS = ("stylegan2", "e4e", "restyle", "lpips", "arcface", "moco", "inception", "stylegan2_delta")
 
 
 class BundleError(UserError, ValueError):
     """A bundle is missing, malformed, or not what the caller asked for."""
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (checkpoints can be GBs)."""
+HASH_READ_BYTES = 8 << 20  # bytes per read when hashing: large reads keep hashlib (GIL released) busy
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in large chunks into one buffer (checkpoints and bundles are GBs)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
+    buf = bytearray(HASH_READ_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
-# Files of params/ up to this size are hashed whole by `weights_id` (orbax's manifests and metadata: KBs).
+# Files of params/ up to this size are hashed whole by `weights_id` of a bundle without checksums, and are
+# checked before orbax reads anything (orbax's manifests and metadata: KBs; the arrays' data: MBs to GBs).
 SMALL_FILE_BYTES = 1 << 20
+CHECKSUMS_FILE = "checksums.json"  # {path in the bundle (posix): {"bytes": size, "sha256": hex}}
+WEIGHTS = "params/"  # the folder of the weights' files in the bundle (and the prefix of their paths there)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def file_checksums(root: str | os.PathLike, files: list[Path]) -> dict[str, dict[str, Any]]:
+    """{path relative to `root` (posix): {"bytes", "sha256"}} of `files`, hashed in parallel threads: what
+    `save` records in checksums.json."""
+    with concurrent.futures.ThreadPoolExecutor(_hash_threads(len(files))) as pool:
+        digests = list(pool.map(sha256_of, files))
+    return {f.relative_to(root).as_posix(): {"bytes": f.stat().st_size, "sha256": d} for f, d in zip(files, digests)}
+
+
+def _hash_threads(n_files: int) -> int:
+    return max(1, min(n_files, os.cpu_count() or 1))
 
 
 def weights_id(path: str | os.PathLike) -> str:
-    """A cheap identity of a bundle's weights (hex sha256), without reading GBs: the names and sizes of
-    the files in params/ and the bytes of its small ones (orbax's manifests and metadata). A bundle
-    saved again differs (orbax names its data files at random on every write, and the manifests list
-    them); a copy of the same bundle does not."""
-    params = Path(path) / "params"
+    """An identity of a bundle's weights (hex sha256) that reads no weights: the digest of the checksums of
+    params/ recorded in checksums.json (see `save`). A bundle saved again differs (orbax names its data
+    files at random on every write, and the manifests list them); a copy of the same bundle does not.
+    A bundle without checksums (older versions): the names and sizes of its files in params/ and the
+    bytes of its small ones (orbax's manifests and metadata)."""
+    path = Path(path)
+    recorded = read_checksums(path)
+    if recorded is not None:
+        weights = {rel: entry for rel, entry in recorded.items() if rel.startswith(WEIGHTS)}
+        return hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest()
+    params = path / WEIGHTS
     h = hashlib.sha256()
-    for f in sorted(p for p in params.rglob("*") if p.is_file()):
+    for f in _files(params):
         size = f.stat().st_size
         h.update(f"{f.relative_to(params).as_posix()}\0{size}\0".encode())
         if size <= SMALL_FILE_BYTES:
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def read_checksums(path: str | os.PathLike) -> dict[str, dict[str, Any]] | None:
+    """The checksums.json of bundle `path` ({path in the bundle: {"bytes", "sha256"}}), None if it has none
+    (written by an older version); BundleError if it cannot be read or is malformed."""
+    f = Path(path) / CHECKSUMS_FILE
+    if not f.exists():
+        return None
+    try:
+        recorded = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{f} cannot be read ({e}); the bundle is damaged, re-create it") from e
+    ok = isinstance(recorded, dict) and all(
+        isinstance(rel, str)
+        and isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and isinstance(entry.get("sha256"), str)
+        and not Path(rel).is_absolute()
+        and ".." not in Path(rel).parts
+        for rel, entry in recorded.items()
+    )
+    if not ok:
+        raise BundleError(f"{f} is malformed (not the sizes and sha256 of the bundle's files); re-create the bundle")
+    return recorded
 
 
 def source_info(*paths: str | os.PathLike) -> list[dict[str, str]]:
@@ -143,6 +202,8 @@ def save(
             ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
             ckptr.save(tmp / "params", variables)
             ckptr.wait_until_finished()
+            checksums = file_checksums(tmp, _files(tmp))  # what load checks: every file as written
+            (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
             if path.exists():
                 # Move the old bundle aside (a temporary name the next save removes) so that the new one
                 # takes its place in one rename.
@@ -251,25 +312,135 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load a bundle: returns (config, variables) with numpy arrays.
 
-    Raises BundleError if the bundle is missing, malformed, or of another kind than `kind`.
+    Its files are checked against checksums.json (`save`): the sizes and the small files before orbax
+    reads anything, the large files hashed in threads while orbax restores them. Raises BundleError if the
+    bundle is missing, malformed, damaged (naming the file that differs), or of another kind than `kind`.
     """
-    import orbax.checkpoint as ocp
-
     path = Path(path).resolve()
     config = read_config(path, kind)
-    params_dir = path / "params"
+    params_dir = path / WEIGHTS
     if not params_dir.is_dir():
         raise BundleError(f"{path}: params/ is missing; the bundle is incomplete, re-create it")
     if not any(params_dir.iterdir()):
         raise BundleError(f"{path}: params/ is empty; the bundle is incomplete, re-create it")
+    recorded = read_checksums(path)
+    if recorded is None:
+        _say_unchecked(path, config)
+    large = {} if recorded is None else _check_before_reading(path, config, recorded)
+    with concurrent.futures.ThreadPoolExecutor(_hash_threads(len(large))) as pool:
+        hashing = {rel: pool.submit(sha256_of, path / rel) for rel in large}
+        variables, failure = _restore(params_dir)
+        for rel, digest in hashing.items():  # a file that differs explains any failure: said first
+            if _digest(path, config, rel, digest.result) != large[rel]:
+                raise _differs(path, config, rel) from failure
+    if failure is not None:
+        raise BundleError(
+            f"{path}: params/ cannot be read ({type(failure).__name__}: {failure}); the bundle is damaged, "
+            f"{_remake(config)}"
+        ) from failure
+    check_variables(config["kind"], config["architecture"], variables, f"{path}: the weights in params/")
+    return config, variables
+
+
+def _restore(params_dir: Path) -> tuple[Any, Exception | None]:
+    """(variables, None) restored by orbax from `params_dir`, or (None, the error) if it cannot read them."""
+    import orbax.checkpoint as ocp
+
     try:
         # Each process reads on its own (no barrier): processes may load different bundles, or one alone.
         # Closed on the way out, an error included (an open one's event loop printed tracebacks at exit).
         with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
-            variables = checkpointer.restore(params_dir)
+            return checkpointer.restore(params_dir), None
     except (OSError, ValueError) as e:
+        _drop_closed_loop_callbacks()
+        return None, e
+
+
+_UNCHECKED: set[Path] = set()  # bundles without checksums already said (once per bundle and process)
+
+
+def _say_unchecked(path: Path, config: Mapping[str, Any]) -> None:
+    if path not in _UNCHECKED:
+        _UNCHECKED.add(path)
+        print(
+            f"note: {path} was written by an older e4e-jax and has no {CHECKSUMS_FILE}, so damage to its files "
+            f"cannot be detected; {_remake(config)} to add one",
+            file=sys.stderr,
+        )
+
+
+def _check_before_reading(
+    path: Path, config: Mapping[str, Any], recorded: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Check that every recorded file is there with its size, and the hashes of the small ones (config.json
+    and what orbax reads first: a damaged manifest would fail inside orbax). Returns {path: sha256} of the
+    large files, still to hash."""
+    large = {}
+    for rel, entry in recorded.items():
+        f = path / rel
+        if not f.is_file():
+            raise BundleError(f"{path}: {rel} is missing; the bundle is incomplete, {_remake(config)}")
+        size = f.stat().st_size
+        if size != entry["bytes"]:
+            raise _differs(path, config, rel, f"{size} bytes instead of the {entry['bytes']} written")
+        if size > SMALL_FILE_BYTES:
+            large[rel] = entry["sha256"]
+        elif _digest(path, config, rel, lambda: sha256_of(f)) != entry["sha256"]:
+            raise _differs(path, config, rel)
+    return large
+
+
+def _digest(path: Path, config: Mapping[str, Any], rel: str, compute) -> str:
+    """``compute()`` (the sha256 of `rel` in the bundle), a BundleError naming the file if it cannot be read."""
+    try:
+        return compute()
+    except OSError as e:
         raise BundleError(
-            f"{path}: params/ cannot be read ({type(e).__name__}: {e}); the bundle is damaged, re-create it"
+            f"{path}: {rel} cannot be read ({e.strerror or e}); check its permissions or {_remake(config)}"
         ) from e
-    check_variables(config["kind"], config["architecture"], variables, f"{path}: the weights in params/")
-    return config, variables
+
+
+def _differs(path: Path, config: Mapping[str, Any], rel: str, how: str = "") -> BundleError:
+    return BundleError(
+        f"{path}: {rel} differs from the file written with the bundle ({how or 'its sha256 differs'}): "
+        f"the bundle is damaged; {_remake(config)}"
+    )
+
+
+def _remake(config: Mapping[str, Any]) -> str:
+    """The fix for a damaged bundle: convert its source again (named when config.json records one)."""
+    sources = config.get("sources") or []
+    source = sources[0].get("path") if sources and isinstance(sources[0], dict) else None
+    return f"re-convert it from {source}" if source else "re-create it (re-convert its checkpoint or export it again)"
+
+
+def _drop_closed_loop_callbacks() -> None:
+    """Keep one failed orbax restore from printing dozens of tracebacks after its error.
+
+    orbax runs a restore on an event loop that it closes as soon as one read fails (its run_sync does
+    not cancel the other reads first); tensorstore completes those reads later and calls back into the
+    closed loop, and Python prints each `RuntimeError: Event loop is closed` through
+    sys.unraisablehook. From the first failed restore on, exactly those are dropped; every other
+    unraisable exception reaches the hook that was there before.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            previous(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+    if not isinstance(unraisable.exc_value, RuntimeError) or str(unraisable.exc_value) != "Event loop is closed":
+        return False
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False

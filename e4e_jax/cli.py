@@ -15,9 +15,11 @@ COMMANDS = {
     "synthesize": "render images from latents with a stylegan2 (or e4e) bundle",
     "align": "FFHQ-align the faces in a folder of photos (the align extra: dlib)",
     "invert": "invert a folder of images with an e4e bundle",
+    "tune": "pivotal tuning (PTI) of inverted photos: one small tuned generator each",
     "edit": "edit inverted latents (InterFaceGAN, GANSpace, SeFa)",
     "train": "train an e4e encoder",
     "evaluate": "compute the paper's metrics",
+    "studio": "an interactive editing page: photo in, live sliders (the studio extra: Gradio)",
 }
 
 

@@ -9,6 +9,7 @@ own cluster auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes) when `auto=T
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Optional
 
@@ -79,3 +80,18 @@ def initialize(
 def is_main() -> bool:
     """Process 0: the one that writes logs, reports and merged outputs."""
     return jax.process_index() == 0
+
+
+_BARRIERS = itertools.count()  # a barrier id is used once per run of the coordination service
+
+
+def wait_for_all(name: str, timeout_s: float) -> None:
+    """Return once every process of the run has called `wait_for_all(name, ...)` (the same calls in the
+    same order); a no-op in a single-process run. It waits through the coordination service, not a device
+    collective, so a process may wait minutes (another still compiling, without a persistent-cache hit)
+    where the CPU collectives give up after 30 s."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # the client jax.distributed.initialize made
+
+    jax_distributed.global_state.client.wait_at_barrier(f"e4e-jax {name} #{next(_BARRIERS)}", int(timeout_s * 1000))

@@ -188,14 +188,19 @@ def compile_invert(model: E4EModel, mesh: jax.sharding.Mesh, batch_size: int, in
     """Ahead-of-time compile of `make_invert_fn(model, mesh, **kw)` for a (batch_size, H, W, 3) input of
     `input_dtype` (uint8 pixels or float32 in [-1, 1]); returns (compiled fn, seconds spent). With JAX's persistent cache on (`compile_cache`), a
     second run of the same model and batch size loads the executable instead of compiling."""
+    fn = make_invert_fn(model, mesh, **kw)
+    return compile_for_batch(fn, model.variables, model.input_hw, mesh, batch_size, input_dtype)
+
+
+def compile_for_batch(fn, variables: dict, input_hw, mesh: jax.sharding.Mesh, batch_size: int, input_dtype=jnp.float32):
+    """Ahead-of-time compile of a jitted `fn(variables, x)` (an inversion kernel: `make_invert_fn`,
+    `inverters.kernel`) for `variables` replicated on `mesh` and x (batch_size, *input_hw, 3) of
+    `input_dtype` split over it; returns (compiled fn, seconds spent)."""
     import time
 
-    fn = make_invert_fn(model, mesh, **kw)
     repl = sharding.replicated(mesh)
-    shapes = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=repl), model.variables
-    )
-    x = jax.ShapeDtypeStruct((batch_size, *model.input_hw, 3), input_dtype, sharding=sharding.batch_sharding(mesh))
+    shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=repl), variables)
+    x = jax.ShapeDtypeStruct((batch_size, *input_hw, 3), input_dtype, sharding=sharding.batch_sharding(mesh))
     t0 = time.perf_counter()
     compiled = fn.lower(shapes, x).compile()
     return compiled, time.perf_counter() - t0

@@ -1,6 +1,9 @@
 """The files of an `e4e-jax invert` output folder, and reading them back exactly (evaluate, edit, quickstart).
 
-    OUTPUT/latents.npy      (N, n_latent, 512) float32 codes
+    OUTPUT/latents.npy      (N, n_latent, 512) float32 codes (a ReStyle bundle's: the last iteration's)
+    OUTPUT/latents_iterations.npy
+                            with a ReStyle bundle and --save-iterations: (N, iterations, n_latent, 512)
+                            float32, the codes after each iteration ([:, -1] is latents.npy)
     OUTPUT/files.txt        N lines: the input image of each code, in order
     OUTPUT/inversions.txt   N lines: each code's reconstruction, relative to OUTPUT (absent with --no-images)
     OUTPUT/inversions/      the reconstructions (.jpg, .png or .webp)
@@ -8,6 +11,13 @@
     OUTPUT/report.json      counts, timings and, with --align, the alignment settings under "align"
                             (e4e_jax/alignment.py `settings_record`), which re-make each code's crop
     OUTPUT/skipped.txt      see docs/inversion_job.md
+
+`e4e-jax tune` writes the same layout (its latents.npy are the pivots, its inversions the tuned
+reconstructions; faces.txt as the invert output it read) and adds:
+
+    OUTPUT/generators.txt   N lines: each photo's tuned generator, relative to OUTPUT
+    OUTPUT/generators/      one 'stylegan2_delta' bundle per photo (e4e_jax/pti_bundle.py)
+    OUTPUT/metrics.json     each photo's L2 and LPIPS before and after tuning, and its steps
 
 `e4e-jax align` gives its output folder a skipped.txt and a report.json too, under these names and with
 skipped.txt in the same form (skipped_text).
@@ -28,12 +38,16 @@ from pathlib import Path
 from e4e_jax.errors import UserError
 
 LATENTS = "latents.npy"
+LATENT_ITERATIONS = "latents_iterations.npy"
 FILES = "files.txt"
 INVERSIONS = "inversions.txt"
 INVERSIONS_DIR = "inversions"
 FACES = "faces.txt"
 SKIPPED = "skipped.txt"
 REPORT = "report.json"
+GENERATORS = "generators.txt"
+GENERATORS_DIR = "generators"
+METRICS = "metrics.json"
 # The reconstruction name of versions before inversions.txt: inversions/{index:05d}_{input stem}.png.
 LEGACY_SUFFIX = ".png"
 ALIGN_RECORD = "align"  # report.json's key for the alignment settings of an `invert --align` run
@@ -58,10 +72,34 @@ def short_stem(stem: str) -> str:
     return stem
 
 
+# One entry per line, the tab between path and reason: these characters are written as escapes.
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def one_line(text: str) -> str:
+    """`text` (a path or a reason) as it appears in skipped.txt and in messages: on one line and free of
+    tabs, with C-style escapes for a backslash (`\\\\`), a tab, a line break (`\\t`, `\\n`, `\\r`) and
+    each byte that is not UTF-8 (`\\xNN`: names the file system could not decode)."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate no file name decodes to (text from elsewhere)
+        raw = text.encode("utf-8", "backslashreplace")
+    raw = raw.replace(b"\\", b"\\\\")
+    out = raw.decode("utf-8", "backslashreplace")
+    for char, escape in _ESCAPES.items():
+        out = out.replace(char, escape)
+    return out
+
+
+def skip_message(path: str, reason: str) -> str:
+    """The line `invert` and `align` print for an input that gives no output (as skipped.txt says it)."""
+    return f"skipped {one_line(path)}: {one_line(reason)}"
+
+
 def skipped_text(entries: Iterable[tuple[str, str]]) -> str:
-    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output. A path
-    that is not valid UTF-8 (skipped for that) is written with its odd bytes as `\\xNN` escapes."""
-    return "".join(f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}\t{reason}\n" for path, reason in entries)
+    """skipped.txt (invert and align): one `path<TAB>reason` line per input that gave no output, both
+    written with `one_line` (so a name holding a line break or odd bytes stays one entry)."""
+    return "".join(f"{one_line(str(path))}\t{one_line(reason)}\n" for path, reason in entries)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

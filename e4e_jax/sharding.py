@@ -6,7 +6,9 @@ Batches are sharded along axis 0 (`P('data')`), parameters are replicated (`P()`
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -71,3 +73,27 @@ def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
         return x
     pad = np.repeat(x[-1:], size - x.shape[0], axis=0)
     return np.concatenate([x, pad], axis=0)
+
+
+def _host_memory_bytes() -> int:
+    """Physical memory of this machine, or the container's limit (cgroup v2) when lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def memory_per_device(devices: Sequence[Any] | None = None) -> int:
+    """Bytes of arrays each of `devices` (default: this process's) can hold: the smallest allocator limit
+    (GPU, TPU: memory_stats()['bytes_limit']); CPU devices share the host's memory, so each gets its share.
+    For checking a batch size against the machine before anything is allocated."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    limits = []
+    for d in devices:
+        stats = d.memory_stats() if d.platform != "cpu" else None
+        limits.append(int(stats["bytes_limit"]) if stats and stats.get("bytes_limit") else None)
+    if all(v is not None for v in limits):
+        return min(limits)
+    return _host_memory_bytes() // max(1, len(devices))

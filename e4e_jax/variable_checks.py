@@ -29,7 +29,9 @@ def non_finite(variables: Any) -> list[tuple[str, int]]:
     bad = []
     for key, leaf in leaves(variables):
         a = np.asarray(leaf)
-        if np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating):
+        # bfloat16 (ml_dtypes; tuned generators' deltas) is not a numpy floating subtype, but has isfinite.
+        floating = np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.complexfloating)
+        if floating or a.dtype.name == "bfloat16":
             n = int(a.size - np.count_nonzero(np.isfinite(a)))
             if n:
                 bad.append((key, n))
@@ -174,8 +176,15 @@ def _inception(arch: Mapping[str, Any]):
     return lambda: model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3)), return_logits=True)
 
 
+def _stylegan2_delta(arch: Mapping[str, Any]):
+    """A tuned generator's delta (e4e_jax/pti_bundle.py): the synthesis parameters of its generator."""
+    generator = _stylegan2(arch["generator"])
+    return lambda: {"synthesis": generator()["params"]["synthesis"]}
+
+
 _BUILDERS = {
     "stylegan2": _stylegan2,
+    "stylegan2_delta": _stylegan2_delta,
     "e4e": _e4e,
     "restyle": functools.partial(_e4e, restyle=True),
     "lpips": _lpips,

@@ -50,3 +50,10 @@ def _compile_cache_dir(tmp_path_factory):
     mp.setenv("E4E_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_dir(tmp_path_factory):
+    """A folder for the files several modules share (tests/shared_files.py): made before the first module
+    starts, so no module's clean-up removes it; it goes with the session's base temp."""
+    return tmp_path_factory.mktemp("shared")

@@ -184,15 +184,19 @@ def test_16bit_grayscale_is_scaled_not_clipped(good_dir):
     assert (images.to_uint8(out) == 255).mean() < 0.01
 
 
-def test_exif_orientation_is_optional(tmp_path):
+def test_exif_orientation_is_applied_and_optional(tmp_path):
+    """The one rule of every reader (invert, align, evaluate, edit): the photo as it is meant to be seen.
+    The official transform ignores the tag; exif_transpose=False gives its pixels."""
     arr = _smooth_rgb(40, 64)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     Image.fromarray(arr).save(tmp_path / "rot.png", exif=exif)
-    plain = folder.load_image(tmp_path / "rot.png", (40, 64))
+    plain = folder.load_image(tmp_path / "rot.png", (40, 64), exif_transpose=False)
     np.testing.assert_array_equal(images.to_uint8(plain), arr)  # official: orientation ignored
     turned = folder.load_image(tmp_path / "rot.png", (64, 40), exif_transpose=True)
     np.testing.assert_array_equal(images.to_uint8(turned), np.rot90(arr, k=-1))
+    default = folder.load_image(tmp_path / "rot.png", (64, 40))
+    np.testing.assert_array_equal(default, turned)
 
 
 @pytest.mark.parametrize(

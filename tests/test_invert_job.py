@@ -1,7 +1,10 @@
 """The batch inversion job (`e4e-jax invert`): kill -9 then --resume, two processes, output-folder rules.
 
 The runs whose outputs are compared byte for byte are subprocesses with one fixed environment (CPU,
-fixed device count), so they do not depend on what earlier tests did to this process's JAX.
+fixed device count), so they do not depend on what earlier tests did to this process's JAX. They share
+the session's persistent compilation cache (the same executables, compiled once), and the bundle, the
+photos and the uninterrupted run are made once per session (tests/shared_files.py). A run is stopped at
+an exact point (tests/pausing.py: it waits after its second committed chunk), never by a timer.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,37 +24,35 @@ from PIL import Image
 
 from e4e_jax import outdir
 from e4e_jax.cli import main as cli_main
-from tests.test_invert_cli import SMALL_ENCODER, make_e4e_bundle
+from tests import pausing, shared_files
 
 ROOT = Path(__file__).resolve().parents[1]
-N_GOOD, BATCH, CHUNK = 11, 2, 2
+N_GOOD, BATCH, CHUNK = shared_files.N_GOOD, 2, 2
 TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
-def small_bundle(tmp_path_factory):
-    return make_e4e_bundle(tmp_path_factory.mktemp("e4e") / "bundle", encoder_sizes=SMALL_ENCODER)
+def small_bundle(shared_dir):
+    return shared_files.small_e4e_bundle(shared_dir)
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(N_GOOD):
-        Image.fromarray(rng.integers(0, 255, (300, 280, 3), np.uint8)).save(root / f"im{i:02d}.jpg")
-    (root / "im05_bad.jpg").write_bytes(b"not a jpeg")  # sorts between good files
-    return root
+def photos(shared_dir) -> Path:
+    return shared_files.invert_photos(shared_dir)
 
 
 def _env(tmp: Path, devices: int = 1) -> dict:
+    """The fixed environment of the compared runs; the compilation cache is the test session's
+    (tests/conftest.py), else one under `tmp`."""
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
         JAX_PLATFORMS="cpu",
-        E4E_JAX_CACHE_DIR=str(tmp / "xla-cache"),
+        E4E_JAX_CACHE_DIR=os.environ.get("E4E_JAX_CACHE_DIR") or str(tmp / "xla-cache"),
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
     )
     env.pop("JAX_COORDINATOR_ADDRESS", None)
+    env.pop(pausing.pause_points.ENV, None)
     return env
 
 
@@ -91,11 +91,14 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def reference(small_bundle, photos, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("ref")
-    r = _run(_cmd(small_bundle, photos, tmp / "out"), _env(tmp))
-    assert r.returncode == 3, r.stderr  # one bad file: partial success
-    return tmp / "out"
+def reference(small_bundle, photos, shared_dir) -> Path:
+    """The uninterrupted run every stopped-and-resumed run must equal (made once per session)."""
+
+    def make(tmp: Path) -> None:
+        r = _run(_cmd(small_bundle, photos, tmp / "out"), _env(tmp))
+        assert r.returncode == 3, r.stderr  # one bad file: partial success
+
+    return shared_files.made_once(shared_dir, "invert-reference", make) / "out"
 
 
 def test_reference_run_outputs(reference):
@@ -114,22 +117,19 @@ def test_reference_run_outputs(reference):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill9", "ctrl_c"])
 def test_stopped_then_resume_is_byte_identical(small_bundle, photos, reference, tmp_path, sig):
     """kill -9, or Ctrl-C (SIGINT to the whole process group, as a terminal sends it: one line and exit
-    130, no traceback from the process or its workers), then --resume: the outputs of an uninterrupted run."""
+    130, no traceback from the process or its workers), then --resume: the outputs of an uninterrupted run.
+    The run waits after its second committed chunk (tests/pausing.py) until the signal comes."""
     out = tmp_path / "out"
     env = _env(tmp_path)
     p = subprocess.Popen(
         _cmd(small_bundle, photos, out),
-        env=env,
+        env=pausing.pause_env(env, "invert-chunk-committed", 2, tmp_path / "pause"),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not (out / ".e4e-invert" / "chunk-000001.npz").exists():
-            assert p.poll() is None, p.stderr.read().decode()
-            assert time.monotonic() < deadline, "no chunk committed in time"
-            time.sleep(0.01)
+        pausing.wait_paused(p, tmp_path / "pause", TIMEOUT_S)
     finally:
         os.killpg(p.pid, sig)
         try:
@@ -284,13 +284,13 @@ def test_second_writer_is_refused(small_bundle, photos, tmp_path, capsys):
 
 
 def test_resume_refuses_a_different_run(small_bundle, photos, tmp_path, capsys):
-    from e4e_jax.batch_inversion import job, layout
+    from e4e_jax.batch_inversion import job, layout, plan
     from e4e_jax.data import folder
 
     out = tmp_path / "out"
     opts = job.InvertOptions(model=str(small_bundle), images=photos, output=out, dtype="bfloat16")
     files = [str(p) for p in folder.list_images(photos)]
-    layout.Layout(out).write_plan(job._plan(opts, files, 2 * BATCH, 1))
+    layout.Layout(out).write_plan(plan.make_plan(opts, files, 2 * BATCH, 1))
     assert _invert(small_bundle, photos, out, "--resume") == 2
     err = capsys.readouterr().err
     assert "dtype: 'bfloat16' -> 'float32'" in err and "--overwrite" in err
@@ -324,7 +324,7 @@ def test_unusable_folder_entries_are_skipped_with_reasons(small_bundle, photos, 
 def test_resume_refuses_weights_saved_again(small_bundle, photos, tmp_path, capsys):
     """Same config.json, other weights (the bundle saved again): not the run that was started."""
     from e4e_jax import bundle
-    from e4e_jax.batch_inversion import job, layout
+    from e4e_jax.batch_inversion import job, layout, plan
     from e4e_jax.data import folder
 
     model = tmp_path / "model"
@@ -332,7 +332,7 @@ def test_resume_refuses_weights_saved_again(small_bundle, photos, tmp_path, caps
     assert bundle.weights_id(model) == bundle.weights_id(small_bundle)  # a copy is the same model
     out = tmp_path / "out"
     opts = job.InvertOptions(model=str(model), images=photos, output=out)
-    layout.Layout(out).write_plan(job._plan(opts, [str(p) for p in folder.list_images(photos)], BATCH, 1))
+    layout.Layout(out).write_plan(plan.make_plan(opts, [str(p) for p in folder.list_images(photos)], BATCH, 1))
     config, variables = bundle.load(model)
     variables["latent_avg"] = variables["latent_avg"] + 0.5
     bundle.save(model, config["kind"], config["architecture"], variables, overwrite=True)

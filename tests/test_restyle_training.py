@@ -26,7 +26,7 @@ from e4e_jax import configs, restyle
 from e4e_jax.errors import UserError
 from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.training import config_rules, networks, optim, schedule
-from e4e_jax.training.export import export_bundle
+from e4e_jax.training.finish import export_bundle
 from e4e_jax.training.state import init_train_state
 from e4e_jax.training.step import eval_step, objective, render, train_step
 from tests.training_helpers import read_state, small_config, worst_relative_difference

@@ -212,7 +212,7 @@ def test_w_mode_trains_one_code_for_every_layer(tmp_path):
     from e4e_jax import inversion
     from e4e_jax.configs import ffhq_w
     from e4e_jax.models.w_encoder import SingleStyleCodeEncoder
-    from e4e_jax.training import loop
+    from e4e_jax.training import finish
     from e4e_jax.training.state import encoder_variables
     from e4e_jax.training.step import train_step
     from tests.training_helpers import small_config
@@ -235,7 +235,7 @@ def test_w_mode_trains_one_code_for_every_layer(tmp_path):
     )
     assert moved > 0
 
-    out = loop._export_bundle(run, state, config, tmp_path)
+    out = finish.export_bundle(run, state, config, tmp_path)
     model = inversion.load_e4e(str(out))
     assert isinstance(model.encoder, SingleStyleCodeEncoder) and model.encoder.widths == (8, 8, 16, 16)
     codes = np.asarray(inversion.encode(model, model.variables, x))

@@ -1,7 +1,7 @@
 """`invert_folder(options)`: the whole batch inversion job (what `e4e-jax invert` runs).
 
 Steps: join the process group if asked; process 0 locks OUTPUT, checks it (empty, `--overwrite`n
-or a `--resume`-able run of the same plan) and writes the plan; every process lists the same sorted
+or a `--resume`-able run of the same plan: plan.py) and writes the plan; every process lists the same sorted
 files, takes chunks j ≡ process_index (mod process_count) that are not committed yet, and inverts
 them (pipeline.py); after a barrier process 0 merges the chunks into the final files (layout.py).
 Architecture: docs/inversion_job.md.
@@ -21,35 +21,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from e4e_jax import errors, manifest, outdir
+from e4e_jax import errors, manifest, outdir, pause_points
 from e4e_jax.batch_inversion import layout as layout_lib
-from e4e_jax.batch_inversion import pipeline
+from e4e_jax.batch_inversion import memory, pipeline
+from e4e_jax.batch_inversion import plan as plan_lib
 from e4e_jax.batch_inversion import workers as workers_lib
 from e4e_jax.errors import UserError
 
 DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
-# Plan fields that change the outputs: a --resume with any of them different is refused.
-PLAN_KEYS = (
-    "model",
-    "model_config_sha256",
-    "model_weights_id",
-    "images",
-    "recursive",
-    "n_files",
-    "listing_sha256",
-    "chunk_size",
-    "batch_size",
-    "local_devices",
-    "dtype",
-    "modulation",
-    "image_format",
-    "jpeg_quality",
-    "image_size",
-    "fast_decode",
-    "align",
-    "faces",
-    "align_size",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +55,10 @@ class InvertOptions:
     landmarks: Optional[str] = None
     compile_cache: Optional[str] = None  # directory; "" switches the cache off
     quiet: bool = False
+    # ReStyle bundles (inverters.py): refinement iterations (None: the bundle's count; `invert_folder` sets
+    # the count it uses before the plan is made, and None for an e4e bundle); keep every iteration's latents.
+    iterations: Optional[int] = None
+    save_iterations: bool = False
 
 
 def _say(opts: InvertOptions, msg: str) -> None:
@@ -83,72 +66,12 @@ def _say(opts: InvertOptions, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _plan(opts: InvertOptions, files: list[str], batch_size: int, local_devices: int) -> dict[str, Any]:
-    """What the run is. batch_size (rounded to the devices) and local_devices are in it because they
-    change the last bits of the latents (other batch shapes, other kernels)."""
-    from e4e_jax import bundle
-
-    return {
-        "model": str(Path(opts.model).resolve()),
-        "model_config_sha256": bundle.sha256_of(Path(opts.model) / "config.json"),
-        "model_weights_id": bundle.weights_id(opts.model),
-        "images": str(opts.images.resolve()),
-        "recursive": opts.recursive,
-        "n_files": len(files),
-        "listing_sha256": layout_lib.listing_digest(files),
-        "chunk_size": opts.chunk_size,
-        "batch_size": batch_size,
-        "local_devices": local_devices,
-        "dtype": opts.dtype,
-        "modulation": opts.modulation,
-        "image_format": opts.image_format,
-        "jpeg_quality": opts.jpeg_quality if opts.image_format in ("jpg", "webp") else None,
-        "image_size": opts.image_size,
-        "fast_decode": opts.fast_decode,
-        "align": opts.align,
-        "faces": opts.faces if opts.align else None,
-        "align_size": opts.align_size if opts.align else None,
-    }
-
-
-def _prepare_output(opts: InvertOptions, lay: layout_lib.Layout, plan: dict[str, Any]) -> None:
-    """Process 0, under the lock: make OUTPUT ready for this plan (or refuse, saying why)."""
-    old = lay.read_plan()
-    if opts.resume:
-        if old is None:
-            if (lay.root / manifest.REPORT).is_file() and (lay.root / manifest.LATENTS).is_file():
-                raise UserError(
-                    f"{lay.root} holds a finished run (report.json); nothing to resume. Use --overwrite to redo it"
-                )
-            if not outdir.is_empty_dir(lay.root):
-                raise UserError(
-                    f"--resume: {lay.root} holds no run to resume (no {layout_lib.STATE_DIR}/"
-                    f"{layout_lib.PLAN_NAME}); use --overwrite or another --output"
-                )
-        else:
-            diff = layout_lib.describe_mismatch(old, plan, PLAN_KEYS)
-            if diff:
-                raise UserError(
-                    f"--resume: this run differs from the one in {lay.root}: "
-                    + "; ".join(diff)
-                    + ". Rerun with the same arguments, or --overwrite to start over"
-                )
-        lay.clean_temps()
-    elif not outdir.is_empty_dir(lay.root):
-        if not opts.overwrite:
-            hint = " (an unfinished run: add --resume to finish it)" if old is not None else ""
-            raise UserError(
-                f"--output {lay.root} is not empty{hint}; choose another folder or pass --overwrite "
-                "(which removes only what an earlier invert wrote there)"
-            )
-        lay.clear_owned()
-    lay.root.mkdir(parents=True, exist_ok=True)
-    lay.write_plan(plan)
-
-
-def _check_args(opts: InvertOptions) -> Optional[tuple[int, int]]:
-    """Every check that needs no listing and no weights, before anything is written; returns the saved
-    reconstructions' (height, width) for --image-size (None: full size)."""
+def _check_args(
+    opts: InvertOptions, batch_size: int, n_devices: int
+) -> tuple[Optional[tuple[int, int]], Optional[int]]:
+    """Every check that needs no listing and no weights, before anything is written (the host memory of
+    `batch_size` included); returns the saved reconstructions' (height, width) for --image-size (None:
+    full size) and the ReStyle iteration count the run uses (None for an e4e bundle)."""
     if not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
     if not os.access(opts.images, os.R_OK | os.X_OK):
@@ -156,18 +79,31 @@ def _check_args(opts: InvertOptions) -> Optional[tuple[int, int]]:
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; choose a folder")
     outdir.refuse_input_overlap(opts.output, [opts.images, opts.model])
-    from e4e_jax import e4e_bundle
+    from e4e_jax import inverters
 
-    arch = e4e_bundle.read_architecture(opts.model)  # A wrong --model fails here, before any file is made.
+    arch = inverters.read_architecture(opts.model)  # A wrong --model fails here, before any file is made.
+    iterations = inverters.resolve_iterations(arch, opts.iterations, opts.save_iterations)
     if opts.align:
         from e4e_jax import alignment
 
         alignment.Aligner(opts.align_size, opts.landmarks).check(load_landmarks=False)  # dlib + model present
     if opts.image_format is not None and opts.image_format not in workers_lib.IMAGE_FORMATS:
         raise UserError(f"--image-format {opts.image_format!r}: choose one of {sorted(workers_lib.IMAGE_FORMATS)}")
-    if opts.image_format is None:
-        return None  # --image-size has no images to size
-    return _out_hw(arch.generator.size, arch.domain == "cars", opts.image_size)
+    size, cars = arch.generator.size, arch.domain == "cars"
+    out_hw = saved_hw = None  # without images, --image-size has nothing to size
+    if opts.image_format is not None:
+        out_hw = _out_hw(size, cars, opts.image_size)
+        saved_hw = out_hw or _out_hw(size, cars, size)
+    latent_shape = (arch.generator.n_latent, arch.generator.style_dim)
+    row_shape = _row_shape(latent_shape, iterations if opts.save_iterations else None)
+    memory.check_host(batch_size, n_devices, tuple(arch.encoder.input_size), saved_hw, row_shape)
+    return out_hw, iterations
+
+
+def _row_shape(latent_shape: tuple[int, int], saved_iterations: Optional[int]) -> tuple[int, ...]:
+    """The latents of one image as the kernel returns them and the chunks keep them: (n_latent, 512), or
+    (iterations, n_latent, 512) with --save-iterations."""
+    return latent_shape if saved_iterations is None else (saved_iterations, *latent_shape)
 
 
 def _make_prepare(opts: InvertOptions, input_hw: tuple[int, int]):
@@ -209,6 +145,9 @@ def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tup
     return int(round(h * image_size / size)), image_size
 
 
+reconstruction_hw = _out_hw  # public: `tune` sizes its reconstructions as invert does
+
+
 def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) -> int:
     """Run the job; returns the exit code (errors.EXIT_*). Raises UserError for bad input."""
     t_start = time.perf_counter()
@@ -217,49 +156,34 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
     multi = dist.initialize(**(distributed or {}))
     import jax
 
-    from e4e_jax import compile_cache, inversion, sharding
-    from e4e_jax.data import folder
+    from e4e_jax import compile_cache, inverters, sharding
 
     cache_dir = compile_cache.enable(opts.compile_cache) if opts.compile_cache != "" else None
     if opts.compile_cache != "" and cache_dir is None:
         _say(opts, f"note: cannot use {opts.compile_cache or compile_cache.default_dir()} as the compilation cache")
-    pid, nproc = jax.process_index(), jax.process_count()
-    out_hw = _check_args(opts)
-    bs = sharding.round_up(opts.batch_size, len(jax.local_devices()))
-    try:
-        paths, unusable = folder.scan_images(opts.images, recursive=opts.recursive)
-    except OSError as e:
-        raise UserError(f"cannot list --images {opts.images}: {e}") from e
-    files = [str(p) for p in paths]
-    unlisted = [(str(u.path), u.reason) for u in unusable]
-    if multi:
-        _same_listing_everywhere(files)
-    if not files:
-        if unlisted:
-            raise UserError(
-                f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. {unlisted[0][0]}: {unlisted[0][1]}"
-            )
-        raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
-    # The weights load in a thread while the output is prepared and the decoder processes start
-    # (compiling alongside did not pay: both hold the GIL; BUILD_NOTES.md, issue 13 second pass).
-    loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
-    t_load = time.perf_counter()
-    model_future = loader.submit(inversion.load_e4e, opts.model, modulation=opts.modulation, dtype=opts.dtype)
-    loader.shutdown(wait=False)
+    pid, nproc, n_devices = jax.process_index(), jax.process_count(), len(jax.local_devices())
+    bs = sharding.round_up(opts.batch_size, n_devices)
+    out_hw, iterations = _check_args(opts, bs, n_devices)
+    opts = dataclasses.replace(opts, iterations=iterations)  # the count used, in the plan (a --resume compares it)
+    files, unlisted = _listing(opts, multi)
     lay = layout_lib.Layout(opts.output)
-    plan = _plan(opts, files, bs, len(jax.local_devices()))
+    plan = plan_lib.make_plan(opts, files, bs, n_devices)
     with outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext():
-        status = 0
-        message = ""
+        finished = _prepare(opts, lay, plan, files, unlisted, multi)
+        if finished is not None:
+            if pid != 0:
+                return errors.EXIT_OK
+            _say(opts, f"nothing to resume: {opts.output} holds the finished run; {summary(finished, opts.output)}")
+            return exit_status(finished)
         if pid == 0:
-            try:
-                _prepare_output(opts, lay, plan)
-            except UserError as e:
-                status, message = e.exit_code, str(e)
-        if multi:
-            status = _broadcast_int(status)
-        if status:
-            raise UserError(message or "process 0 refused the output folder (see its message)")
+            for path, reason in unlisted:
+                _say(opts, manifest.skip_message(path, reason))
+        # The weights load in a thread while the decoder processes start (compiling alongside did not
+        # pay: both hold the GIL; BUILD_NOTES.md, issue 13 second pass).
+        loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
+        t_load = time.perf_counter()
+        model_future = loader.submit(inverters.load, opts.model, modulation=opts.modulation, dtype=opts.dtype)
+        loader.shutdown(wait=False)
         all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
         # A fresh run that fails before its first commit leaves the folder as it found it: its plan would
         # otherwise turn a corrected rerun into a refused "--resume of a different run".
@@ -274,29 +198,15 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
             n_todo = sum(c.stop - c.start for c in todo)
             workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
             # Decoder processes start now, while the model loads and compiles.
-            with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=workers_lib.context(), initializer=workers_lib.ignore_sigint
-            ) as decode_pool:
+            with workers_lib.decoder_pool(workers) as decode_pool:
                 for _ in range(workers if n_todo else 0):
                     decode_pool.submit(int)
                 model = model_future.result()
                 load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
                 stats = _invert_chunks(
-                    opts,
-                    model,
-                    lay,
-                    files,
-                    todo,
-                    all_chunks,
-                    out_hw,
-                    bs,
-                    n_done_files,
-                    multi,
-                    t_start,
-                    decode_pool,
-                    workers,
-                    cache_dir,
-                )
+                    opts, model, lay, files, todo, all_chunks, out_hw, bs, n_done_files, multi, t_start, decode_pool,
+                    workers, cache_dir,
+                )  # fmt: skip
             stats["timing"]["load_s"] = round(load_s, 3)
             if multi:
                 from jax.experimental import multihost_utils
@@ -304,38 +214,110 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
                 multihost_utils.sync_global_devices("e4e-invert-chunks-done")
             if pid != 0:
                 return errors.EXIT_OK
-            missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
-            if missing:
-                raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
-            n, skipped, per_process = lay.merge(
-                len(all_chunks), pipeline.latent_shape(model), opts.image_format is not None, unlisted
-            )
-            report = {
-                "model": str(opts.model),
-                "images": str(opts.images),
-                "n_files": len(files) + len(unlisted),
-                "n_inverted": n,
-                "n_skipped": len(skipped),
-                "skipped": [{"file": f, "reason": r} for f, r in skipped],
-                "latents_shape": [n, *pipeline.latent_shape(model)],
-                "processes": nproc,
-                "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
-                "seconds": round(time.perf_counter() - t_start, 2),
-                **stats,
-            }
-            lay.finish(report)
+            report = _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, stats)
         except BaseException:
             if fresh and not any(lay.chunk_path(c.index).is_file() for c in all_chunks):
                 lay.clear_owned()
             raise
-    _say(
-        opts,
-        f"inverted {n} of {len(files) + len(unlisted)} images into {opts.output}"
-        + (f"; skipped {len(skipped)} (see {opts.output / manifest.SKIPPED})" if skipped else ""),
+    _say(opts, summary(report, opts.output))
+    return exit_status(report)
+
+
+def _listing(opts: InvertOptions, multi: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """(sorted input files, (path, reason) of the folder entries the listing cannot use)."""
+    from e4e_jax.data import folder
+
+    try:
+        paths, unusable = folder.scan_images(opts.images, recursive=opts.recursive)
+    except OSError as e:
+        raise UserError(f"cannot list --images {opts.images}: {e}") from e
+    files = [str(p) for p in paths]
+    unlisted = [(str(u.path), u.reason) for u in unusable]
+    if multi:
+        _same_listing_everywhere(files)
+    if not files:
+        if unlisted:
+            path, reason = unlisted[0]
+            raise UserError(
+                f"no usable images in {opts.images}: {len(unlisted)} unusable, e.g. {manifest.one_line(path)}: {reason}"
+            )
+        raise UserError(f"no images (jpg, png, bmp, webp, tif) in {opts.images}")
+    return files, unlisted
+
+
+_FINISHED = -1  # what process 0 broadcasts when --resume finds the run finished
+
+
+def _prepare(opts, lay, plan, files, unlisted, multi: bool) -> Optional[dict[str, Any]]:
+    """Process 0 makes OUTPUT ready (plan.prepare_output) and tells the others; returns the report of a
+    finished run --resume has nothing to add to ({} on the other processes), else None."""
+    import jax
+
+    status, message, finished = 0, "", None
+    if jax.process_index() == 0:
+        try:
+            finished, changed = plan_lib.prepare_output(opts, lay, plan, files, [path for path, _ in unlisted])
+            if changed:
+                _say(
+                    opts,
+                    f"resuming: {len(changed)} file(s) changed since the run started "
+                    f"({plan_lib.name_list(changed, opts.images)}); their chunks are redone",
+                )
+        except UserError as e:
+            status, message = e.exit_code, str(e)
+    code = status or (_FINISHED if finished is not None else 0)
+    if multi:
+        code = _broadcast_int(code)
+    if code > 0:
+        raise UserError(message or "process 0 refused the output folder (see its message)")
+    return (finished or {}) if code == _FINISHED else None
+
+
+def _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, stats) -> dict[str, Any]:
+    """Process 0: the final files from every committed chunk, report.json last; returns the report."""
+    missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
+    if missing:
+        raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
+    latent_shape = pipeline.latent_shape(model)
+    saved = opts.iterations if opts.save_iterations else None
+    n, n_inverted_files, skipped, per_process = lay.merge(
+        len(all_chunks), latent_shape, opts.image_format is not None, unlisted, iterations=saved
     )
-    if n == 0:
+    report = {
+        "model": str(opts.model),
+        "images": str(opts.images),
+        "n_files": len(files) + len(unlisted),
+        "n_inverted": n,  # rows of latents.npy: faces with --align --faces all
+        "n_inverted_files": n_inverted_files,
+        "n_skipped": len(skipped),
+        "skipped": [{"file": f, "reason": r} for f, r in skipped],
+        "latents_shape": [n, *latent_shape],
+        **({"latents_iterations_shape": [n, saved, *latent_shape]} if saved else {}),
+        "processes": nproc,
+        "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
+        "seconds": round(time.perf_counter() - t_start, 2),
+        **stats,
+        "plan": plan,  # what --resume of the finished run compares
+    }
+    lay.finish(report)
+    return report
+
+
+def summary(report: dict[str, Any], output: Path) -> str:
+    """The closing line of a run (or of a --resume that found it finished)."""
+    n, n_files = report.get("n_inverted", 0), report.get("n_files", 0)
+    if (report.get("plan") or {}).get("align"):
+        text = f"inverted {n} face(s) from {report.get('n_inverted_files', n)} of {n_files} photos into {output}"
+    else:
+        text = f"inverted {n} of {n_files} images into {output}"
+    skipped = report.get("n_skipped", 0)
+    return text + (f"; skipped {skipped} (see {output / manifest.SKIPPED})" if skipped else "")
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    if not report.get("n_inverted"):
         return errors.EXIT_NOTHING
-    return errors.EXIT_PARTIAL if skipped else errors.EXIT_OK
+    return errors.EXIT_PARTIAL if report.get("n_skipped") else errors.EXIT_OK
 
 
 def _invert_chunks(
@@ -346,19 +328,22 @@ def _invert_chunks(
     import jax
     from tqdm import tqdm
 
-    from e4e_jax import inversion, sharding
+    from e4e_jax import inversion, inverters, sharding
 
     mesh = sharding.data_mesh(jax.local_devices())
     images_mode = "uint8" if opts.image_format is not None else "none"
-    invert_fn, compile_s = inversion.compile_invert(
-        model, mesh, bs, input_dtype=np.uint8, images=images_mode, out_hw=out_hw
+    kernel = inverters.kernel(
+        model, mesh, images=images_mode, out_hw=out_hw, iterations=opts.iterations, save_iterations=opts.save_iterations
     )
+    invert_fn, compile_s = inversion.compile_for_batch(kernel.fn, kernel.variables, model.input_hw, mesh, bs, np.uint8)
+    what = f"the inversion ({opts.iterations} ReStyle iterations)" if opts.iterations else "the inversion"
     _say(
         opts,
-        f"compiled the inversion for batch {bs} in {compile_s:.1f} s"
+        f"compiled {what} for batch {bs} in {compile_s:.1f} s"
         + (f" (persistent cache {cache_dir})" if cache_dir else " (no persistent cache)"),
     )
-    variables = sharding.replicate(model.variables, mesh)
+    variables = sharding.replicate(kernel.variables, mesh)
+    memory.check_compiled(invert_fn, bs, jax.local_devices(), memory.tree_bytes(kernel.variables))
     clock = pipeline.StageClock()
     jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]
     sizes = {c.index: c.stop - c.start for c in todo}
@@ -390,9 +375,12 @@ def _invert_chunks(
             variables=variables,
             mesh=mesh,
             clock=clock,
+            row_shape=_row_shape(pipeline.latent_shape(model), opts.iterations if opts.save_iterations else None),
             decode_pool=decode_pool,
             on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
             on_progress=bar.update,
+            on_commit=lambda j: pause_points.reached("invert-chunk-committed"),
+            on_skip=lambda path, reason: opts.quiet or tqdm.write(manifest.skip_message(path, reason), file=sys.stderr),
         )
     return {
         "timing": {

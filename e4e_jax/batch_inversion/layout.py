@@ -1,6 +1,8 @@
 """The on-disk layout of an inversion run: what `e4e-jax invert` writes, commits and merges.
 
     OUTPUT/latents.npy           (N, n_latent, style_dim) float32, one row per inverted image (final)
+    OUTPUT/latents_iterations.npy
+                                 ReStyle --save-iterations: (N, iterations, n_latent, style_dim) (final)
     OUTPUT/files.txt             the input file of each row, one path a line (final)
     OUTPUT/faces.txt             with --align: the face index of each row in its file (0 = largest)
     OUTPUT/inversions.txt        the reconstruction of each row, relative to OUTPUT (final; absent with
@@ -9,6 +11,9 @@
     OUTPUT/report.json           counts, skipped files with reasons, timings (final)
     OUTPUT/inversions/{row:05d}_{stem}.{ext}
     OUTPUT/.e4e-invert/plan.json what the run is (inputs, options); `--resume` checks it
+    OUTPUT/.e4e-invert/listing.tsv
+                                 `size<TAB>mtime_ns<TAB>path` of each input file when the run (or its
+                                 last --resume) started: `--resume` redoes the chunks of files changed since
     OUTPUT/.e4e-invert/chunk-{j:06d}.npz
                                  committed chunk j of the sorted file list: its latents, input files,
                                  face indices, reconstruction names and skipped files
@@ -23,6 +28,7 @@ image is only known at the merge: reconstructions are then written under a stage
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -35,13 +41,23 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import fileio, manifest
+from e4e_jax import fileio, manifest, pause_points
 from e4e_jax.errors import UserError
 
 STATE_DIR = ".e4e-invert"
 PLAN_NAME = "plan.json"
+LISTING_NAME = "listing.tsv"
 PLAN_VERSION = 1
-FINAL_FILES = (manifest.LATENTS, manifest.FILES, manifest.FACES, manifest.INVERSIONS, manifest.SKIPPED, manifest.REPORT)
+# report.json first: it marks a finished run, so --overwrite killed half-way leaves no "finished" folder.
+FINAL_FILES = (
+    manifest.REPORT,
+    manifest.LATENTS,
+    manifest.LATENT_ITERATIONS,
+    manifest.FILES,
+    manifest.FACES,
+    manifest.INVERSIONS,
+    manifest.SKIPPED,
+)
 IMAGES_DIR = manifest.INVERSIONS_DIR
 # Names this command gives reconstructions (final or staged): only these are cleared by --overwrite.
 _OWN_IMAGE = re.compile(r"^(\.staged-\d{6}-)?\d{5,}_.*\.(jpg|png|webp)$")
@@ -101,7 +117,7 @@ def chunks(n_files: int, chunk_size: int) -> list[Chunk]:
 class ChunkResult:
     """What a committed chunk holds (rows in input order)."""
 
-    latents: np.ndarray  # (n, n_latent, style_dim) float32
+    latents: np.ndarray  # (n, n_latent, style_dim) float32; (n, iterations, n_latent, style_dim) (--save-iterations)
     files: list[str]  # (n,) input file of each row
     faces: np.ndarray  # (n,) int32 face index, NO_FACE without alignment
     images: list[str]  # (n,) reconstruction path relative to OUTPUT ('' = none written)
@@ -130,6 +146,21 @@ class Layout:
     def write_plan(self, plan: dict[str, Any]) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         fileio.write_text(self.state / PLAN_NAME, json.dumps({"version": PLAN_VERSION, **plan}, indent=1) + "\n")
+
+    # ---- listing ----------------------------------------------------------------------------------
+    def write_listing(self, stats: Sequence[tuple[str, int, int]]) -> None:
+        """The (path, size, mtime_ns) of every input file, in listing order (`file_stats`)."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{size}\t{mtime}\t{path}\n" for path, size, mtime in stats)
+        fileio.write_text(self.state / LISTING_NAME, text)
+
+    def read_listing(self) -> Optional[list[tuple[str, int, int]]]:
+        """What `write_listing` wrote; None if there is none (a run of an older version) or it is damaged."""
+        try:
+            lines = (self.state / LISTING_NAME).read_text(encoding="utf-8").splitlines()
+            return [(path, int(size), int(mtime)) for size, mtime, path in (line.split("\t", 2) for line in lines)]
+        except (OSError, ValueError):
+            return None
 
     # ---- chunks -----------------------------------------------------------------------------------
     def chunk_path(self, j: int) -> Path:
@@ -213,25 +244,25 @@ class Layout:
 
     # ---- the end of a run --------------------------------------------------------------------------
     def merge(
-        self, n_chunks: int, latent_shape: tuple[int, int], with_images: bool, unlisted: Sequence[tuple[str, str]] = ()
-    ) -> tuple[int, list[tuple[str, str]], dict[int, int]]:
-        """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, skipped,
-        input files handled per process). `unlisted`: (path, reason) of folder entries the listing could
-        not use (broken links, ...); they join the skipped files, all in path order.
+        self,
+        n_chunks: int,
+        latent_shape: tuple[int, int],
+        with_images: bool,
+        unlisted: Sequence[tuple[str, str]] = (),
+        iterations: Optional[int] = None,
+    ) -> tuple[int, int, list[tuple[str, str]], dict[int, int]]:
+        """Assemble the final files from chunks 0..n_chunks-1 (all committed); returns (rows, input files
+        with at least one row (with --faces all a file gives several), skipped, input files handled per
+        process). `unlisted`: (path, reason) of folder entries the listing could
+        not use (broken links, ...); they join the skipped files, all in path order. `iterations`: the
+        chunks hold every ReStyle iteration's latents (--save-iterations): latents.npy gets the last,
+        latents_iterations.npy all of them.
 
         Idempotent: a merge killed half-way is finished by running it again.
         """
         metas = [self.read_chunk(j, with_latents=False) for j in range(n_chunks)]
         n = sum(len(m.files) for m in metas)
-        with fileio.replacing(self.root / manifest.LATENTS) as tmp:
-            out = _allocated_memmap(tmp, (n, *latent_shape), self.root / manifest.LATENTS)
-            row = 0
-            for j, m in enumerate(metas):
-                lat = self.read_chunk(j).latents
-                out[row : row + len(lat)] = lat
-                row += len(lat)
-            out.flush()
-            del out  # the memmap is closed before the rename
+        self._merge_latents(n_chunks, (n, *latent_shape), iterations)
         files, names, skipped = [], [], []
         per_process: dict[int, int] = {}
         row = 0
@@ -258,12 +289,60 @@ class Layout:
         if with_images:
             fileio.write_text(self.root / manifest.INVERSIONS, "".join(f"{p}\n" for p in names))
         fileio.write_text(self.root / manifest.SKIPPED, manifest.skipped_text(skipped))
-        return n, skipped, per_process
+        return n, len(set(files)), skipped, per_process
+
+    def _merge_latents(self, n_chunks: int, shape: tuple[int, ...], iterations: Optional[int]) -> None:
+        """latents.npy of `shape` (and latents_iterations.npy with `iterations`), streamed chunk by chunk."""
+        targets = [(manifest.LATENTS, shape)]
+        if iterations:
+            targets.append((manifest.LATENT_ITERATIONS, (shape[0], iterations, *shape[1:])))
+        with contextlib.ExitStack() as stack:
+            outs = [
+                _allocated_memmap(stack.enter_context(fileio.replacing(self.root / name)), full, self.root / name)
+                for name, full in targets
+            ]
+            row = 0
+            for j in range(n_chunks):
+                lat = self.read_chunk(j).latents  # (rows, n_latent, D), or (rows, iterations, n_latent, D)
+                outs[0][row : row + len(lat)] = lat[:, -1] if iterations else lat
+                if iterations:
+                    outs[1][row : row + len(lat)] = lat
+                row += len(lat)
+            for out in outs:
+                out.flush()
+            del outs, out  # the memmaps are closed before the renames
 
     def finish(self, report: dict[str, Any]) -> None:
         """Write report.json last, then drop the chunk state (the final files now hold it all)."""
         fileio.write_text(self.root / manifest.REPORT, json.dumps(report, indent=2) + "\n")
+        pause_points.reached("invert-finishing")
+        self.drop_state()
+
+    def drop_state(self) -> None:
         shutil.rmtree(self.state, ignore_errors=True)
+
+    def finished_report(self) -> Optional[dict[str, Any]]:
+        """report.json of a finished run (written last, after every final file), or None."""
+        path = self.root / manifest.REPORT
+        if not (path.is_file() and (self.root / manifest.LATENTS).is_file()):
+            return None
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return report if isinstance(report, dict) else None
+
+
+def file_stats(files: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each file ((path, -1, -1) for one that cannot be read now)."""
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((f, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((f, -1, -1))
+    return out
 
 
 def _allocated_memmap(tmp: Path, shape: tuple[int, ...], final: Path) -> np.memmap:

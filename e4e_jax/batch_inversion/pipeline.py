@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from e4e_jax.batch_inversion.layout import ChunkResult, Layout, image_name, staged_name
-from e4e_jax.batch_inversion.workers import WriterPool, context, decode_group, ignore_sigint
+from e4e_jax.batch_inversion.workers import WriterPool, decode_group, decoder_pool
 from e4e_jax.data import folder
 
 # Files per decode task: amortises the pool's per-task cost (pickling, queue hops) at ~1,000 img/s.
@@ -74,7 +74,7 @@ def iter_items(
     `pool`: an executor already started (so its start overlaps the model load); else one is made."""
     own = pool is None
     if own:
-        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context(), initializer=ignore_sigint)
+        pool = decoder_pool(workers)
     groups = [jobs[i : i + DECODE_GROUP] for i in range(0, len(jobs), DECODE_GROUP)]
     window = max(2, -(-2 * batch_size // DECODE_GROUP), 2 * workers)
     images: list[np.ndarray] = []
@@ -119,7 +119,7 @@ def latent_shape(model) -> tuple[int, int]:
 
 class ChunkCollector:
     """Gathers results per chunk, names reconstructions, and commits a chunk once every file in it is
-    accounted for and its images are written."""
+    accounted for and its images are written. `latent_shape`: one image's latent rows (`run`'s row_shape)."""
 
     def __init__(
         self,
@@ -212,17 +212,22 @@ def run(
     mesh,
     clock: StageClock,
     decode_pool: Optional[concurrent.futures.Executor] = None,
+    row_shape: Optional[tuple[int, ...]] = None,
     on_commit: Callable[[int], None] = lambda j: None,
     on_first_batch: Callable[[], None] = lambda: None,
     on_progress: Callable[[int], None] = lambda n: None,
+    on_skip: Callable[[str, str], None] = lambda path, reason: None,
 ) -> None:
-    """Invert `jobs` and commit their chunks (see module doc). `image_format` None: latents only."""
+    """Invert `jobs` and commit their chunks (see module doc). `image_format` None: latents only.
+    row_shape: one image's latents as `invert_fn` returns them (default `latent_shape(model)`; ReStyle's
+    --save-iterations: (iterations, n_latent, 512)). Callbacks (main thread): on_commit(chunk) after each
+    commit, on_skip(path, reason) for each file that gives no latent, on_progress(files done)."""
     import jax
 
     from e4e_jax import inversion
 
     collector = ChunkCollector(
-        layout, chunk_sizes, latent_shape(model), known_rows, image_format, on_commit, jax.process_index()
+        layout, chunk_sizes, row_shape or latent_shape(model), known_rows, image_format, on_commit, jax.process_index()
     )
     if image_format is not None:
         layout.images.mkdir(parents=True, exist_ok=True)
@@ -253,6 +258,7 @@ def run(
                 first = False
             for s, chunk in skipped:
                 collector.add_skipped(s, chunk)
+                on_skip(str(s.path), s.reason)
             if image_format is not None and len(items) and wpool is None:
                 # Slots for four batches: the main thread only waits when the writers fall behind.
                 wpool = WriterPool(max(1, writers), imgs.shape[1:], 4 * batch_size)

@@ -7,15 +7,15 @@ Decoders return the resized uint8 pixels (a quarter of float32's bytes through t
 normalisation to [-1, 1] runs on the device). Writers read reconstructions from a shared-memory slot
 ring instead of a pipe (3 MB per 1024² image), encode and write them.
 
-Processes start with `forkserver` (never `fork`: the parent runs JAX's threads), with this module
-preloaded so a worker starts in a fraction of a second.
+Pools come from `e4e_jax.worker_pool`: forkserver processes (never `fork`: the parent runs JAX's
+threads) with this module preloaded so a worker starts in a fraction of a second, which ignore Ctrl-C
+and end with the main process even when it is killed (`kill -9`, the OOM killer). The slot ring is
+unlinked by `WriterPool.close`, or, after such a kill, by the resource tracker once the writers are gone.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
-import signal
 import threading
 import time
 from multiprocessing import shared_memory
@@ -24,28 +24,19 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from e4e_jax import fileio
+from e4e_jax import fileio, worker_pool
 
-_CTX: Optional[multiprocessing.context.BaseContext] = None
+# Imported once in the forkserver, not in every worker.
+PRELOAD = ("e4e_jax.batch_inversion.workers", "e4e_jax.data.folder", "PIL.Image")
 # Encoder settings per output format. PNG at compress_level 1: lossless either way, ~3x faster to
 # write than PIL's default level 6 for ~25% more bytes.
 IMAGE_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 PNG_COMPRESS_LEVEL = 1
 
 
-def context() -> multiprocessing.context.BaseContext:
-    """The forkserver context, with the decode/encode modules preloaded in the server."""
-    global _CTX
-    if _CTX is None:
-        _CTX = multiprocessing.get_context("forkserver")
-        _CTX.set_forkserver_preload(["e4e_jax.batch_inversion.workers", "e4e_jax.data.folder", "PIL.Image"])
-    return _CTX
-
-
-def ignore_sigint() -> None:
-    """Pool initializer: Ctrl-C reaches the whole foreground process group; the parent alone handles it
-    (and stops the pools), so workers do not each print a KeyboardInterrupt traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def decoder_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """The decoder processes (`decode_group` tasks)."""
+    return worker_pool.process_pool(workers, preload=PRELOAD)
 
 
 def decode_group(prepare: Callable, paths: Sequence[str]) -> list[tuple[object, float]]:
@@ -65,7 +56,6 @@ _SHM: Optional[shared_memory.SharedMemory] = None
 
 def _writer_init(shm_name: str, shape: tuple, n_slots: int) -> None:
     global _SLOTS, _SHM
-    ignore_sigint()
     _SHM = shared_memory.SharedMemory(name=shm_name)
     _SLOTS = np.ndarray((n_slots, *shape), np.uint8, buffer=_SHM.buf)
 
@@ -109,8 +99,8 @@ class WriterPool:
         self._free = list(range(n_slots))
         self._lock = threading.Lock()
         self._sem = threading.Semaphore(n_slots)
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context(), initializer=_writer_init, initargs=(self._shm.name, self.shape, n_slots)
+        self._pool = worker_pool.process_pool(
+            workers, initializer=_writer_init, initargs=(self._shm.name, self.shape, n_slots), preload=PRELOAD
         )
 
     def submit(self, img: np.ndarray, path: Path, fmt: str, quality: int) -> concurrent.futures.Future:

@@ -6,8 +6,12 @@
 Writes OUTPUT/<stem>.png (largest face of each photo), or OUTPUT/<stem>_face<K>.png for every face
 with --faces all (K = 0 for the largest, then by size); OUTPUT/landmarks/<stem>.json per photo
 (detection box, 68 landmarks, crop quad in the photo's pixels; written last, it marks the photo
-done); OUTPUT/skipped.txt and OUTPUT/report.json. A photo without a face, or a file that is not an
-image, is skipped with its reason and never stops the run. --resume finishes an interrupted run.
+done); OUTPUT/skipped.txt and OUTPUT/report.json. A photo without a face, a file that is not an
+image, or a folder entry that cannot be one (a folder named x.png, a broken link or a link loop, a
+name with a line break or not in UTF-8) is skipped with its reason, printed and in skipped.txt, and
+never stops the run. --resume finishes an interrupted run (photos already done are kept); on a finished
+run it does nothing and says so, as `invert --resume`. Workers end with the main process, even when it
+is killed.
 Exit status: 0 every photo gave a face; 3 some were skipped; 1 none gave a face; 2 bad arguments.
 """
 
@@ -19,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from e4e_jax.cli_args import non_negative_int, positive_int
+from e4e_jax.cli_args import int_in, non_negative_int, positive_int
 
 LANDMARKS_DIR = "landmarks"
 # zlib level of the PNGs: lossless at any level; 1 encodes a 1024² crop 5x faster than PIL's
@@ -30,11 +34,12 @@ SUBMIT_AHEAD = 2  # tasks queued per worker: keeps workers busy without reading 
 
 def add_parser(sub, help_text: str) -> None:
     from e4e_jax import alignment
+    from e4e_jax.errors import install_hint
 
     p = sub.add_parser(
         "align",
         help=help_text,
-        description="FFHQ-align the faces of a folder of photos (needs the align extra: pip install 'e4e-jax[align]').",
+        description=f"FFHQ-align the faces of a folder of photos (needs the align extra: {install_hint('align')}).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
@@ -48,9 +53,10 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument(
         "--output-size",
-        type=positive_int,
+        type=int_in(1, alignment.MAX_OUTPUT_SIZE),
         default=alignment.DEFAULT_OUTPUT_SIZE,
-        help=f"side of the aligned images in px (default {alignment.DEFAULT_OUTPUT_SIZE}, as FFHQ)",
+        help=f"side of the aligned images in px (default {alignment.DEFAULT_OUTPUT_SIZE}, as FFHQ; at most "
+        f"{alignment.MAX_OUTPUT_SIZE}: the memory grows with its square)",
     )
     p.add_argument(
         "--workers",
@@ -194,15 +200,6 @@ def _done_record(out: Path, stem: str, expected_settings: dict) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- the run
-def _pool_context():
-    import multiprocessing
-
-    # Not fork: numpy's and scipy's BLAS threads are running, and forking a threaded process can
-    # deadlock (Python 3.12 warns). forkserver forks workers from a small clean process.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
-
-
 def _iter_results(jobs: list[tuple], settings, workers: int):
     """Yield align_file's result for each job, in completion order."""
     if workers <= 1 or len(jobs) <= 1:
@@ -213,9 +210,10 @@ def _iter_results(jobs: list[tuple], settings, workers: int):
         return
     import concurrent.futures as cf
 
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=_pool_context(), initializer=_worker_init, initargs=(settings,)
-    ) as pool:
+    from e4e_jax import worker_pool
+
+    # Workers that end with this process, even when it is killed (e4e_jax/worker_pool.py).
+    with worker_pool.process_pool(workers, _worker_init, (settings,), preload=(__name__,)) as pool:
         pending: set[cf.Future] = set()
         it = iter(jobs)
         try:
@@ -235,34 +233,151 @@ def _iter_results(jobs: list[tuple], settings, workers: int):
             raise
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
-    from tqdm import tqdm
-
-    from e4e_jax import alignment, fileio, manifest, outdir
+def _check(args: argparse.Namespace):
+    """Every check before anything is written; returns (photos, unusable folder entries, Aligner)."""
+    from e4e_jax import alignment, outdir
     from e4e_jax.data import folder
-    from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
+    from e4e_jax.errors import UserError
 
     if not args.images.is_dir():
         raise UserError(f"--images {args.images} is not a folder")
+    if args.output.exists() and not args.output.is_dir():
+        raise UserError(f"--output {args.output} is a file; choose a folder")
     outdir.refuse_input_overlap(args.output, [args.images])
     if args.landmarks is not None and not args.landmarks.is_file():
         raise UserError(f"--landmarks {args.landmarks} does not exist")
-    paths = folder.list_images(args.images)
-    if not paths:
-        print(f"error: no images (jpg, png, bmp, webp, tif) in {args.images}", file=sys.stderr)
-        return EXIT_NOTHING
+    try:
+        paths, unusable = folder.scan_images(args.images)
+    except OSError as e:
+        raise UserError(f"cannot list --images {args.images}: {e}") from e
     aligner = alignment.Aligner(
         args.output_size, args.landmarks.resolve() if args.landmarks else None, args.detect_size or None
     )
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(args.workers or available, len(paths))
-    if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):  # fail before loading
+    return paths, unusable, aligner
+
+
+def _refuse_non_empty(args: argparse.Namespace) -> None:
+    from e4e_jax import outdir
+    from e4e_jax.errors import UserError
+
+    if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):
         raise UserError(
             f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
             "--overwrite to redo it, or choose another folder"
         )
+
+
+def _finished_report(out: Path, every_input: set[str], results: dict, expected: dict) -> dict | None:
+    """report.json of a finished run of these photos and settings (nothing for --resume to do), else None:
+    every photo is done, or was skipped unreadable by that run; no photo was left undone."""
+    import json
+
+    from e4e_jax import manifest
+
+    try:
+        report = json.loads((out / manifest.REPORT).read_text(encoding="utf-8"))
+        recorded = {r["file"] for r in report["aligned"]} | {r["file"] for r in report["skipped"]}
+        finished = report["n_not_done"] == 0 and report["settings"] == expected
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    undone = every_input - {str(p) for p in results} - {r["file"] for r in report["skipped"]}
+    return report if finished and recorded == every_input and not undone else None
+
+
+def _summary(n_faces: int, n_aligned: int, n_inputs: int, n_skipped: int, output: Path) -> str:
+    from e4e_jax import manifest
+
+    return f"aligned {n_faces} face(s) from {n_aligned} of {n_inputs} photos into {output}" + (
+        f"; skipped {n_skipped} (see {output / manifest.SKIPPED})" if n_skipped else ""
+    )
+
+
+def _status(n_aligned: int, n_skipped: int) -> int:
+    from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+
+    return EXIT_NOTHING if not n_aligned else EXIT_PARTIAL if n_skipped else EXIT_OK
+
+
+def _align_photos(jobs: list[tuple], settings, workers: int, results: dict, paths: list[Path], t0: float):
+    """Align `jobs` into `results` (by input path), saying each skip; returns (interrupted, seconds to the
+    first photo or None)."""
+    from tqdm import tqdm
+
+    from e4e_jax import manifest, pause_points
+
+    by_name = {str(p): p for p in paths}
+    n_faces = sum(len(r["outputs"]) for r in results.values())
+    interrupted, first = False, None
+    with tqdm(total=len(paths), initial=len(results), desc="align", unit="img") as bar:
+        try:
+            for rec in _iter_results(jobs, settings, workers):
+                results[by_name[rec["file"]]] = rec
+                first = time.time() - t0 if first is None else first
+                n_faces += len(rec["outputs"])
+                if rec["skipped"]:
+                    tqdm.write(manifest.skip_message(rec["file"], rec["skipped"]), file=sys.stderr)
+                bar.update(1)
+                bar.set_postfix(faces=n_faces, refresh=False)
+                pause_points.reached("align-photo-done")
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as e:  # a worker process died (BrokenProcessPool): say so, keep what is done
+            import concurrent.futures.process as cfp
+
+            if not isinstance(e, cfp.BrokenProcessPool):
+                raise
+            interrupted = True
+            tqdm.write(f"error: a worker process died ({e})", file=sys.stderr)
+    return interrupted, first
+
+
+def _write_report(args, paths, unusable, results, expected, n_resumed, workers, t0, first) -> dict:
+    """skipped.txt (the photos skipped and the folder entries that are not photos) and report.json."""
+    import json
+
+    from e4e_jax import fileio, manifest
+
+    ordered = [results[p] for p in paths if p in results]
+    aligned = [r for r in ordered if r["outputs"]]
+    skipped = sorted(
+        [(r["file"], r["skipped"]) for r in ordered if r["skipped"]] + [(str(u.path), u.reason) for u in unusable],
+        key=lambda fr: Path(fr[0]).relative_to(args.images).as_posix(),
+    )
+    fileio.write_text(args.output / manifest.SKIPPED, manifest.skipped_text(skipped))
+    seconds = time.time() - t0
+    report = {
+        "images": str(args.images),
+        "settings": expected,
+        "n_inputs": len(paths) + len(unusable),
+        "n_aligned_inputs": len(aligned),
+        "n_faces_written": sum(len(r["outputs"]) for r in ordered),
+        "n_skipped": len(skipped),
+        "n_resumed": n_resumed,
+        "n_not_done": len(paths) - len(ordered),
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "seconds_to_first_photo": None if first is None else round(first, 2),
+        "images_per_second": round((len(ordered) - n_resumed) / seconds, 2) if seconds > 0 else None,
+        "skipped": [{"file": f, "reason": r} for f, r in skipped],
+        "aligned": [{"file": r["file"], "outputs": r["outputs"]} for r in aligned],
+    }
+    fileio.write_text(args.output / manifest.REPORT, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    from e4e_jax import fileio, manifest, outdir
+    from e4e_jax.errors import EXIT_INTERRUPTED, EXIT_NOTHING
+
+    paths, unusable, aligner = _check(args)
+    if not paths:
+        example = f", e.g. {manifest.skip_message(str(unusable[0].path), unusable[0].reason)}" if unusable else ""
+        what = f"usable images ({len(unusable)} unusable{example})" if unusable else "images (jpg, png, bmp, webp, tif)"
+        print(f"error: no {what} in {args.images}", file=sys.stderr)
+        return EXIT_NOTHING
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(args.workers or available, len(paths))
+    _refuse_non_empty(args)  # fail before loading
     aligner.check(load_landmarks=False)  # dlib and the model file are there: before anything is made
     settings = aligner.settings
     all_faces = args.faces == "all"
@@ -270,11 +385,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     with outdir.lock(args.output, "e4e-jax align"):
-        if not (args.resume or args.overwrite or outdir.is_empty_dir(args.output)):
-            raise UserError(
-                f"--output {args.output} is not empty; pass --resume to finish an earlier run, "
-                "--overwrite to redo it, or choose another folder"
-            )
+        _refuse_non_empty(args)
         (args.output / LANDMARKS_DIR).mkdir(exist_ok=True)
         for d in (args.output, args.output / LANDMARKS_DIR):
             fileio.remove_stale_temps(d)
@@ -285,6 +396,13 @@ def run(args: argparse.Namespace) -> int:
                 rec = _done_record(args.output, stems[p], expected)
                 if rec is not None:
                     results[p] = dict(rec, file=str(p))
+            every_input = {str(p) for p in paths} | {str(u.path) for u in unusable}
+            finished = _finished_report(args.output, every_input, results, expected)
+            if finished is not None:  # as `invert --resume` of a finished run: nothing redone or rewritten
+                n_skipped, n_aligned = finished["n_skipped"], finished["n_aligned_inputs"]
+                line = _summary(finished["n_faces_written"], n_aligned, finished["n_inputs"], n_skipped, args.output)
+                print(f"nothing to resume: {args.output} holds the finished run; {line}", file=sys.stderr)
+                return _status(n_aligned, n_skipped)
         n_resumed = len(results)
         jobs = [(str(p), stems[p], str(args.output), all_faces) for p in paths if p not in results]
         # A file that is not a 68-point model is one clear error before any photo is done. With a
@@ -295,62 +413,17 @@ def run(args: argparse.Namespace) -> int:
                 _ALIGNER = aligner.load()
         elif args.landmarks is not None:
             aligner.check(load_landmarks=True)
-        by_name = {str(p): p for p in paths}
-        n_faces = sum(len(r["outputs"]) for r in results.values())
-        interrupted, first = False, None
-        with tqdm(total=len(paths), initial=n_resumed, desc="align", unit="img") as bar:
-            try:
-                for rec in _iter_results(jobs, settings, workers):
-                    results[by_name[rec["file"]]] = rec
-                    first = time.time() - t0 if first is None else first
-                    n_faces += len(rec["outputs"])
-                    if rec["skipped"]:
-                        tqdm.write(f"skipped {rec['file']}: {rec['skipped']}", file=sys.stderr)
-                    bar.update(1)
-                    bar.set_postfix(faces=n_faces, refresh=False)
-            except KeyboardInterrupt:
-                interrupted = True
-            except Exception as e:  # a worker process died (BrokenProcessPool): say so, keep what is done
-                import concurrent.futures.process as cfp
-
-                if not isinstance(e, cfp.BrokenProcessPool):
-                    raise
-                interrupted = True
-                tqdm.write(f"error: a worker process died ({e})", file=sys.stderr)
-        ordered = [results[p] for p in paths if p in results]
-        skipped = [r for r in ordered if r["skipped"]]
-        aligned = [r for r in ordered if r["outputs"]]
-        fileio.write_text(
-            args.output / manifest.SKIPPED, manifest.skipped_text((r["file"], r["skipped"]) for r in skipped)
-        )
-        seconds = time.time() - t0
-        report = {
-            "images": str(args.images),
-            "settings": expected,
-            "n_inputs": len(paths),
-            "n_aligned_inputs": len(aligned),
-            "n_faces_written": n_faces,
-            "n_skipped": len(skipped),
-            "n_resumed": n_resumed,
-            "n_not_done": len(paths) - len(ordered),
-            "workers": workers,
-            "seconds": round(seconds, 2),
-            "seconds_to_first_photo": None if first is None else round(first, 2),
-            "images_per_second": round((len(ordered) - n_resumed) / seconds, 2) if seconds > 0 else None,
-            "skipped": [{"file": r["file"], "reason": r["skipped"]} for r in skipped],
-            "aligned": [{"file": r["file"], "outputs": r["outputs"]} for r in aligned],
-        }
-        fileio.write_text(args.output / manifest.REPORT, json.dumps(report, indent=2) + "\n")
+        for u in unusable:
+            print(manifest.skip_message(str(u.path), u.reason), file=sys.stderr)
+        interrupted, first = _align_photos(jobs, settings, workers, results, paths, t0)
+        report = _write_report(args, paths, unusable, results, expected, n_resumed, workers, t0, first)
     if interrupted:
+        n_done = len(paths) - report["n_not_done"]
         print(
-            f"interrupted after {len(ordered)} of {len(paths)} photos; finish with the same command and --resume",
+            f"interrupted after {n_done} of {len(paths)} photos; finish with the same command and --resume",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    print(
-        f"aligned {n_faces} face(s) from {len(aligned)} of {len(paths)} photos into {args.output}"
-        + (f"; skipped {len(skipped)} (see {args.output / manifest.SKIPPED})" if skipped else "")
-    )
-    if not aligned:
-        return EXIT_NOTHING
-    return EXIT_PARTIAL if skipped else EXIT_OK
+    n_aligned, n_skipped = report["n_aligned_inputs"], report["n_skipped"]
+    print(_summary(report["n_faces_written"], n_aligned, report["n_inputs"], n_skipped, args.output))
+    return _status(n_aligned, n_skipped)

@@ -68,6 +68,13 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument("--batch-size", type=cli_args.positive_int, default=8, help="images rendered per step (default 8)")
     p.add_argument(
+        "--tuned",
+        type=Path,
+        default=None,
+        help="output folder of `e4e-jax tune` for these latents: render each photo (and its edits) with its own "
+        "tuned generator; the edits move the latents as without it",
+    )
+    p.add_argument(
         "--max-grid-rows", type=cli_args.positive_int, default=8, help="images (rows) shown in grid.png (default 8)"
     )
     p.set_defaults(run=run)
@@ -90,5 +97,6 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_grid_rows=args.max_grid_rows,
             overwrite=args.overwrite,
+            tuned=args.tuned,
         )
     )

@@ -17,14 +17,22 @@ from e4e_jax import choices, cli_args
 DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
 reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
 report.json for files that could not be used. Results are committed every --chunk-size files: after a kill,
---resume finishes the run with the same outputs. Exit status 3 means partial success (some files skipped)."""
+--resume finishes the run with the same outputs. Exit status 3 means partial success (some files skipped).
+A ReStyle bundle (python -m tools.convert_weights restyle ...) refines its latents over --iterations steps
+from the average image; latents.npy holds the last step's, --save-iterations keeps every step's."""
 
 
 def add_parser(sub, help_text: str) -> None:
+    from e4e_jax import alignment
     from e4e_jax.batch_inversion import job, workers
+    from e4e_jax.errors import install_hint
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
-    p.add_argument("--model", required=True, help="e4e bundle directory (python -m tools.convert_weights e4e ...)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="e4e or ReStyle bundle directory (python -m tools.convert_weights e4e|restyle ...)",
+    )
     p.add_argument("--images", required=True, type=Path, help="folder of images (jpg, png, bmp, webp, tif)")
     p.add_argument(
         "--output",
@@ -61,6 +69,18 @@ def add_parser(sub, help_text: str) -> None:
         type=cli_args.positive_int,
         default=None,
         help="save reconstructions downscaled to this width (height keeps the aspect), e.g. 256",
+    )
+    p.add_argument(
+        "--iterations",
+        type=cli_args.positive_int,
+        default=None,
+        help="ReStyle bundles: refinement steps from the average image (default: the bundle's, officially 5)",
+    )
+    p.add_argument(
+        "--save-iterations",
+        action="store_true",
+        help="ReStyle bundles: also write OUTPUT/latents_iterations.npy (N, iterations, n_latent, 512), "
+        "every step's latents",
     )
     p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
     p.add_argument(
@@ -100,7 +120,7 @@ def add_parser(sub, help_text: str) -> None:
         "(faster; NOT the official pixels: see BUILD_NOTES.md for the drift)",
     )
     p.add_argument(
-        "--align", action="store_true", help="FFHQ-align faces first (needs the align extra: pip install -e '.[align]')"
+        "--align", action="store_true", help=f"FFHQ-align faces first (needs the align extra: {install_hint('align')})"
     )
     p.add_argument(
         "--faces",
@@ -110,9 +130,10 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument(
         "--align-size",
-        type=cli_args.positive_int,
-        default=1024,
-        help="with --align: size of the aligned crop before the encoder's resize (default 1024, FFHQ)",
+        type=cli_args.int_in(1, alignment.MAX_OUTPUT_SIZE),
+        default=alignment.DEFAULT_OUTPUT_SIZE,
+        help=f"with --align: size of the aligned crop before the encoder's resize (default "
+        f"{alignment.DEFAULT_OUTPUT_SIZE}, FFHQ; at most {alignment.MAX_OUTPUT_SIZE})",
     )
     p.add_argument(
         "--landmarks",
@@ -181,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         landmarks=args.landmarks,
         compile_cache="" if args.no_compile_cache else args.compile_cache,
         quiet=args.quiet,
+        iterations=args.iterations,
+        save_iterations=args.save_iterations,
     )
     import concurrent.futures.process
 

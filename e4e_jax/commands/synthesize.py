@@ -52,6 +52,12 @@ def add_parser(sub, help_text: str) -> None:
     )
     p.add_argument("--dtype", choices=choices.DTYPE_NAMES, default="float32", help="compute dtype")
     p.add_argument("--seed", type=cli_args.seed, default=0, help="seed for --noise random (0 to 2**32-1)")
+    p.add_argument(
+        "--tuned",
+        type=Path,
+        default=None,
+        help="output folder of `e4e-jax tune`: render row i of --latents with photo i's tuned generator",
+    )
     p.set_defaults(run=run)
 
 
@@ -71,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
             modulation=args.modulation,
             dtype=args.dtype,
             seed=args.seed,
+            tuned=args.tuned,
         )
     )

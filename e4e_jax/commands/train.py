@@ -201,7 +201,13 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, getattr(args, "config_flags", []))
     except (ValueError, OSError, SyntaxError) as e:
         raise UserError(str(e)) from e
+    from e4e_jax import compile_cache
     from e4e_jax.training.loop import NonFiniteLossError, train_and_evaluate
+
+    # The training step compiles for seconds to minutes: a second run of the same config loads it instead
+    # (from e4e-jax's cache directory, unless JAX_COMPILATION_CACHE_DIR already chose one).
+    if compile_cache.directory() is None and compile_cache.enable() is None:
+        logging.getLogger("e4e_jax").info("cannot use %s as the compilation cache", compile_cache.default_dir())
 
     try:
         metrics = train_and_evaluate(config, args.workdir, resume=args.resume, max_steps=args.max_steps)

@@ -39,10 +39,11 @@ class EpochOrder:
         return int(self._perm(epoch)[1][index])
 
     def _perm(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is None or self._cache[0] != epoch:
+        cached = self._cache  # one read: decoding threads of two epochs may replace it meanwhile
+        if cached is None or cached[0] != epoch:
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            self._cache = (epoch, (perm, np.argsort(perm)))
-        return self._cache[1]
+            cached = self._cache = (epoch, (perm, np.argsort(perm)))
+        return cached[1]
 
     def indices(self, step: int) -> tuple[int, np.ndarray]:
         """(epoch, file indices (B,)) of the global batch of `step`."""
@@ -68,14 +69,12 @@ def log_rows(what: str, rows: Sequence[int], files: Sequence[Path | str]) -> Non
 
 
 def process_slices(
-    files: Sequence[Path], global_batch: int, seed: int, start_step: int, rows: np.ndarray
-) -> Iterator[tuple[list[str], list[bool]]]:
-    """(paths, flip coins) of this process's `rows` of each global batch, from `start_step` on (endless)."""
-    order = EpochOrder(len(files), global_batch, seed)
+    n_files: int, global_batch: int, seed: int, start_step: int, rows: np.ndarray
+) -> Iterator[tuple[int, list[int]]]:
+    """(epoch, file indices) of this process's `rows` of each global batch, from `start_step` on (endless)."""
+    order = EpochOrder(n_files, global_batch, seed)
     step = start_step
     while True:
         epoch, idx = order.indices(step)
-        mine = [int(i) for i in idx[rows]]
-        log_rows(f"train step {step}", rows, [files[i] for i in mine])
-        yield [str(files[i]) for i in mine], [flip_draw(seed, epoch, i) for i in mine]
+        yield epoch, [int(i) for i in idx[rows]]
         step += 1

@@ -14,13 +14,19 @@ so the result is bit-identical to the official pipeline. An image already at the
 used as it is (PIL's resize to the same size is a copy anyway).
 
 Departures from `convert('RGB')`, on inputs the official code mishandles:
-- 16-bit grayscale ('I;16*', and 'I' as older Pillow opens 16-bit PNGs): `convert('RGB')` clips
-  every value above 255 to white. We scale to 8 bits by dropping the low byte (v >> 8) instead.
+- 16-bit grayscale ('I;16*'): `convert('RGB')` clips every value above 255 to white. We scale to 8
+  bits by dropping the low byte (v >> 8) instead.
+- 32-bit integer grayscale ('I': integer TIFFs, and 16-bit PNGs as older Pillow opens them): the mode
+  does not say the range, so the data decide: values in 0..255 are read as 8-bit, values in 0..65535
+  (some above 255) as 16-bit (v >> 8); other values are skipped with the range found. (A 16-bit image
+  whose values all lie below 256, nearly black, is thus read as 8-bit.)
 - 32-bit float grayscale ('F', e.g. float TIFFs): `convert('RGB')` reads 0.0..1.0 as 0..1 of 255 (a
   black image). Values in [0, 1] are scaled to 8 bits (rounded v * 255); other float images are
   skipped with the range found.
-- EXIF orientation is ignored by the official code (and by default here); `exif_transpose=True`
-  applies it first.
+- EXIF orientation is applied (the photo as it is meant to be seen, and as `e4e-jax align` and the face
+  detector see it); the official transform ignores it, so a photo with an orientation tag other than 1
+  is read turned where the official code reads it as stored. `exif_transpose=False` gives the official
+  pixels.
 
 Bad files (unreadable, corrupt, truncated, empty, too small, too large) come back as `Skipped`
 rather than raising, so one bad file never stops a batch. `scan_images` also reports the folder
@@ -42,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from e4e_jax import domains
 
@@ -65,8 +71,12 @@ DEFAULT_MIN_SIZE = 8
 # PIL's own decompression-bomb threshold (it warns above it and refuses above twice it).
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_INT32_MODE = "I"
 _FLOAT_MODE = "F"
+# Whether images are turned as their EXIF orientation says (see the module doc): one rule for every reader.
+APPLY_EXIF_ORIENTATION = True
+_TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # the ones that swap width and height
 _LINE_BREAKS = ("\n", "\r")
 
 
@@ -150,12 +160,19 @@ def _unusable(p: Path, recursive: bool) -> str | None:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image | str:
-    """`img.convert('RGB')` as the official code does, except for 16-bit and float grayscale (see module
-    doc); a reason (str) for a float image outside [0, 1]."""
+    """`img.convert('RGB')` as the official code does, except for 16-bit, 32-bit integer and float
+    grayscale (see module doc); a reason (str) for values outside the ranges read."""
     if img.mode in _SIXTEEN_BIT_MODES:
-        a = np.asarray(img).astype(np.int64)
-        a = (np.clip(a, 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(a).convert("RGB")  # uint8 (H, W) -> 'L'
+        return _gray8(np.asarray(img).astype(np.int64) >> 8)
+    if img.mode == _INT32_MODE:
+        a = np.asarray(img, dtype=np.int64)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            return (
+                f"32-bit integer image with pixel values in [{lo}, {hi}]; only 0..255 (8-bit) and 0..65535 "
+                "(16-bit) are read (save it as 8 or 16-bit)"
+            )
+        return _gray8(a if hi <= 255 else a >> 8)
     if img.mode == _FLOAT_MODE:
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():
@@ -166,8 +183,27 @@ def _to_rgb(img: Image.Image) -> Image.Image | str:
                 f"float image with pixel values in [{lo:g}, {hi:g}]; only float images in [0, 1] are read "
                 "(save it as 8-bit or scale it to [0, 1])"
             )
-        return Image.fromarray(np.rint(a * 255.0).astype(np.uint8)).convert("RGB")
+        return _gray8(np.rint(a * 255.0))
     return img.convert("RGB")
+
+
+def _gray8(values: np.ndarray) -> Image.Image:
+    """(H, W) values in 0..255 -> an RGB image of three equal channels."""
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8)).convert("RGB")  # (H, W) uint8 -> 'L'
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag of `img` (1, upright, when absent or unreadable)."""
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block does not make the pixels unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """`img` turned as its EXIF orientation says (itself when upright)."""
+    return ImageOps.exif_transpose(img) if orientation(img) != 1 else img
 
 
 def _decode_rgb(
@@ -195,13 +231,15 @@ def _decode_rgb(
                 )
             if w < min_size or h < min_size:
                 return Skipped(path, f"image is {w}x{h} px, smaller than the minimum {min_size}x{min_size}")
-            if fast_decode and not exif_transpose:
+            if fast_decode:
                 # JPEG only (other formats ignore it): decode at 1/2, 1/4 or 1/8 scale in the DCT domain,
-                # the largest reduction that stays >= the target size; the resize below then does less.
-                img.draft("RGB", (size_hw[1], size_hw[0]))
+                # the largest reduction that stays >= the target size (as stored: a turned photo's width
+                # becomes its height); the resize below then does less.
+                turned = exif_transpose and orientation(img) in _TRANSPOSED_ORIENTATIONS
+                img.draft("RGB", (size_hw[0], size_hw[1]) if turned else (size_hw[1], size_hw[0]))
             img.load()  # decode fully here, so truncation and corrupt data raise inside the try
             if exif_transpose:
-                img = ImageOps.exif_transpose(img)
+                img = upright(img)
             rgb = _to_rgb(img)
             if isinstance(rgb, str):
                 return Skipped(path, rgb)
@@ -239,7 +277,7 @@ def _decode(
 def load_image(
     path: str | os.PathLike,
     size_hw: tuple[int, int] | str,
-    exif_transpose: bool = False,
+    exif_transpose: bool = APPLY_EXIF_ORIENTATION,
     min_size: int = DEFAULT_MIN_SIZE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fast_decode: bool = False,
@@ -249,7 +287,8 @@ def load_image(
     Args:
       path: image file.
       size_hw: target (height, width) or a `PRESETS` name.
-      exif_transpose: apply the EXIF orientation first (the official code does not).
+      exif_transpose: apply the EXIF orientation first (the default, `APPLY_EXIF_ORIENTATION`; the
+        official code does not: pass False for its pixels).
       min_size: images narrower or shorter than this are skipped.
       max_pixels: images with more pixels than this are skipped (decompression bombs).
       fast_decode: decode JPEGs at a reduced scale first (PIL `draft`); faster, but not the official
@@ -263,7 +302,7 @@ def load_image(
 def load_pixels(
     path: str | os.PathLike,
     size_hw: tuple[int, int] | str,
-    exif_transpose: bool = False,
+    exif_transpose: bool = APPLY_EXIF_ORIENTATION,
     min_size: int = DEFAULT_MIN_SIZE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     fast_decode: bool = False,

@@ -15,8 +15,9 @@ uninterrupted run would have read, with no iterator state in the checkpoint. Eac
 rows of every global batch — the rows its devices hold under the batch sharding (`sharding.process_rows`), whatever the mesh's device order — and the global
 array is built with `jax.make_array_from_process_local_data`. The test set is read the same way.
 
-A file that cannot be decoded is logged once and replaced by the next readable file of the same epoch's
-order (numpy loader; the test set: of the sorted list), or dropped by `ignore_errors` (tfds pipeline).
+Both loaders read the same files by the same rule (train_files.py): the inference reader's listing and
+decoding, a file that cannot be decoded logged once and replaced by the next readable file of the same
+epoch's order (the test set: of the sorted list).
 At DEBUG level (`e4e-jax train --log-level debug`) every process logs the rows and files it reads.
 """
 
@@ -34,32 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import sharding
-from e4e_jax.data import folder
-from e4e_jax.data.epochs import EpochOrder, flip_draw, log_rows
+from e4e_jax.data import folder, train_files
+from e4e_jax.data.epochs import log_rows
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------- readable files
-
-
-def first_readable(
-    files: list[Path], order: Sequence[int], start: int, size: tuple[int, int], bad: dict[int, str], what: str
-) -> tuple[int, np.ndarray]:
-    """(file index, image) of the first decodable file of `order` from position `start` on (cyclic);
-    undecodable files are logged once and remembered in `bad` (index -> reason)."""
-    n = len(order)
-    for j in range(n):
-        i = int(order[(start + j) % n])
-        if i in bad:
-            continue
-        x = folder.load_image(files[i], size)
-        if isinstance(x, folder.Skipped):
-            bad[i] = x.reason
-            log.warning("skipping %s image %s: %s", what, x.path, x.reason)
-            continue
-        return i, x
-    raise RuntimeError(f"none of the {n} {what} images can be read (e.g. {bad})")
 
 
 # ----------------------------------------------------------------------------- numpy / PIL loader
@@ -82,23 +61,17 @@ class NumpyFolderLoader:
         num_workers: int = 8,
         rows: Optional[Sequence[int]] = None,
     ):
-        self.files, self.size, self.seed, self.flip = files, tuple(image_size), seed, random_flip
-        self.order = EpochOrder(len(files), global_batch, seed)
+        self.images = train_files.TrainImages(files, global_batch, image_size, seed, random_flip)
+        self.files, self.order = self.images.files, self.images.order
         self.rows = np.arange(global_batch) if rows is None else np.asarray(rows, np.int64)
-        self.bad: dict[int, str] = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
-
-    def _load(self, epoch: int, index: int) -> np.ndarray:
-        perm = self.order.permutation(epoch)
-        i, x = first_readable(self.files, perm, self.order.position(epoch, index), self.size, self.bad, "training")
-        return x[:, ::-1] if self.flip and flip_draw(self.seed, epoch, i) else x
 
     def local_batch(self, step: int) -> np.ndarray:
         """(len(rows), H, W, 3) float32: this process's rows of the global batch of `step`."""
         epoch, idx = self.order.indices(step)
         mine = idx[self.rows]
         log_rows(f"train step {step}", self.rows, [self.files[int(i)] for i in mine])
-        return np.stack(list(self.pool.map(lambda i: self._load(epoch, int(i)), mine))).astype(np.float32)
+        return np.stack(list(self.pool.map(lambda i: self.images.load(epoch, int(i)), mine))).astype(np.float32)
 
     def close(self):
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -163,18 +136,6 @@ def _choose_loader(config) -> str:
         )
     log.info("tensorflow is not importable: using the numpy/PIL training loader")
     return "numpy"
-
-
-def train_files(config) -> list[Path]:
-    if not config.data.train_dir:
-        raise ValueError(
-            "config.data.train_dir is empty: pass --config.data.train_dir=/path/to/images "
-            "(or use a synthetic-data config such as configs/tiny.py)"
-        )
-    files = folder.list_images(config.data.train_dir)
-    if not files:
-        raise ValueError(f"config.data.train_dir {config.data.train_dir}: no image files found")
-    return files
 
 
 def _prefetch(gen: Iterator[Any], size: int) -> Iterator[Any]:
@@ -244,7 +205,7 @@ def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[di
         return _prefetch(gen(), int(config.data.prefetch))
     if config.data.source != "folder":
         raise ValueError(f"config.data.source must be 'folder' or 'synthetic', got {config.data.source!r}")
-    files = train_files(config)
+    files = train_files.list_training_files(config)
     size = tuple(config.data.image_size)
     rows = sharding.process_rows(bsh, b)
     if _choose_loader(config) == "tfds":
@@ -308,6 +269,6 @@ def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> lis
     batches = []
     for k in range(n):
         log_rows(f"test batch {k}", rows, [files[k * b + int(r)] for r in rows])
-        local = np.stack([first_readable(files, order, k * b + int(r), size, bad, "test")[1] for r in rows])
+        local = np.stack([train_files.first_readable(files, order, k * b + int(r), size, bad, "test")[1] for r in rows])
         batches.append({"image": jax.make_array_from_process_local_data(bsh, local, (b, *size, 3))})
     return batches

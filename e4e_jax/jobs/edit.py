@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax import bundle, editing, fileio, generate, manifest, memory, outdir
+from e4e_jax import bundle, directions, editing, fileio, generate, manifest, memory, outdir
 from e4e_jax.data.folder import Skipped
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
@@ -49,6 +49,7 @@ class EditOptions:
     batch_size: int = 8
     max_grid_rows: int = 8
     overwrite: bool = False
+    tuned: Optional[Path] = None  # an `e4e-jax tune` output: each photo rendered by its tuned generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +78,12 @@ def read_latents(path: Path, cfg) -> Latents:
     return Latents(generate.check_latents(out.latents, cfg, str(lat_path)), out.rows, out.align)
 
 
-def edited_latents(opts: EditOptions, latents, gen_params):
-    """(F, N, n, D) edited codes for the chosen method."""
+def edit_direction(opts: EditOptions, n_latent: int, style_dim: int, gen_params) -> directions.Direction:
+    """The direction the options name, in the form the studio edits with too (`directions.py`)."""
     if opts.interfacegan:
         direction = editing.load_interfacegan_direction(opts.interfacegan)
-        n_latent, style_dim = latents.shape[1:]
-        return editing.interfacegan_sweep(
-            latents, editing.check_direction(direction, n_latent, style_dim, str(opts.interfacegan)), opts.strengths
-        )
+        name = Path(opts.interfacegan).stem
+        return directions.interfacegan(name, direction, n_latent, style_dim, str(opts.interfacegan))
     if opts.ganspace:
         if opts.component is None or not opts.layers or "-" not in opts.layers:
             raise ValueError("--ganspace needs --component N and --layers START-END")
@@ -93,16 +92,22 @@ def edited_latents(opts: EditOptions, latents, gen_params):
         except ValueError:
             raise ValueError(f"--layers {opts.layers!r}: expected START-END, e.g. 4-8") from None
         pca = editing.load_ganspace_pca(opts.ganspace)
-        return editing.ganspace_sweep(latents, pca, opts.component, start, end, opts.strengths)
+        return directions.ganspace(f"PC{opts.component}", pca, opts.component, start, end, n_latent)
     factors = editing.sefa_factorize(gen_params, opts.layers or "all")
     if not 0 <= opts.sefa < factors.eigvecs.shape[0]:
         raise ValueError(f"--sefa index {opts.sefa} out of range 0..{factors.eigvecs.shape[0] - 1}")
-    return editing.sefa_sweep(latents, factors.eigvecs[opts.sefa], factors.layers, opts.strengths)
+    return directions.sefa(f"sefa_{opts.sefa}", factors, opts.sefa, n_latent)
+
+
+def edited_latents(opts: EditOptions, latents: np.ndarray, gen_params) -> np.ndarray:
+    """(F, N, n, D) edited codes, one edit per strength: `directions.apply`, the studio's edit."""
+    direction = edit_direction(opts, *latents.shape[1:], gen_params)
+    return np.stack([directions.apply(latents, [direction], [s]) for s in opts.strengths])
 
 
 def check_output(opts: EditOptions) -> None:
     """Refuse an --output that is or holds an input, or is a file or not writable."""
-    inputs = [opts.latents, Path(opts.model), opts.interfacegan, opts.ganspace]
+    inputs = [opts.latents, Path(opts.model), opts.interfacegan, opts.ganspace, opts.tuned]
     outdir.refuse_input_overlap(opts.output, inputs, "--output")
     if opts.output.exists() and not opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a file; --output names a folder")
@@ -181,6 +186,22 @@ def _write(opts: EditOptions, edits, inversions, edited, lat: Latents) -> None:
     save_png(opts.output / "grid.png", make_grid(rows, cell_hw=(h * zoom, w * zoom), headers=headers))
 
 
+def _render_stream(opts: EditOptions, cfg, variables, stream: np.ndarray, n: int, files):
+    """The images of `stream` ((1 + F) * N codes: the N inversions, then each strength's N edits), in
+    order: by the generator of --model, or with --tuned by each photo's own tuned generator (`files`: the
+    latents' files.txt, checked against the tune output's)."""
+    if opts.tuned is None:
+        yield from generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size)
+        return
+    from e4e_jax.jobs import tuned
+
+    bundles = tuned.tuned_bundles(opts.tuned, n, files)
+    per_photo = stream.reshape(-1, n, *stream.shape[1:]).swapaxes(0, 1)  # (N, 1 + F, n_latent, D)
+    photos = max(1, opts.batch_size // per_photo.shape[1])
+    out = np.concatenate(list(tuned.iter_render(cfg, variables, bundles, per_photo, batch_size=photos)))
+    yield out.swapaxes(0, 1).reshape(-1, *out.shape[2:])
+
+
 def strength_tag(strength: float) -> str:
     """How a strength appears in image names: images/NNNNN_..._s{tag}.png (e.g. +1, -0.5)."""
     return f"{strength:+g}"
@@ -223,7 +244,7 @@ def edit_folder(opts: EditOptions) -> int:
         )
         rendered = []
         with tqdm(total=len(stream), desc="edit", unit="img") as bar:
-            for imgs in generate.iter_synthesize(cfg, variables, stream, batch_size=opts.batch_size):
+            for imgs in _render_stream(opts, cfg, variables, stream, n, [r.path for r in lat.rows]):
                 rendered.append(imgs)
                 bar.update(len(imgs))
         rendered = np.concatenate(rendered)

@@ -43,11 +43,12 @@ class SynthesizeOptions:
     modulation: str = "auto"  # choices.MODULATIONS
     dtype: str = "float32"  # choices.DTYPE_NAMES
     seed: int = 0  # for noise='random'
+    tuned: Optional[Path] = None  # an `e4e-jax tune` output: row i rendered by photo i's tuned generator
 
 
 def check_outputs(opts: SynthesizeOptions) -> None:
     """Refuse outputs that are or hold an input, or are of the wrong type or not writable (UserError)."""
-    inputs = [Path(opts.latents), Path(opts.model)]
+    inputs = [Path(opts.latents), Path(opts.model), opts.tuned]
     outdir.refuse_input_overlap(opts.output, inputs, "--output")
     if opts.output.is_dir():
         raise UserError(f"--output {opts.output} is a folder; --output names the .npy file to write")
@@ -77,6 +78,24 @@ def check_outputs_free(opts: SynthesizeOptions) -> None:
         )
 
 
+def _batches(opts: SynthesizeOptions, cfg, variables, latents: np.ndarray):
+    """Rendered (b, H, W, 3) batches of `latents`, by the --model generator or with --tuned by each row's
+    tuned generator."""
+    kw = dict(seed=opts.seed, modulation=opts.modulation, dtype=opts.dtype, noise_mode=opts.noise)
+    if opts.tuned is None:
+        yield from generate.iter_synthesize(
+            cfg, variables, latents, batch_size=opts.batch_size, truncation=opts.truncation, **kw
+        )
+        return
+    from e4e_jax.jobs import tuned
+
+    bundles = tuned.tuned_bundles(opts.tuned, latents.shape[0])
+    for imgs in tuned.iter_render(
+        cfg, variables, bundles, latents[:, None], batch_size=opts.batch_size, truncation=opts.truncation, **kw
+    ):
+        yield imgs[:, 0]
+
+
 def synthesize_file(opts: SynthesizeOptions) -> int:
     """Render, write (module docstring); returns EXIT_OK."""
     bundle.read_config(opts.model)  # a wrong --model (e.g. a work directory) is said before the output checks
@@ -97,17 +116,7 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
         try:
             with fileio.replacing(opts.output) as tmp:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.size, cfg.size, 3))
-                batches = generate.iter_synthesize(
-                    cfg,
-                    variables,
-                    latents,
-                    batch_size=opts.batch_size,
-                    seed=opts.seed,
-                    modulation=opts.modulation,
-                    dtype=opts.dtype,
-                    noise_mode=opts.noise,
-                    truncation=opts.truncation,
-                )
+                batches = _batches(opts, cfg, variables, latents)
                 done = 0
                 with tqdm(total=n, desc="synthesize", unit="img") as bar:
                     for imgs in batches:

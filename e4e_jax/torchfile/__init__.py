@@ -9,7 +9,7 @@ tools/convert_weights/.
 """
 
 from e4e_jax.torchfile.dtypes import TorchDtype
-from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError
+from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError, short_repr
 from e4e_jax.torchfile.objects import PERSISTENT_MODULE, EasyDict, NamespaceDict, PersistentObject
 from e4e_jax.torchfile.reader import load_checkpoint
 
@@ -17,6 +17,7 @@ __all__ = [
     "load_checkpoint",
     "CheckpointError",
     "UnsafePickleError",
+    "short_repr",
     "PersistentObject",
     "NamespaceDict",
     "EasyDict",

@@ -25,7 +25,7 @@ import numpy as np
 
 from e4e_jax.torchfile.allowlist import _StorageType
 from e4e_jax.torchfile.dtypes import _raw_dtype
-from e4e_jax.torchfile.errors import CheckpointError
+from e4e_jax.torchfile.errors import CheckpointError, short_repr
 from e4e_jax.torchfile.tensors import _ints, _Storage
 from e4e_jax.torchfile.unpickler import _Context, _unpickle
 
@@ -45,10 +45,10 @@ def _text(value, what: str) -> str:
 def _parse_storage_id(pid) -> tuple[str, str, int, tuple | None]:
     """('storage', StorageType, key, location, numel[, view]) -> (key, dtype, numel, view)."""
     if not isinstance(pid, tuple) or len(pid) not in (5, 6) or _text(pid[0], "persistent id type") != "storage":
-        raise CheckpointError(f"unexpected persistent id {pid!r:.200}")
+        raise CheckpointError(f"unexpected persistent id {short_repr(pid)}")
     storage_type, key, location, numel = pid[1:5]
     if not isinstance(storage_type, _StorageType):
-        raise CheckpointError(f"persistent id names storage type {storage_type!r}")
+        raise CheckpointError(f"persistent id names storage type {short_repr(storage_type)}")
     _text(location, "storage location")  # 'cpu', 'cuda:0', ...: irrelevant here
     (numel,) = _ints((numel,), "storage size")
     view = pid[5] if len(pid) == 6 else None
@@ -135,7 +135,7 @@ def _load_zip(f, ctx: _Context) -> Any:
         if f"{prefix}/byteorder" in names:
             byteorder = bytes(_zip_member(f, names[f"{prefix}/byteorder"], zf)).decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
-                raise CheckpointError(f"unknown byteorder record {byteorder!r}")
+                raise CheckpointError(f"unknown byteorder record {short_repr(byteorder)}")
         storages: dict[str, bytearray] = {}
 
         def persistent_load(pid):
@@ -144,11 +144,13 @@ def _load_zip(f, ctx: _Context) -> Any:
                 name = f"{prefix}/data/{key}"
                 if name not in names:
                     raise CheckpointError(f"archive lacks storage record {name}: the file is incomplete")
-                buf = _zip_member(f, names[name], zf, numel * _raw_dtype(dtype).itemsize)
+                nbytes = numel * _raw_dtype(dtype).itemsize
+                ctx.charge(nbytes, f"storage record {name}")  # a zip's sizes are claims until read
+                buf = _zip_member(f, names[name], zf, nbytes)
                 if byteorder == "big":
                     _byteswap(buf, dtype)
                 storages[key] = buf
-            return _Storage(storages[key], dtype)
+            return _Storage(storages[key], dtype, ctx.charge)
 
         data_pkl = _zip_member(f, names[f"{prefix}/data.pkl"], zf)
         return _unpickle(io.BytesIO(data_pkl), ctx, persistent_load)
@@ -158,7 +160,9 @@ def _load_legacy(f, ctx: _Context) -> Any:
     """Legacy torch.save body; ``f`` is just past the magic-number pickle."""
     protocol = _unpickle(f, ctx)
     if protocol != PROTOCOL_VERSION:
-        raise CheckpointError(f"legacy torch file with protocol version {protocol!r}, expected {PROTOCOL_VERSION}")
+        raise CheckpointError(
+            f"legacy torch file with protocol version {short_repr(protocol)}, expected {PROTOCOL_VERSION}"
+        )
     sys_info = _unpickle(f, ctx)
     if not isinstance(sys_info, dict):
         raise CheckpointError("legacy torch file: third record is not the sys_info dict")
@@ -178,9 +182,9 @@ def _load_legacy(f, ctx: _Context) -> Any:
             itemsize = _raw_dtype(dtype).itemsize
             (start, count) = _ints((start, count), "storage view")
             if (start + count) * itemsize > len(buf):
-                raise CheckpointError(f"storage view {view!r} exceeds its storage: the file is corrupt")
+                raise CheckpointError(f"storage view {short_repr(view)} exceeds its storage: the file is corrupt")
             buf = memoryview(buf)[start * itemsize : (start + count) * itemsize]
-        return _Storage(buf, dtype)
+        return _Storage(buf, dtype, ctx.charge)
 
     # Pass 1 learns the storages' dtypes and where the main pickle ends (the raw bytes follow it).
     _unpickle(f, ctx, persistent_load)
@@ -192,25 +196,26 @@ def _load_legacy(f, ctx: _Context) -> Any:
     for key in keys:
         key = _text(key, "storage key")
         if key not in roots:
-            raise CheckpointError(f"legacy torch file lists storage {key!r} that nothing references")
+            raise CheckpointError(f"legacy torch file lists storage {short_repr(key)} that nothing references")
         header = f.read(8)
         if len(header) < 8:
-            raise CheckpointError(f"truncated legacy torch file: storage {key!r} is missing; re-download it")
+            raise CheckpointError(f"truncated legacy torch file: storage {short_repr(key)} is missing; re-download it")
         numel = int.from_bytes(header, "little", signed=True)
         nbytes = numel * _raw_dtype(roots[key]).itemsize
         remaining -= 8
         if numel < 0 or nbytes > remaining:
             raise CheckpointError(
-                f"truncated legacy torch file: storage {key!r} needs {nbytes} bytes but only {remaining} "
+                f"truncated legacy torch file: storage {short_repr(key)} needs {nbytes} bytes but only {remaining} "
                 "remain; re-download it"
             )
-        buffers[key] = _read_exact(f, nbytes, f"storage {key!r}")
+        ctx.charge(nbytes, f"storage {short_repr(key)}")
+        buffers[key] = _read_exact(f, nbytes, f"storage {short_repr(key)}")
         remaining -= nbytes
     missing = sorted(set(roots) - set(buffers))
     if missing:
         raise CheckpointError(f"legacy torch file lacks data for storages {missing[:5]}: the file is corrupt")
-    f.seek(main_start)  # pass 2: the same pickle, now with the bytes in place
-    return _unpickle(f, ctx, lambda pid: persistent_load(pid, buffers))
+    f.seek(main_start)  # pass 2: the same pickle (scanned in pass 1), now with the bytes in place
+    return _unpickle(f, ctx, lambda pid: persistent_load(pid, buffers), scanned=True)
 
 
 def _load_stream(f, ctx: _Context, what: str) -> Any:

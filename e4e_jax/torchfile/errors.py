@@ -7,9 +7,40 @@ Import them from `e4e_jax.torchfile`; this module only keeps them apart from the
 
 from __future__ import annotations
 
+import reprlib
+
 from e4e_jax.errors import UserError
 
-__all__ = ["CheckpointError", "UnsafePickleError"]
+__all__ = ["CheckpointError", "UnsafePickleError", "short_repr"]
+
+_MAX_REPR = 200  # characters of a pickled value shown in a message
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounds (a few items per level, three levels) for the subclasses of containers and for
+    bytes too, which reprlib would otherwise hand to the full builtin repr."""
+
+    _KINDS = ((dict, "repr_dict"), (list, "repr_list"), (tuple, "repr_tuple"), (set, "repr_set"))
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 80, 80
+
+    def repr1(self, x, level):
+        if isinstance(x, (bytes, bytearray)):
+            return repr(bytes(x[: self.maxstring])) + ("..." if len(x) > self.maxstring else "")
+        for kind, method in self._KINDS:
+            if isinstance(x, kind) and type(x) is not kind:
+                return f"{type(x).__name__}({getattr(self, method)(x, level)})"
+        return super().repr1(x, level)
+
+
+_REPR = _ShortRepr()
+
+
+def short_repr(value) -> str:
+    """repr of a value read from a pickle, for a message: bounded however large or deep the value is."""
+    return _REPR.repr(value)[:_MAX_REPR]
 
 
 class CheckpointError(UserError, ValueError):

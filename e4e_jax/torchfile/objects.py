@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError
+from e4e_jax.torchfile.errors import CheckpointError, UnsafePickleError, short_repr
 
 PERSISTENT_MODULE = "<torch_utils.persistence>"  # PersistentObject.module_name of NVlabs objects
 
@@ -120,6 +120,7 @@ class PersistentObject:
         for name, child in modules.items():
             if child is None:
                 continue
+            _check_name(name, self.class_name, "_modules")
             if not isinstance(child, PersistentObject):
                 raise CheckpointError(f"{self.class_name}._modules[{name!r}] is a {type(child).__name__}, not a module")
             out[name] = child
@@ -157,11 +158,11 @@ class PersistentObject:
         seen = seen | {id(self)}
         for name, value in (self.state.get("_parameters") or {}).items():
             if value is not None:
-                yield prefix + name, value, "param"
+                yield prefix + _check_name(name, self.class_name, "_parameters"), value, "param"
         skip = self.state.get("_non_persistent_buffers_set") or set()
         for name, value in (self.state.get("_buffers") or {}).items():
             if value is not None and (all_buffers or name not in skip):
-                yield prefix + name, value, "buffer"
+                yield prefix + _check_name(name, self.class_name, "_buffers"), value, "buffer"
         for name, child in self.children().items():
             yield from child._walk(f"{prefix}{name}.", seen, all_buffers)
 
@@ -177,6 +178,16 @@ class PersistentObject:
         params = len(self.state.get("_parameters") or {})
         kids = list((self.state.get("_modules") or {}).keys())
         return f"PersistentObject({self.module_name}.{self.class_name}, {params} params, submodules={kids})"
+
+
+def _check_name(name: Any, class_name: str, table: str) -> str:
+    """`name`, a key of a module's `table` ('_parameters', ...), if it is a name; CheckpointError otherwise."""
+    if not isinstance(name, str):
+        raise CheckpointError(
+            f"{class_name}.{table} has the key {short_repr(name)} of type {type(name).__name__}, not a name: "
+            "the file is not a checkpoint of torch modules"
+        )
+    return name
 
 
 class _ModuleStub(metaclass=_FrozenType):

@@ -31,13 +31,18 @@ What comes back:
 
 Safety: unpickling goes through an allow-list of *data constructors*. Any other global
 (``os.system``, ``builtins.eval``, unknown classes, ...) raises `UnsafePickleError` before anything
-is called; nothing is imported by name from the file. Corrupt, truncated, empty or foreign files
-raise `CheckpointError`. Both name the file and are ``ValueError`` subclasses.
+is called; nothing is imported by name from the file. Each pickle is scanned before it is unpickled, and
+what a file may make is bounded (`limits`: entries with shared references counted at each use, nesting,
+cycles, bytes allocated), so that a small hostile file cannot take minutes or GBs. Corrupt, truncated,
+empty, foreign or over-bound files raise `CheckpointError`. Both name the file and are ``ValueError``
+subclasses.
 
 Layout: this module holds `load_checkpoint` (import it and the public names from `e4e_jax.torchfile`);
 the work is done by
   * `containers` - the file formats above (zip / legacy / plain pickle) and storage reading;
   * `unpickler`  - the restricted unpickler and the per-file state nested unpicklers share;
+  * `scan`       - a pickle's shape (entries, depth, cycles) from its opcodes, before it is unpickled;
+  * `limits`     - the bounds on what one file may make, and its budget of bytes;
   * `allowlist`  - the allow-list: which globals a pickle may name, and what it gets instead;
   * `tensors`    - storages and tensor rebuilding (bounds-checked numpy views);
   * `dtypes`     - torch dtype / storage names and their raw and returned numpy dtypes;
@@ -81,8 +86,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
       FileNotFoundError / OSError: the file cannot be opened.
     """
     path = str(Path(path))
-    ctx = _Context(path, _load_stream)
     with open(path, "rb") as f:
+        ctx = _Context(path, _load_stream, os.fstat(f.fileno()).st_size)
         try:
             result = _load_stream(f, ctx, "file")
         except CheckpointError as e:

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import Callable
 
 import numpy as np
 
 from e4e_jax.torchfile.dtypes import TorchDtype, _raw_dtype, _to_output_dtype
-from e4e_jax.torchfile.errors import CheckpointError
+from e4e_jax.torchfile.errors import CheckpointError, short_repr
+
+
+def _free(nbytes: int, what: str) -> None:
+    """A `_Storage.charge` that charges nothing (a storage read outside any file's budget)."""
 
 
 class _Storage:
-    """One storage reference: its raw little-endian bytes (None until read) and element dtype."""
+    """One storage reference: its raw little-endian bytes (None until read), element dtype, and where the
+    arrays built from it beyond a view of its bytes are charged (``charge(nbytes, what)``: the file's budget)."""
 
-    __slots__ = ("buffer", "dtype")
+    __slots__ = ("buffer", "dtype", "charge")
 
-    def __init__(self, buffer, dtype: str):
+    def __init__(self, buffer, dtype: str, charge: Callable[[int, str], None] = _free):
         self.buffer = buffer  # bytearray / memoryview of one, or None (legacy first pass)
         self.dtype = dtype  # torch dtype name
+        self.charge = charge
 
     def numpy(self) -> np.ndarray:
         """The whole storage as a 1-D array (fp16/bf16 -> float32)."""
@@ -45,7 +52,7 @@ def _ints(value, what: str) -> tuple[int, ...]:
     try:
         out = tuple(operator.index(v) for v in value)
     except TypeError:
-        raise CheckpointError(f"tensor {what} is {value!r}, expected a tuple of ints") from None
+        raise CheckpointError(f"tensor {what} is {short_repr(value)}, expected a tuple of ints") from None
     if any(v < 0 for v in out):
         raise CheckpointError(f"tensor {what} {out} has negative entries")
     return out
@@ -70,6 +77,7 @@ def _tensor(storage, storage_offset, size, stride, dtype: str | None = None):
     numel = math.prod(size)
     if numel == 0:
         return _to_output_dtype(np.zeros(size, raw_dtype), dtype)
+    out_itemsize = _to_output_dtype(raw[:0], dtype).itemsize
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= raw.size:
         raise CheckpointError(
@@ -82,8 +90,12 @@ def _tensor(storage, storage_offset, size, stride, dtype: str | None = None):
             contiguous = False
         expected *= n
     if contiguous and offset == 0 and numel == raw.size:
-        arr = raw.reshape(size)  # the whole storage: hand out the bytes read, no copy
+        arr = raw.reshape(size)  # the whole storage: hand out the bytes read, no copy (unless widened)
+        if out_itemsize != raw.itemsize:
+            storage.charge(numel * out_itemsize, f"a {dtype} tensor of shape {size} widened to float32")
         return _to_output_dtype(arr, dtype)
+    # A view of part of a storage (or a broadcast one, stride 0) is copied: it may be larger than its bytes.
+    storage.charge(numel * out_itemsize, f"a copy of a tensor view of shape {size}")
     view = np.lib.stride_tricks.as_strided(
         raw[offset:], shape=size, strides=tuple(s * raw.itemsize for s in stride), writeable=False
     )
@@ -101,7 +113,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
     if not isinstance(dtype, TorchDtype):
-        raise CheckpointError(f"_rebuild_tensor_v3 got dtype {dtype!r}")
+        raise CheckpointError(f"_rebuild_tensor_v3 got dtype {short_repr(dtype)}")
     return _tensor(storage, storage_offset, size, stride, dtype.name)
 
 

@@ -194,6 +194,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 f"config.crop_rows={rows!r}: must be (top, bottom) with 0 ≤ top < bottom ≤ output height "
                 f"{height}, or None"
             )
+    if c.use_w_pool and _is_int(c.w_pool_size) and c.w_pool_size == 0:
+        # An empty pool would be a zero-size leaf of the train state, which orbax cannot checkpoint.
+        bad.append(
+            "config.w_pool_size=0: must be ≥ 1 while config.use_w_pool is on (the official pool holds 50); "
+            "to train without the pool pass --config.use_w_pool=false"
+        )
     if is_restyle(c):
         bad.extend(_restyle_rules(c))
     if c.generator.get("bundle") and c.generator.get("random_init"):

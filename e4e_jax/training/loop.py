@@ -5,14 +5,18 @@ replicated P()), a lagged finiteness check (the host reads step t's losses while
 periodic actions of the official coach: scalars every `board_interval`, an image grid every
 `image_interval`, validation every `val_interval` and at the end, a checkpoint every `save_interval` and
 at the end. A checkpoint is only written after the losses of every step up to it were found finite, so
-a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint intact. At the end an
-'e4e' bundle of the trained encoder (+ generator, latent_avg; a 'restyle' bundle for a ReStyle encoder,
-training/export.py) is written to WORKDIR/model (for `e4e-jax invert`) and the final metrics to
-WORKDIR/final_metrics.json.
+a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint intact. Checkpoints also
+hold the run record (training/resume.py: last metrics, best validation loss). At the end (training/
+finish.py) an 'e4e' bundle of the trained encoder (+ generator, latent_avg; a 'restyle' bundle of a
+ReStyle encoder) is written to WORKDIR/model (for `e4e-jax invert`), the loss curves to
+WORKDIR/loss_curve.png and the final metrics to WORKDIR/final_metrics.json; `--resume` of a run killed after its last checkpoint writes them from it.
 
 Before any work: the config is validated (`config_rules.validate`), the process group is joined
-(`config.distributed`, e4e_jax.distributed), and WORKDIR is locked (`outdir.lock`, held by process 0 for
-the whole run; every process learns the outcome, so a refused run stops everywhere with one message).
+(`config.distributed`, e4e_jax.distributed), a batch no device could hold and a training folder without a
+readable image are refused, and WORKDIR is locked (`outdir.lock`, held by process 0 for the whole run;
+every process learns the outcome, so a refused run stops everywhere with one message). Before the first
+step, the jitted steps are compiled, said with an estimate and the time taken (training/precompile.py),
+and the compiled step's memory is checked against the devices'.
 
 Several processes (docs/architecture.md): every process runs every jitted computation — the step, the grids'
 and validation's eval steps — and host copies of batch-sharded arrays go through
@@ -38,15 +42,16 @@ from typing import Any, Iterator, Optional
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from tqdm import tqdm
 
-from e4e_jax import distributed, errors, fileio, outdir, sharding
-from e4e_jax.training import checkpoint, config_rules, networks, optim, writers
-from e4e_jax.training.export import export_bundle as _export_bundle
+from e4e_jax import distributed, errors, fileio, outdir, sharding, testhooks
+from e4e_jax.data import train_files, train_input
+from e4e_jax.training import checkpoint, config_rules, finish, networks, optim, precompile, writers
+from e4e_jax.training import resume as resume_lib
 from e4e_jax.training.state import (
     TrainState,
     abstract_state,
     encoder_variables,
-    fingerprint,
     init_train_state,
     param_count,
 )
@@ -59,6 +64,12 @@ CHECKED = ("loss", "grad_norm", "discriminator_loss", "discriminator_r1_loss")
 
 
 GRID_ROWS = 4  # rows (input | reconstruction) of an image grid
+# testhooks points (tests stop a run there deterministically): after step n (its checkpoint, if any, saved);
+# after the last step and checkpoint, before the bundle and final metrics.
+PAUSE_AFTER_STEP = "train.after_step."
+PAUSE_BEFORE_EXPORT = "train.before_export"
+# use_w_pool=False: the state's pools are never read, but orbax cannot checkpoint a zero-size array.
+UNUSED_POOL_ROWS = 1
 DISTRIBUTED_FLAGS = tuple(f"--config.distributed.{k}" for k in ("coordinator_address", "num_processes", "process_id"))
 
 
@@ -140,19 +151,6 @@ def _grid_of(eval_fn, state, frozen, batch) -> np.ndarray:
     return _grid(np.asarray(x), np.asarray(y))
 
 
-def _check_replicas_agree(digest: str) -> None:
-    """Raise if another process's replicated state differs from this one's (fingerprints differ)."""
-    if jax.process_count() == 1:
-        return
-    every = np.asarray(multihost_utils.process_allgather(np.frombuffer(bytes.fromhex(digest), np.uint8)))
-    differ = [i for i, row in enumerate(every) if row.tobytes().hex() != digest]
-    if differ:
-        raise RuntimeError(
-            f"the train state of process(es) {differ} differs from that of process "
-            f"{jax.process_index()}: replicas diverged (non-deterministic input or collective)"
-        )
-
-
 def _evaluate(eval_fn, state, frozen, batches) -> dict[str, float]:
     """Official validate: mean over batches of each batch's mean loss terms."""
     sums: dict[str, float] = {}
@@ -198,7 +196,7 @@ def _prepare(config, mesh) -> _Prepared:
             seed=int(config.seed),
             input_shape=(1, h, w, run.input_nc),
             style_dim=run.gen_cfg.style_dim,
-            pool_size=int(config.w_pool_size) if config.use_w_pool else 0,
+            pool_size=int(config.w_pool_size) if config.use_w_pool else UNUSED_POOL_ROWS,
             encoder_variables=encoder_vars,
         )
 
@@ -237,8 +235,10 @@ def train_and_evaluate(
       max_steps: stop after this many total steps (default config.max_steps) — e.g. to split a run.
     Raises NonFiniteLossError when a loss becomes NaN/Inf (the last good checkpoint stays intact);
     UserError (before any work) for a bad config value, a work directory in use or holding another
-    run, a --resume whose checkpoint does not fit the config; NothingToTrain when --resume finds the run
-    already at or past `max_steps`.
+    run, a --resume whose checkpoint does not fit the config, a batch that cannot fit the devices;
+    NoInputError (before any work) for a training folder without a readable image; NothingToTrain when
+    --resume finds the run past `max_steps`, or at it with its outputs written (a run killed after its last
+    checkpoint but before its bundle and final metrics gets them from that checkpoint instead).
     """
     config = config_rules.apply_ablation(config.copy_and_resolve_references())
     config_rules.validate(config)
@@ -246,59 +246,44 @@ def train_and_evaluate(
         raise errors.UserError(f"--max-steps {max_steps!r}: must be a whole number ≥ 1")
     total = int(config.max_steps if max_steps is None else max_steps)
     join_process_group(config)
+    precompile.check_batch_memory(config, jax.local_devices())
+    if config.data.source == "folder":
+        train_files.check_usable(config)
     workdir = Path(workdir).resolve()
     with _workdir_lock(workdir):
         mngr = checkpoint.manager(workdir, int(config.keep_checkpoints))
         try:
-            latest = mngr.latest_step()
-            if latest is not None and not resume:
-                raise errors.UserError(
-                    f"{workdir} already holds checkpoints (latest step {latest}); pass --resume "
-                    f"to continue that run, or choose a new --workdir"
-                )
-            if resume and latest is None:
-                log.warning("--resume: no checkpoint in %s yet; starting from step 0", workdir / "checkpoints")
-            if resume and latest is not None and latest >= total:
-                raise NothingToTrain(
-                    f"nothing trained: the latest checkpoint in {workdir / 'checkpoints'} is at step "
-                    f"{latest}, {'past' if latest > total else 'already at'} the {total} steps asked "
-                    f"for (--max-steps / config.max_steps); nothing was written. Pass a larger "
-                    f"--max-steps to train further"
-                )
-            return _train(config, workdir, latest if resume else None, total, mngr)
+            latest = _continue_from(mngr.latest_step(), resume, total, workdir)
+            return _train(config, workdir, latest, total, mngr)
         finally:
             mngr.close()
 
 
-def _restore(mngr, step: int, abstract, config, workdir: Path) -> TrainState:
-    """The state of checkpoint `step`; a UserError naming the differing config fields (one line each)
-    when the checkpoint's state does not fit the one this config builds."""
-    saved = checkpoint.read_meta(mngr, step).get("config", {})
-    changed = config_rules.config_diff(saved, json.loads(config.to_json()))
-    lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed)
-    misfits = checkpoint.misfits(mngr, step, abstract)
-    if misfits:
-        why = (
-            f"the fields that differ from its run:\n{lines}"
-            if changed
-            else f"no config field differs; the state's leaves that do: {', '.join(misfits[:3])}"
-            f"{' …' if len(misfits) > 3 else ''}"
-        )
+def _continue_from(latest: Optional[int], resume: bool, total: int, workdir: Path) -> Optional[int]:
+    """The checkpoint step a run continues from (None: a new run from step 0), given the latest one in
+    WORKDIR. A checkpoint without --resume is refused; --resume past `total`, or at it with the outputs
+    written, has nothing to do (NothingToTrain); at it without them, the run writes them."""
+    if latest is not None and not resume:
         raise errors.UserError(
-            f"--resume: the checkpoint at step {step} in {workdir / 'checkpoints'} holds a state of another "
-            f"shape than this config builds; {why}\nresume with that run's config ({workdir / 'config.json'}) "
-            f"or choose a new --workdir"
+            f"{workdir} already holds checkpoints (latest step {latest}); pass --resume "
+            f"to continue that run, or choose a new --workdir"
         )
-    if changed:
-        log.warning("resuming step %d with config fields changed since the checkpoint:\n%s", step, lines)
-    state, _ = checkpoint.restore(mngr, step, abstract)
-    return state
+    if resume and latest is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from step 0", workdir / "checkpoints")
+    if latest is None or latest < total:
+        return latest
+    if latest == total and not resume_lib.outputs_complete(workdir, latest):
+        log.info("--resume: step %d was reached but the run's outputs were not all written: writing them", latest)
+        return latest
+    raise NothingToTrain(
+        f"nothing trained: the latest checkpoint in {workdir / 'checkpoints'} is at step "
+        f"{latest}, {'past' if latest > total else 'already at'} the {total} steps asked "
+        f"for (--max-steps / config.max_steps); nothing was written. Pass a larger "
+        f"--max-steps to train further"
+    )
 
 
-def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> dict[str, Any]:
-    resume = latest is not None
-    is_main = distributed.is_main()
-    mesh = sharding.data_mesh()
+def _check_mesh(config, mesh) -> None:
     if config.generator.modulation == "grouped" and mesh.size > 1:
         raise errors.UserError(
             "config.generator.modulation='grouped' cannot run on a batch sharded over "
@@ -310,115 +295,135 @@ def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> di
             f"config.batch_size={config.batch_size} must be divisible by the number of devices "
             f"{mesh.size} ({jax.process_count()} process(es))"
         )
-    repl = sharding.replicated(mesh)
+
+
+def _fresh_state(prep: _Prepared, config, mesh) -> TrainState:
+    enc_vars = prep.run.init_encoder_variables
+    if enc_vars is None and config.encoder.backbone_init_bundle:
+        from e4e_jax import bundle
+
+        fresh = jax.jit(lambda: encoder_variables(prep.init_fn()))()
+        enc_vars = networks.backbone_from_arcface(
+            jax.device_get(fresh),
+            bundle.load(config.encoder.backbone_init_bundle, "arcface")[1],
+            config.encoder.backbone_init_bundle,
+        )
+    # Host arrays become global (replicated) arrays first: every process passes the same values.
+    return prep.init(None if enc_vars is None else sharding.replicate(enc_vars, mesh))
+
+
+def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> dict[str, Any]:
+    is_main = distributed.is_main()
+    mesh = sharding.data_mesh()
+    _check_mesh(config, mesh)
     prep = _prepare(config, mesh)
-    run, step_fn, eval_fn = prep.run, prep.step, prep.eval
-    if resume:
-        state = _restore(mngr, latest, abstract_state(prep.init_fn, repl), config, workdir)
+    if latest is not None:
+        abstract = abstract_state(prep.init_fn, sharding.replicated(mesh))
+        state, record = resume_lib.restore(mngr, latest, abstract, config, workdir)
         log.info("resumed from step %d (%s)", latest, workdir / "checkpoints")
     else:
-        enc_vars = run.init_encoder_variables
-        if enc_vars is None and config.encoder.backbone_init_bundle:
-            from e4e_jax import bundle
-
-            fresh = jax.jit(lambda: encoder_variables(prep.init_fn()))()
-            enc_vars = networks.backbone_from_arcface(
-                jax.device_get(fresh),
-                bundle.load(config.encoder.backbone_init_bundle, "arcface")[1],
-                config.encoder.backbone_init_bundle,
-            )
-        # Host arrays become global (replicated) arrays first: every process passes the same values.
-        state = prep.init(None if enc_vars is None else sharding.replicate(enc_vars, mesh))
-    frozen = sharding.replicate(run.frozen, mesh)
+        state, record = _fresh_state(prep, config, mesh), resume_lib.RunRecord()
+    frozen = sharding.replicate(prep.run.frozen, mesh)
     start = int(state.step)
-
+    if is_main:
+        fileio.remove_stale_temps(workdir)  # of a killed run's atomic writes (the lock is held)
+        resume_lib.trim_metrics(workdir / writers.METRICS_FILE, latest)
     writer = writers.create_writer(workdir, is_main)
-    if is_main:
-        fileio.write_text(workdir / "config.json", config.to_json(indent=2, sort_keys=True) + "\n")
-    if start == 0:
-        writer.write_hparams(
-            {"config": config.to_json(), "encoder_params": param_count(encoder_variables(state)["params"])}
-        )
-    from e4e_jax.data import train_input
-
-    eval_batches = train_input.eval_batches(config, run, mesh, prep.sampler)
-    batches = train_input.train_batches(config, run, mesh, start, prep.sampler)
-    meta = {"config": json.loads(config.to_json())}
-    last_train: dict[str, float] = {}
-    last_eval: dict[str, float] = {}
-    best_val = math.inf
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not is_main, dynamic_ncols=True)
-    pending = None  # (step number after the update, device metrics) not yet checked
-    t0, done = time.time(), 0
     try:
-        for step in range(start, total):
-            batch = next(batches)
-            state, metrics = step_fn(state, frozen, batch)
-            if pending is not None:
-                _check_finite(pending[0], _host(pending[1]), mngr, workdir)
-            n = step + 1
-            pending = (n, metrics)
-            done += 1
-            bar.update(1)
-            log_now = n % int(config.board_interval) == 0 or n == total
-            save_now = n % int(config.save_interval) == 0 or n == total
-            val_now = n % int(config.val_interval) == 0 or n == total
-            img_now = n % int(config.image_interval) == 0
-            if log_now or save_now or val_now or img_now:
-                last_train = _host(metrics)
-                _check_finite(n, last_train, mngr, workdir)
-                pending = None
-            if log_now:
-                scalars = {
-                    f"train/{k}": v
-                    for k, v in last_train.items()
-                    if not (k.startswith("discriminator_r1") and not last_train.get("discriminator_r1_applied"))
-                }
-                scalars["train/steps_per_sec"] = done / max(time.time() - t0, 1e-9)
-                writer.write_scalars(n, scalars)
-                bar.set_postfix(loss=f"{last_train['loss']:.4f}", stage=int(last_train["progressive_stage"]))
-            # Grids and validation: every process computes, process 0's writer writes.
-            if img_now:
-                writer.write_images(n, {"train/input_reconstruction": _grid_of(eval_fn, state, frozen, batch)})
-            if val_now and eval_batches:
-                last_eval = _evaluate(eval_fn, state, frozen, eval_batches)
-                writer.write_scalars(n, {f"test/{k}": v for k, v in last_eval.items()})
-                best_val = min(best_val, last_eval.get("loss", math.inf))
-                writer.write_images(n, {"test/input_reconstruction": _grid_of(eval_fn, state, frozen, eval_batches[0])})
-            if save_now:
-                checkpoint.save(mngr, n, state, {**meta, "step": n, "val_loss": last_eval.get("loss")})
-        if pending is not None:
-            _check_finite(pending[0], _host(pending[1]), mngr, workdir)
+        if is_main:
+            fileio.write_text(workdir / "config.json", config.to_json(indent=2, sort_keys=True) + "\n")
+        if start == 0:
+            writer.write_hparams(
+                {"config": config.to_json(), "encoder_params": param_count(encoder_variables(state)["params"])}
+            )
+        if start < total:
+            state = _Steps(prep, frozen, config, workdir, mngr, writer, record, mesh).run(state, start, total)
+        testhooks.pause(PAUSE_BEFORE_EXPORT)
+        return finish.final_outputs(prep.run, state, config, workdir, record, is_main)
     finally:
-        bar.close()
-        mngr.wait_until_finished()
-        writer.flush()
-        close = getattr(batches, "close", None)
-        if close:
-            close()
+        writer.close()
 
-    digest = fingerprint(state)
-    _check_replicas_agree(digest)
-    final = {
-        "step": int(state.step),
-        "state_sha256": digest,
-        **{f"train/{k}": v for k, v in last_train.items()},
-        **{f"test/{k}": v for k, v in last_eval.items()},
-    }
-    if math.isfinite(best_val):
-        final["best_val_loss"] = best_val
-    if is_main:
-        if config.export_bundle and int(state.step) > 0:
-            path = _export_bundle(run, state, config, workdir)
-            if path is not None:
-                final["model_bundle"] = str(path)
-        fileio.write_text(workdir / "final_metrics.json", json.dumps(final, indent=2, sort_keys=True) + "\n")
-    writer.close()
-    if jax.process_count() > 1:
-        # The others wait for process 0's bundle and final metrics: when any process returns, the run's
-        # outputs are complete (and no process exits while another may still need the group).
-        multihost_utils.sync_global_devices("e4e-jax train: outputs written")
-    return final
+
+class _Steps:
+    """The steps of a run from `start` to `total` and their periodic actions (scalars, grids, validation,
+    checkpoints with the run record); updates `record` as it goes."""
+
+    def __init__(self, prep: _Prepared, frozen, config, workdir: Path, mngr, writer, record, mesh):
+        self.prep, self.frozen, self.config, self.workdir = prep, frozen, config, workdir
+        self.mngr, self.writer, self.record, self.mesh = mngr, writer, record, mesh
+        self.meta = {"config": json.loads(config.to_json())}
+
+    def run(self, state: TrainState, start: int, total: int) -> TrainState:
+        c, prep = self.config, self.prep
+        self.eval_batches = train_input.eval_batches(c, prep.run, self.mesh, prep.sampler)
+        grids = any(n % int(c.image_interval) == 0 for n in range(start + 1, total + 1))
+        sizes = ([int(c.batch_size)] if grids else []) + [b["image"].shape[0] for b in self.eval_batches[:1]]
+        precompile.compile_run(prep.step, prep.eval, state, self.frozen, c, self.mesh, sizes)
+        batches = train_input.train_batches(c, prep.run, self.mesh, start, prep.sampler)
+        bar = None
+        try:
+            batch = next(batches)  # the input's own start-up (a sampler's compilation, first decodes): before the bar
+            bar = tqdm(
+                total=total,
+                initial=start,
+                desc="train",
+                unit="step",
+                disable=not distributed.is_main(),
+                dynamic_ncols=True,
+            )
+            pending, self.t0, self.done = None, time.time(), 0
+            for step in range(start, total):
+                batch = batch if step == start else next(batches)
+                state, metrics = prep.step(state, self.frozen, batch)
+                if pending is not None:
+                    _check_finite(pending[0], _host(pending[1]), self.mngr, self.workdir)
+                n, pending, self.done = step + 1, (step + 1, metrics), self.done + 1
+                bar.update(1)
+                if self._periodic(state, n, total, metrics, batch, bar):
+                    pending = None  # its metrics were read and checked
+                testhooks.pause(f"{PAUSE_AFTER_STEP}{n}", before=self.mngr.wait_until_finished)
+            if pending is not None:
+                _check_finite(pending[0], _host(pending[1]), self.mngr, self.workdir)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.mngr.wait_until_finished()
+            self.writer.flush()
+            close = getattr(batches, "close", None)
+            if close:
+                close()
+        return state
+
+    def _periodic(self, state: TrainState, n: int, total: int, metrics, batch, bar) -> bool:
+        """Scalars, grids, validation and the checkpoint due after step `n`; whether metrics were read."""
+        c, r, w, eval_fn = self.config, self.record, self.writer, self.prep.eval
+        log_now = n % int(c.board_interval) == 0 or n == total
+        save_now = n % int(c.save_interval) == 0 or n == total
+        val_now = n % int(c.val_interval) == 0 or n == total
+        img_now = n % int(c.image_interval) == 0
+        if not (log_now or save_now or val_now or img_now):
+            return False
+        r.last_train = _host(metrics)
+        _check_finite(n, r.last_train, self.mngr, self.workdir)
+        if log_now:
+            scalars = {
+                f"train/{k}": v
+                for k, v in r.last_train.items()
+                if not (k.startswith("discriminator_r1") and not r.last_train.get("discriminator_r1_applied"))
+            }
+            scalars["train/steps_per_sec"] = self.done / max(time.time() - self.t0, 1e-9)
+            w.write_scalars(n, scalars)
+            bar.set_postfix(loss=f"{r.last_train['loss']:.4f}", stage=int(r.last_train["progressive_stage"]))
+        # Grids and validation: every process computes, process 0's writer writes.
+        if img_now:
+            w.write_images(n, {"train/input_reconstruction": _grid_of(eval_fn, state, self.frozen, batch)})
+        if val_now and self.eval_batches:
+            r.last_eval = _evaluate(eval_fn, state, self.frozen, self.eval_batches)
+            w.write_scalars(n, {f"test/{k}": v for k, v in r.last_eval.items()})
+            r.best_val = min(r.best_val, r.last_eval.get("loss", math.inf))
+            grid = _grid_of(eval_fn, state, self.frozen, self.eval_batches[0])
+            w.write_images(n, {"test/input_reconstruction": grid})
+        if save_now:
+            meta = {**self.meta, "step": n, "val_loss": r.last_eval.get("loss"), **r.to_meta()}
+            checkpoint.save(self.mngr, n, state, meta)
+        return True

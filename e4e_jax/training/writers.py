@@ -19,6 +19,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.jsonl"
+
 
 class JsonlWriter:
     """clu-style writer (write_scalars / write_images / write_hparams / flush / close) without TF."""
@@ -26,7 +28,7 @@ class JsonlWriter:
     def __init__(self, workdir: str | os.PathLike):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self._f = open(self.dir / METRICS_FILE, "a", buffering=1)
 
     def _write(self, obj: dict):
         self._f.write(json.dumps(obj, sort_keys=True) + "\n")

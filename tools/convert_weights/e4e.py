@@ -99,12 +99,14 @@ def w_encoder_to_variables(keys: KeyTracker) -> tuple[dict, dict]:
     return arch, {"params": params, "batch_stats": {"backbone": bb_stats}}
 
 
+def _json_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
+
+
 def _jsonable(v: Any) -> bool:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return not (isinstance(v, float) and not math.isfinite(v))
-    if isinstance(v, (list, tuple)):
-        return all(_jsonable(x) for x in v)
-    return False
+    """An official option value kept in config.json: a JSON scalar or a flat list of them (argparse's
+    values; anything nested is not an official option and is not walked)."""
+    return _json_scalar(v) or (isinstance(v, (list, tuple)) and all(_json_scalar(x) for x in v))
 
 
 def _check_not_generator_ckpt(ckpt: Any, path: Path) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from e4e_jax.torchfile import load_checkpoint
+from e4e_jax.torchfile import load_checkpoint, short_repr
+from e4e_jax.variable_checks import require_finite
 
 
 class KeyTracker:
@@ -29,7 +30,13 @@ class KeyTracker:
                 f"{source}: the state dict is a {type(state).__name__}, not a mapping of parameter names to "
                 "tensors; the file is not an official checkpoint of this kind"
             )
-        self.state = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+        for k in state:
+            if not isinstance(k, str):
+                raise ValueError(
+                    f"{source}: the state dict has the key {short_repr(k)} of type {type(k).__name__}, not a parameter "
+                    "name; the file is not an official checkpoint of this kind"
+                )
+        self.state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         self.prefix, self.source, self.used = prefix, source, set()
 
     def __contains__(self, key: str) -> bool:
@@ -109,7 +116,8 @@ def batch_norm(keys: KeyTracker, name: str, channels: int | None = None) -> tupl
 def mean_w_rows(latent_avg: Any, dim: int, source: str) -> np.ndarray:
     """A checkpoint's latent_avg as float32 rows (n, dim): (dim,), (1, dim) or (n, dim) as saved.
 
-    Raises ValueError naming `source` for anything else (a wrong shape, an empty or non-real tensor)."""
+    Raises ValueError naming `source` for anything else (a wrong shape, an empty or non-real tensor), and a
+    UserError for NaN / Inf values."""
     if not isinstance(latent_avg, (np.ndarray, np.generic)) or np.asarray(latent_avg).dtype.kind not in "fiu":
         what = f"{latent_avg.dtype} tensor" if isinstance(latent_avg, np.ndarray) else type(latent_avg).__name__
         raise ValueError(f"{source}: latent_avg is a {what}, not a real tensor of mean w")
@@ -120,6 +128,7 @@ def mean_w_rows(latent_avg: Any, dim: int, source: str) -> np.ndarray:
             f"{source}: latent_avg has shape {np.shape(latent_avg)}; expected ({dim},), (1, {dim}) or (n, {dim}) "
             f"for this generator's style_dim {dim}"
         )
+    require_finite(la, f"{source}: latent_avg", "the checkpoint is damaged; re-download it")
     return la
 
 

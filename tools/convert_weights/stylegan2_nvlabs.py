@@ -96,7 +96,7 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
     kw = _init_kwargs(g)
     for k in ("z_dim", "w_dim", "img_resolution", "img_channels"):
         if k not in kw:
-            raise KeyError(f"{source}: G_ema's constructor kwargs lack {k!r} (found {sorted(kw)})")
+            raise KeyError(f"{source}: G_ema's constructor kwargs lack {k!r} (found {sorted(map(str, kw))})")
     c_dim = int(kw.get("c_dim", 0) or 0)
     if c_dim > 0:
         raise ValueError(
@@ -137,7 +137,7 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
         v = syn.pop(k, default)
         if v != default:
             raise ValueError(f"{source}: synthesis {k}={v!r} is not supported (expected {default!r})")
-    unknown = sorted(set(syn) - _HARMLESS_SYNTHESIS_KWARGS)
+    unknown = sorted(map(str, set(syn) - _HARMLESS_SYNTHESIS_KWARGS))
     if unknown:
         raise ValueError(f"{source}: unsupported synthesis kwargs {unknown} in G_ema's constructor")
 
@@ -153,7 +153,7 @@ def _architecture(g: PersistentObject, source: str) -> tuple[dict, dict]:
     mk.pop("embed_features", None)  # only used when c_dim > 0
     mk.pop("w_avg_beta", None)  # training-time EMA decay
     if mk:
-        raise ValueError(f"{source}: unsupported mapping kwargs {sorted(mk)} in G_ema's constructor")
+        raise ValueError(f"{source}: unsupported mapping kwargs {sorted(map(str, mk))} in G_ema's constructor")
     if n_mlp < 1:
         raise ValueError(f"{source}: mapping num_layers={n_mlp}; at least one layer is required")
 
