@@ -58,10 +58,11 @@ def official_opts(encoder_type: str, output_size: int, dataset_type: str = "ffhq
 
 
 def build_reference(
-    encoder_type: str, size: int, seed: int = 0
+    encoder_type: str, size: int, seed: int = 0, n_mlp: int = 2, channel_multiplier: int = 1
 ) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
     """(encoder, decoder, latent_avg) with seeded random weights, in eval mode: the official encoder class
-    of `encoder_type` (input_nc 6) and a `size`² rosinality generator (channel_multiplier 1, n_mlp 2)."""
+    of `encoder_type` (input_nc 6) and a `size`² rosinality generator (tests: channel_multiplier 1, n_mlp 2;
+    the official nets build 2 and 8, as benchmarks/restyle_vs_official.py asks)."""
     n_styles = 2 * int(math.log2(size)) - 2
     cls, _ = REFERENCE_ENCODERS[encoder_type]
     torch.manual_seed(seed)
@@ -69,7 +70,7 @@ def build_reference(
     with torch.no_grad():  # small residuals, as trained ReStyle encoders predict (see RESIDUAL_SCALE)
         for style in enc.styles:
             style.linear.weight.mul_(RESIDUAL_SCALE)
-    dec = TorchGenerator(size, 512, n_mlp=2, channel_multiplier=1).randomize_(seed=seed + 1).eval()
+    dec = TorchGenerator(size, 512, n_mlp=n_mlp, channel_multiplier=channel_multiplier).randomize_(seed=seed + 1).eval()
     latent_avg = (0.5 * torch.randn(512, generator=torch.Generator().manual_seed(seed + 2))).repeat(n_styles, 1)
     return enc, dec, latent_avg
 

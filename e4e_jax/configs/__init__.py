@@ -12,7 +12,8 @@ from pathlib import Path
 
 import ml_collections
 
-NAMES = ("default", "ffhq", "ffhq_w", "cars", "horse", "church", "cats", "tiny")
+NAMES = ("default", "ffhq", "ffhq_w", "ffhq_restyle_e4e", "ffhq_restyle_psp", "cars", "horse", "church", "cats",
+         "tiny", "tiny_restyle")
 
 
 def path(name: str) -> Path:

@@ -5,8 +5,9 @@ exist there; defaults are the official ones and the command line of the official
 (`--start_from_latent_avg --use_w_pool --w_discriminator_lambda 0.1 --progressive_start 20000
 --val_interval 10000 --batch_size 8`), i.e. the paper's appendix weights: λ_l2 1, λ_lpips 0.8,
 λ_sim 0.1 (faces, ArcFace ID loss) / 0.5 (other domains, MoCo), λ_adv 0.1, λ_d-reg 2e-4, λ_edit 1.
-The per-domain configs beside this file (ffhq, ffhq_w, cars, horse, church, cats, tiny) import it and
-override what differs, as flax's examples/imagenet/configs do.
+The per-domain configs beside this file (ffhq, ffhq_w, cars, horse, church, cats, tiny; ReStyle:
+ffhq_restyle_e4e, ffhq_restyle_psp, tiny_restyle) import it and override what differs, as flax's
+examples/imagenet/configs do.
 
 Usage: e4e-jax train --config configs/default.py --workdir DIR [--config.KEY=VALUE ...]
 The rules every config must pass (value ranges, choices, ablation switches) are in
@@ -49,11 +50,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.generator.upsample = "auto"
     c.encoder = ml_collections.ConfigDict()
     c.encoder.arch = "e4e"                 # key of e4e_jax.training.networks.ENCODERS
-    c.encoder.mode = "e4e"                 # 'e4e' (w + Δ_i), 'psp' (ablation A) or 'w' (one w, see ffhq_w)
+    c.encoder.mode = "e4e"                 # 'e4e' (w + Δ_i), 'psp' (ablation A) or 'w' (one w, see ffhq_w);
+                                           # ReStyle: 'restyle_e4e', 'restyle_psp' (see ffhq_restyle_e4e)
     c.encoder.kwargs = ml_collections.ConfigDict()  # extra keyword arguments of the encoder module
     c.encoder.init_bundle = ""             # an 'e4e' bundle to start from (official --checkpoint_path)
     c.encoder.backbone_init_bundle = ""    # an 'arcface' IR-SE50 bundle for the backbone (official init)
     c.start_from_latent_avg = True
+    c.n_iters_per_batch = 5                # ReStyle encoders only: refinement iterations per batch (official)
 
     # ------------------------------------------------------------------ losses (official names)
     c.l2_lambda = 1.0

@@ -89,10 +89,16 @@ def with_average_image(model: E4EModel, variables: dict) -> dict:
     return {**variables, AVERAGE_IMAGE: jax.jit(lambda v: average_image(model, v))(variables)}
 
 
+def encoder_input(x: jax.Array, y_hat: jax.Array) -> jax.Array:
+    """The ReStyle encoder's input (B, h, w, 6): the image, then the current reconstruction (official
+    torch.cat([x, y_hat], dim=1)), in x's dtype. Training (training/step.py) builds its input here too."""
+    return jnp.concatenate([x, y_hat.astype(x.dtype)], axis=-1)
+
+
 def refine(model: E4EModel, variables: dict, x: jax.Array, y_hat: jax.Array, previous: jax.Array) -> jax.Array:
     """One iteration's codes: E(concat[x, y_hat]) + previous. x, y_hat: (B, h, w, 3); previous (B, n, 512)
     (latent_avg at the first iteration, then the last codes). Returns (B, n_latent, 512) float32."""
-    codes = model.encoder.apply(variables["encoder"], jnp.concatenate([x, y_hat.astype(x.dtype)], axis=-1))
+    codes = model.encoder.apply(variables["encoder"], encoder_input(x, y_hat))
     return codes.astype(jnp.float32) + previous
 
 

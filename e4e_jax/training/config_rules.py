@@ -36,6 +36,11 @@ def apply_ablation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     W: the W encoder (one w repeated, no deltas) with L_adv."""
     if not c.ablation:
         return c
+    if is_restyle(c):
+        raise ValueError(
+            f"ablation={c.ablation!r} switches e4e's encoder (paper Table 2); config.encoder.mode="
+            f"{c.encoder.mode!r} is a ReStyle encoder: set the switches themselves, or --config.ablation=''"
+        )
     key = str(c.ablation).upper()
     if key not in ABLATIONS:
         raise ValueError(f"ablation must be one of {sorted(ABLATIONS)} (paper Table 2), got {c.ablation!r}")
@@ -63,6 +68,7 @@ _RULES = (
             "save_interval",
             "progressive_step_every",
             "d_reg_every",
+            "n_iters_per_batch",
             "data.num_workers",
             "data.num_eval_samples",
         ),
@@ -123,6 +129,32 @@ RESUME_FREE = (
 )
 
 
+def is_restyle(c: ml_collections.ConfigDict) -> bool:
+    """Whether config `c` trains a ReStyle encoder (encoder.mode one of RESTYLE_MODES): its step refines
+    the codes over `n_iters_per_batch` iterations (training/step.py) and it exports a 'restyle' bundle."""
+    from e4e_jax.models.encoder_types import RESTYLE_MODES  # deferred: configs load without flax
+
+    return c.encoder.mode in RESTYLE_MODES
+
+
+def _restyle_rules(c: ml_collections.ConfigDict) -> list[str]:
+    """The fields a ReStyle run needs set in one way (one line per bad field)."""
+    bad = []
+    if not c.start_from_latent_avg:
+        bad.append(
+            "config.start_from_latent_avg=False: a ReStyle encoder's first iteration starts from latent_avg "
+            "(official e4e/pSp.forward add it whatever the option says); pass --config.start_from_latent_avg=true"
+        )
+    out_h, out_w = c.output_size if len(c.output_size) == 2 else (0, 0)
+    frame = (c.crop_rows[1] - c.crop_rows[0] if c.crop_rows is not None and len(c.crop_rows) == 2 else out_h, out_w)
+    if tuple(c.data.image_size) != frame:
+        bad.append(
+            f"config.data.image_size={tuple(c.data.image_size)}: a ReStyle encoder reads the image beside its "
+            f"reconstruction, which the losses see at {frame} (config.output_size, config.crop_rows); make them equal"
+        )
+    return bad
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -149,9 +181,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
             value = _get(c, key)
             if not ok(value):
                 bad.append(f"config.{key}={value!r}: must be {want}")
-    from e4e_jax.models.encoder_types import TYPE_OF_MODE  # deferred: configs load without flax
+    from e4e_jax.models.encoder_types import RESTYLE_MODES, TYPE_OF_MODE  # deferred: configs load without flax
 
-    for key, allowed in {**CHOICES, "encoder.mode": tuple(TYPE_OF_MODE)}.items():
+    for key, allowed in {**CHOICES, "encoder.mode": (*TYPE_OF_MODE, *RESTYLE_MODES)}.items():
         value = _get(c, key)
         if value not in allowed:
             bad.append(f"config.{key}={value!r}: must be one of {', '.join(map(repr, allowed))}")
@@ -168,6 +200,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "config.w_pool_size=0: must be ≥ 1 while config.use_w_pool is on (the official pool holds 50); "
             "to train without the pool pass --config.use_w_pool=false"
         )
+    if is_restyle(c):
+        bad.extend(_restyle_rules(c))
     if c.generator.get("bundle") and c.generator.get("random_init"):
         bad.append(
             "config.generator.bundle and config.generator.random_init are both set, and a run has one "

@@ -1,6 +1,6 @@
-"""The end of a run: the replicas agree, the final metrics, the 'e4e' bundle of the trained encoder
-(WORKDIR/model, for `e4e-jax invert`), the loss curves (WORKDIR/loss_curve.png) and
-WORKDIR/final_metrics.json, written last. The same code ends an uninterrupted run and a `--resume` of a
+"""The end of a run: the replicas agree, the final metrics, the 'e4e' (or, for a ReStyle encoder,
+'restyle') bundle of the trained encoder (WORKDIR/model, for `e4e-jax invert`), the loss curves
+(WORKDIR/loss_curve.png) and WORKDIR/final_metrics.json, written last. The same code ends an uninterrupted run and a `--resume` of a
 run killed after its last checkpoint (from the state and run record that checkpoint holds), so both give
 the same outputs.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from e4e_jax.runtime import pause_points
-from e4e_jax.storage import e4e_bundle, fileio
+from e4e_jax.storage import e4e_bundle, fileio, restyle_bundle
 from e4e_jax.training import loss_curve, writers
 from e4e_jax.training.resume import FINAL_METRICS, RunRecord
 from e4e_jax.training.state import TrainState, encoder_variables, fingerprint
@@ -43,28 +43,34 @@ def check_replicas_agree(digest: str) -> None:
 
 
 def export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Path]:
-    """Write an 'e4e' bundle (e4e_jax/storage/e4e_bundle.py, as the converter's) of the trained encoder."""
-    if run.encoder_config is None:
+    """Write the bundle of the trained encoder (+ generator, latent_avg) to WORKDIR/model, as the converters
+    write theirs: an 'e4e' bundle (e4e_jax/storage/e4e_bundle.py) of an e4e / pSp / W encoder, a 'restyle' bundle
+    (e4e_jax/storage/restyle_bundle.py, its default iteration count the run's n_iters_per_batch) of a ReStyle one;
+    None (and a log line) for an encoder.arch without a bundle schema (models/encoder_types.py)."""
+    enc = run.encoder_config
+    if enc is None:
         log.info(
-            "encoder.arch=%s: no e4e bundle exported (only the encoders of models/encoder_types.py load)",
+            "encoder.arch=%s: no model bundle exported (only the encoders of models/encoder_types.py load)",
             config.encoder.arch,
         )
         return None
-    arch = e4e_bundle.E4EArchitecture.create(
-        run.encoder_config,
-        run.gen_cfg,
-        config.dataset_type,
-        opts={"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)},
-    )
+    opts = {"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)}
+    if enc.iterative:
+        iterations = int(run.step_cfg.n_iters)
+        opts["n_iters_per_batch"] = iterations
+        arch = restyle_bundle.RestyleArchitecture.create(enc, run.gen_cfg, config.dataset_type, opts, iterations)
+        save = restyle_bundle.save
+    else:
+        arch = e4e_bundle.E4EArchitecture.create(enc, run.gen_cfg, config.dataset_type, opts=opts)
+        save = e4e_bundle.save
     la = run.frozen["latent_avg"]
-    n = run.encoder_config.n_styles
-    latent_avg = np.zeros((n, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
+    latent_avg = np.zeros((enc.n_styles, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
     variables = {
         "encoder": jax.device_get(encoder_variables(state)),
         "generator": run.frozen["generator"],
         "latent_avg": latent_avg,
     }
-    return e4e_bundle.save(
+    return save(
         workdir / MODEL_DIR,
         arch,
         variables,

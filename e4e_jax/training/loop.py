@@ -7,9 +7,9 @@ periodic actions of the official coach: scalars every `board_interval`, an image
 at the end. A checkpoint is only written after the losses of every step up to it were found finite, so
 a NaN/Inf stops the run with `NonFiniteLossError` and the last good checkpoint intact. Checkpoints also
 hold the run record (training/resume.py: last metrics, best validation loss). At the end (training/
-finish.py) an 'e4e' bundle of the trained encoder (+ generator, latent_avg) is written to WORKDIR/model
-(for `e4e-jax invert`), the loss curves to WORKDIR/loss_curve.png and the final metrics to
-WORKDIR/final_metrics.json; `--resume` of a run killed after its last checkpoint writes them from it.
+finish.py) an 'e4e' bundle of the trained encoder (+ generator, latent_avg; a 'restyle' bundle of a
+ReStyle encoder) is written to WORKDIR/model (for `e4e-jax invert`), the loss curves to
+WORKDIR/loss_curve.png and the final metrics to WORKDIR/final_metrics.json; `--resume` of a run killed after its last checkpoint writes them from it.
 
 Before any work: the config is validated (`config_rules.validate`), the process group is joined
 (`config.distributed`, e4e_jax.runtime.distributed), a batch no device could hold and a training folder without a
@@ -216,7 +216,7 @@ def _prepare(config, mesh) -> _Prepared:
             disc_tx=disc_tx,
             optim_name=config.optim_name,
             seed=int(config.seed),
-            input_shape=(1, h, w, 3),
+            input_shape=(1, h, w, run.input_nc),
             style_dim=run.gen_cfg.style_dim,
             pool_size=int(config.w_pool_size) if config.use_w_pool else UNUSED_POOL_ROWS,
             encoder_variables=encoder_vars,

@@ -19,6 +19,21 @@ Data parallelism: the step is written for the global batch; under `jit` with the
 and the state replicated P(), XLA partitions it and inserts the gradient all-reduce. BatchNorm therefore
 uses the statistics of the *global* batch — the same numbers as one device (or one official GPU) seeing
 that batch, independent of the device count (pinned by tests/test_training_step.py).
+
+ReStyle (StepConfig.n_iters set; official training/coach_restyle_{e4e,psp}.py `perform_train_iteration_on_batch`):
+  - the discriminator step (ReStyle-e4e) runs its own train-mode encoder pass on (x, average image) and,
+    as the official `sample_real_and_fake_latents` of ReStyle does, takes the encoder's raw output as the
+    fake codes (no latent_avg added; e4e's coach adds it);
+  - then n_iters refinement iterations: y_0 = the average image (frozen['average_image']), codes_t =
+    E(concat[x, y_t]) + codes_{t-1} (latent_avg for t = 0), y_{t+1} = render(codes_t); each iteration's
+    loss is `objective` of its own codes and rendering, and its gradient is taken with the loop state
+    (y_t, codes_{t-1}) held constant (lax.stop_gradient): the official coach detaches both and calls
+    loss.backward() per iteration, so the encoder's gradient is the sum of the iterations' gradients,
+    applied in one optimizer step. Each iteration is differentiated inside a lax.scan body, so only one
+    iteration's activations are alive at a time (as the official per-iteration backward);
+  - BatchNorm's running statistics move once per encoder pass (the D pass, then every iteration), as
+    n_iters + 1 train-mode forwards do officially; the reported losses are the last iteration's (official
+    loss_dict), with every iteration's total as loss_iter_{t}.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ import jax.numpy as jnp
 import optax
 
 from e4e_jax import losses as obj
+from e4e_jax.inference import restyle
 from e4e_jax.models import resampling
 from e4e_jax.training import optim, pool, schedule
 from e4e_jax.training.state import TrainState
@@ -60,6 +76,12 @@ class StepConfig:
     crop_rows: Optional[tuple[int, int]] = None  # cars: (32, 224)
     noise_mode: str = "random"  # official trains with randomize_noise=True
     bn_momentum: float = 0.9  # flax momentum of the encoder's BatchNorm (torch 0.1)
+    n_iters: Optional[int] = None  # ReStyle: refinement iterations per batch (--n_iters_per_batch); None: e4e
+
+    @property
+    def iterative(self) -> bool:
+        """A ReStyle run (module docstring): the encoder refines its codes over n_iters passes."""
+        return self.n_iters is not None
 
     @property
     def progressive(self) -> bool:
@@ -109,6 +131,41 @@ def distortion_terms(nets: Networks, loss_params: Mapping[str, Any], cfg: StepCo
                 raise KeyError(f"loss term {name!r} has λ={lam} but no loss function; known: {sorted(nets.losses)}")
             terms[name] = nets.losses[name](loss_params.get(name), y_hat, y).astype(jnp.float32)
     return terms
+
+
+def objective(nets: Networks, cfg: StepConfig, frozen: Mapping[str, Any], disc_params, codes, y_hat, y, active):
+    """The training objective (paper Eq. 5-7, official `calc_loss`), the one every step and validation use.
+
+    codes: (B, n, D) the full W+ codes (latent_avg / previous codes added); y_hat: their rendering as the
+    losses see it (`render`); y: the target; active: (n,) bool layers of the progressive stage, or None.
+    Returns (loss, {'loss', 'loss_dist', 'loss_edit', 'loss_<term>', 'total_delta_loss'?,
+    'encoder_discriminator_loss'?}), float32 scalars.
+    """
+    terms = distortion_terms(nets, frozen.get("losses", {}), cfg, y_hat, y)
+    dist = obj.distortion_loss(terms, cfg.lambdas)
+    aux = {f"loss_{k}": v for k, v in terms.items()}
+    d_reg = adv = None
+    if cfg.progressive and cfg.use_delta_reg:
+        d_reg, _ = obj.delta_reg_loss(codes, active)
+        aux["total_delta_loss"] = d_reg
+    if cfg.use_discriminator:
+        adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": disc_params}, codes), active)
+        aux["encoder_discriminator_loss"] = adv
+    edit = obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv)
+    loss = obj.total_loss(dist, edit, cfg.lambda_edit)
+    aux.update(loss=loss, loss_dist=dist, loss_edit=edit)
+    return loss, aux
+
+
+def _objective_of_codes(nets: Networks, cfg: StepConfig, frozen, disc_params, y, active, key):
+    """codes -> (objective, (its metrics, the rendering y_hat)): what the encoder's gradient differentiates."""
+
+    def f(codes):
+        y_hat = render(nets.generator, frozen["generator"], codes, cfg, key)
+        loss, aux = objective(nets, cfg, frozen, disc_params, codes, y_hat, y, active)
+        return loss, (aux, y_hat)
+
+    return f
 
 
 def _step_keys(state: TrainState):
@@ -164,6 +221,87 @@ def discriminator_update(
     return params, opt_state, real_pool, fake_pool, metrics
 
 
+def _stage(cfg: StepConfig, step):
+    """(progressive stage, active layers or None) at `step`."""
+    stage = schedule.progressive_stage(step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
+    return stage, (schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None)
+
+
+def _single_pass_update(nets, cfg, disc_tx, state, frozen, params, x, stage, active, keys):
+    """e4e: one encoder pass, its codes feed the D step (stop_gradient) and the objective (VJP).
+    Returns (encoder grads, new batch_stats, (disc_params, disc_opt_state, real_pool, fake_pool), metrics)."""
+    latent_avg = frozen.get("latent_avg") if cfg.start_from_latent_avg else None
+    codes, enc_vjp, new_stats = jax.vjp(
+        lambda p: encoder_codes(nets, p, state.encoder_batch_stats, x, stage, latent_avg, train=True),
+        params,
+        has_aux=True,
+    )
+    disc = (state.disc_params, state.disc_opt_state, state.real_pool, state.fake_pool)
+    metrics = {}
+    if cfg.use_discriminator:
+        n_sel = stage + 1 if cfg.progressive else cfg.n_styles
+        *disc, d_metrics = discriminator_update(
+            nets, cfg, disc_tx, state, frozen["generator"], jax.lax.stop_gradient(codes), n_sel, keys
+        )
+        metrics.update(d_metrics)
+        # The official D step ran the encoder in train mode too: a second identical BatchNorm EMA update.
+        m = cfg.bn_momentum
+        new_stats = jax.tree.map(lambda s1, s0: s1 + m * (s1 - s0), new_stats, state.encoder_batch_stats)
+    loss_fn = _objective_of_codes(nets, cfg, frozen, disc[0], x, active, keys["noise"])
+    (_, (aux, _)), g_codes = jax.value_and_grad(loss_fn, has_aux=True)(codes)
+    (grads,) = enc_vjp(g_codes)
+    return grads, new_stats, tuple(disc), {**metrics, **aux}
+
+
+def _first_input(cfg: StepConfig, frozen, batch_size: int):
+    """ReStyle's loop state before iteration 0: (the average image (B, h, w, 3), latent_avg (B, n, D))."""
+    avg = frozen["average_image"].astype(jnp.float32)
+    la = jnp.asarray(frozen["latent_avg"], jnp.float32)
+    return jnp.broadcast_to(avg, (batch_size, *avg.shape[1:])), jnp.broadcast_to(la, (batch_size, *la.shape))
+
+
+def _per_iteration(aux: dict) -> dict:
+    """Stacked (n_iters,) metrics of the scan -> the last iteration's (official loss_dict) + loss_iter_{t}."""
+    out = {k: v[-1] for k, v in aux.items()}
+    out.update({f"loss_iter_{t}": aux["loss"][t] for t in range(aux["loss"].shape[0])})
+    return out
+
+
+def _iterative_update(nets, cfg, disc_tx, state, frozen, params, x, stage, active, keys):
+    """ReStyle (module docstring): the D step on its own encoder pass, then n_iters iterations, each
+    differentiated with its loop state held constant. Returns as `_single_pass_update`."""
+    y_first, codes_first = _first_input(cfg, frozen, x.shape[0])
+    stats = state.encoder_batch_stats
+    disc = (state.disc_params, state.disc_opt_state, state.real_pool, state.fake_pool)
+    metrics = {}
+    if cfg.use_discriminator:
+        raw, stats = encoder_codes(nets, params, stats, restyle.encoder_input(x, y_first), stage, None, train=True)
+        n_sel = stage + 1 if cfg.progressive else cfg.n_styles
+        *disc, d_metrics = discriminator_update(
+            nets, cfg, disc_tx, state, frozen["generator"], jax.lax.stop_gradient(raw), n_sel, keys
+        )
+        metrics.update(d_metrics)
+
+    def iteration(carry, t):
+        y_prev, previous, stats, grads = carry
+        y_prev, previous = jax.lax.stop_gradient(y_prev), jax.lax.stop_gradient(previous)  # official .detach()
+        enc_in = restyle.encoder_input(x, y_prev)
+        raw, enc_vjp, stats = jax.vjp(
+            lambda p: encoder_codes(nets, p, stats, enc_in, stage, None, train=True), params, has_aux=True
+        )
+        codes = raw + previous  # official e4e/pSp.forward: codes + latent (latent_avg at t = 0)
+        loss_fn = _objective_of_codes(nets, cfg, frozen, disc[0], x, active, jax.random.fold_in(keys["noise"], t))
+        (_, (aux, y_hat)), g_codes = jax.value_and_grad(loss_fn, has_aux=True)(codes)
+        (g,) = enc_vjp(g_codes)  # d codes / d raw is the identity: previous is constant
+        grads = jax.tree.map(jnp.add, grads, g)
+        return (y_hat.astype(jnp.float32), codes, stats, grads), aux
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    carry = (y_first, codes_first, stats, zeros)
+    (_, _, stats, grads), aux = jax.lax.scan(iteration, carry, jnp.arange(cfg.n_iters))
+    return grads, stats, tuple(disc), {**metrics, **_per_iteration(aux)}
+
+
 def train_step(
     nets: Networks,
     cfg: StepConfig,
@@ -175,62 +313,20 @@ def train_step(
 ) -> tuple[TrainState, dict]:
     """One update of D_W and the encoder.
 
-    frozen: {'generator': generator variables, 'latent_avg': (n, D) or None, 'losses': {name: params}}.
+    frozen: {'generator': generator variables, 'latent_avg': (n, D) or None, 'losses': {name: params},
+    'average_image': (1, h, w, 3), ReStyle only}.
     batch: {'image': (B, H, W, 3) float32 in [-1, 1]} (source = target, as official ImagesDataset).
     Returns (new state, metrics {name: float32 scalar}).
     """
     keys = _step_keys(state)
-    x = y = batch["image"]
-    stage = schedule.progressive_stage(state.step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
-    active = schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None
-    gen_vars, latent_avg = frozen["generator"], (frozen.get("latent_avg") if cfg.start_from_latent_avg else None)
-
+    x = batch["image"]
+    stage, active = _stage(cfg, state.step)
     params = optim.fast_params(state.encoder_params)
-    codes, enc_vjp, new_stats = jax.vjp(
-        lambda p: encoder_codes(nets, p, state.encoder_batch_stats, x, stage, latent_avg, train=True),
-        params,
-        has_aux=True,
-    )
-
-    metrics = {}
-    disc_params, disc_opt, real_pool, fake_pool = (
-        state.disc_params,
-        state.disc_opt_state,
-        state.real_pool,
-        state.fake_pool,
-    )
-    if cfg.use_discriminator:
-        n_sel = stage + 1 if cfg.progressive else cfg.n_styles
-        disc_params, disc_opt, real_pool, fake_pool, d_metrics = discriminator_update(
-            nets, cfg, disc_tx, state, gen_vars, jax.lax.stop_gradient(codes), n_sel, keys
-        )
-        metrics.update(d_metrics)
-        # The official D step ran the encoder in train mode too: a second identical BatchNorm EMA update.
-        m = cfg.bn_momentum
-        new_stats = jax.tree.map(lambda s1, s0: s1 + m * (s1 - s0), new_stats, state.encoder_batch_stats)
-
-    def loss_from_codes(c):
-        y_hat = render(nets.generator, gen_vars, c, cfg, keys["noise"])
-        terms = distortion_terms(nets, frozen.get("losses", {}), cfg, y_hat, y)
-        dist = obj.distortion_loss(terms, cfg.lambdas)
-        aux = {f"loss_{k}": v for k, v in terms.items()}
-        d_reg = adv = None
-        if cfg.progressive and cfg.use_delta_reg:
-            d_reg, per = obj.delta_reg_loss(c, active)
-            aux["total_delta_loss"] = d_reg
-        if cfg.use_discriminator:
-            adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": disc_params}, c), active)
-            aux["encoder_discriminator_loss"] = adv
-        edit = obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv)
-        loss = obj.total_loss(dist, edit, cfg.lambda_edit)
-        aux.update(loss=loss, loss_dist=dist, loss_edit=edit)
-        return loss, aux
-
-    (loss, aux), g_codes = jax.value_and_grad(loss_from_codes, has_aux=True)(codes)
-    (grads,) = enc_vjp(g_codes)
+    update = _iterative_update if cfg.iterative else _single_pass_update
+    grads, new_stats, disc, metrics = update(nets, cfg, disc_tx, state, frozen, params, x, stage, active, keys)
+    disc_params, disc_opt, real_pool, fake_pool = disc
     updates, enc_opt = encoder_tx.update(grads, state.encoder_opt_state, state.encoder_params)
     enc_params = optax.apply_updates(state.encoder_params, updates)
-    metrics.update(aux)
     metrics["progressive_stage"] = jnp.asarray(stage, jnp.float32)
     metrics["grad_norm"] = optax.global_norm(grads)
     # Counted on device so the loop never checkpoints a state whose update overflowed.
@@ -252,28 +348,27 @@ def train_step(
 def eval_step(
     nets: Networks, cfg: StepConfig, state: TrainState, frozen: Mapping[str, Any], batch: Mapping[str, jax.Array]
 ) -> tuple[dict, jax.Array]:
-    """Official `validate`: encoder in eval mode (running statistics), the same loss terms (no updates).
-    Returns (metrics, y_hat) for logging image grids."""
+    """Official `validate`: encoder in eval mode (running statistics), the same objective (no updates);
+    ReStyle: every iteration, the last one's losses (official cur_loss_dict) and loss_iter_{t}.
+    Returns (metrics, the last y_hat) for logging image grids."""
     keys = _step_keys(state)
-    x = y = batch["image"]
-    stage = schedule.progressive_stage(state.step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
-    active = schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None
-    latent_avg = frozen.get("latent_avg") if cfg.start_from_latent_avg else None
-    codes, _ = encoder_codes(
-        nets, optim.fast_params(state.encoder_params), state.encoder_batch_stats, x, stage, latent_avg, train=False
-    )
-    y_hat = render(nets.generator, frozen["generator"], codes, cfg, keys["noise"])
-    terms = distortion_terms(nets, frozen.get("losses", {}), cfg, y_hat, y)
-    metrics = {f"loss_{k}": v for k, v in terms.items()}
-    dist = obj.distortion_loss(terms, cfg.lambdas)
-    d_reg = adv = None
-    if cfg.progressive and cfg.use_delta_reg:
-        d_reg, _ = obj.delta_reg_loss(codes, active)
-        metrics["total_delta_loss"] = d_reg
-    if cfg.use_discriminator:
-        adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": state.disc_params}, codes), active)
-        metrics["encoder_discriminator_loss"] = adv
-    metrics["loss"] = obj.total_loss(
-        dist, obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv), cfg.lambda_edit
-    )
-    return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, y_hat
+    x = batch["image"]
+    stage, active = _stage(cfg, state.step)
+    params, stats = optim.fast_params(state.encoder_params), state.encoder_batch_stats
+    if not cfg.iterative:
+        latent_avg = frozen.get("latent_avg") if cfg.start_from_latent_avg else None
+        codes, _ = encoder_codes(nets, params, stats, x, stage, latent_avg, train=False)
+        y_hat = render(nets.generator, frozen["generator"], codes, cfg, keys["noise"])
+        _, metrics = objective(nets, cfg, frozen, state.disc_params, codes, y_hat, x, active)
+        return {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, y_hat
+
+    def iteration(carry, t):
+        y_prev, previous = carry
+        raw, _ = encoder_codes(nets, params, stats, restyle.encoder_input(x, y_prev), stage, None, train=False)
+        codes = raw + previous
+        y_hat = render(nets.generator, frozen["generator"], codes, cfg, jax.random.fold_in(keys["noise"], t))
+        _, aux = objective(nets, cfg, frozen, state.disc_params, codes, y_hat, x, active)
+        return (y_hat.astype(jnp.float32), codes), aux
+
+    (y_hat, _), aux = jax.lax.scan(iteration, _first_input(cfg, frozen, x.shape[0]), jnp.arange(cfg.n_iters))
+    return {k: jnp.asarray(v, jnp.float32) for k, v in _per_iteration(aux).items()}, y_hat
