@@ -16,6 +16,7 @@ from PIL import Image
 
 from e4e_jax.cli import main as cli_main
 from e4e_jax.data import folder
+from e4e_jax.errors import install_hint
 from e4e_jax.inference import alignment
 from e4e_jax.storage import manifest
 from tests import tiny_bundles
@@ -199,7 +200,7 @@ def test_without_the_align_extra_evaluate_says_so_and_edit_leaves_the_source_bla
     out = run("evaluate", "--model", str(e4e), "--inversions", str(inv), "--output", str(tmp_path / "m"))
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 2 and len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "face crops, made again" in errors[0] and "pip install 'e4e-jax[align]'" in errors[0], errors[0]
+    assert "face crops, made again" in errors[0] and install_hint("align") in errors[0], errors[0]
     assert "preparing the evaluation" not in out.stderr and not (tmp_path / "m").exists()
     edit = ["edit", "--model", str(e4e), "--latents", str(inv), "--output", str(tmp_path / "e"), "--sefa", "0"]
     out = run(*edit, "--strengths", "1")
