@@ -17,12 +17,37 @@ JAX_NUM_PROCESSES, JAX_PROCESS_ID); see README "Training on a TPU pod / several 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from e4e_jax.commands import cli_args
-from e4e_jax.commands.config_args import OverrideParser, load_config
 from e4e_jax.errors import UserError
+from e4e_jax.jobs.train import PREFIXES, load_config  # no JAX at import: the parser stays fast
 
 LOG_LEVELS = ("debug", "info", "warning")
+
+
+class _OverrideParser(argparse.ArgumentParser):
+    """Sets the `--config.KEY[=VALUE]` tokens aside, in order, for config_flags (argparse cannot declare
+    options with a free suffix); the rest is parsed as declared."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        rest, overrides, i = [], [], 0
+        while i < len(args):
+            a = args[i]
+            if a.startswith(PREFIXES):
+                overrides.append(a)
+                # `--config.KEY VALUE`: the next token is the value unless it is another option (train takes
+                # no positional arguments; "-1" is a value).
+                if "=" not in a and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                    overrides.append(args[i + 1])
+                    i += 1
+            else:
+                rest.append(a)
+            i += 1
+        ns, extra = super().parse_known_args(rest, namespace)
+        ns.config_flags = overrides
+        return ns, extra
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -37,7 +62,7 @@ def add_parser(sub, help_text: str) -> None:
         "(parsed by ml_collections' config_flags in the field's type; a boolean takes '=': "
         "--config.use_w_pool=false).",
     )
-    p.__class__ = OverrideParser
+    p.__class__ = _OverrideParser
     p.add_argument(
         "--config",
         required=True,
