@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--heldout", type=int, default=64)
     p.add_argument("--configs", nargs="+", default=["A", "D", "W"])
     args = p.parse_args(argv)
-    from e4e_jax.commands.quickstart import l2_curve
     from e4e_jax.configs import tiny
+    from e4e_jax.jobs.quickstart import l2_curve
     from e4e_jax.training import train_and_evaluate
 
     rows = {}

@@ -1,5 +1,5 @@
 """The named choices shared by the command line, the configs and the library: compute dtypes,
-modulated-conv formulations and noise modes.
+modulated-conv formulations, noise modes and the faces align keeps.
 
 Plain strings, no JAX import, so building the `e4e-jax` parser stays fast; `compute_dtype` maps a
 name to its jnp dtype where a model is built. The models check the values they are given against their
@@ -14,6 +14,11 @@ DTYPE_NAMES = ("float32", "bfloat16")  # --dtype, config.compute_dtype; params a
 # models.layers.MODULATION_PATHS.
 MODULATIONS = ("auto", "grouped", "activation")
 NOISE_MODES = ("const", "random", "none")  # the stored per-layer buffers, fresh random, or none
+# configs/tiny.py's small encoder runs ~10-15 steps/s on 2 CPU cores: quickstart's default --steps is a couple
+# of minutes of training, enough for the reconstruction loss to fall several-fold; more give better inversions.
+QUICKSTART_STEPS = 1000
+QUICKSTART_HELDOUT = 8  # quickstart --heldout: held-out samples to invert and edit
+FACES = ("largest", "all")  # align --faces: the largest face of each photo (default), or every face found
 
 
 def compute_dtype(name: str):

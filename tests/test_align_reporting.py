@@ -128,7 +128,7 @@ def test_crop_size_is_bounded(argv, tmp_path):
 
 _HINT = (
     "import sys; sys.modules['dlib'] = None\n"  # as if dlib were not installed
-    "from e4e_jax import alignment\n"
+    "from e4e_jax.inference import alignment\n"
     "try:\n    alignment.Aligner().check()\n"
     "except alignment.AlignmentUnavailable as e:\n    print(e)\n"
 )

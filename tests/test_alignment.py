@@ -310,7 +310,7 @@ def test_cli_refuses_output_inside_input(photos):
 
 
 def test_output_stems_do_not_collide():
-    from e4e_jax.commands.align import output_stems
+    from e4e_jax.jobs.align import output_stems
 
     stems = output_stems([Path("x/a.jpg"), Path("x/a.png"), Path("x/b.jpg")])
     assert stems == {Path("x/a.jpg"): "a_jpg", Path("x/a.png"): "a_png", Path("x/b.jpg"): "b"}

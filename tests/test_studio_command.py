@@ -10,7 +10,7 @@ import pytest
 
 from e4e_jax.cli import build_parser
 from e4e_jax.cli import main as cli_main
-from e4e_jax.commands import quickstart
+from e4e_jax.jobs import quickstart
 from tests import tiny_bundles
 from tests.tiny_bundles import error_line
 
