@@ -112,3 +112,55 @@ def path(text: str) -> Path:
 
 
 path.__name__ = path_text.__name__ = "path"
+
+
+# ---- a job's options dataclass (e4e_jax/jobs/options.py) as argparse options ---------------------------
+
+
+def _value_type(spec):
+    """A jobs.options type spec -> the parser of this module it names ("positive_int", ("int_in", 1, 100))."""
+    if spec is None or callable(spec):
+        return spec
+    if isinstance(spec, str):
+        return globals()[spec]
+    name, *factory_args = spec
+    return globals()[name](*factory_args)
+
+
+def add_options(parser: argparse.ArgumentParser, options_cls) -> None:
+    """Add one argparse option per `jobs.options.option` field of `options_cls`, in declaration order."""
+    import dataclasses
+
+    from e4e_jax.jobs import options
+
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for f in options.option_fields(options_cls):
+        meta = f.metadata["option"]
+        target = parser
+        if meta["group"] is not None:
+            if meta["group"] not in groups:
+                groups[meta["group"]] = parser.add_mutually_exclusive_group()
+            target = groups[meta["group"]]
+        flag = "--" + f.name.replace("_", "-")
+        if f.default is False:
+            target.add_argument(flag, action="store_true", help=meta["help"])
+            continue
+        kw: dict = {"help": meta["help"]}
+        if f.default is dataclasses.MISSING:
+            kw["required"] = True
+        else:
+            kw["default"] = f.default
+        for key, value in (("type", _value_type(meta["type"])), ("choices", meta["choices"])):
+            if value is not None:
+                kw[key] = value
+        if meta["metavar"] is not None:
+            kw["metavar"] = meta["metavar"]
+        target.add_argument(flag, **kw)
+
+
+def options_from_args(options_cls, args: argparse.Namespace, **overrides):
+    """The `options_cls` instance of parsed `args` (its option fields), with `overrides` on top."""
+    from e4e_jax.jobs import options
+
+    values = {f.name: getattr(args, f.name) for f in options.option_fields(options_cls)}
+    return options_cls(**{**values, **overrides})

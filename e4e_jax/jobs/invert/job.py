@@ -27,40 +27,9 @@ from e4e_jax.jobs.invert import layout as layout_lib
 from e4e_jax.jobs.invert import memory, pipeline
 from e4e_jax.jobs.invert import plan as plan_lib
 from e4e_jax.jobs.invert import workers as workers_lib
+from e4e_jax.jobs.invert.options import DEFAULT_CHUNK, InvertOptions  # noqa: F401 (the job's API)
 from e4e_jax.runtime import pause_points
 from e4e_jax.storage import manifest, outdir
-
-DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
-
-
-@dataclasses.dataclass(frozen=True)
-class InvertOptions:
-    model: str
-    images: Path
-    output: Path
-    batch_size: int = 8
-    recursive: bool = False
-    image_format: Optional[str] = "jpg"  # None: latents only (no generator pass)
-    jpeg_quality: int = 75  # PIL's default, what the official script writes
-    image_size: Optional[int] = None  # width of saved reconstructions (height follows); None: full
-    dtype: str = "float32"
-    modulation: str = "auto"
-    workers: Optional[int] = None  # decoder processes (None: one per CPU, at most one per decode group)
-    writers: Optional[int] = None  # image encoder/writer processes (None: half the CPUs, at least 2)
-    chunk_size: int = DEFAULT_CHUNK
-    resume: bool = False
-    overwrite: bool = False
-    fast_decode: bool = False
-    align: bool = False
-    faces: str = "largest"
-    align_size: int = 1024
-    landmarks: Optional[str] = None
-    compile_cache: Optional[str] = None  # directory; "" switches the cache off
-    quiet: bool = False
-    # ReStyle bundles (inverters.py): refinement iterations (None: the bundle's count; `invert_folder` sets
-    # the count it uses before the plan is made, and None for an e4e bundle); keep every iteration's latents.
-    iterations: Optional[int] = None
-    save_iterations: bool = False
 
 
 def _say(opts: InvertOptions, msg: str) -> None:
@@ -151,12 +120,12 @@ def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tup
 reconstruction_hw = _out_hw  # public: `tune` sizes its reconstructions as invert does
 
 
-def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) -> int:
+def invert_folder(opts: InvertOptions) -> int:
     """Run the job; returns the exit code (errors.EXIT_*). Raises UserError for bad input."""
     t_start = time.perf_counter()
     from e4e_jax.runtime import distributed as dist
 
-    multi = dist.initialize(**(distributed or {}))
+    multi = dist.initialize(**opts.distributed())
     import jax
 
     from e4e_jax.inference import inverters
