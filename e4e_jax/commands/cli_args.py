@@ -139,7 +139,7 @@ def add_options(parser: argparse.ArgumentParser, options_cls) -> None:
         target = parser
         if meta["group"] is not None:
             if meta["group"] not in groups:
-                groups[meta["group"]] = parser.add_mutually_exclusive_group()
+                groups[meta["group"]] = parser.add_mutually_exclusive_group(required=meta["group_required"])
             target = groups[meta["group"]]
         flag = "--" + f.name.replace("_", "-")
         if f.default is False:
@@ -153,8 +153,9 @@ def add_options(parser: argparse.ArgumentParser, options_cls) -> None:
         for key, value in (("type", _value_type(meta["type"])), ("choices", meta["choices"])):
             if value is not None:
                 kw[key] = value
-        if meta["metavar"] is not None:
-            kw["metavar"] = meta["metavar"]
+        for key in ("metavar", "nargs"):
+            if meta[key] is not None:
+                kw[key] = meta[key]
         target.add_argument(flag, **kw)
 
 

@@ -23,12 +23,16 @@ def option(
     type: TypeSpec = None,
     choices: Optional[tuple] = None,
     metavar: Optional[str] = None,
+    nargs: Optional[str] = None,
     group: Optional[str] = None,
+    group_required: bool = False,
     plan: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line option. `group`: options sharing it are mutually
-    exclusive; `plan`: the value is part of the resume plan (a `--resume` with another value is refused)."""
-    meta = {"help": help, "type": type, "choices": choices, "metavar": metavar, "group": group, "plan": plan}
+    exclusive (`group_required`: one of them must be given); `plan`: the value is part of the resume plan
+    (a `--resume` with another value is refused)."""
+    meta = {"help": help, "type": type, "choices": choices, "metavar": metavar, "nargs": nargs}
+    meta |= {"group": group, "group_required": group_required, "plan": plan}
     return dataclasses.field(default=default, metadata={"option": meta})
 
 
