@@ -79,3 +79,11 @@ def test_invert_options_round_trip(tmp_path):
     assert opts.distributed() == {"coordinator_address": None, "num_processes": 2, "process_id": None, "auto": True}
     defaults = cli_args.options_from_args(InvertOptions, p.parse_args(argv[:6]))
     assert defaults == InvertOptions(model="m", images=tmp_path, output=tmp_path / "o")
+
+
+def test_tune_plan_keys_derived_from_metadata():
+    from e4e_jax.jobs import tune
+    from e4e_jax.jobs.tune_options import TuneOptions
+
+    assert tune.PLAN_KEYS == options.plan_keys(TuneOptions) + tune.PLAN_FACTS
+    assert {"steps", "locality", "output", "resume", "quiet"}.isdisjoint(tune.PLAN_KEYS)  # "pti" holds the first two
