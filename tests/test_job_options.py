@@ -87,3 +87,18 @@ def test_tune_plan_keys_derived_from_metadata():
 
     assert tune.PLAN_KEYS == options.plan_keys(TuneOptions) + tune.PLAN_FACTS
     assert {"steps", "locality", "output", "resume", "quiet"}.isdisjoint(tune.PLAN_KEYS)  # "pti" holds the first two
+
+
+def test_flag_action_and_cli_default(tmp_path):
+    from e4e_jax.commands import evaluate
+    from e4e_jax.jobs.evaluate_options import EvaluateOptions
+
+    p = _parser(EvaluateOptions)
+    argv = ["--model", "m", "--output", str(tmp_path), "--ganspace-edit", "0,0,5,-2", "--ganspace-edit", "1,2,3,4"]
+    args = p.parse_args([*argv, "--directions", "a.pt", "b.pt"])
+    assert args.ganspace_edits == ["0,0,5,-2", "1,2,3,4"] and args.directions == [Path("a.pt"), Path("b.pt")]
+    edits = tuple(map(evaluate.parse_ganspace_edit, args.ganspace_edits))
+    opts = cli_args.options_from_args(EvaluateOptions, args, directions=tuple(args.directions), ganspace_edits=edits)
+    assert opts.ganspace_edits == ((0, 0, 5, -2.0), (1, 2, 3, 4.0)) and opts.directions == (Path("a.pt"), Path("b.pt"))
+    bare = p.parse_args(argv[:4])
+    assert bare.ganspace_edits == [] and bare.directions == []  # a fresh list each parse: nothing carried over

@@ -141,19 +141,19 @@ def add_options(parser: argparse.ArgumentParser, options_cls) -> None:
             if meta["group"] not in groups:
                 groups[meta["group"]] = parser.add_mutually_exclusive_group(required=meta["group_required"])
             target = groups[meta["group"]]
-        flag = "--" + f.name.replace("_", "-")
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
         if f.default is False:
             target.add_argument(flag, action="store_true", help=meta["help"])
             continue
-        kw: dict = {"help": meta["help"]}
+        kw: dict = {"help": meta["help"], "dest": f.name}
         if f.default is dataclasses.MISSING:
             kw["required"] = True
         else:
-            kw["default"] = f.default
+            kw["default"] = f.default if meta["cli_default"] is None else meta["cli_default"]
         for key, value in (("type", _value_type(meta["type"])), ("choices", meta["choices"])):
             if value is not None:
                 kw[key] = value
-        for key in ("metavar", "nargs"):
+        for key in ("metavar", "nargs", "action"):
             if meta[key] is not None:
                 kw[key] = meta[key]
         target.add_argument(flag, **kw)

@@ -24,14 +24,20 @@ def option(
     choices: Optional[tuple] = None,
     metavar: Optional[str] = None,
     nargs: Optional[str] = None,
+    flag: Optional[str] = None,
+    action: Optional[str] = None,
+    cli_default: Any = None,
     group: Optional[str] = None,
     group_required: bool = False,
     plan: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line option. `group`: options sharing it are mutually
     exclusive (`group_required`: one of them must be given); `plan`: the value is part of the resume plan
-    (a `--resume` with another value is refused)."""
-    meta = {"help": help, "type": type, "choices": choices, "metavar": metavar, "nargs": nargs}
+    (a `--resume` with another value is refused). `flag`: when not the field's name; `action`, `nargs`:
+    argparse's; `cli_default`: the parser's default where it differs from the field's (a list for
+    nargs/append, where the field holds a tuple: the command converts the parsed value)."""
+    meta = {"help": help, "type": type, "choices": choices, "metavar": metavar, "nargs": nargs, "action": action}
+    meta |= {"flag": flag, "cli_default": cli_default}
     meta |= {"group": group, "group_required": group_required, "plan": plan}
     return dataclasses.field(default=default, metadata={"option": meta})
 
