@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from e4e_jax.data import folder
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
-from e4e_jax.inference import editing, inversion, render
+from e4e_jax.inference import editing, inverters, render
 from e4e_jax.jobs import sources
 from e4e_jax.jobs.evaluate_options import EvaluateOptions
 from e4e_jax.metrics import definitions, evaluator
@@ -196,7 +196,7 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
 
 
 def _evaluate(opts: EvaluateOptions) -> int:
-    model = inversion.load_e4e(opts.model)
+    model = inverters.load(opts.model)  # e4e or ReStyle (the Evaluator inverts by its kind)
     lpips_cfg, lpips_vars = bundle.load(opts.lpips, "lpips") if opts.lpips else (None, None)
     _, inc_vars = bundle.load(opts.inception, "inception") if opts.inception else (None, None)
     try:
