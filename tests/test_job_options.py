@@ -10,7 +10,7 @@ from typing import Optional
 
 import pytest
 
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 from e4e_jax.jobs import options
 from e4e_jax.jobs.invert import plan as plan_lib
 from e4e_jax.jobs.invert.options import InvertOptions
@@ -31,7 +31,7 @@ class _Toy:
 
 def _parser(cls) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toy")
-    cli_args.add_options(p, cls)
+    job_options.add_options(p, cls)
     return p
 
 
@@ -56,9 +56,9 @@ def test_parser_from_dataclass_declares_each_field_once():
 
 def test_round_trip_args_to_options():
     args = _parser(_Toy).parse_args(["--source", "in", "--mode", "b", "--loud", "--cache", "d"])
-    got = cli_args.options_from_args(_Toy, args, internal=5)
+    got = job_options.options_from_args(_Toy, args, internal=5)
     assert got == _Toy(source=Path("in"), count=3, quality=75, mode="b", loud=True, cache="d", internal=5)
-    assert cli_args.options_from_args(_Toy, _parser(_Toy).parse_args(["--source", "in"])) == _Toy(Path("in"))
+    assert job_options.options_from_args(_Toy, _parser(_Toy).parse_args(["--source", "in"])) == _Toy(Path("in"))
 
 
 def test_plan_keys_derived_from_metadata():
@@ -73,11 +73,11 @@ def test_invert_options_round_trip(tmp_path):
     argv = ["--model", "m", "--images", str(tmp_path), "--output", str(tmp_path / "o"), "--no-images"]
     argv += ["--no-compile-cache", "--num-processes", "2", "--auto-distributed"]
     p = _parser(InvertOptions)
-    opts = cli_args.options_from_args(InvertOptions, p.parse_args(argv))
+    opts = job_options.options_from_args(InvertOptions, p.parse_args(argv))
     assert opts.image_format is None and opts.compile_cache == ""  # the off switches' meaning
     assert opts.images == tmp_path and opts.batch_size == 8
     assert opts.distributed() == {"coordinator_address": None, "num_processes": 2, "process_id": None, "auto": True}
-    defaults = cli_args.options_from_args(InvertOptions, p.parse_args(argv[:6]))
+    defaults = job_options.options_from_args(InvertOptions, p.parse_args(argv[:6]))
     assert defaults == InvertOptions(model="m", images=tmp_path, output=tmp_path / "o")
 
 
@@ -98,7 +98,7 @@ def test_flag_action_and_cli_default(tmp_path):
     args = p.parse_args([*argv, "--directions", "a.pt", "b.pt"])
     assert args.ganspace_edits == ["0,0,5,-2", "1,2,3,4"] and args.directions == [Path("a.pt"), Path("b.pt")]
     edits = tuple(map(evaluate.parse_ganspace_edit, args.ganspace_edits))
-    opts = cli_args.options_from_args(EvaluateOptions, args, directions=tuple(args.directions), ganspace_edits=edits)
+    opts = job_options.options_from_args(EvaluateOptions, args, directions=tuple(args.directions), ganspace_edits=edits)
     assert opts.ganspace_edits == ((0, 0, 5, -2.0), (1, 2, 3, 4.0)) and opts.directions == (Path("a.pt"), Path("b.pt"))
     bare = p.parse_args(argv[:4])
     assert bare.ganspace_edits == [] and bare.directions == []  # a fresh list each parse: nothing carried over

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 
 # The arguments only; the work is `e4e_jax.jobs.edit.edit_folder`.
 
@@ -28,11 +28,11 @@ def add_parser(sub, help_text: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    cli_args.add_options(p, EditOptions)
+    job_options.add_options(p, EditOptions)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.jobs.edit import EditOptions, edit_folder
 
-    return edit_folder(cli_args.options_from_args(EditOptions, args, strengths=tuple(args.strengths)))
+    return edit_folder(job_options.options_from_args(EditOptions, args, strengths=tuple(args.strengths)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import cli_args, job_options
 from e4e_jax.errors import UserError
 
 
@@ -26,7 +26,7 @@ def add_parser(sub, help_text: str) -> None:
         "quality (FID, SWD), editability (LEC) and latent measures (W+ variation, E(G(w)) distance). "
         "Writes OUTPUT/metrics.json and prints a table.",
     )
-    cli_args.add_options(p, EvaluateOptions)
+    job_options.add_options(p, EvaluateOptions)
     p.set_defaults(run=run)
 
 
@@ -46,7 +46,7 @@ def parse_ganspace_edit(spec: str) -> tuple[int, int, int, float]:
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.jobs.evaluate import EvaluateOptions, evaluate_folder
 
-    opts = cli_args.options_from_args(
+    opts = job_options.options_from_args(
         EvaluateOptions,
         args,
         directions=tuple(args.directions),

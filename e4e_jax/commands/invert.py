@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 
 DESCRIPTION = """. Writes OUTPUT/latents.npy (N, n_latent, 512) float32 in the sorted order of OUTPUT/files.txt,
 reconstructions OUTPUT/inversions/{row:05d}_{name}.jpg listed in OUTPUT/inversions.txt, and OUTPUT/skipped.txt +
@@ -25,7 +25,7 @@ def add_parser(sub, help_text: str) -> None:
     from e4e_jax.jobs.invert.options import InvertOptions
 
     p = sub.add_parser("invert", help=help_text, description=help_text + DESCRIPTION)
-    cli_args.add_options(p, InvertOptions)
+    job_options.add_options(p, InvertOptions)
     p.set_defaults(run=run, on_interrupt=RESUME_HINT)
 
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         from e4e_jax.errors import UserError
 
         raise UserError("--resume and --overwrite contradict each other; pass one")
-    opts = cli_args.options_from_args(job.InvertOptions, args)
+    opts = job_options.options_from_args(job.InvertOptions, args)
     import concurrent.futures.process
 
     from e4e_jax.errors import UserError

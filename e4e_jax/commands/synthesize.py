@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 
 
 def add_parser(sub, help_text: str) -> None:
@@ -16,11 +16,11 @@ def add_parser(sub, help_text: str) -> None:
         help=help_text,
         description=help_text + ". Writes float32 images (N, H, W, 3) in the generator's raw range (about [-1, 1]).",
     )
-    cli_args.add_options(p, SynthesizeOptions)
+    job_options.add_options(p, SynthesizeOptions)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.jobs.synthesize import SynthesizeOptions, synthesize_file
 
-    return synthesize_file(cli_args.options_from_args(SynthesizeOptions, args))
+    return synthesize_file(job_options.options_from_args(SynthesizeOptions, args))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 
 # What an interrupted run keeps, and how to finish it (Ctrl-C: e4e_jax/cli.py).
 RESUME_HINT = "the committed batches are kept: finish with the same command and --resume"
@@ -29,11 +29,11 @@ def add_parser(sub, help_text: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    cli_args.add_options(p, TuneOptions)
+    job_options.add_options(p, TuneOptions)
     p.set_defaults(run=run, on_interrupt=RESUME_HINT)
 
 
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.jobs.tune import TuneOptions, tune_folder
 
-    return tune_folder(cli_args.options_from_args(TuneOptions, args))
+    return tune_folder(job_options.options_from_args(TuneOptions, args))

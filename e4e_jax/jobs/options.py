@@ -1,6 +1,6 @@
 """Declaring a job's options once: each field of a job's frozen options dataclass carries its command-line
 help, value type and choices, and whether it is part of the job's resume plan, in `dataclasses.field`'s
-metadata (`option(...)`). `commands/cli_args.add_options` derives the argparse options from it and
+metadata (`option(...)`). `commands/job_options.add_options` derives the argparse options from it and
 `options_from_args` builds the dataclass back; `plan_keys` lists the fields a `--resume` must match.
 
 Field name `batch_size` is the flag `--batch-size`; a bool field defaulting to False is a switch; a field
