@@ -81,7 +81,7 @@ def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[eval
 def _check_paths(opts: EvaluateOptions) -> None:
     if opts.images is None and opts.inversions is None:
         raise UserError("pass --images DIR (originals) and/or --inversions DIR (output of `e4e-jax invert`)")
-    bundle.read_config(opts.model, "e4e")  # a wrong --model (e.g. a work directory) before the output checks
+    inverters.kind_of(opts.model)  # a wrong --model (e.g. a work directory) before the output checks
     if opts.images is not None and not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
     inputs = [
