@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import choices
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 
 # What an interrupted run keeps, and how to finish it (Ctrl-C: e4e_jax/cli.py).
 RESUME_HINT = "the committed batches are kept: finish with the same command and --resume"
 
 
 def add_parser(sub, help_text: str) -> None:
-    from e4e_jax.jobs.invert import workers
+    from e4e_jax.jobs.tune_options import TuneOptions
 
     p = sub.add_parser(
         "tune",
@@ -30,115 +29,11 @@ def add_parser(sub, help_text: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        type=cli_args.path_text,
-        help="the e4e bundle the photos were inverted with (its generator)",
-    )
-    p.add_argument(
-        "--lpips",
-        required=True,
-        type=cli_args.path_text,
-        help="lpips bundle for the objective (official PTI: alex; python -m tools.convert_weights lpips ...)",
-    )
-    p.add_argument(
-        "--inversions",
-        required=True,
-        type=cli_args.path,
-        help="output folder of `e4e-jax invert` (files.txt, latents.npy): its latents are the pivots",
-    )
-    p.add_argument(
-        "--output",
-        required=True,
-        type=cli_args.path,
-        help="output folder (created; must be empty unless --resume or --overwrite; never an input)",
-    )
-    p.add_argument(
-        "--images",
-        type=cli_args.path,
-        default=None,
-        help="folder of the photos, if they moved since `invert` listed them",
-    )
-    p.add_argument(
-        "--steps",
-        type=cli_args.positive_int,
-        default=None,
-        help="most tuning steps per photo (default 350, official PTI); a photo stops early once its LPIPS <= 0.06",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=cli_args.positive_int,
-        default=4,
-        help="photos tuned together, each with its own generator (default 4); memory grows with it",
-    )
-    p.add_argument(
-        "--locality",
-        action="store_true",
-        help="add PTI's locality regulariser (off by default, as official PTI): keeps the generator "
-        "unchanged away from the pivot",
-    )
-    p.add_argument(
-        "--seed", type=cli_args.seed, default=0, help="seed of the locality regulariser's samples (0 to 2**32-1)"
-    )
-    p.add_argument(
-        "--image-format",
-        choices=sorted(workers.IMAGE_FORMATS),
-        default="jpg",
-        help="reconstruction format (default jpg, as invert; png is lossless)",
-    )
-    p.add_argument(
-        "--jpeg-quality", type=cli_args.int_in(1, 100), default=75, help="quality of jpg/webp reconstructions"
-    )
-    p.add_argument(
-        "--image-size",
-        type=cli_args.positive_int,
-        default=None,
-        help="save reconstructions downscaled to this width (height keeps the aspect), as invert",
-    )
-    p.add_argument(
-        "--modulation",
-        choices=choices.MODULATIONS,
-        default="auto",
-        help="modulated-conv formulation of the generator (same maths)",
-    )
-    p.add_argument(
-        "--dtype",
-        choices=choices.DTYPE_NAMES,
-        default="float32",
-        help="compute dtype of the generator and LPIPS (default float32, as official PTI; parameters stay float32)",
-    )
-    p.add_argument("--resume", action="store_true", help="finish an interrupted run into the same --output")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start over in an --output an earlier tune wrote, removing only what it wrote there",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    job_options.add_options(p, TuneOptions)
     p.set_defaults(run=run, on_interrupt=RESUME_HINT)
 
 
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.jobs.tune import TuneOptions, tune_folder
 
-    return tune_folder(
-        TuneOptions(
-            model=args.model,
-            lpips=args.lpips,
-            inversions=args.inversions,
-            output=args.output,
-            images=args.images,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            locality=args.locality,
-            image_format=args.image_format,
-            jpeg_quality=args.jpeg_quality,
-            image_size=args.image_size,
-            modulation=args.modulation,
-            dtype=args.dtype,
-            seed=args.seed,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            quiet=args.quiet,
-        )
-    )
+    return tune_folder(job_options.options_from_args(TuneOptions, args))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
@@ -22,6 +22,7 @@ from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import make_grid, save_png
 from e4e_jax.inference import directions, editing, render
 from e4e_jax.jobs import sources
+from e4e_jax.jobs.edit_options import EditOptions
 from e4e_jax.runtime import memory, pause_points
 from e4e_jax.storage import bundle, fileio, manifest, outdir
 from e4e_jax.storage.variable_checks import require_finite
@@ -33,26 +34,6 @@ GRID_MIN_CELL = 128  # pixels: cells of grid.png are at least this large
 IMAGE_NAME = "[0-9][0-9][0-9][0-9][0-9]_*s[+-]*.png"
 OUTPUTS = outdir.Outputs("edit", ("latents.npy", "grid.png", f"images/{IMAGE_NAME}"))
 BATCH_POINT = "edit-batch-done"  # pause point (pause_points.py)
-
-
-@dataclasses.dataclass(frozen=True)
-class EditOptions:
-    """One edit sweep; the fields are the `e4e-jax edit` options (see its --help). Exactly one of
-    interfacegan, ganspace, sefa names the direction."""
-
-    model: str | Path  # e4e or stylegan2 bundle (its generator renders)
-    latents: Path  # an invert output folder or a .npy of W+ codes
-    output: Path
-    strengths: Sequence[float]
-    interfacegan: Optional[Path] = None  # direction file
-    ganspace: Optional[Path] = None  # PCA file, with component and layers 'START-END'
-    sefa: Optional[int] = None  # eigenvector index (0 = strongest)
-    component: Optional[int] = None
-    layers: Optional[str] = None  # GANSpace 'START-END'; SeFa 'all', '0-5', '0,2,4'
-    batch_size: int = 8
-    max_grid_rows: int = 8
-    overwrite: bool = False
-    tuned: Optional[Path] = None  # an `e4e-jax tune` output: each photo rendered by its tuned generator
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,53 +14,28 @@ be evaluated; bad inputs raise UserError.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from e4e_jax.data import folder
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, UserError
-from e4e_jax.inference import editing, inversion, render
+from e4e_jax.inference import editing, inverters, render
 from e4e_jax.jobs import sources
+from e4e_jax.jobs.evaluate_options import EvaluateOptions
 from e4e_jax.metrics import definitions, evaluator
 from e4e_jax.runtime import compile_cache, pause_points
 from e4e_jax.storage import bundle, manifest, outdir
 from e4e_jax.storage.variable_checks import require_finite
 
 # A GANSpace edit for LEC: (component, first layer, end layer (exclusive), strength in stds).
-GanspaceEdit = tuple[int, int, int, float]
 METRICS = "metrics.json"
 # What evaluate writes into --output (e4e_jax/storage/outdir.py): a rerun replaces its own metrics.json, never a
 # file it did not write.
 OUTPUTS = outdir.Outputs("evaluate", (METRICS,))
 BATCH_POINT = "evaluate-batch-done"  # pause point (pause_points.py)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateOptions:
-    """What to evaluate and how; the fields are the `e4e-jax evaluate` options (see its --help)."""
-
-    model: str | Path  # e4e bundle folder
-    output: Path
-    images: Optional[Path] = None  # the originals
-    inversions: Optional[Path] = None  # an `e4e-jax invert` output folder
-    lpips: Optional[Path] = None  # lpips bundle (None: no LPIPS)
-    inception: Optional[Path] = None  # inception bundle (None: no FID)
-    directions: Sequence[Path] = ()  # InterFaceGAN direction files for LEC
-    factor: float = 3.0  # InterFaceGAN strength for LEC (official: 3)
-    ganspace: Optional[Path] = None  # GANSpace PCA file for LEC
-    ganspace_edits: Sequence[GanspaceEdit] = ()
-    lec_batch: int = 1  # LEC averaging group (official metric: its batch size, 8)
-    num_samples: int = 100  # random w for E(G(w)); 0 skips it
-    name: Optional[str] = None  # row name in the table (default: the model folder)
-    batch_size: int = 8
-    seed: int = 0
-    recursive: bool = False
-    workers: Optional[int] = None  # decoding threads (None: CPU count; 0: the main thread)
 
 
 def inversion_source(opts: EvaluateOptions, n_latent: int, style_dim: int):
@@ -106,7 +81,7 @@ def lec_edits(opts: EvaluateOptions, n_latent: int, style_dim: int) -> list[eval
 def _check_paths(opts: EvaluateOptions) -> None:
     if opts.images is None and opts.inversions is None:
         raise UserError("pass --images DIR (originals) and/or --inversions DIR (output of `e4e-jax invert`)")
-    bundle.read_config(opts.model, "e4e")  # a wrong --model (e.g. a work directory) before the output checks
+    inverters.kind_of(opts.model)  # a wrong --model (e.g. a work directory) before the output checks
     if opts.images is not None and not opts.images.is_dir():
         raise UserError(f"--images {opts.images} is not a folder")
     inputs = [
@@ -221,7 +196,7 @@ def evaluate_folder(opts: EvaluateOptions) -> int:
 
 
 def _evaluate(opts: EvaluateOptions) -> int:
-    model = inversion.load_e4e(opts.model)
+    model = inverters.load(opts.model)  # e4e or ReStyle (the Evaluator inverts by its kind)
     lpips_cfg, lpips_vars = bundle.load(opts.lpips, "lpips") if opts.lpips else (None, None)
     _, inc_vars = bundle.load(opts.inception, "inception") if opts.inception else (None, None)
     try:

@@ -17,9 +17,10 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
+from e4e_jax import choices
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import save_png
-from e4e_jax.inference import render
+from e4e_jax.jobs.options import option
 from e4e_jax.runtime import pause_points
 from e4e_jax.storage import bundle, fileio, outdir
 from e4e_jax.storage.variable_checks import require_finite
@@ -36,18 +37,36 @@ BATCH_POINT = "synthesize-batch-done"  # pause point (pause_points.py)
 class SynthesizeOptions:
     """The `e4e-jax synthesize` options (see its --help)."""
 
-    model: str | Path  # stylegan2 (or e4e) bundle
-    latents: Path  # .npy of W (N, 512) or W+ (N, n_latent, 512) codes
-    output: Path  # the .npy to write
-    png: Optional[Path] = None  # folder for one PNG per image
-    overwrite: bool = False
-    noise: str = "const"  # choices.NOISE_MODES
-    truncation: float = 1.0  # psi towards w_avg (1: off)
-    batch_size: int = 8
-    modulation: str = "auto"  # choices.MODULATIONS
-    dtype: str = "float32"  # choices.DTYPE_NAMES
-    seed: int = 0  # for noise='random'
-    tuned: Optional[Path] = None  # an `e4e-jax tune` output: row i rendered by photo i's tuned generator
+    model: str | Path = option(type="path_text", help="stylegan2 (or e4e) bundle directory")
+    latents: Path = option(type="path", help=".npy of W (N, 512) or W+ (N, n_latent, 512) codes")
+    output: Path = option(type="path", help="output .npy (N, H, W, 3) float32; must not exist unless --overwrite")
+    png: Optional[Path] = option(
+        None, type="path", help="also write one PNG per image into this folder (new or empty unless --overwrite)"
+    )
+    overwrite: bool = option(
+        False, help="replace an existing --output and the PNGs (NNNNNN.png) of an earlier run in --png"
+    )
+    noise: str = option(
+        "const",
+        choices=choices.NOISE_MODES,
+        help="noise inputs: the stored per-layer buffers (default), fresh random, or none",
+    )
+    truncation: float = option(  # psi towards w_avg (1: off)
+        1.0, type="finite_float", help="truncation psi towards w_avg (default 1: off; 0 renders w_avg)"
+    )
+    batch_size: int = option(8, type="positive_int", help="images rendered per step (default 8)")
+    modulation: str = option(
+        "auto",
+        choices=choices.MODULATIONS,
+        help="modulated-conv formulation (same maths; 'auto' picks the faster one for the backend)",
+    )
+    dtype: str = option("float32", choices=choices.DTYPE_NAMES, help="compute dtype")
+    seed: int = option(0, type="seed", help="seed for --noise random (0 to 2**32-1)")
+    tuned: Optional[Path] = option(
+        None,
+        type="path",
+        help="output folder of `e4e-jax tune`: render row i of --latents with photo i's tuned generator",
+    )
 
 
 def check_outputs(opts: SynthesizeOptions) -> None:
@@ -86,6 +105,8 @@ def check_outputs_free(opts: SynthesizeOptions) -> None:
 def _batches(opts: SynthesizeOptions, cfg, variables, latents: np.ndarray):
     """Rendered (b, H, W, 3) batches of `latents`, by the --model generator or with --tuned by each row's
     tuned generator."""
+    from e4e_jax.inference import render  # jax: not at import (the CLI's parser reads SynthesizeOptions)
+
     kw = dict(seed=opts.seed, modulation=opts.modulation, dtype=opts.dtype, noise_mode=opts.noise)
     if opts.tuned is None:
         yield from render.iter_synthesize(
@@ -103,6 +124,8 @@ def _batches(opts: SynthesizeOptions, cfg, variables, latents: np.ndarray):
 
 def synthesize_file(opts: SynthesizeOptions) -> int:
     """Render, write (module docstring); returns EXIT_OK."""
+    from e4e_jax.inference import render
+
     bundle.read_config(opts.model)  # a wrong --model (e.g. a work directory) is said before the output checks
     check_outputs(opts)
     with contextlib.ExitStack() as stack:  # one writer per output, from here to the end

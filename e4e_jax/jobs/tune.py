@@ -22,56 +22,28 @@ from typing import Any, Optional
 import numpy as np
 
 from e4e_jax.errors import EXIT_OK, UserError
+from e4e_jax.jobs import options
 from e4e_jax.jobs.invert import layout as invert_layout
 from e4e_jax.jobs.invert import workers
+from e4e_jax.jobs.tune_options import TuneOptions
 from e4e_jax.jobs.tune_output import METRIC_KEYS, OUTPUTS, BatchResult, TuneOutput, row_names
 from e4e_jax.runtime import pause_points
 from e4e_jax.storage import manifest, outdir
 
-# Plan fields that change the outputs: a --resume with any of them different is refused.
-PLAN_KEYS = (
-    "model",
+# Plan fields that change the outputs: a --resume with any of them different is refused. The options among
+# them are declared so in TuneOptions (plan=True); the others are facts about the inputs and the machine,
+# and the PTI settings that --steps and --locality make.
+PLAN_FACTS = (
     "model_config_sha256",
     "model_weights_id",
-    "lpips",
     "lpips_weights_id",
-    "inversions",
     "listing_sha256",
     "pivots_sha256",
     "n_photos",
-    "batch_size",
     "local_devices",
     "pti",
-    "seed",
-    "dtype",
-    "modulation",
-    "image_format",
-    "jpeg_quality",
-    "image_size",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneOptions:
-    """The `e4e-jax tune` options (see its --help)."""
-
-    model: str | Path  # e4e bundle (its generator is the base)
-    lpips: str | Path  # lpips bundle (the objective's LPIPS; official: alex)
-    inversions: Path  # an `e4e-jax invert` output folder
-    output: Path
-    images: Optional[Path] = None  # where the photos are, if files.txt's paths moved
-    steps: Optional[int] = None  # None: official 350
-    batch_size: int = 4
-    locality: bool = False
-    image_format: str = "jpg"
-    jpeg_quality: int = 75
-    image_size: Optional[int] = None  # width of saved reconstructions; None: full size
-    modulation: str = "auto"
-    dtype: str = "float32"  # compute dtype of generator and LPIPS (official PTI: float32)
-    seed: int = 0  # the locality regulariser's samples
-    resume: bool = False
-    overwrite: bool = False
-    quiet: bool = False
+PLAN_KEYS = options.plan_keys(TuneOptions) + PLAN_FACTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +177,7 @@ def _prepare_output(opts: TuneOptions, out: TuneOutput, plan: dict[str, Any]) ->
                 f"--resume: {out.root} holds no unfinished tune (no {out.state.name}/plan.json); "
                 "use --overwrite or another --output"
             )
-        diff = invert_layout.describe_mismatch(old, plan, PLAN_KEYS)
+        diff = invert_layout.describe_mismatch(old, plan, [k for k in plan if k in PLAN_KEYS])  # plan.json's order
         if diff:
             raise UserError(
                 f"--resume: this run differs from the one in {out.root}: {'; '.join(diff)}. "

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from e4e_jax.inference import inversion
+from e4e_jax.inference import inversion, inverters, restyle
 from e4e_jax.metrics import definitions
 from e4e_jax.runtime import sharding
 from e4e_jax.storage import fileio
@@ -42,7 +42,7 @@ FID_MIN_RANK = 2048  # pool3 width: below it the covariances are rank-deficient
 class Evaluator:
     """Accumulates per-image distances and feature sets of one model, batch by batch.
 
-    model: the e4e model (`inversion.load_e4e`). lpips_variables / inception_variables: bundle variables,
+    model: the e4e or ReStyle model (`inverters.load`). lpips_variables / inception_variables: bundle variables,
     or None to skip LPIPS / FID. edits: the LEC edits. lec_group: LEC's averaging group (`lec_score`).
     recovery_samples: random w for E(G(w)) (0 skips it). batch_size: rows per step before rounding up
     to the device count. seed: SWD patches and directions, and the sampled w.
@@ -65,9 +65,14 @@ class Evaluator:
         self.recovery_samples, self.seed, self.lpips_net = recovery_samples, seed, lpips_net
         self.mesh = sharding.data_mesh(jax.local_devices())
         self.batch_size = sharding.round_up(batch_size, self.mesh.size)
-        self.variables = sharding.replicate(model.variables, self.mesh)
         hw = model.input_hw
-        self._encode = jax.jit(lambda v, x: inversion.encode(model, v, x))
+        if isinstance(model, restyle.RestyleModel):  # its iterations from the average image, as `invert` runs them
+            kernel = inverters.kernel(model, images="none")
+            self.variables = sharding.replicate(kernel.variables, self.mesh)
+            self._encode = kernel.fn
+        else:
+            self.variables = sharding.replicate(model.variables, self.mesh)
+            self._encode = jax.jit(lambda v, x: inversion.encode(model, v, x))
         self._generate = jax.jit(
             lambda v, w: definitions.to_encoder_frame(
                 model.generator.apply(v["generator"], w, input_is_latent=True, noise_mode="const"), hw

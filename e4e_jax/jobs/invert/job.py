@@ -27,40 +27,9 @@ from e4e_jax.jobs.invert import layout as layout_lib
 from e4e_jax.jobs.invert import memory, pipeline
 from e4e_jax.jobs.invert import plan as plan_lib
 from e4e_jax.jobs.invert import workers as workers_lib
+from e4e_jax.jobs.invert.options import DEFAULT_CHUNK, InvertOptions  # noqa: F401 (the job's API)
 from e4e_jax.runtime import pause_points
 from e4e_jax.storage import manifest, outdir
-
-DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
-
-
-@dataclasses.dataclass(frozen=True)
-class InvertOptions:
-    model: str
-    images: Path
-    output: Path
-    batch_size: int = 8
-    recursive: bool = False
-    image_format: Optional[str] = "jpg"  # None: latents only (no generator pass)
-    jpeg_quality: int = 75  # PIL's default, what the official script writes
-    image_size: Optional[int] = None  # width of saved reconstructions (height follows); None: full
-    dtype: str = "float32"
-    modulation: str = "auto"
-    workers: Optional[int] = None  # decoder processes (None: one per CPU, at most one per decode group)
-    writers: Optional[int] = None  # image encoder/writer processes (None: half the CPUs, at least 2)
-    chunk_size: int = DEFAULT_CHUNK
-    resume: bool = False
-    overwrite: bool = False
-    fast_decode: bool = False
-    align: bool = False
-    faces: str = "largest"
-    align_size: int = 1024
-    landmarks: Optional[str] = None
-    compile_cache: Optional[str] = None  # directory; "" switches the cache off
-    quiet: bool = False
-    # ReStyle bundles (inverters.py): refinement iterations (None: the bundle's count; `invert_folder` sets
-    # the count it uses before the plan is made, and None for an e4e bundle); keep every iteration's latents.
-    iterations: Optional[int] = None
-    save_iterations: bool = False
 
 
 def _say(opts: InvertOptions, msg: str) -> None:
@@ -151,27 +120,48 @@ def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tup
 reconstruction_hw = _out_hw  # public: `tune` sizes its reconstructions as invert does
 
 
-def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """The state of a run once its plan is made, shared by the steps after it. `files`: the sorted
+    listing, `unlisted`: (path, reason) of the entries it cannot use; `bs`: the batch size rounded to the
+    local devices; `out_hw`: saved reconstructions' (height, width), None for full size; `multi`: several
+    processes; `cache_dir`: the compilation cache in use, if any."""
+
+    opts: InvertOptions
+    lay: layout_lib.Layout
+    plan: dict[str, Any]
+    files: list[str]
+    unlisted: list[tuple[str, str]]
+    all_chunks: list
+    bs: int
+    out_hw: Optional[tuple[int, int]]
+    multi: bool
+    t_start: float
+    cache_dir: Optional[str]
+
+
+def invert_folder(opts: InvertOptions) -> int:
     """Run the job; returns the exit code (errors.EXIT_*). Raises UserError for bad input."""
     t_start = time.perf_counter()
     from e4e_jax.runtime import distributed as dist
 
-    multi = dist.initialize(**(distributed or {}))
+    multi = dist.initialize(**opts.distributed())
     import jax
 
-    from e4e_jax.inference import inverters
     from e4e_jax.runtime import compile_cache, sharding
 
     cache_dir = compile_cache.enable(opts.compile_cache) if opts.compile_cache != "" else None
     if opts.compile_cache != "" and cache_dir is None:
         _say(opts, f"note: cannot use {opts.compile_cache or compile_cache.default_dir()} as the compilation cache")
-    pid, nproc, n_devices = jax.process_index(), jax.process_count(), len(jax.local_devices())
+    pid, n_devices = jax.process_index(), len(jax.local_devices())
     bs = sharding.round_up(opts.batch_size, n_devices)
     out_hw, iterations = _check_args(opts, bs, n_devices)
     opts = dataclasses.replace(opts, iterations=iterations)  # the count used, in the plan (a --resume compares it)
     files, unlisted = _listing(opts, multi)
     lay = layout_lib.Layout(opts.output)
     plan = plan_lib.make_plan(opts, files, bs, n_devices)
+    all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
+    job = _Job(opts, lay, plan, files, unlisted, all_chunks, bs, out_hw, multi, t_start, cache_dir)
     with outdir.lock(opts.output, "e4e-jax invert") if pid == 0 else contextlib.nullcontext():
         finished = _prepare(opts, lay, plan, files, unlisted, multi)
         if finished is not None:
@@ -182,50 +172,59 @@ def invert_folder(opts: InvertOptions, *, distributed: Optional[dict] = None) ->
         if pid == 0:
             for path, reason in unlisted:
                 _say(opts, manifest.skip_message(path, reason))
-        # The weights load in a thread while the decoder processes start (compiling alongside did not
-        # pay: both hold the GIL; BUILD_NOTES.md, issue 13 second pass).
-        loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
-        t_load = time.perf_counter()
-        model_future = loader.submit(inverters.load, opts.model, modulation=opts.modulation, dtype=opts.dtype)
-        loader.shutdown(wait=False)
-        all_chunks = layout_lib.chunks(len(files), opts.chunk_size)
         # A fresh run that fails before its first commit leaves the folder as it found it: its plan would
         # otherwise turn a corrected rerun into a refused "--resume of a different run".
         fresh = pid == 0 and not multi and not opts.resume
         try:
-            mine = [c for c in all_chunks if c.index % nproc == pid]
-            done = {c.index for c in mine if lay.is_committed(c.index)}
-            todo = [c for c in mine if c.index not in done]
-            n_done_files = sum(c.stop - c.start for c in mine if c.index in done)
-            if done:
-                _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
-            n_todo = sum(c.stop - c.start for c in todo)
-            workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
-            # Decoder processes start now, while the model loads and compiles.
-            with workers_lib.decoder_pool(workers) as decode_pool:
-                for _ in range(workers if n_todo else 0):
-                    decode_pool.submit(int)
-                model = model_future.result()
-                load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
-                stats = _invert_chunks(
-                    opts, model, lay, files, todo, all_chunks, out_hw, bs, n_done_files, multi, t_start, decode_pool,
-                    workers, cache_dir,
-                )  # fmt: skip
-            stats["timing"]["load_s"] = round(load_s, 3)
-            if multi:
-                from jax.experimental import multihost_utils
-
-                multihost_utils.sync_global_devices("e4e-invert-chunks-done")
-            if pid != 0:
-                return errors.EXIT_OK
-            report = _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, stats)
+            report = _run_chunks(job)
         except BaseException:
             if fresh and not any(lay.chunk_path(c.index).is_file() for c in all_chunks):
                 lay.clear_owned()
                 outdir.disown_if_empty(lay.root)
             raise
+    if report is None:
+        return errors.EXIT_OK
     _say(opts, summary(report, opts.output))
     return exit_status(report)
+
+
+def _run_chunks(job: _Job) -> Optional[dict[str, Any]]:
+    """Invert this process's uncommitted chunks, then (process 0, after every process is done) merge all
+    of them; returns the report (None on the other processes)."""
+    import jax
+
+    from e4e_jax.inference import inverters
+
+    opts, pid, nproc = job.opts, jax.process_index(), jax.process_count()
+    # The weights load in a thread while the decoder processes start (compiling alongside did not
+    # pay: both hold the GIL; BUILD_NOTES.md, issue 13 second pass).
+    loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e4e-load")
+    t_load = time.perf_counter()
+    model_future = loader.submit(inverters.load, opts.model, modulation=opts.modulation, dtype=opts.dtype)
+    loader.shutdown(wait=False)
+    mine = [c for c in job.all_chunks if c.index % nproc == pid]
+    done = {c.index for c in mine if job.lay.is_committed(c.index)}
+    todo = [c for c in mine if c.index not in done]
+    n_done_files = sum(c.stop - c.start for c in mine if c.index in done)
+    if done:
+        _say(opts, f"resuming: {len(done)} of {len(mine)} chunks already committed")
+    n_todo = sum(c.stop - c.start for c in todo)
+    workers = min(opts.workers or os.cpu_count() or 1, max(1, -(-n_todo // pipeline.DECODE_GROUP)))
+    # Decoder processes start now, while the model loads and compiles.
+    with workers_lib.decoder_pool(workers) as decode_pool:
+        for _ in range(workers if n_todo else 0):
+            decode_pool.submit(int)
+        model = model_future.result()
+        load_s = time.perf_counter() - t_load  # to the model being ready, overlapped with the above
+        stats = _invert_chunks(job, model, todo, n_done_files, decode_pool, workers)
+    stats["timing"]["load_s"] = round(load_s, 3)
+    if job.multi:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("e4e-invert-chunks-done")
+    if pid != 0:
+        return None
+    return _merge(job, model, nproc, stats)
 
 
 def _listing(opts: InvertOptions, multi: bool) -> tuple[list[str], list[tuple[str, str]]]:
@@ -278,8 +277,9 @@ def _prepare(opts, lay, plan, files, unlisted, multi: bool) -> Optional[dict[str
     return (finished or {}) if code == _FINISHED else None
 
 
-def _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, stats) -> dict[str, Any]:
+def _merge(job: _Job, model, nproc: int, stats: dict[str, Any]) -> dict[str, Any]:
     """Process 0: the final files from every committed chunk, report.json last; returns the report."""
+    opts, lay, files, unlisted, all_chunks = job.opts, job.lay, job.files, job.unlisted, job.all_chunks
     missing = [c.index for c in all_chunks if not lay.chunk_path(c.index).is_file()]
     if missing:
         raise UserError(f"chunks {missing[:5]}... were not committed (a process failed); rerun with --resume")
@@ -300,9 +300,9 @@ def _merge(opts, lay, model, plan, all_chunks, files, unlisted, nproc, t_start, 
         **({"latents_iterations_shape": [n, saved, *latent_shape]} if saved else {}),
         "processes": nproc,
         "files_per_process": {str(k): v for k, v in sorted(per_process.items())},
-        "seconds": round(time.perf_counter() - t_start, 2),
+        "seconds": round(time.perf_counter() - job.t_start, 2),
         **stats,
-        "plan": plan,  # what --resume of the finished run compares
+        "plan": job.plan,  # what --resume of the finished run compares
     }
     lay.finish(report)
     return report
@@ -325,68 +325,60 @@ def exit_status(report: dict[str, Any]) -> int:
     return errors.EXIT_PARTIAL if report.get("n_skipped") else errors.EXIT_OK
 
 
-def _invert_chunks(
-    opts, model, lay, files, todo, all_chunks, out_hw, bs, n_done_files, multi, t_start, decode_pool, workers, cache_dir
-) -> dict:
-    """Invert the files of `todo` (this process's uncommitted chunks) in batches of `bs` (a multiple of
-    the local devices); returns the stage timings."""
+def _invert_chunks(job: _Job, model, todo: list, n_done_files: int, decode_pool, workers: int) -> dict:
+    """Invert the files of `todo` (this process's uncommitted chunks; `n_done_files` of its files are
+    committed already) in batches of `job.bs` (a multiple of the local devices) with `workers` decoder
+    processes of `decode_pool`; returns the stage timings."""
     import jax
-    from tqdm import tqdm
 
-    from e4e_jax.inference import inversion, inverters
     from e4e_jax.runtime import sharding
 
+    opts, bs = job.opts, job.bs
     mesh = sharding.data_mesh(jax.local_devices())
-    images_mode = "uint8" if opts.image_format is not None else "none"
-    kernel = inverters.kernel(
-        model, mesh, images=images_mode, out_hw=out_hw, iterations=opts.iterations, save_iterations=opts.save_iterations
-    )
-    invert_fn, compile_s = inversion.compile_for_batch(kernel.fn, kernel.variables, model.input_hw, mesh, bs, np.uint8)
-    what = f"the inversion ({opts.iterations} ReStyle iterations)" if opts.iterations else "the inversion"
-    _say(
-        opts,
-        f"compiled {what} for batch {bs} in {compile_s:.1f} s"
-        + (f" (persistent cache {cache_dir})" if cache_dir else " (no persistent cache)"),
-    )
-    variables = sharding.replicate(kernel.variables, mesh)
-    memory.check_compiled(invert_fn, bs, jax.local_devices(), memory.tree_bytes(kernel.variables))
+    invert_fn, variables, compile_s = _compile(job, model, mesh)
     clock = pipeline.StageClock()
-    jobs = [(files[i], c.index) for c in todo for i in range(c.start, c.stop)]
+    jobs = [(job.files[i], c.index) for c in todo for i in range(c.start, c.stop)]
     sizes = {c.index: c.stop - c.start for c in todo}
     known_rows = None
-    if not multi:
-        known_rows = {c.index: lay.committed_rows(c.index) for c in all_chunks if c.index not in sizes}
+    if not job.multi:
+        known_rows = {c.index: job.lay.committed_rows(c.index) for c in job.all_chunks if c.index not in sizes}
     writers = opts.writers or max(2, (os.cpu_count() or 1) // 2)
     first_batch = {}
+    from tqdm import tqdm
+
     with tqdm(
         total=n_done_files + len(jobs),
         initial=n_done_files,
         desc="invert",
         unit="img",
-        disable=opts.quiet or (jax.process_index() != 0 and multi),
+        disable=opts.quiet or (jax.process_index() != 0 and job.multi),
     ) as bar:
         pipeline.run(
-            model,
-            lay,
-            jobs,
-            sizes,
-            known_rows,
-            prepare=_make_prepare(opts, model.input_hw),
-            batch_size=bs,
-            workers=workers,
-            writers=writers if opts.image_format else 0,
-            image_format=opts.image_format,
-            quality=opts.jpeg_quality,
-            invert_fn=invert_fn,
-            variables=variables,
-            mesh=mesh,
-            clock=clock,
-            row_shape=_row_shape(pipeline.latent_shape(model), opts.iterations if opts.save_iterations else None),
-            decode_pool=decode_pool,
-            on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - t_start),
-            on_progress=bar.update,
-            on_commit=lambda j: pause_points.reached("invert-chunk-committed"),
-            on_skip=lambda path, reason: opts.quiet or tqdm.write(manifest.skip_message(path, reason), file=sys.stderr),
+            pipeline.Run(
+                model,
+                job.lay,
+                jobs,
+                sizes,
+                known_rows,
+                prepare=_make_prepare(opts, model.input_hw),
+                batch_size=bs,
+                workers=workers,
+                writers=writers if opts.image_format else 0,
+                image_format=opts.image_format,
+                quality=opts.jpeg_quality,
+                invert_fn=invert_fn,
+                variables=variables,
+                mesh=mesh,
+                clock=clock,
+                row_shape=_row_shape(pipeline.latent_shape(model), opts.iterations if opts.save_iterations else None),
+                decode_pool=decode_pool,
+                on_first_batch=lambda: first_batch.setdefault("s", time.perf_counter() - job.t_start),
+                on_progress=bar.update,
+                on_commit=lambda j: pause_points.reached("invert-chunk-committed"),
+                on_skip=lambda path, reason: (
+                    opts.quiet or tqdm.write(manifest.skip_message(path, reason), file=sys.stderr)
+                ),
+            )
         )
     return {
         "timing": {
@@ -398,6 +390,38 @@ def _invert_chunks(
             "batch_size": bs,
         }
     }
+
+
+def _compile(job: _Job, model, mesh):
+    """(the inversion compiled for batch `job.bs` on `mesh`, its variables replicated on it, the compile
+    seconds); refuses a batch the devices' memory cannot hold."""
+    import jax
+
+    from e4e_jax.inference import inversion, inverters
+    from e4e_jax.runtime import sharding
+
+    opts = job.opts
+    images_mode = "uint8" if opts.image_format is not None else "none"
+    kernel = inverters.kernel(
+        model,
+        mesh,
+        images=images_mode,
+        out_hw=job.out_hw,
+        iterations=opts.iterations,
+        save_iterations=opts.save_iterations,
+    )
+    invert_fn, compile_s = inversion.compile_for_batch(
+        kernel.fn, kernel.variables, model.input_hw, mesh, job.bs, np.uint8
+    )
+    what = f"the inversion ({opts.iterations} ReStyle iterations)" if opts.iterations else "the inversion"
+    _say(
+        opts,
+        f"compiled {what} for batch {job.bs} in {compile_s:.1f} s"
+        + (f" (persistent cache {job.cache_dir})" if job.cache_dir else " (no persistent cache)"),
+    )
+    variables = sharding.replicate(kernel.variables, mesh)
+    memory.check_compiled(invert_fn, job.bs, jax.local_devices(), memory.tree_bytes(kernel.variables))
+    return invert_fn, variables, compile_s
 
 
 def _same_listing_everywhere(files: list[str]) -> None:

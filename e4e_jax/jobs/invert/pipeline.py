@@ -19,7 +19,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -194,86 +194,104 @@ class ChunkCollector:
             self.on_commit(j)
 
 
-def run(
-    model,
-    layout: Layout,
-    jobs: Sequence[tuple[str, int]],
-    chunk_sizes: dict[int, int],
-    known_rows: Optional[dict[int, int]],
-    *,
-    prepare: Callable,
-    batch_size: int,
-    workers: int,
-    writers: int,
-    image_format: Optional[str],
-    quality: int,
-    invert_fn,
-    variables,
-    mesh,
-    clock: StageClock,
-    decode_pool: Optional[concurrent.futures.Executor] = None,
-    row_shape: Optional[tuple[int, ...]] = None,
-    on_commit: Callable[[int], None] = lambda j: None,
-    on_first_batch: Callable[[], None] = lambda: None,
-    on_progress: Callable[[int], None] = lambda n: None,
-    on_skip: Callable[[str, str], None] = lambda path, reason: None,
-) -> None:
-    """Invert `jobs` and commit their chunks (see module doc). `image_format` None: latents only.
-    row_shape: one image's latents as `invert_fn` returns them (default `latent_shape(model)`; ReStyle's
-    --save-iterations: (iterations, n_latent, 512)). Callbacks (main thread): on_commit(chunk) after each
-    commit, on_skip(path, reason) for each file that gives no latent, on_progress(files done)."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One process's share of an inversion run, as `run` needs it. `jobs`: (path, chunk index) in order;
+    `chunk_sizes`: files per chunk of this share; `known_rows`: rows of the chunks committed earlier (None:
+    unknown, several processes); `image_format` None: latents only. `row_shape`: one image's latents as
+    `invert_fn` returns them (default `latent_shape(model)`; ReStyle's --save-iterations: (iterations,
+    n_latent, 512)). Callbacks (main thread): on_commit(chunk) after each commit, on_skip(path, reason) for
+    each file that gives no latent, on_progress(files done)."""
+
+    model: Any
+    layout: Layout
+    jobs: Sequence[tuple[str, int]]
+    chunk_sizes: dict[int, int]
+    known_rows: Optional[dict[int, int]]
+    prepare: Callable
+    batch_size: int
+    workers: int
+    writers: int
+    image_format: Optional[str]
+    quality: int
+    invert_fn: Any
+    variables: Any
+    mesh: Any
+    clock: StageClock
+    decode_pool: Optional[concurrent.futures.Executor] = None
+    row_shape: Optional[tuple[int, ...]] = None
+    on_commit: Callable[[int], None] = lambda j: None
+    on_first_batch: Callable[[], None] = lambda: None
+    on_progress: Callable[[int], None] = lambda n: None
+    on_skip: Callable[[str, str], None] = lambda path, reason: None
+
+
+def run(r: Run) -> None:
+    """Invert `r.jobs` and commit their chunks (see module doc and `Run`)."""
     import jax
 
     from e4e_jax.inference import inversion
 
     collector = ChunkCollector(
-        layout, chunk_sizes, row_shape or latent_shape(model), known_rows, image_format, on_commit, jax.process_index()
+        r.layout,
+        r.chunk_sizes,
+        r.row_shape or latent_shape(r.model),
+        r.known_rows,
+        r.image_format,
+        r.on_commit,
+        jax.process_index(),
     )
-    if image_format is not None:
-        layout.images.mkdir(parents=True, exist_ok=True)
-    batches = iter_items(jobs, prepare, batch_size, workers, clock, decode_pool)
+    if r.image_format is not None:
+        r.layout.images.mkdir(parents=True, exist_ok=True)
+    batches = iter_items(r.jobs, r.prepare, r.batch_size, r.workers, r.clock, r.decode_pool)
     # iter_invert wants (images, paths, skipped); an all-skipped tail comes with images None.
     host_batches = (
-        (b if b is not None else np.zeros((0, *model.input_hw, 3), np.uint8), items, skipped)
+        (b if b is not None else np.zeros((0, *r.model.input_hw, 3), np.uint8), items, skipped)
         for b, items, skipped in batches
     )
-    images_mode = "uint8" if image_format is not None else "none"
+    images_mode = "uint8" if r.image_format is not None else "none"
     first = True
     wpool: Optional[WriterPool] = None
 
     def timed_write(fut: concurrent.futures.Future) -> None:
         if not fut.exception():
             enc, wr = fut.result()
-            clock.add("encode", enc)
-            clock.add("write", wr)
+            r.clock.add("encode", enc)
+            r.clock.add("write", wr)
 
     try:
         t_wait = time.perf_counter()
         for lat, imgs, items, skipped in inversion.iter_invert(
-            model, host_batches, batch_size, mesh, invert_fn=invert_fn, images=images_mode, variables=variables
+            r.model,
+            host_batches,
+            r.batch_size,
+            r.mesh,
+            invert_fn=r.invert_fn,
+            images=images_mode,
+            variables=r.variables,
         ):
-            clock.add("device_wait", time.perf_counter() - t_wait)
+            r.clock.add("device_wait", time.perf_counter() - t_wait)
             if first and len(items):
-                on_first_batch()
+                r.on_first_batch()
                 first = False
             for s, chunk in skipped:
                 collector.add_skipped(s, chunk)
-                on_skip(str(s.path), s.reason)
-            if image_format is not None and len(items) and wpool is None:
+                r.on_skip(str(s.path), s.reason)
+            if r.image_format is not None and len(items) and wpool is None:
                 # Slots for four batches: the main thread only waits when the writers fall behind.
-                wpool = WriterPool(max(1, writers), imgs.shape[1:], 4 * batch_size)
+                wpool = WriterPool(max(1, r.writers), imgs.shape[1:], 4 * r.batch_size)
             for i, item in enumerate(items):
                 name = ""
-                if image_format is not None:
+                if r.image_format is not None:
                     name = collector.name_for(item)
-                    fut = clock.timed(
-                        "hand_to_writers", wpool.submit, imgs[i], layout.root / name, image_format, quality
+                    fut = r.clock.timed(
+                        "hand_to_writers", wpool.submit, imgs[i], r.layout.root / name, r.image_format, r.quality
                     )  # blocks while every slot is in use
                     fut.add_done_callback(timed_write)
                     collector.add_write(item.chunk, fut)
                 collector.add(item, lat[i], name)
             collector.commit_ready()
-            on_progress(len({it.path for it in items if it.last}) + len(skipped))
+            r.on_progress(len({it.path for it in items if it.last}) + len(skipped))
             t_wait = time.perf_counter()
         collector.commit_ready(wait=True)
     finally:

@@ -11,41 +11,31 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from e4e_jax.errors import UserError
+from e4e_jax.jobs import options
 from e4e_jax.jobs.invert import layout as layout_lib
+from e4e_jax.jobs.invert.options import InvertOptions
 from e4e_jax.storage import manifest, outdir
 
-# Plan fields that change the outputs: a --resume with any of them different is refused.
-PLAN_KEYS = (
-    "model",
+# Plan fields that change the outputs: a --resume with any of them different is refused. The options among
+# them are declared so in InvertOptions (plan=True); the others are facts about the model, the listing and
+# the machine.
+PLAN_FACTS = (
     "model_config_sha256",
     "model_weights_id",
-    "images",
-    "recursive",
     "n_files",
     "listing_sha256",
-    "chunk_size",
-    "batch_size",
     "local_devices",
-    "dtype",
-    "modulation",
-    "image_format",
-    "jpeg_quality",
-    "image_size",
-    "fast_decode",
     "exif_orientation",
-    "align",
-    "faces",
-    "align_size",
-    "iterations",
-    "save_iterations",
 )
+PLAN_KEYS = options.plan_keys(InvertOptions) + PLAN_FACTS
 _LISTING_KEYS = ("n_files", "listing_sha256")
 NAMES_SHOWN = 5  # file names a message lists before "(+N more)"
 
 
-def make_plan(opts, files: Sequence[str], batch_size: int, local_devices: int) -> dict[str, Any]:
-    """What the run is (`opts`: job.InvertOptions). batch_size (rounded to the devices) and local_devices
-    are in it because they change the last bits of the latents (other batch shapes, other kernels)."""
+def make_plan(opts: InvertOptions, files: Sequence[str], batch_size: int, local_devices: int) -> dict[str, Any]:
+    """What the run is: the PLAN_KEYS (in plan.json's order). batch_size (rounded to the devices) and
+    local_devices are in it because they change the last bits of the latents (other batch shapes, other
+    kernels)."""
     from e4e_jax.data import folder
     from e4e_jax.storage import bundle
 
@@ -127,7 +117,7 @@ def _refuse_other_run(
 ) -> None:
     """UserError naming what differs between the recorded run (`old`, its input files `before`; [] if
     unknown) and this one (`now`); a changed listing names the files added and removed."""
-    diff = layout_lib.describe_mismatch(old, plan, PLAN_KEYS)
+    diff = layout_lib.describe_mismatch(old, plan, [k for k in plan if k in PLAN_KEYS])  # plan.json's order
     if not diff:
         return
     if before and any(k in old and old[k] != plan.get(k) for k in _LISTING_KEYS):

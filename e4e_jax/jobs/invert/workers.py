@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from e4e_jax.jobs.invert.options import IMAGE_FORMATS  # noqa: F401 (the formats this module writes)
 from e4e_jax.runtime import worker_pool
 from e4e_jax.storage import fileio
 
@@ -31,7 +32,6 @@ from e4e_jax.storage import fileio
 PRELOAD = ("e4e_jax.jobs.invert.workers", "e4e_jax.data.folder", "PIL.Image")
 # Encoder settings per output format. PNG at compress_level 1: lossless either way, ~3x faster to
 # write than PIL's default level 6 for ~25% more bytes.
-IMAGE_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 PNG_COMPRESS_LEVEL = 1
 
 
