@@ -125,11 +125,9 @@ def encode(model: E4EModel, variables: dict, x: jax.Array) -> jax.Array:
 
 
 def crop_output(model: E4EModel, images: jax.Array) -> jax.Array:
-    """Official output framing: cars keep rows 64:448 of 512 (`domains.cars_rows` of the generator size)."""
-    if not model.is_cars:
-        return images
-    top, bottom = domains.cars_rows(model.gen_config.size)
-    return images[:, top:bottom]
+    """Official output framing: `domains.output_rows` (cars keep rows 64:448 of 512)."""
+    rows = domains.output_rows(model.domain, model.gen_config.size)
+    return images if rows is None else images[:, rows[0] : rows[1]]
 
 
 def normalize_input(x: jax.Array) -> jax.Array:

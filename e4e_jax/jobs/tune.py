@@ -140,7 +140,7 @@ def _say(opts: TuneOptions, msg: str) -> None:
 
 def _check_args(opts: TuneOptions) -> dict[str, Any]:
     """Every check before anything is written; returns what the run needs from its inputs."""
-    from e4e_jax.domains import cars_rows
+    from e4e_jax import domains
     from e4e_jax.jobs.invert.job import reconstruction_hw
     from e4e_jax.storage import bundle, e4e_bundle
 
@@ -155,9 +155,9 @@ def _check_args(opts: TuneOptions) -> dict[str, Any]:
     arch = e4e_bundle.read_architecture(opts.model)
     lpips_cfg = bundle.read_config(opts.lpips, "lpips")
     gen = arch.generator
-    crop = cars_rows(gen.size) if arch.domain == "cars" else None
+    crop = domains.output_rows(arch.domain, gen.size)
     photos = read_photos(opts, gen.n_latent, gen.style_dim)
-    frame_hw = (crop[1] - crop[0] if crop else gen.size, gen.size)
+    frame_hw = domains.output_hw(arch.domain, gen.size)
     return {
         "arch": arch,
         "lpips_net": lpips_cfg["architecture"]["net"],
