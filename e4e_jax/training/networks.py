@@ -84,18 +84,6 @@ def load_generator(config) -> tuple[StyleGAN2Config, dict]:
     return render.load_generator(config.generator.bundle)
 
 
-def compute_latent_avg(gen_cfg: StyleGAN2Config, gen_vars, n_styles: int) -> np.ndarray:
-    """(n_styles, D) latent_avg: the generator's stored w_avg if set, else the mean of mapped N(0, I) codes
-    (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples; the converters'
-    estimate, e4e_jax/models/latent_avg.py), repeated per layer."""
-    w_avg = np.asarray(gen_vars.get("buffers", {}).get("w_avg", 0.0))
-    if w_avg.ndim == 1 and np.any(w_avg != 0):
-        mean = w_avg
-    else:
-        mean = latent_avg.mean_w(gen_cfg, gen_vars)
-    return latent_avg.per_layer(mean, n_styles)
-
-
 def _load_bundle(path: str, kind: str, key: str) -> dict:
     from e4e_jax.storage import bundle
 
@@ -228,7 +216,7 @@ def build(config) -> Run:
         crop_rows=tuple(config.crop_rows) if config.crop_rows else None,
         noise_mode=config.train_noise,
     )
-    avg = compute_latent_avg(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
+    avg = latent_avg.of_generator(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
     frozen = {"generator": gen_vars, "latent_avg": avg, "losses": loss_params}
     init_vars = _initial_encoder_variables(config, n_styles)
     enc_cfg = encoder_config(config, n_styles) if config.encoder.arch == "e4e" else None

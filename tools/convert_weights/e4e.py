@@ -30,18 +30,16 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from e4e_jax import domains
 from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
-from e4e_jax.models.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
+from e4e_jax.models.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, nothing_added, per_layer
 from e4e_jax.models.stylegan2 import StyleGAN2Config
 from e4e_jax.storage.e4e_bundle import E4EArchitecture
 from e4e_jax.storage.torchfile import load_checkpoint
 
 from .irse import detect_backbone, irse_to_variables
-from .state_dicts import KeyTracker, conv, equal_linear, mean_w_rows
+from .state_dicts import KeyTracker, conv, equal_linear, latent_avg_per_style
 from .stylegan2 import rosinality_to_variables
 
 
@@ -202,16 +200,10 @@ def convert(
         gen_vars["buffers"]["w_avg"] = computed
     # latent_avg as official pSp.forward uses it: added to the codes iff opts.start_from_latent_avg.
     if start_from_avg is False:
-        latent_avg = np.zeros((n_styles, dim), np.float32)
+        latent_avg = nothing_added(n_styles, dim)
         extra["latent_avg_source"] = "zeros: opts.start_from_latent_avg is False (official forward adds nothing)"
     elif raw_avg is not None:
-        la = mean_w_rows(raw_avg, dim, str(path))
-        if la.shape[0] not in (1, n_styles):
-            raise ValueError(
-                f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({dim},), (1, {dim}) or "
-                f"({n_styles}, {dim})"
-            )
-        latent_avg = np.broadcast_to(la, (n_styles, dim)).copy()
+        latent_avg = latent_avg_per_style(raw_avg, dim, n_styles, str(path))
         extra["latent_avg_source"] = "checkpoint latent_avg"
     else:
         latent_avg = per_layer(computed, n_styles)
