@@ -292,7 +292,7 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
     if compile_cache.enable() is None:  # as invert: a resumed or repeated run loads its executables
         _say(opts, f"note: cannot use {compile_cache.default_dir()} as the compilation cache")
     cfg, photos = pti_config(opts), ctx["photos"]
-    gen_cfg, variables = render.load_generator(opts.model)
+    gen_cfg, variables = render.generator_of_bundle(opts.model)
     _, lpips_vars = bundle.load(opts.lpips, "lpips")
     modulation, dtype = render.resolve_modulation(opts.modulation), compute_dtype(opts.dtype)
     gen = Generator(gen_cfg, modulation=modulation, dtype=dtype, upsample=render.resolve_upsample("auto"))

@@ -67,8 +67,9 @@ def _bundle_error(key: str, kind: str, why: str) -> ValueError:
     )
 
 
-def load_generator(config) -> tuple[StyleGAN2Config, dict]:
-    """(config, variables) of the frozen generator."""
+def frozen_generator(config) -> tuple[StyleGAN2Config, dict]:
+    """(config, variables) of the training run's frozen generator: `generator.random_init` or the
+    `generator.bundle` (`render.generator_of_bundle`)."""
     spec = config.generator.random_init
     if spec:
         spec = dict(spec)
@@ -81,7 +82,7 @@ def load_generator(config) -> tuple[StyleGAN2Config, dict]:
         raise _bundle_error("generator.bundle", "stylegan2", "no generator given")
     from e4e_jax.inference import render
 
-    return render.load_generator(config.generator.bundle)
+    return render.generator_of_bundle(config.generator.bundle)
 
 
 def _load_bundle(path: str, kind: str, key: str) -> dict:
@@ -184,7 +185,7 @@ def check_w_mode(config) -> None:
 def build(config) -> Run:
     dtype = compute_dtype(config.compute_dtype)
     check_w_mode(config)
-    gen_cfg, gen_vars = load_generator(config)
+    gen_cfg, gen_vars = frozen_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(
         gen_cfg,
