@@ -88,8 +88,9 @@ def _bundle_error(key: str, kind: str, why: str) -> ValueError:
     )
 
 
-def load_generator(config) -> tuple[StyleGAN2Config, dict]:
-    """(config, variables) of the frozen generator."""
+def frozen_generator(config) -> tuple[StyleGAN2Config, dict]:
+    """(config, variables) of the training run's frozen generator: `generator.random_init` or the
+    `generator.bundle` (`render.generator_of_bundle`)."""
     spec = config.generator.random_init
     if spec:
         spec = dict(spec)
@@ -102,19 +103,7 @@ def load_generator(config) -> tuple[StyleGAN2Config, dict]:
         raise _bundle_error("generator.bundle", "stylegan2", "no generator given")
     from e4e_jax.inference import render
 
-    return render.load_generator(config.generator.bundle)
-
-
-def compute_latent_avg(gen_cfg: StyleGAN2Config, gen_vars, n_styles: int) -> np.ndarray:
-    """(n_styles, D) latent_avg: the generator's stored w_avg if set, else the mean of mapped N(0, I) codes
-    (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples; the converters'
-    estimate, e4e_jax/models/latent_avg.py), repeated per layer."""
-    w_avg = np.asarray(gen_vars.get("buffers", {}).get("w_avg", 0.0))
-    if w_avg.ndim == 1 and np.any(w_avg != 0):
-        mean = w_avg
-    else:
-        mean = latent_avg.mean_w(gen_cfg, gen_vars)
-    return latent_avg.per_layer(mean, n_styles)
+    return render.generator_of_bundle(config.generator.bundle)
 
 
 def _load_bundle(path: str, kind: str, key: str) -> dict:
@@ -292,7 +281,7 @@ def check_w_mode(config) -> None:
 def build(config) -> Run:
     dtype = compute_dtype(config.compute_dtype)
     check_w_mode(config)
-    gen_cfg, gen_vars = load_generator(config)
+    gen_cfg, gen_vars = frozen_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(
         gen_cfg,
@@ -325,7 +314,7 @@ def build(config) -> Run:
         noise_mode=config.train_noise,
         n_iters=int(config.n_iters_per_batch) if config_rules.is_restyle(config) else None,
     )
-    avg = compute_latent_avg(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
+    avg = latent_avg.of_generator(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
     frozen = {"generator": gen_vars, "latent_avg": avg, "losses": loss_params}
     if step_cfg.iterative:
         frozen["average_image"] = average_image(generator, gen_vars, avg, step_cfg)
