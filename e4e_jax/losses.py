@@ -58,23 +58,30 @@ def _similarity_loss(feats, y_hat, y, x, with_logs: bool):
 
 # --------------------------------------------------------------------------------------- LPIPS
 def lpips_loss(
-    variables: Variables, y_hat: jax.Array, y: jax.Array, net: str = "alex", precision: Any = None
+    variables: Variables,
+    y_hat: jax.Array,
+    y: jax.Array,
+    net: str = "alex",
+    precision: Any = None,
+    dtype: Any = jnp.float32,
 ) -> jax.Array:
-    """e4e's LPIPS loss: the LPIPS v0.1 distance of each pair, averaged over the batch. Returns a scalar.
+    """e4e's LPIPS loss: the LPIPS v0.1 distance of each pair, averaged over the batch. Returns a float32 scalar.
 
     variables: an 'lpips' bundle's variables for `net` ('alex' in e4e's configs, or 'vgg').
-    y_hat, y: (B, H, W, 3) in [-1, 1].
+    y_hat, y: (B, H, W, 3) in [-1, 1]. dtype: compute dtype of the convolutions (the feature
+    normalisation, differences and means stay float32).
     """
-    return jnp.mean(LPIPS(net=net, precision=precision).apply(variables, y_hat, y))
+    return jnp.mean(LPIPS(net=net, precision=precision, dtype=dtype).apply(variables, y_hat, y))
 
 
 # --------------------------------------------------------------------------------------- ID (ArcFace)
-def id_features(variables: Variables, images: jax.Array, precision: Any = None) -> jax.Array:
-    """IDLoss.extract_feats: crop [35:223, 32:220], adaptive-pool to 112, ArcFace. (B, 256, 256, 3) -> (B, 512)."""
+def id_features(variables: Variables, images: jax.Array, precision: Any = None, dtype: Any = jnp.float32) -> jax.Array:
+    """IDLoss.extract_feats: crop [35:223, 32:220], adaptive-pool to 112, ArcFace (convolutions in `dtype`).
+    (B, 256, 256, 3) -> (B, 512) float32."""
     arch = arcface_lib.architecture_of(variables["params"])
     x = images[:, ID_CROP[0], ID_CROP[1], :]
     x = adaptive_avg_pool2d(x, (arch["input_size"],) * 2)
-    return arcface_lib.ArcFace(**arch, precision=precision).apply(variables, x)
+    return arcface_lib.ArcFace(**arch, precision=precision, dtype=dtype).apply(variables, x)
 
 
 def id_loss(
@@ -85,6 +92,7 @@ def id_loss(
     *,
     with_logs: bool = False,
     precision: Any = None,
+    dtype: Any = jnp.float32,
 ):
     """Identity loss (Eq. of the paper's L_sim on faces): mean_i 1 - <ArcFace(y_hat_i), ArcFace(y_i)>.
 
@@ -92,19 +100,24 @@ def id_loss(
     only for the logs): (B, 256, 256, 3) in [-1, 1]. f(y) is held constant (no gradient), as officially.
     Returns the loss, or (loss, logs) with with_logs=True: logs = {'diff_target' (B,), and when x is given
     'diff_input' (B,), 'diff_views' (B,), 'sim_improvement' ()} (the official id_logs / sim_improvement).
+    dtype: compute dtype of ArcFace's convolutions (embeddings and the loss stay float32).
     """
-    return _similarity_loss(lambda im: id_features(variables, im, precision), y_hat, y, x, with_logs)
+    return _similarity_loss(lambda im: id_features(variables, im, precision, dtype), y_hat, y, x, with_logs)
 
 
 # --------------------------------------------------------------------------------------- MoCo
-def moco_features(variables: Variables, images: jax.Array, precision: Any = None) -> jax.Array:
+def moco_features(
+    variables: Variables, images: jax.Array, precision: Any = None, dtype: Any = jnp.float32
+) -> jax.Array:
     """MocoLoss.extract_feats: nearest resize to 224, ResNet-50 pooled features, l2-normalised (eps 1e-12).
 
-    (B, H, W, 3) in [-1, 1] (no ImageNet normalisation, as officially) -> (B, 2048).
+    (B, H, W, 3) in [-1, 1] (no ImageNet normalisation, as officially) -> (B, 2048) float32; the
+    ResNet's convolutions compute in `dtype`, its pooled features are float32.
     """
     arch = resnet_lib.architecture_of(variables["params"])
     x = interpolate_nearest(images, (MOCO_SIZE, MOCO_SIZE))
-    f = resnet_lib.ResNet(stage_sizes=tuple(arch["stage_sizes"]), precision=precision).apply(variables, x)
+    resnet = resnet_lib.ResNet(stage_sizes=tuple(arch["stage_sizes"]), precision=precision, dtype=dtype)
+    f = resnet.apply(variables, x)
     # F.normalize: x / max(||x||, 1e-12); the where() keeps the gradient finite for an all-zero vector.
     sq = jnp.sum(jnp.square(f), axis=-1, keepdims=True)
     norm = jnp.sqrt(jnp.where(sq > 1e-24, sq, 1e-24))
@@ -119,12 +132,14 @@ def moco_loss(
     *,
     with_logs: bool = False,
     precision: Any = None,
+    dtype: Any = jnp.float32,
 ):
     """MoCo-based similarity loss (e4e's L_sim on non-face domains): mean_i 1 - <f(y_hat_i), f(y_i)>.
 
-    variables: a 'moco' bundle's variables. Images (B, H, W, 3) in [-1, 1]. Returns like `id_loss`.
+    variables: a 'moco' bundle's variables. Images (B, H, W, 3) in [-1, 1]. Returns like `id_loss`;
+    dtype: compute dtype of the ResNet's convolutions.
     """
-    return _similarity_loss(lambda im: moco_features(variables, im, precision), y_hat, y, x, with_logs)
+    return _similarity_loss(lambda im: moco_features(variables, im, precision, dtype), y_hat, y, x, with_logs)
 
 
 # --------------------------------------------------------------------------------------- editability (Eq. 1-3, 5-7)

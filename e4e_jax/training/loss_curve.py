@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -31,6 +31,7 @@ SMOOTHING = 0.6  # EMA weight of the smoothed training line (TensorBoard's defau
 SMOOTH_MIN_POINTS = 20  # fewer training values are drawn as they are: an average over a handful only lags
 BACKGROUND, AXES, GRID, TEXT = (255, 255, 255), (90, 90, 90), (228, 228, 228), (30, 30, 30)
 TRAIN_RAW, TRAIN_SMOOTH, VALIDATION = (170, 200, 235), (31, 90, 180), (220, 110, 20)
+GAP_FLOOR = 1e-12  # window_gaps: a reference window mean of 0 is compared absolutely
 # Scalars that are not loss values although their names say loss: 0/1 flags of a lazily applied term.
 NOT_CURVES = ("discriminator_r1_applied",)
 
@@ -72,6 +73,21 @@ def _font(size: int):
         return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
     except (TypeError, OSError, ImportError):
         return ImageFont.load_default()
+
+
+def window_means(values: Sequence[float], window: int) -> list[float]:
+    """Means of consecutive `window`-value windows of a curve (a last partial window is dropped)."""
+    n = len(values) // window
+    return [sum(values[k * window : (k + 1) * window]) / window for k in range(n)]
+
+
+def window_gaps(reference: Sequence[float], other: Sequence[float], window: int) -> list[float]:
+    """|mean_k(other) − mean_k(reference)| / |mean_k(reference)| for each `window`-step window k of two
+    curves of the same steps: how far one run's smoothed curve is from another's (e.g. bf16 vs float32)."""
+    if len(reference) != len(other):
+        raise ValueError(f"curves of different lengths: {len(reference)} and {len(other)} values")
+    pairs = zip(window_means(reference, window), window_means(other, window))
+    return [abs(b - a) / max(abs(a), GAP_FLOOR) for a, b in pairs]
 
 
 def _smooth(values: list[float]) -> list[float]:

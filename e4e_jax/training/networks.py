@@ -137,12 +137,13 @@ def random_loss_network(kind: str, seed: int, lpips_type: str = "alex") -> dict:
 
 
 def build_losses(config, dtype) -> tuple[dict, dict, dict]:
-    """(lambdas, {name: LossFn}, {name: frozen params}) of the distortion terms (Eq. 5)."""
+    """(lambdas, {name: LossFn}, {name: frozen params}) of the distortion terms (Eq. 5). The loss networks'
+    convolutions compute in `dtype` (the compute dtype); every LossFn returns a float32 scalar."""
     lambdas = {"l2": float(config.l2_lambda), "lpips": float(config.lpips_lambda)}
     fns: dict[str, Any] = {"l2": lambda p, a, b: losses_lib.l2_loss(a, b)}
     params: dict[str, Any] = {}
     if config.lpips_lambda > 0:
-        fns["lpips"] = functools.partial(losses_lib.lpips_loss, net=config.lpips_type)
+        fns["lpips"] = functools.partial(losses_lib.lpips_loss, net=config.lpips_type, dtype=dtype)
         if config.random_loss_networks:
             params["lpips"] = random_loss_network("lpips", config.seed + 1, config.lpips_type)
         else:
@@ -150,14 +151,14 @@ def build_losses(config, dtype) -> tuple[dict, dict, dict]:
     if config.id_lambda > 0:
         random = config.random_loss_networks
         if config.similarity == "id":
-            fns["id"] = losses_lib.id_loss
+            fns["id"] = functools.partial(losses_lib.id_loss, dtype=dtype)
             params["id"] = (
                 random_loss_network("arcface", config.seed + 2)
                 if random
                 else _load_bundle(config.id_bundle, "arcface", "id_bundle")
             )
         elif config.similarity == "moco":
-            fns["moco"] = losses_lib.moco_loss
+            fns["moco"] = functools.partial(losses_lib.moco_loss, dtype=dtype)
             params["moco"] = (
                 random_loss_network("moco", config.seed + 3)
                 if random
