@@ -144,8 +144,8 @@ def r1_checks(run32, state, frozen, key) -> dict:
 
 
 def measure(args) -> dict:
-    from e4e_jax import sharding
     from e4e_jax.data import train_input
+    from e4e_jax.runtime import sharding
     from e4e_jax.training import networks, optim, schedule
     from e4e_jax.training.state import param_count
 

@@ -90,8 +90,8 @@ def bounded(log: Log, phase: str, dtype: str, limit_s: float):
 
 def run_dtype(args, dtype: str, log: Log) -> None:
     """Build, compile and train `args.steps` steps in `dtype`, logging each step's metrics."""
-    from e4e_jax import sharding
     from e4e_jax.data import train_input
+    from e4e_jax.runtime import sharding
     from e4e_jax.training import networks
     from e4e_jax.training.state import fingerprint
 
@@ -158,7 +158,7 @@ def plot(path: str, png: str, window: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from e4e_jax import fileio
+    from e4e_jax.storage import fileio
     from e4e_jax.training.loss_curve import window_means
 
     steps = read_steps(path)

@@ -10,7 +10,7 @@ import functools
 
 import jax
 
-from e4e_jax import sharding
+from e4e_jax.runtime import sharding
 from e4e_jax.training import optim
 from e4e_jax.training.state import TrainState, init_train_state
 from e4e_jax.training.step import Networks, train_step
