@@ -381,11 +381,11 @@ class _Steps:
 
     def run(self, state: TrainState, start: int, total: int) -> TrainState:
         c, prep = self.config, self.prep
-        self.eval_batches = train_input.eval_batches(c, prep.run, self.mesh, prep.sampler)
+        self.eval_batches = train_input.eval_batches(c, prep.run.generator_source(), self.mesh, prep.sampler)
         grids = any(n % int(c.image_interval) == 0 for n in range(start + 1, total + 1))
         sizes = ([int(c.batch_size)] if grids else []) + [b["image"].shape[0] for b in self.eval_batches[:1]]
         precompile.compile_run(prep.step, prep.eval, state, self.frozen, c, self.mesh, sizes)
-        batches = train_input.train_batches(c, prep.run, self.mesh, start, prep.sampler)
+        batches = train_input.train_batches(c, prep.run.generator_source(), self.mesh, start, prep.sampler)
         bar = None
         try:
             batch = next(batches)  # the input's own start-up (a sampler's compilation, first decodes): before the bar
