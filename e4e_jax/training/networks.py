@@ -288,22 +288,8 @@ def encoder_from_e4e(fresh: dict, e4e_encoder: dict, source: str) -> dict:
     return {**out, "params": params}
 
 
-def check_w_mode(config) -> None:
-    """encoder.mode 'w' (one w for every layer) has no deltas: progressive stages and L_d-reg must be off
-    (official: the W encoder has no progressive stage to set). Raises ValueError otherwise."""
-    if config.encoder.mode != "w":
-        return
-    on = [k for k in ("use_progressive", "use_delta_reg") if config[k]]
-    if on:
-        raise ValueError(
-            f"encoder.mode='w' has no deltas: set {' '.join(f'--config.{k}=False' for k in on)} "
-            f"(configs/ffhq_w.py does)"
-        )
-
-
 def build(config) -> Run:
     dtype = compute_dtype(config.compute_dtype)
-    check_w_mode(config)
     gen_cfg, gen_vars = load_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(
