@@ -188,7 +188,7 @@ def run_ours(args, deadline: float) -> None:
     from e4e_jax.storage import bundle, pti_bundle
 
     work = Path(args.workdir)
-    cfg, variables = render.load_generator(str(work / "bundle"))
+    cfg, variables = render.generator_of_bundle(str(work / "bundle"))
     dtype = compute_dtype(args.dtype)
     gen = Generator(
         cfg, modulation=render.resolve_modulation("auto"), dtype=dtype, upsample=render.resolve_upsample("auto")

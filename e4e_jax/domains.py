@@ -52,3 +52,15 @@ def cars_rows(size: int) -> tuple[int, int]:
     (the 192/256 of CARS_INPUT_HW), i.e. 64:448 of 512 and 32:224 of 256."""
     h, w = CARS_INPUT_HW
     return centred_rows(size, size * h // w)
+
+
+def output_rows(domain: Optional[str], size: int) -> Optional[tuple[int, int]]:
+    """(top, bottom) rows of a size x size output that make `domain`'s frame (cars: `cars_rows`); None
+    where the whole square is kept."""
+    return cars_rows(size) if domain == "cars" else None
+
+
+def output_hw(domain: Optional[str], size: int) -> tuple[int, int]:
+    """(H, W) of a size x size output in `domain`'s frame (cars 3:4 of the square, every other the square)."""
+    rows = output_rows(domain, size)
+    return (size if rows is None else rows[1] - rows[0]), size

@@ -16,15 +16,23 @@ from PIL import Image
 from e4e_jax.storage import fileio
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """[-1, 1] float image(s) -> uint8, rounded and clipped (NaN -> 0); any shape.
+def normalize(pixels, xp=np):
+    """uint8 pixels -> float32 in [-1, 1] exactly as the official ToTensor + Normalize(0.5, 0.5); `xp` is
+    numpy (host) or jax.numpy (device: the same operations; under jit XLA may round x / 255 an ulp apart)."""
+    x = xp.asarray(pixels, dtype=xp.float32) / xp.float32(255.0)  # ToTensor
+    return (x - xp.float32(0.5)) / xp.float32(0.5)  # Normalize(0.5, 0.5)
+
+
+def to_uint8(img, xp=np):
+    """[-1, 1] float image(s) -> uint8, rounded and clipped (NaN -> 0); any shape; `xp` is numpy (host) or
+    jax.numpy (device: the same values, a quarter of the bytes to copy back).
 
     The official `tensor2im` truncates ((x + 1) / 2 * 255).astype(uint8) instead of rounding,
     which is up to one level darker and does not round-trip; we round so that
     `to_uint8(folder.load_image(p))` gives back the 8-bit pixels of an unresized input.
     """
-    x = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=-1.0)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    x = xp.nan_to_num(xp.asarray(img, dtype=xp.float32), nan=-1.0)
+    return xp.clip(xp.rint((x + 1.0) * 127.5), 0, 255).astype(xp.uint8)
 
 
 def save_png(path: str | os.PathLike, img: np.ndarray) -> None:

@@ -13,6 +13,11 @@ def test_choices_are_the_models_own():
     assert choices.NOISE_MODES == stylegan2.NOISE_MODES
 
 
+def test_modulation_paths_have_one_definition():
+    assert layers.MODULATION_PATHS is choices.MODULATION_PATHS
+    assert choices.MODULATIONS == ("auto", *choices.MODULATION_PATHS)
+
+
 def test_compute_dtype():
     assert choices.compute_dtype("float32") is jnp.float32
     assert choices.compute_dtype("bfloat16") is jnp.bfloat16

@@ -13,7 +13,6 @@ from e4e_jax.models.encoder_types import EncoderConfig
 from e4e_jax.models.stylegan2 import Generator, StyleGAN2Config
 from e4e_jax.storage import bundle, e4e_bundle
 from e4e_jax.storage.e4e_bundle import E4EArchitecture
-from e4e_jax.training.networks import compute_latent_avg
 
 GEN = StyleGAN2Config(size=8, channels=(16, 16), n_mlp=2)  # 4 codes
 TOY = dict(widths=(8, 8, 16, 16), units=(1, 1, 1, 1), style_channels=16)
@@ -106,8 +105,8 @@ def test_one_latent_avg_estimate():
     assert got.shape == (GEN.style_dim,) and got.dtype == np.float32
     zero_w_avg = {**gen_vars, "buffers": {**gen_vars["buffers"], "w_avg": jnp.zeros(GEN.style_dim)}}
     np.testing.assert_array_equal(
-        compute_latent_avg(GEN, zero_w_avg, GEN.n_latent),
+        latent_avg.of_generator(GEN, zero_w_avg, GEN.n_latent),
         latent_avg.per_layer(latent_avg.mean_w(GEN, zero_w_avg), GEN.n_latent),
     )
     stored = {**gen_vars, "buffers": {**gen_vars["buffers"], "w_avg": jnp.full(GEN.style_dim, 0.5)}}
-    np.testing.assert_array_equal(compute_latent_avg(GEN, stored, 2), np.full((2, GEN.style_dim), 0.5, np.float32))
+    np.testing.assert_array_equal(latent_avg.of_generator(GEN, stored, 2), np.full((2, GEN.style_dim), 0.5, np.float32))

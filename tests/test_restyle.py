@@ -183,9 +183,9 @@ def test_iteration_counts_and_image_modes(toy):
 
 
 def test_its_generator_renders_its_latents(toy):
-    """synthesize / edit read a restyle bundle's generator (render.load_generator): the last latents render
+    """synthesize / edit read a restyle bundle's generator (render.generator_of_bundle): the last latents render
     to the last reconstruction."""
-    cfg, gen_vars = render.load_generator(toy.source)
+    cfg, gen_vars = render.generator_of_bundle(toy.source)
     assert cfg == toy.gen_config
     latents, images = restyle.make_restyle_fn(toy)(toy.variables, _images(toy))
     rendered = np.concatenate(list(render.iter_synthesize(cfg, gen_vars, np.asarray(latents[-1]), batch_size=4)))

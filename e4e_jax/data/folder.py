@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
-from e4e_jax import domains
+from e4e_jax import domains, images
 
 # Extensions read (case-insensitive). The official list is jpg/jpeg/png/ppm/bmp/tiff with fixed
 # case; we accept every case and add webp/tif.
@@ -258,8 +258,7 @@ def _decode_rgb(
 def normalize(pixels: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [-1, 1] exactly as the official ToTensor + Normalize(0.5, 0.5) (the
     same IEEE operations as `inversion.normalize_input` on the device)."""
-    x = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)  # ToTensor
-    return (x - np.float32(0.5)) / np.float32(0.5)  # Normalize(0.5, 0.5)
+    return images.normalize(pixels)
 
 
 def _decode(

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from e4e_jax import domains
+from e4e_jax import images as images_lib
 from e4e_jax.choices import compute_dtype
 from e4e_jax.inference.render import resolve_modulation, resolve_upsample
 from e4e_jax.models import resampling
@@ -125,11 +126,9 @@ def encode(model: E4EModel, variables: dict, x: jax.Array) -> jax.Array:
 
 
 def crop_output(model: E4EModel, images: jax.Array) -> jax.Array:
-    """Official output framing: cars keep rows 64:448 of 512 (`domains.cars_rows` of the generator size)."""
-    if not model.is_cars:
-        return images
-    top, bottom = domains.cars_rows(model.gen_config.size)
-    return images[:, top:bottom]
+    """Official output framing: `domains.output_rows` (cars keep rows 64:448 of 512)."""
+    rows = domains.output_rows(model.domain, model.gen_config.size)
+    return images if rows is None else images[:, rows[0] : rows[1]]
 
 
 def normalize_input(x: jax.Array) -> jax.Array:
@@ -137,14 +136,13 @@ def normalize_input(x: jax.Array) -> jax.Array:
     operations as `data.folder.normalize`); float inputs are taken as already normalised."""
     if x.dtype != jnp.uint8:
         return x
-    return (x.astype(jnp.float32) / jnp.float32(255.0) - jnp.float32(0.5)) / jnp.float32(0.5)
+    return images_lib.normalize(x, jnp)
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
     """[-1, 1] float images -> uint8 on the device, rounded and clipped, NaN -> 0 (the same values as
     `images.to_uint8` on the host; a quarter of the bytes to copy back)."""
-    x = jnp.nan_to_num(images.astype(jnp.float32), nan=-1.0)
-    return jnp.clip(jnp.rint((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+    return images_lib.to_uint8(images, jnp)
 
 
 def resize_output(images: jax.Array, out_hw: Optional[tuple[int, int]]) -> jax.Array:

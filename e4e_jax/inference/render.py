@@ -35,7 +35,7 @@ def _on_accelerator() -> bool:
     return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
 
 
-def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
+def generator_of_bundle(path: str) -> tuple[StyleGAN2Config, dict]:
     """Generator config and variables from a `stylegan2` bundle or from the generator of an `e4e` or
     `restyle` bundle."""
     from e4e_jax.storage import bundle

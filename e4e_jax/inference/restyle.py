@@ -67,9 +67,9 @@ def load_restyle(path: str, **options: Any) -> RestyleModel:
 
 def encoder_frame(model: E4EModel, images: jax.Array) -> jax.Array:
     """Generator output (B, S, S, 3) -> the encoder's input frame (B, h, w, 3): face_pool to w x w (official
-    256) then, for cars, the middle rows `domains.cars_rows(w)` (32:224 of 256, so 192x256)."""
+    256) then the domain's frame `domains.output_rows` of it (cars: 32:224 of 256, so 192x256)."""
     _, w = model.input_hw
-    rows = domains.cars_rows(w) if model.is_cars else None
+    rows = domains.output_rows(model.domain, w)
     return resampling.pool_and_crop(images, (w, w), rows)
 
 

@@ -219,7 +219,7 @@ def edit_folder(opts: EditOptions) -> int:
     # One writer per folder, which holds nothing but edit's files; removed again if we fail first.
     with outdir.claim(opts.output, "e4e-jax edit", outputs=OUTPUTS):
         check_output_free(opts)
-        cfg, variables = render.load_generator(opts.model)
+        cfg, variables = render.generator_of_bundle(opts.model)
         lat = read_latents(opts.latents, cfg)
         latents = lat.codes
         try:

@@ -57,7 +57,7 @@ def write_heldout_samples(model_dir: Path, out: Path, n: int) -> "np.ndarray":
     from e4e_jax.inference import render
     from e4e_jax.models.stylegan2 import Generator
 
-    cfg, variables = render.load_generator(str(model_dir))
+    cfg, variables = render.generator_of_bundle(str(model_dir))
     z = jax.random.normal(jax.random.key(HELDOUT_SEED), (n, cfg.mapping_in_dim))
     w = Generator(cfg).apply(variables, z, method=Generator.map)
     ws = np.repeat(np.asarray(w)[:, None], cfg.n_latent, axis=1)
@@ -107,7 +107,7 @@ def average_code_l2(model_dir: Path, heldout: Path) -> float:
     from e4e_jax.inference import render
     from e4e_jax.storage.bundle import load
 
-    cfg, gen_vars = render.load_generator(str(model_dir))
+    cfg, gen_vars = render.generator_of_bundle(str(model_dir))
     latent_avg = np.asarray(load(model_dir, "e4e")[1]["latent_avg"], np.float32).reshape(-1, cfg.style_dim)
     ws = np.broadcast_to(latent_avg[: cfg.n_latent], (cfg.n_latent, cfg.style_dim))[None]  # (1, n_latent, D)
     avg = np.concatenate(list(render.iter_synthesize(cfg, gen_vars, np.ascontiguousarray(ws))))[0]

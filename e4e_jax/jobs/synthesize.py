@@ -133,7 +133,7 @@ def synthesize_file(opts: SynthesizeOptions) -> int:
         if opts.png is not None:
             stack.enter_context(outdir.claim(opts.png, "e4e-jax synthesize", outputs=PNG_OUTPUTS, flag="--png"))
         check_outputs_free(opts)
-        cfg, variables = render.load_generator(opts.model)
+        cfg, variables = render.generator_of_bundle(opts.model)
         latents = render.load_latents(opts.latents, cfg)
         n = latents.shape[0]
         render.check_batch_fits(cfg, opts.batch_size, n)

@@ -112,7 +112,7 @@ def _say(opts: TuneOptions, msg: str) -> None:
 
 def _check_args(opts: TuneOptions) -> dict[str, Any]:
     """Every check before anything is written; returns what the run needs from its inputs."""
-    from e4e_jax.domains import cars_rows
+    from e4e_jax import domains
     from e4e_jax.jobs.invert.job import reconstruction_hw
     from e4e_jax.storage import bundle, e4e_bundle
 
@@ -127,9 +127,9 @@ def _check_args(opts: TuneOptions) -> dict[str, Any]:
     arch = e4e_bundle.read_architecture(opts.model)
     lpips_cfg = bundle.read_config(opts.lpips, "lpips")
     gen = arch.generator
-    crop = cars_rows(gen.size) if arch.domain == "cars" else None
+    crop = domains.output_rows(arch.domain, gen.size)
     photos = read_photos(opts, gen.n_latent, gen.style_dim)
-    frame_hw = (crop[1] - crop[0] if crop else gen.size, gen.size)
+    frame_hw = domains.output_hw(arch.domain, gen.size)
     return {
         "arch": arch,
         "lpips_net": lpips_cfg["architecture"]["net"],
@@ -264,7 +264,7 @@ def _tune_batches(opts: TuneOptions, ctx: dict[str, Any], out: TuneOutput, todo,
     if compile_cache.enable() is None:  # as invert: a resumed or repeated run loads its executables
         _say(opts, f"note: cannot use {compile_cache.default_dir()} as the compilation cache")
     cfg, photos = pti_config(opts), ctx["photos"]
-    gen_cfg, variables = render.load_generator(opts.model)
+    gen_cfg, variables = render.generator_of_bundle(opts.model)
     _, lpips_vars = bundle.load(opts.lpips, "lpips")
     modulation, dtype = render.resolve_modulation(opts.modulation), compute_dtype(opts.dtype)
     gen = Generator(gen_cfg, modulation=modulation, dtype=dtype, upsample=render.resolve_upsample("auto"))

@@ -42,3 +42,17 @@ def per_layer(mean: np.ndarray, n_styles: int) -> np.ndarray:
     """(n_styles, D) float32: one mean w (D,) repeated for every style layer (official latent_avg layout)."""
     mean = np.asarray(mean, np.float32)
     return np.broadcast_to(mean[None], (n_styles, mean.shape[-1])).copy()
+
+
+def of_generator(config: StyleGAN2Config, variables: Mapping[str, Any], n_styles: int) -> np.ndarray:
+    """(n_styles, D) latent_avg of a generator: its stored w_avg if set, else `mean_w` (official pSp: the
+    checkpoint's latent_avg, else decoder.mean_latent over 10,000 samples), repeated per layer."""
+    w_avg = np.asarray(variables.get("buffers", {}).get("w_avg", 0.0))
+    mean = w_avg if w_avg.ndim == 1 and np.any(w_avg != 0) else mean_w(config, variables)
+    return per_layer(mean, n_styles)
+
+
+def nothing_added(n_styles: int, style_dim: int) -> np.ndarray:
+    """(n_styles, D) zeros: the latent_avg of a model whose codes start from nothing (official
+    opts.start_from_latent_avg False)."""
+    return np.zeros((n_styles, style_dim), np.float32)

@@ -22,12 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from e4e_jax import choices
+
 LRELU_SLOPE = 0.2  # StyleGAN2's (fused) leaky ReLU and the latent discriminator's
 TORCH_LRELU_SLOPE = 0.01  # torch's nn.LeakyReLU() default: the encoder's style blocks
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
 PIXELNORM_EPS = 1e-8
-MODULATION_PATHS = ("grouped", "activation")
+MODULATION_PATHS = choices.MODULATION_PATHS
 # How the ×2 up-sampling conv (stride-2 transposed conv, then the FIR blur) is computed:
 #   'transpose' – a conv over the zero-dilated input (lhs_dilation), then the blur: the official order;
 #   'subpixel'  – both folded into one dense conv with 4× output channels at the input resolution,

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from e4e_jax import choices
 from e4e_jax.errors import UserError
 
 # Paper Table 2 (ablation of the editability components), as switches.
@@ -101,8 +102,8 @@ CHOICES = {
     "data.loader": ("auto", "tfds", "numpy"),
     "optim_name": ("ranger", "adam"),
     "similarity": ("id", "moco"),
-    "compute_dtype": ("float32", "bfloat16"),
-    "generator.modulation": ("activation", "grouped"),
+    "compute_dtype": choices.DTYPE_NAMES,
+    "generator.modulation": tuple(sorted(choices.MODULATION_PATHS)),
     "generator.upsample": ("auto", "transpose", "subpixel"),
     "lpips_type": ("alex", "vgg"),
     "train_noise": ("random", "const", "none"),

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from e4e_jax.models import latent_avg as latent_avg_lib
 from e4e_jax.runtime import pause_points
 from e4e_jax.storage import e4e_bundle, fileio, restyle_bundle
 from e4e_jax.training import loss_curve, writers
@@ -64,7 +65,7 @@ def export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Pat
         arch = e4e_bundle.E4EArchitecture.create(enc, run.gen_cfg, config.dataset_type, opts=opts)
         save = e4e_bundle.save
     la = run.frozen["latent_avg"]
-    latent_avg = np.zeros((enc.n_styles, run.gen_cfg.style_dim), np.float32) if la is None else np.asarray(la)
+    latent_avg = latent_avg_lib.nothing_added(enc.n_styles, run.gen_cfg.style_dim) if la is None else np.asarray(la)
     variables = {
         "encoder": jax.device_get(encoder_variables(state)),
         "generator": run.frozen["generator"],

@@ -100,8 +100,9 @@ def _bundle_error(key: str, kind: str, why: str) -> ValueError:
     )
 
 
-def load_generator(config) -> tuple[StyleGAN2Config, dict]:
-    """(config, variables) of the frozen generator."""
+def frozen_generator(config) -> tuple[StyleGAN2Config, dict]:
+    """(config, variables) of the training run's frozen generator: `generator.random_init` or the
+    `generator.bundle` (`render.generator_of_bundle`)."""
     spec = config.generator.random_init
     if spec:
         spec = dict(spec)
@@ -114,19 +115,7 @@ def load_generator(config) -> tuple[StyleGAN2Config, dict]:
         raise _bundle_error("generator.bundle", "stylegan2", "no generator given")
     from e4e_jax.inference import render
 
-    return render.load_generator(config.generator.bundle)
-
-
-def compute_latent_avg(gen_cfg: StyleGAN2Config, gen_vars, n_styles: int) -> np.ndarray:
-    """(n_styles, D) latent_avg: the generator's stored w_avg if set, else the mean of mapped N(0, I) codes
-    (official pSp: checkpoint latent_avg, else decoder.mean_latent over 10,000 samples; the converters'
-    estimate, e4e_jax/models/latent_avg.py), repeated per layer."""
-    w_avg = np.asarray(gen_vars.get("buffers", {}).get("w_avg", 0.0))
-    if w_avg.ndim == 1 and np.any(w_avg != 0):
-        mean = w_avg
-    else:
-        mean = latent_avg.mean_w(gen_cfg, gen_vars)
-    return latent_avg.per_layer(mean, n_styles)
+    return render.generator_of_bundle(config.generator.bundle)
 
 
 def _load_bundle(path: str, kind: str, key: str) -> dict:
@@ -290,7 +279,7 @@ def encoder_from_e4e(fresh: dict, e4e_encoder: dict, source: str) -> dict:
 
 def build(config) -> Run:
     dtype = compute_dtype(config.compute_dtype)
-    gen_cfg, gen_vars = load_generator(config)
+    gen_cfg, gen_vars = frozen_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(
         gen_cfg,
@@ -306,7 +295,7 @@ def build(config) -> Run:
     discriminator = LatentCodesDiscriminator(style_dim=gen_cfg.style_dim)
     lambdas, fns, loss_params = build_losses(config, dtype)
     step_cfg = StepConfig.from_config(config, n_styles, lambdas, config_rules.is_restyle(config))
-    avg = compute_latent_avg(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
+    avg = latent_avg.of_generator(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
     frozen = {"generator": gen_vars, "latent_avg": avg, "losses": loss_params}
     if step_cfg.iterative:
         frozen["average_image"] = average_image(generator, gen_vars, avg, step_cfg)

@@ -30,18 +30,16 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from e4e_jax import domains
 from e4e_jax.models.encoder import NOMINAL_SPATIAL, STYLE_DIM, style_level
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
-from e4e_jax.models.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, per_layer
+from e4e_jax.models.latent_avg import W_AVG_SAMPLES, W_AVG_SEED, mean_w, nothing_added, per_layer
 from e4e_jax.models.stylegan2 import StyleGAN2Config
 from e4e_jax.storage.e4e_bundle import E4EArchitecture
 from e4e_jax.storage.torchfile import load_checkpoint
 
 from .irse import detect_backbone, irse_to_variables
-from .state_dicts import KeyTracker, conv, equal_linear, mean_w_rows
+from .state_dicts import KeyTracker, conv, equal_linear, latent_avg_per_style
 from .stylegan2 import rosinality_to_variables
 
 
@@ -181,7 +179,6 @@ def convert(
     if other:
         raise KeyError(f"{path}: state_dict keys outside encoder.*/decoder.*: {', '.join(other[:10])}")
 
-    start_from_avg = opts.get("start_from_latent_avg")
     raw_avg = ckpt.get("latent_avg")
     gen_arch, gen_vars = rosinality_to_variables(state, prefix="decoder.", source=str(path), latent_avg=raw_avg)
     gen_cfg = StyleGAN2Config.from_dict(gen_arch)
@@ -192,30 +189,9 @@ def convert(
             f"{path}: the encoder has {n_styles} styles but the decoder (size "
             f"{gen_cfg.size}) takes {gen_cfg.n_latent} latents"
         )
-    dim = gen_cfg.style_dim
-
-    # The generator's w_avg (truncation centre): the checkpoint's latent_avg, else the mapped mean.
-    n = int(latent_avg_samples)
-    computed = None
-    if raw_avg is None:
-        computed = mean_w(gen_cfg, gen_vars, n)
-        gen_vars["buffers"]["w_avg"] = computed
-    # latent_avg as official pSp.forward uses it: added to the codes iff opts.start_from_latent_avg.
-    if start_from_avg is False:
-        latent_avg = np.zeros((n_styles, dim), np.float32)
-        extra["latent_avg_source"] = "zeros: opts.start_from_latent_avg is False (official forward adds nothing)"
-    elif raw_avg is not None:
-        la = mean_w_rows(raw_avg, dim, str(path))
-        if la.shape[0] not in (1, n_styles):
-            raise ValueError(
-                f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({dim},), (1, {dim}) or "
-                f"({n_styles}, {dim})"
-            )
-        latent_avg = np.broadcast_to(la, (n_styles, dim)).copy()
-        extra["latent_avg_source"] = "checkpoint latent_avg"
-    else:
-        latent_avg = per_layer(computed, n_styles)
-        extra["latent_avg_source"] = f"computed from {n} mapped z, seed {W_AVG_SEED}"
+    latent_avg, extra["latent_avg_source"] = _latent_avg(
+        gen_cfg, gen_vars, raw_avg, opts.get("start_from_latent_avg"), n_styles, int(latent_avg_samples), str(path)
+    )
 
     dataset_type = opts.get("dataset_type")
     dataset_type = dataset_type if isinstance(dataset_type, str) else None
@@ -228,3 +204,21 @@ def convert(
     ).to_dict()
     variables = {"encoder": enc_vars, "generator": gen_vars, "latent_avg": latent_avg}
     return architecture, variables, extra
+
+
+def _latent_avg(gen_cfg, gen_vars, raw_avg, start_from_avg, n_styles: int, n: int, source: str):
+    """((n_styles, D) latent_avg, how it was made). Sets the generator's w_avg (truncation centre) to the
+    mapped mean of `n` z when the checkpoint has no latent_avg; latent_avg is what official pSp.forward adds
+    to the codes: zeros unless opts.start_from_latent_avg, else the checkpoint's or that mapped mean."""
+    dim = gen_cfg.style_dim
+    computed = None
+    if raw_avg is None:
+        computed = mean_w(gen_cfg, gen_vars, n)
+        gen_vars["buffers"]["w_avg"] = computed
+    if start_from_avg is False:
+        return nothing_added(
+            n_styles, dim
+        ), "zeros: opts.start_from_latent_avg is False (official forward adds nothing)"
+    if raw_avg is not None:
+        return latent_avg_per_style(raw_avg, dim, n_styles, source), "checkpoint latent_avg"
+    return per_layer(computed, n_styles), f"computed from {n} mapped z, seed {W_AVG_SEED}"

@@ -30,8 +30,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from e4e_jax import domains
 from e4e_jax.models.encoder import STYLE_DIM
 from e4e_jax.models.encoder_types import ENCODER_TYPES, RESTYLE_ENCODER_TYPES, EncoderConfig
@@ -49,7 +47,7 @@ from e4e_jax.storage.restyle_bundle import DEFAULT_ITERATIONS, RestyleArchitectu
 from e4e_jax.storage.torchfile import load_checkpoint
 
 from .irse import detect_backbone, irse_to_variables
-from .state_dicts import KeyTracker, batch_norm, conv, equal_linear, jsonable_opts, mean_w_rows
+from .state_dicts import KeyTracker, batch_norm, conv, equal_linear, jsonable_opts, latent_avg_per_style
 from .stylegan2 import rosinality_to_variables
 
 _RESNET_TYPES = ("ResNetBackboneEncoder", "ResNetProgressiveBackboneEncoder")
@@ -216,13 +214,7 @@ def convert(
             f"{path}: the encoder has {n_styles} styles but the decoder (size {gen_cfg.size}) takes "
             f"{gen_cfg.n_latent} latents"
         )
-    la = mean_w_rows(raw_avg, gen_cfg.style_dim, str(path))
-    if la.shape[0] not in (1, n_styles):
-        raise ValueError(
-            f"{path}: latent_avg has shape {np.shape(raw_avg)}; expected ({gen_cfg.style_dim},), "
-            f"(1, {gen_cfg.style_dim}) or ({n_styles}, {gen_cfg.style_dim})"
-        )
-    latent_avg = np.broadcast_to(la, (n_styles, gen_cfg.style_dim)).copy()
+    latent_avg = latent_avg_per_style(raw_avg, gen_cfg.style_dim, n_styles, str(path))
 
     dataset_type = opts.get("dataset_type") if isinstance(opts.get("dataset_type"), str) else None
     mode = RESTYLE_ENCODER_TYPES[etype]

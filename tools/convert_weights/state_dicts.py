@@ -6,7 +6,8 @@ leftovers reported), and the torch -> flax layouts of convolutions, dense layers
     BatchNorm weight, bias                  -> params scale, bias                       `batch_norm`
     BatchNorm running_mean, running_var     -> batch_stats mean, var (num_batches_tracked dropped)
 
-and `mean_w_rows`, the one reading of a checkpoint's latent_avg (rosinality generators, e4e/pSp).
+and `mean_w_rows` / `latent_avg_per_style`, the one reading of a checkpoint's latent_avg (rosinality
+generators, e4e/pSp; the estimate where it has none is e4e_jax/models/latent_avg.py).
 """
 
 from __future__ import annotations
@@ -130,6 +131,18 @@ def mean_w_rows(latent_avg: Any, dim: int, source: str) -> np.ndarray:
         )
     require_finite(la, f"{source}: latent_avg", "the checkpoint is damaged; re-download it")
     return la
+
+
+def latent_avg_per_style(latent_avg: Any, dim: int, n_styles: int, source: str) -> np.ndarray:
+    """A checkpoint's latent_avg as the (n_styles, dim) float32 rows official pSp.forward adds: `mean_w_rows`
+    of it, one row repeated or n_styles rows kept; ValueError naming `source` for another count."""
+    la = mean_w_rows(latent_avg, dim, source)
+    if la.shape[0] not in (1, n_styles):
+        raise ValueError(
+            f"{source}: latent_avg has shape {np.shape(latent_avg)}; expected ({dim},), (1, {dim}) or "
+            f"({n_styles}, {dim})"
+        )
+    return np.broadcast_to(la, (n_styles, dim)).copy()
 
 
 def _jsonable_value(v: Any) -> bool:

@@ -106,12 +106,9 @@ def _out_hw(size: int, is_cars: bool, image_size: Optional[int]) -> Optional[tup
     cars are 4:3)."""
     if image_size is None:
         return None
-    h = size
-    if is_cars:
-        from e4e_jax.domains import cars_rows
+    from e4e_jax import domains
 
-        top, bottom = cars_rows(size)
-        h = bottom - top
+    h, _ = domains.output_hw("cars" if is_cars else None, size)
     if image_size > size:
         raise UserError(f"--image-size {image_size} is larger than the generator's {size}; pass at most {size}")
     return int(round(h * image_size / size)), image_size
