@@ -180,7 +180,7 @@ def test_eval_iterations_equal_inference_on_the_exported_bundle(tmp_path):
 
 
 def test_tiny_restyle_learns_exports_and_resumes_exactly(tmp_path):
-    from e4e_jax.commands.quickstart import l2_curve
+    from e4e_jax.jobs.quickstart import l2_curve
     from e4e_jax.training.loop import train_and_evaluate
 
     steps = 200  # the per-batch L2 of 4 random samples is noisy: measured 1.27 -> 0.68 (first -> last quarter)
