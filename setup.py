@@ -10,7 +10,13 @@ setup(
     # and install as e4e_jax_tools.convert_weights: no generic top-level `tools` package in site-packages.
     packages=find_packages(include=["e4e_jax", "e4e_jax.*"]) + ["e4e_jax_tools", "e4e_jax_tools.convert_weights"],
     package_dir={"e4e_jax_tools": "tools"},
-    python_requires=">=3.10",
+    python_requires=">=3.11",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+    ],
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         out_shardings=repl,
     )()
     frozen = sharding.replicate(run.frozen, mesh)
-    sample = train_input.make_synthetic_sampler(run, config, mesh)
+    sample = train_input.make_synthetic_sampler(run.generator_source(), config, mesh)
     batches = [{"image": sample(i, args.batch)} for i in range(4)]
     step = jax.jit(
         functools.partial(train_step, run.nets, run.step_cfg, enc_tx, disc_tx),

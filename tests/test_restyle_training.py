@@ -56,7 +56,7 @@ def test_step_sums_the_gradients_of_the_detached_iterations():
     config = _small_restyle()
     run = networks.build(config)
     nets, cfg, frozen = run.nets, run.step_cfg, run.frozen
-    assert cfg.n_iters == N_ITERS and run.input_nc == 6 and frozen["average_image"].shape == (1, 8, 8, 3)
+    assert cfg.n_iters_per_batch == N_ITERS and run.input_nc == 6 and frozen["average_image"].shape == (1, 8, 8, 3)
     record, disc_tx = _record_gradients(), optim.discriminator_optimizer(config.w_discriminator_lr)
     state = init_train_state(
         encoder=nets.encoder,
@@ -70,7 +70,7 @@ def test_step_sums_the_gradients_of_the_detached_iterations():
         pool_size=config.w_pool_size,
     )
     stage = 2  # step 2 of progressive_start 1, every 1: deltas 1-2 on, so Δ-reg and D see several layers
-    assert schedule.progressive_stage(2, cfg.n_styles, cfg.progressive_start, cfg.progressive_every) == stage
+    assert schedule.progressive_stage(2, cfg.n_styles, cfg.progressive_start, cfg.progressive_step_every) == stage
     state = state.replace(step=jnp.asarray(2, jnp.int32))
     x = jnp.asarray(np.random.RandomState(0).uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32))
     new, metrics = jax.jit(functools.partial(train_step, nets, cfg, record, disc_tx))(state, frozen, {"image": x})
@@ -180,7 +180,7 @@ def test_eval_iterations_equal_inference_on_the_exported_bundle(tmp_path):
 
 
 def test_tiny_restyle_learns_exports_and_resumes_exactly(tmp_path):
-    from e4e_jax.commands.quickstart import l2_curve
+    from e4e_jax.jobs.quickstart import l2_curve
     from e4e_jax.training.loop import train_and_evaluate
 
     steps = 200  # the per-batch L2 of 4 random samples is noisy: measured 1.27 -> 0.68 (first -> last quarter)

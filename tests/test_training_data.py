@@ -120,13 +120,13 @@ def test_synthetic_source_is_deterministic_and_image_like():
     config = small_config(batch_size=4)
     run = networks.build(config)
     mesh = sharding.data_mesh(jax.devices()[:1])
-    it = train_input.train_batches(config, run, mesh, start_step=2)
+    it = train_input.train_batches(config, run.generator_source(), mesh, start_step=2)
     first = np.asarray(next(it)["image"])
     it.close()
-    again = np.asarray(next(train_input.train_batches(config, run, mesh, start_step=2))["image"])
+    again = np.asarray(next(train_input.train_batches(config, run.generator_source(), mesh, start_step=2))["image"])
     np.testing.assert_array_equal(first, again)
     assert first.shape == (4, 8, 8, 3) and np.abs(first).max() <= 1.0 and first.std() > 0.05
-    ev = train_input.eval_batches(config, run, mesh)
+    ev = train_input.eval_batches(config, run.generator_source(), mesh)
     assert len(ev) == 1 and ev[0]["image"].shape == (4, 8, 8, 3)
     assert not np.array_equal(np.asarray(ev[0]["image"]), first)
 

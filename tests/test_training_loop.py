@@ -202,7 +202,7 @@ def test_ablation_switches():
 
 
 def test_w_mode_refuses_progressive_stages_and_delta_reg():
-    from e4e_jax.training.networks import check_w_mode
+    from e4e_jax.training.config_rules import check_w_mode
 
     c = configs.get("ffhq")
     c.encoder.mode = "w"

@@ -24,6 +24,7 @@ At DEBUG level (`e4e-jax train --log-level debug`) every process logs the rows a
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import queue
 import threading
@@ -80,7 +81,20 @@ class NumpyFolderLoader:
 # ----------------------------------------------------------------------------- synthetic source
 
 
-def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int, int], jax.Array]:
+@dataclasses.dataclass(frozen=True)
+class GeneratorSource:
+    """What the synthetic source needs of a run's frozen generator (training builds it:
+    networks.Run.generator_source()); data/ knows nothing else of a training run."""
+
+    generator: Any  # StyleGAN2 Generator module: apply(v, z, method='map'), apply(v, w, input_is_latent=True)
+    variables: Any  # its frozen variables
+    latent_avg: Optional[Any]  # (n_styles, D) truncation centre (row 0 used), or None: no truncation
+    z_dim: int  # mapping network input size
+    output_size: tuple[int, int]  # (h, w) the reconstructions are pooled to
+    crop_rows: Optional[tuple[int, int]]  # (top, bottom) rows kept after pooling (cars), or None
+
+
+def make_synthetic_sampler(source: GeneratorSource, config, mesh, stream: int = 0) -> Callable[[int, int], jax.Array]:
     """f(step or sample-seed, batch) -> (B, H, W, 3) images of the frozen generator, sharded P('data').
 
     z ~ N(0, I) from fold_in(data key of `stream`, step) (stream 0: training, 1: validation); truncation ψ towards latent_avg; random noise; pooled and
@@ -88,11 +102,11 @@ def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int,
     """
     from e4e_jax.models.resampling import pool_and_crop
 
-    gen, cfg = run.nets.generator, run.step_cfg
+    gen = source.generator
     psi = float(config.data.synthetic_truncation)
     flip = bool(config.data.random_flip) and stream == 0  # validation samples are not flipped
-    center = None if run.frozen["latent_avg"] is None else jnp.asarray(run.frozen["latent_avg"][0])
-    zdim = run.gen_cfg.mapping_in_dim
+    center = None if source.latent_avg is None else jnp.asarray(source.latent_avg[0])
+    zdim = source.z_dim
     out_sharding = sharding.batch_sharding(mesh)
 
     def sample(gen_vars, key, batch: int):
@@ -101,13 +115,13 @@ def make_synthetic_sampler(run, config, mesh, stream: int = 0) -> Callable[[int,
         if psi != 1.0 and center is not None:
             w = center + psi * (w - center)
         img = gen.apply(gen_vars, w, input_is_latent=True, noise_mode="random", rngs={"noise": kn})
-        img = pool_and_crop(img.astype(jnp.float32), cfg.output_size, cfg.crop_rows)
+        img = pool_and_crop(img.astype(jnp.float32), source.output_size, source.crop_rows)
         if flip:
             img = jnp.where(jax.random.bernoulli(kf, 0.5, (batch, 1, 1, 1)), img[:, :, ::-1], img)
         return jnp.clip(img, -1.0, 1.0)
 
     jitted = jax.jit(sample, static_argnums=2, out_shardings=out_sharding)
-    gen_vars = sharding.replicate(run.frozen["generator"], mesh)
+    gen_vars = sharding.replicate(source.variables, mesh)
     base = jax.random.fold_in(jax.random.key(config.seed + 1000), stream)
 
     def fn(step: int, batch: int) -> jax.Array:
@@ -178,23 +192,26 @@ def _prefetch(gen: Iterator[Any], size: int) -> Iterator[Any]:
         t.join()  # never leave a thread inside a JAX call at interpreter exit
 
 
-def _sampler(config, run, mesh, stream: int, cache: Optional[dict]):
+def _sampler(config, source: Optional[GeneratorSource], mesh, stream: int, cache: Optional[dict]):
     if cache is None:
-        return make_synthetic_sampler(run, config, mesh, stream)
+        return make_synthetic_sampler(source, config, mesh, stream)
     if stream not in cache:
-        cache[stream] = make_synthetic_sampler(run, config, mesh, stream)
+        cache[stream] = make_synthetic_sampler(source, config, mesh, stream)
     return cache[stream]
 
 
-def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[dict] = None) -> Iterator[dict]:
+def train_batches(
+    config, source: Optional[GeneratorSource], mesh, start_step: int, sampler_cache: Optional[dict] = None
+) -> Iterator[dict]:
     """Global batches {'image': (B, H, W, 3)} for steps start_step, start_step + 1, … (endless).
+    `source`: the frozen generator of config.data.source 'synthetic' (None for 'folder').
     `sampler_cache` (a dict kept by the caller) reuses compiled synthetic samplers across runs."""
     b = int(config.batch_size)
     if b % mesh.size:
         raise ValueError(f"batch_size {b} must be divisible by the number of devices {mesh.size}")
     bsh = sharding.batch_sharding(mesh)
     if config.data.source == "synthetic":
-        sample = _sampler(config, run, mesh, 0, sampler_cache)
+        sample = _sampler(config, source, mesh, 0, sampler_cache)
 
         def gen():
             step = start_step
@@ -235,7 +252,7 @@ def train_batches(config, run, mesh, start_step: int, sampler_cache: Optional[di
     return _prefetch(gen(), int(config.data.prefetch))
 
 
-def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> list[dict]:
+def eval_batches(config, source: Optional[GeneratorSource], mesh, sampler_cache: Optional[dict] = None) -> list[dict]:
     """Held-out batches for validation (no flip): the test folder in sorted order, batches of
     test_batch_size rounded up to the device count, last partial batch dropped (official drop_last);
     or `num_eval_samples` synthetic samples from a seed the training stream never uses.
@@ -246,7 +263,7 @@ def eval_batches(config, run, mesh, sampler_cache: Optional[dict] = None) -> lis
     b = sharding.round_up(int(config.test_batch_size), mesh.size)
     limit = int(config.max_val_batches)
     if config.data.source == "synthetic":
-        sample = _sampler(config, run, mesh, 1, sampler_cache)
+        sample = _sampler(config, source, mesh, 1, sampler_cache)
         n = max(1, int(config.data.num_eval_samples) // b)
         n = n if limit < 0 else min(n, limit)
         return [{"image": sample(i, b)} for i in range(n)]

@@ -19,9 +19,13 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices: list | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh over `devices` (default: all devices of all processes)."""
+    """A 1-D mesh over `devices` (default: all devices of all processes).
+
+    `jax.make_mesh` orders the devices for the fastest all-reduce on the host's topology. Its axis type
+    is set to Auto: its default (Explicit) would put the sharding in the arrays' types and change how
+    every jitted step is partitioned."""
     devices = devices if devices is not None else jax.devices()
-    return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), (jax.sharding.AxisType.Auto,), devices=devices)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -171,10 +171,12 @@ def _get(c, key: str):
     return node
 
 
-def validate(c: ml_collections.ConfigDict) -> None:
+def validate(c: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
     """Check every numeric field and choice of a training config before any work is done.
 
-    Raises UserError with one line per bad field: `config.save_interval=0: must be a whole number ≥ 1`.
+    Raises UserError with one line per bad field: `config.save_interval=0: must be a whole number ≥ 1`;
+    ValueError for an encoder.mode 'w' with deltas (check_w_mode); with `n_devices` (the mesh size, known
+    once the process group is joined) also the device rules (check_devices).
     """
     bad = []
     for fields, ok, want in _RULES:
@@ -215,6 +217,39 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 bad.append(f"config.{key}={folder!r}: no such folder; pass the folder of training images")
     if bad:
         raise UserError("\n".join(bad))
+    check_w_mode(c)
+    if n_devices is not None:
+        check_devices(c, n_devices)
+
+
+def check_w_mode(config) -> None:
+    """encoder.mode 'w' (one w for every layer) has no deltas: progressive stages and L_d-reg must be off
+    (official: the W encoder has no progressive stage to set). Raises ValueError otherwise."""
+    if config.encoder.mode != "w":
+        return
+    on = [k for k in ("use_progressive", "use_delta_reg") if config[k]]
+    if on:
+        raise ValueError(
+            f"encoder.mode='w' has no deltas: set {' '.join(f'--config.{k}=False' for k in on)} "
+            f"(configs/ffhq_w.py does)"
+        )
+
+
+def check_devices(c: ml_collections.ConfigDict, n_devices: int) -> None:
+    """The rules that need the device count (the mesh of all processes): raises UserError."""
+    import jax  # deferred: configs load without jax
+
+    if c.generator.modulation == "grouped" and n_devices > 1:
+        raise UserError(
+            "config.generator.modulation='grouped' cannot run on a batch sharded over "
+            f"{n_devices} devices (XLA rejects the batch-folded grouped convolution); use "
+            "--config.generator.modulation=activation (the same maths)"
+        )
+    if int(c.batch_size) % n_devices:
+        raise UserError(
+            f"config.batch_size={c.batch_size} must be divisible by the number of devices "
+            f"{n_devices} ({jax.process_count()} process(es))"
+        )
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

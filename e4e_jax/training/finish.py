@@ -57,7 +57,7 @@ def export_bundle(run, state: TrainState, config, workdir: Path) -> Optional[Pat
         return None
     opts = {"dataset_type": config.dataset_type, "start_from_latent_avg": bool(config.start_from_latent_avg)}
     if enc.iterative:
-        iterations = int(run.step_cfg.n_iters)
+        iterations = int(run.step_cfg.n_iters_per_batch)
         opts["n_iters_per_batch"] = iterations
         arch = restyle_bundle.RestyleArchitecture.create(enc, run.gen_cfg, config.dataset_type, opts, iterations)
         save = restyle_bundle.save

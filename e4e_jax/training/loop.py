@@ -309,20 +309,6 @@ def _continue_from(latest: Optional[int], resume: bool, total: int, workdir: Pat
     )
 
 
-def _check_mesh(config, mesh) -> None:
-    if config.generator.modulation == "grouped" and mesh.size > 1:
-        raise errors.UserError(
-            "config.generator.modulation='grouped' cannot run on a batch sharded over "
-            f"{mesh.size} devices (XLA rejects the batch-folded grouped convolution); use "
-            "--config.generator.modulation=activation (the same maths)"
-        )
-    if int(config.batch_size) % mesh.size:
-        raise errors.UserError(
-            f"config.batch_size={config.batch_size} must be divisible by the number of devices "
-            f"{mesh.size} ({jax.process_count()} process(es))"
-        )
-
-
 def _fresh_state(prep: _Prepared, config, mesh) -> TrainState:
     enc_vars = prep.run.init_encoder_variables
     if enc_vars is None and config.encoder.backbone_init_bundle:
@@ -341,7 +327,7 @@ def _fresh_state(prep: _Prepared, config, mesh) -> TrainState:
 def _train(config, workdir: Path, latest: Optional[int], total: int, mngr) -> dict[str, Any]:
     is_main = distributed.is_main()
     mesh = sharding.data_mesh()
-    _check_mesh(config, mesh)
+    config_rules.check_devices(config, mesh.size)
     prep = _prepare(config, mesh)
     if latest is not None:
         abstract = abstract_state(prep.init_fn, sharding.replicated(mesh))
@@ -381,11 +367,11 @@ class _Steps:
 
     def run(self, state: TrainState, start: int, total: int) -> TrainState:
         c, prep = self.config, self.prep
-        self.eval_batches = train_input.eval_batches(c, prep.run, self.mesh, prep.sampler)
+        self.eval_batches = train_input.eval_batches(c, prep.run.generator_source(), self.mesh, prep.sampler)
         grids = any(n % int(c.image_interval) == 0 for n in range(start + 1, total + 1))
         sizes = ([int(c.batch_size)] if grids else []) + [b["image"].shape[0] for b in self.eval_batches[:1]]
         precompile.compile_run(prep.step, prep.eval, state, self.frozen, c, self.mesh, sizes)
-        batches = train_input.train_batches(c, prep.run, self.mesh, start, prep.sampler)
+        batches = train_input.train_batches(c, prep.run.generator_source(), self.mesh, start, prep.sampler)
         bar = None
         try:
             batch = next(batches)  # the input's own start-up (a sampler's compilation, first decodes): before the bar

@@ -25,6 +25,7 @@ import numpy as np
 
 from e4e_jax import losses as losses_lib
 from e4e_jax.choices import compute_dtype
+from e4e_jax.data import train_input
 from e4e_jax.inference.render import resolve_upsample
 from e4e_jax.models import latent_avg
 from e4e_jax.models.encoder import style_level
@@ -79,6 +80,17 @@ class Run:
     encoder_config: EncoderConfig | None  # of an encoder.arch 'e4e' run (its exported bundle); None otherwise
     init_encoder_variables: dict | None
     input_nc: int = IMAGE_CHANNELS  # channels of the encoder's input (ReStyle: 6)
+
+    def generator_source(self) -> train_input.GeneratorSource:
+        """The frozen generator as the synthetic data source sees it (data/ does not know a Run)."""
+        return train_input.GeneratorSource(
+            generator=self.nets.generator,
+            variables=self.frozen["generator"],
+            latent_avg=self.frozen["latent_avg"],
+            z_dim=self.gen_cfg.mapping_in_dim,
+            output_size=self.step_cfg.output_size,
+            crop_rows=self.step_cfg.crop_rows,
+        )
 
 
 def _bundle_error(key: str, kind: str, why: str) -> ValueError:
@@ -266,22 +278,8 @@ def encoder_from_e4e(fresh: dict, e4e_encoder: dict, source: str) -> dict:
     return {**out, "params": params}
 
 
-def check_w_mode(config) -> None:
-    """encoder.mode 'w' (one w for every layer) has no deltas: progressive stages and L_d-reg must be off
-    (official: the W encoder has no progressive stage to set). Raises ValueError otherwise."""
-    if config.encoder.mode != "w":
-        return
-    on = [k for k in ("use_progressive", "use_delta_reg") if config[k]]
-    if on:
-        raise ValueError(
-            f"encoder.mode='w' has no deltas: set {' '.join(f'--config.{k}=False' for k in on)} "
-            f"(configs/ffhq_w.py does)"
-        )
-
-
 def build(config) -> Run:
     dtype = compute_dtype(config.compute_dtype)
-    check_w_mode(config)
     gen_cfg, gen_vars = frozen_generator(config)
     n_styles = gen_cfg.n_latent
     generator = Generator(
@@ -297,24 +295,7 @@ def build(config) -> Run:
     # D_W stays float32 under bf16 compute: it is tiny, and R1 differentiates through it twice.
     discriminator = LatentCodesDiscriminator(style_dim=gen_cfg.style_dim)
     lambdas, fns, loss_params = build_losses(config, dtype)
-    step_cfg = StepConfig(
-        n_styles=n_styles,
-        progressive_start=int(config.progressive_start) if config.use_progressive else None,
-        progressive_every=int(config.progressive_step_every),
-        lambdas=lambdas,
-        lambda_d_reg=float(config.delta_norm_lambda),
-        lambda_adv=float(config.w_discriminator_lambda),
-        lambda_edit=float(config.edit_lambda),
-        use_delta_reg=bool(config.use_delta_reg),
-        use_w_pool=bool(config.use_w_pool),
-        r1_gamma=float(config.r1),
-        d_reg_every=int(config.d_reg_every),
-        start_from_latent_avg=bool(config.start_from_latent_avg),
-        output_size=tuple(config.output_size),
-        crop_rows=tuple(config.crop_rows) if config.crop_rows else None,
-        noise_mode=config.train_noise,
-        n_iters=int(config.n_iters_per_batch) if config_rules.is_restyle(config) else None,
-    )
+    step_cfg = StepConfig.from_config(config, n_styles, lambdas, config_rules.is_restyle(config))
     avg = latent_avg.of_generator(gen_cfg, gen_vars, n_styles) if config.start_from_latent_avg else None
     frozen = {"generator": gen_vars, "latent_avg": avg, "losses": loss_params}
     if step_cfg.iterative:
@@ -329,7 +310,7 @@ def average_image(generator, gen_vars, latent_avg, step_cfg: StepConfig) -> np.n
     """ReStyle's first reconstruction, (1, h, w, 3) float32: G(latent_avg) with the stored noise, in the frame
     the losses see (official coach: net(latent_avg, input_code=True, randomize_noise=False), face_pool, cars
     rows 32:224; equal to restyle.average_image for the official frames)."""
-    cfg = dataclasses.replace(step_cfg, noise_mode="const")
+    cfg = dataclasses.replace(step_cfg, train_noise="const")
     fn = jax.jit(lambda v, w: render(generator, v, w[None], cfg, jax.random.key(0)).astype(jnp.float32))
     return np.asarray(fn(gen_vars, jnp.asarray(latent_avg, jnp.float32)))
 

@@ -20,11 +20,11 @@ and the state replicated P(), XLA partitions it and inserts the gradient all-red
 uses the statistics of the *global* batch — the same numbers as one device (or one official GPU) seeing
 that batch, independent of the device count (pinned by tests/test_training_step.py).
 
-ReStyle (StepConfig.n_iters set; official training/coach_restyle_{e4e,psp}.py `perform_train_iteration_on_batch`):
+ReStyle (StepConfig.n_iters_per_batch set; official training/coach_restyle_{e4e,psp}.py `perform_train_iteration_on_batch`):
   - the discriminator step (ReStyle-e4e) runs its own train-mode encoder pass on (x, average image) and,
     as the official `sample_real_and_fake_latents` of ReStyle does, takes the encoder's raw output as the
     fake codes (no latent_avg added; e4e's coach adds it);
-  - then n_iters refinement iterations: y_0 = the average image (frozen['average_image']), codes_t =
+  - then n_iters_per_batch refinement iterations: y_0 = the average image (frozen['average_image']), codes_t =
     E(concat[x, y_t]) + codes_{t-1} (latent_avg for t = 0), y_{t+1} = render(codes_t); each iteration's
     loss is `objective` of its own codes and rendering, and its gradient is taken with the loop state
     (y_t, codes_{t-1}) held constant (lax.stop_gradient): the official coach detaches both and calls
@@ -32,7 +32,7 @@ ReStyle (StepConfig.n_iters set; official training/coach_restyle_{e4e,psp}.py `p
     applied in one optimizer step. Each iteration is differentiated inside a lax.scan body, so only one
     iteration's activations are alive at a time (as the official per-iteration backward);
   - BatchNorm's running statistics move once per encoder pass (the D pass, then every iteration), as
-    n_iters + 1 train-mode forwards do officially; the reported losses are the last iteration's (official
+    n_iters_per_batch + 1 train-mode forwards do officially; the reported losses are the last iteration's (official
     loss_dict), with every iteration's total as loss_iter_{t}.
 """
 
@@ -62,26 +62,49 @@ class StepConfig:
 
     n_styles: int
     progressive_start: Optional[int] = None  # --progressive_start
-    progressive_every: int = 2000  # --progressive_step_every
+    progressive_step_every: int = 2000  # --progressive_step_every
     lambdas: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"l2": 1.0})  # distortion λs
-    lambda_d_reg: float = 2e-4  # --delta_norm_lambda
-    lambda_adv: float = 0.0  # --w_discriminator_lambda
-    lambda_edit: float = 1.0  # paper Eq. 7 (official: implicit 1)
+    delta_norm_lambda: float = 2e-4  # --delta_norm_lambda (λ_d-reg)
+    w_discriminator_lambda: float = 0.0  # --w_discriminator_lambda (λ_adv)
+    edit_lambda: float = 1.0  # paper Eq. 7 (official: implicit 1)
     use_delta_reg: bool = True  # only applies with progressive training (official)
     use_w_pool: bool = True  # --use_w_pool
-    r1_gamma: float = 10.0  # --r1
+    r1: float = 10.0  # --r1 (R1 γ)
     d_reg_every: int = 16  # --d_reg_every
     start_from_latent_avg: bool = True  # --start_from_latent_avg
     output_size: tuple[int, int] = resampling.FACE_POOL_SIZE  # pSp.face_pool
     crop_rows: Optional[tuple[int, int]] = None  # cars: (32, 224)
-    noise_mode: str = "random"  # official trains with randomize_noise=True
+    train_noise: str = "random"  # generator noise_mode; official trains with randomize_noise=True
     bn_momentum: float = 0.9  # flax momentum of the encoder's BatchNorm (torch 0.1)
-    n_iters: Optional[int] = None  # ReStyle: refinement iterations per batch (--n_iters_per_batch); None: e4e
+    n_iters_per_batch: Optional[int] = None  # ReStyle: refinement iterations per batch; None: e4e
+
+    @classmethod
+    def from_config(cls, config, n_styles: int, lambdas: Mapping[str, float], iterative: bool) -> "StepConfig":
+        """The step's fields from a training config (same names; `n_styles` from the generator, `lambdas`
+        from networks.build_losses, `iterative`: config_rules.is_restyle(config))."""
+        return cls(
+            n_styles=n_styles,
+            progressive_start=int(config.progressive_start) if config.use_progressive else None,
+            progressive_step_every=int(config.progressive_step_every),
+            lambdas=lambdas,
+            delta_norm_lambda=float(config.delta_norm_lambda),
+            w_discriminator_lambda=float(config.w_discriminator_lambda),
+            edit_lambda=float(config.edit_lambda),
+            use_delta_reg=bool(config.use_delta_reg),
+            use_w_pool=bool(config.use_w_pool),
+            r1=float(config.r1),
+            d_reg_every=int(config.d_reg_every),
+            start_from_latent_avg=bool(config.start_from_latent_avg),
+            output_size=tuple(config.output_size),
+            crop_rows=tuple(config.crop_rows) if config.crop_rows else None,
+            train_noise=config.train_noise,
+            n_iters_per_batch=int(config.n_iters_per_batch) if iterative else None,
+        )
 
     @property
     def iterative(self) -> bool:
-        """A ReStyle run (module docstring): the encoder refines its codes over n_iters passes."""
-        return self.n_iters is not None
+        """A ReStyle run (module docstring): the encoder refines its codes over n_iters_per_batch passes."""
+        return self.n_iters_per_batch is not None
 
     @property
     def progressive(self) -> bool:
@@ -89,7 +112,7 @@ class StepConfig:
 
     @property
     def use_discriminator(self) -> bool:
-        return self.lambda_adv > 0
+        return self.w_discriminator_lambda > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +128,7 @@ class Networks:
 
 def render(generator: nn.Module, gen_vars, codes: jax.Array, cfg: StepConfig, key: jax.Array) -> jax.Array:
     """Codes (B, n, D) -> the image the losses compare: pooled to cfg.output_size and cropped (cars)."""
-    images = generator.apply(gen_vars, codes, input_is_latent=True, noise_mode=cfg.noise_mode, rngs={"noise": key})
+    images = generator.apply(gen_vars, codes, input_is_latent=True, noise_mode=cfg.train_noise, rngs={"noise": key})
     return resampling.pool_and_crop(images, cfg.output_size, cfg.crop_rows)
 
 
@@ -151,8 +174,8 @@ def objective(nets: Networks, cfg: StepConfig, frozen: Mapping[str, Any], disc_p
     if cfg.use_discriminator:
         adv = obj.encoder_adv_loss(nets.discriminator.apply({"params": disc_params}, codes), active)
         aux["encoder_discriminator_loss"] = adv
-    edit = obj.editability_loss(d_reg, adv, cfg.lambda_d_reg, cfg.lambda_adv)
-    loss = obj.total_loss(dist, edit, cfg.lambda_edit)
+    edit = obj.editability_loss(d_reg, adv, cfg.delta_norm_lambda, cfg.w_discriminator_lambda)
+    loss = obj.total_loss(dist, edit, cfg.edit_lambda)
     aux.update(loss=loss, loss_dist=dist, loss_edit=edit)
     return loss, aux
 
@@ -200,9 +223,7 @@ def discriminator_update(
 
     def with_r1(args):
         p, o = args
-        r1, g = jax.value_and_grad(
-            lambda q: obj.r1_loss(lambda w: d_apply(q, w), real_w, cfg.r1_gamma, cfg.d_reg_every)
-        )(p)
+        r1, g = jax.value_and_grad(lambda q: obj.r1_loss(lambda w: d_apply(q, w), real_w, cfg.r1, cfg.d_reg_every))(p)
         u, o = disc_tx.update(g, o, p)
         return optax.apply_updates(p, u), o, r1
 
@@ -223,7 +244,7 @@ def discriminator_update(
 
 def _stage(cfg: StepConfig, step):
     """(progressive stage, active layers or None) at `step`."""
-    stage = schedule.progressive_stage(step, cfg.n_styles, cfg.progressive_start, cfg.progressive_every)
+    stage = schedule.progressive_stage(step, cfg.n_styles, cfg.progressive_start, cfg.progressive_step_every)
     return stage, (schedule.active_layers(stage, cfg.n_styles) if cfg.progressive else None)
 
 
@@ -261,14 +282,14 @@ def _first_input(cfg: StepConfig, frozen, batch_size: int):
 
 
 def _per_iteration(aux: dict) -> dict:
-    """Stacked (n_iters,) metrics of the scan -> the last iteration's (official loss_dict) + loss_iter_{t}."""
+    """Stacked (n_iters_per_batch,) metrics of the scan -> the last iteration's (official loss_dict) + loss_iter_{t}."""
     out = {k: v[-1] for k, v in aux.items()}
     out.update({f"loss_iter_{t}": aux["loss"][t] for t in range(aux["loss"].shape[0])})
     return out
 
 
 def _iterative_update(nets, cfg, disc_tx, state, frozen, params, x, stage, active, keys):
-    """ReStyle (module docstring): the D step on its own encoder pass, then n_iters iterations, each
+    """ReStyle (module docstring): the D step on its own encoder pass, then n_iters_per_batch iterations, each
     differentiated with its loop state held constant. Returns as `_single_pass_update`."""
     y_first, codes_first = _first_input(cfg, frozen, x.shape[0])
     stats = state.encoder_batch_stats
@@ -298,7 +319,7 @@ def _iterative_update(nets, cfg, disc_tx, state, frozen, params, x, stage, activ
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     carry = (y_first, codes_first, stats, zeros)
-    (_, _, stats, grads), aux = jax.lax.scan(iteration, carry, jnp.arange(cfg.n_iters))
+    (_, _, stats, grads), aux = jax.lax.scan(iteration, carry, jnp.arange(cfg.n_iters_per_batch))
     return grads, stats, tuple(disc), {**metrics, **_per_iteration(aux)}
 
 
@@ -370,5 +391,5 @@ def eval_step(
         _, aux = objective(nets, cfg, frozen, state.disc_params, codes, y_hat, x, active)
         return (y_hat.astype(jnp.float32), codes), aux
 
-    (y_hat, _), aux = jax.lax.scan(iteration, _first_input(cfg, frozen, x.shape[0]), jnp.arange(cfg.n_iters))
+    (y_hat, _), aux = jax.lax.scan(iteration, _first_input(cfg, frozen, x.shape[0]), jnp.arange(cfg.n_iters_per_batch))
     return {k: jnp.asarray(v, jnp.float32) for k, v in _per_iteration(aux).items()}, y_hat
