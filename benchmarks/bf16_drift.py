@@ -156,7 +156,7 @@ def measure(args) -> dict:
     run32, run16 = networks.build(config32), networks.build(config16)
     frozen = sharding.replicate(run32.frozen, mesh)
     state0 = initial_state(run32, config32, mesh)
-    sample = train_input.make_synthetic_sampler(run32, config32, mesh)
+    sample = train_input.make_synthetic_sampler(run32.generator_source(), config32, mesh)
     steps = {name: jitted_step(nets, run32, config32, mesh) for name, nets in step_variants(run32, run16).items()}
     every = run32.step_cfg.d_reg_every
     rows = {name: [] for name in steps if name != "float32"}

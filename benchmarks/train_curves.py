@@ -103,7 +103,7 @@ def run_dtype(args, dtype: str, log: Log) -> None:
         run = networks.build(config)
         state = initial_state(run, config, mesh)
         frozen = sharding.replicate(run.frozen, mesh)
-        sample = train_input.make_synthetic_sampler(run, config, mesh)
+        sample = train_input.make_synthetic_sampler(run.generator_source(), config, mesh)
         start_sha = fingerprint(state)
         step_fn = jitted_step(run.nets, run, config, mesh, donate=True)
         batch0 = {"image": sample(0, args.batch)}
