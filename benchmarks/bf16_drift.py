@@ -136,7 +136,7 @@ def r1_checks(run32, state, frozen, key) -> dict:
 
     def r1(p, dtype):
         d = LatentCodesDiscriminator(style_dim=style_dim, dtype=dtype)
-        return losses.r1_loss(lambda w: d.apply({"params": p}, w), real_w, cfg.r1_gamma, cfg.d_reg_every)
+        return losses.r1_loss(lambda w: d.apply({"params": p}, w), real_w, cfg.r1, cfg.d_reg_every)
 
     v32, g32 = jax.value_and_grad(r1)(state.disc_params, jnp.float32)
     v16, g16 = jax.value_and_grad(r1)(state.disc_params, jnp.bfloat16)
