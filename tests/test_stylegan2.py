@@ -163,7 +163,11 @@ def test_synthesize_cli_writes_npy_and_png(converted, tmp_path):
     assert imgs.shape == (3, cfg.size, cfg.size, 3) and imgs.dtype == np.float32
     direct = Generator(cfg).apply(variables, jnp.asarray(ws), input_is_latent=True)
     np.testing.assert_allclose(imgs, np.asarray(direct), atol=1e-4 * max(1, np.abs(direct).max()))
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    from e4e_jax.storage import outdir
+
+    # the folder holds the three images and synthesize's ownership mark (issue 30: --overwrite touches only its own)
+    names = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert names == [outdir.OWNER_NAME, "000000.png", "000001.png", "000002.png"]
     bad = tmp_path / "bad.npy"
     np.save(bad, ws[:, :3])
     assert (
