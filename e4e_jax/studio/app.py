@@ -41,99 +41,130 @@ def _header(studio: Studio) -> str:
 
 
 def build(studio: Studio):
-    """The gr.Blocks of the page (not launched)."""
+    """The gr.Blocks of the page (not launched): the photo row, the sliders, the tools, their events, the API."""
     import gradio as gr
 
     e = studio.editor
-    names = studio.names
     with gr.Blocks(title="e4e-jax studio") as page:
-        state = gr.State(None)
+        c = {"state": gr.State(None)}
         gr.Markdown(_header(studio))
         if e.notes:
             gr.Markdown("\n".join(f"- {n}" for n in e.notes), elem_id="e4e-notes")
-        with gr.Row():
-            with gr.Column(scale=1):
-                photo = gr.File(label="Photo: upload or drop", type="filepath", elem_id="e4e-photo")
-                pick = gr.Dropdown(
-                    choices=studio.pickable(),
-                    value=None,
-                    label=f"or pick one from {studio.images_dir}",
-                    visible=studio.images_dir is not None,
-                    elem_id="e4e-pick",
-                )
-                with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="seed")
-                    sample = gr.Button("Random sample", elem_id="e4e-sample")
-            source = gr.Image(label="source", interactive=False, format="png", elem_id="e4e-source")
-            inverted = gr.Image(label="inversion", interactive=False, format="png", elem_id="e4e-inversion")
-            with gr.Column():
-                gr.Markdown("edited (live)")
-                edited = gr.HTML(elem_id="e4e-edited-box")
-        status = gr.Markdown("Load a photo: upload one, pick one or draw a random sample.", elem_id="e4e-status")
-        sliders = {}
-        for kind, title in KIND_TITLES.items():
-            mine = [n for n in names if e.directions[n].kind == kind]
-            if mine:
-                with gr.Accordion(title, open=True):
-                    for n in mine:
-                        d = e.directions[n]
-                        sliders[n] = gr.Slider(
-                            -d.span, d.span, value=0, step=SLIDER_STEP, label=d.label, elem_id=f"e4e-slider-{n}"
-                        )
-        with gr.Accordion("Your own direction", open=False):
-            custom_file = gr.File(label="direction file (.pt / .npy)", type="filepath", elem_id="e4e-direction")
-            custom = gr.Slider(
-                -5, 5, value=0, step=SLIDER_STEP, label=CUSTOM, visible=False, elem_id="e4e-slider-custom"
-            )
-        all_sliders = [sliders[n] for n in names] + [custom]
-        with gr.Row():
-            reset = gr.Button("Reset", elem_id="e4e-reset")
-            downloads = gr.File(label="Downloads: edited PNG, latent", file_count="multiple", elem_id="e4e-downloads")
-        with gr.Row():
-            strip_name = gr.Dropdown(choices=names, value=names[0] if names else None, label="strength strip of")
-            strip_go = gr.Button("Strength strip", elem_id="e4e-strip-go")
-        strip = gr.Image(label="strength strip", interactive=False, format="png", elem_id="e4e-strip")
+        c.update(_photo_row(studio, gr))
+        c["status"] = gr.Markdown("Load a photo: upload one, pick one or draw a random sample.", elem_id="e4e-status")
+        c.update(_sliders(studio, gr))
+        c.update(_tools(studio, gr))
         handlers = _Handlers(studio, gr)
-        loaded = [state, source, inverted, edited, status, downloads, *all_sliders]
-        ev = dict(concurrency_id=RENDER_QUEUE, api_visibility="private")
-        # The file boxes are emptied after each upload, ready for the next photo or direction.
-        photo.upload(handlers.photo, [state, photo], loaded, **ev).then(lambda: None, None, photo, **ev)
-        pick.input(handlers.pick, [state, pick], loaded, **ev)
-        sample.click(handlers.sample, [state, seed], loaded, **ev)
-        for s in all_sliders:
-            s.input(
-                handlers.slide,
-                [state, *all_sliders],
-                [edited],
-                trigger_mode="always_last",
-                show_progress="hidden",
-                **ev,
-            )
-            s.release(handlers.export, [state, *all_sliders], [downloads, status], show_progress="hidden", **ev)
-        reset.click(handlers.reset, [state], [edited, downloads, *all_sliders], **ev)
-        custom_file.upload(handlers.custom, [state, custom_file], [state, custom, status], **ev).then(
-            lambda: None, None, custom_file, **ev
-        )
-        strip_go.click(handlers.strip, [state, strip_name, *all_sliders], [strip, status], **ev)
-        with gr.Row(visible=False):  # the API's own components (gradio_client): /invert and /edit
-            api_photo = gr.Image(type="filepath", label="photo")
-            api_recon = gr.Image(format="png", label="reconstruction")
-            api_latent = gr.File(label="latent (.npy)")
-            api_name = gr.Textbox(label="direction")
-            api_strength = gr.Number(label="strength")
-            api_edited = gr.Image(format="png", label="edited")
-            api_invert_go, api_edit_go = gr.Button("invert"), gr.Button("edit")
-        api_invert_go.click(
-            handlers.api_invert, [api_photo], [api_recon, api_latent], api_name="invert", concurrency_id=RENDER_QUEUE
-        )
-        api_edit_go.click(
-            handlers.api_edit,
-            [api_latent, api_name, api_strength],
-            [api_edited],
-            api_name="edit",
-            concurrency_id=RENDER_QUEUE,
-        )
+        _connect(c, handlers)
+        _api(handlers, gr)
     return page
+
+
+def _photo_row(studio: Studio, gr) -> dict[str, Any]:
+    """The inputs (upload, pick, random sample) beside the source, the inversion and the live edit."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            photo = gr.File(label="Photo: upload or drop", type="filepath", elem_id="e4e-photo")
+            pick = gr.Dropdown(
+                choices=studio.pickable(),
+                value=None,
+                label=f"or pick one from {studio.images_dir}",
+                visible=studio.images_dir is not None,
+                elem_id="e4e-pick",
+            )
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="seed")
+                sample = gr.Button("Random sample", elem_id="e4e-sample")
+        source = gr.Image(label="source", interactive=False, format="png", elem_id="e4e-source")
+        inverted = gr.Image(label="inversion", interactive=False, format="png", elem_id="e4e-inversion")
+        with gr.Column():
+            gr.Markdown("edited (live)")
+            edited = gr.HTML(elem_id="e4e-edited-box")
+    return dict(photo=photo, pick=pick, seed=seed, sample=sample, source=source, inverted=inverted, edited=edited)
+
+
+def _sliders(studio: Studio, gr) -> dict[str, Any]:
+    """One slider per direction, grouped by kind, then the custom direction's file box and slider.
+
+    "sliders" lists them in `studio.names` order with the custom slider last: the order of every handler's
+    `*offsets`.
+    """
+    e = studio.editor
+    by_name = {}
+    for kind, title in KIND_TITLES.items():
+        mine = [n for n in studio.names if e.directions[n].kind == kind]
+        if mine:
+            with gr.Accordion(title, open=True):
+                for n in mine:
+                    d = e.directions[n]
+                    by_name[n] = gr.Slider(
+                        -d.span, d.span, value=0, step=SLIDER_STEP, label=d.label, elem_id=f"e4e-slider-{n}"
+                    )
+    with gr.Accordion("Your own direction", open=False):
+        custom_file = gr.File(label="direction file (.pt / .npy)", type="filepath", elem_id="e4e-direction")
+        custom = gr.Slider(-5, 5, value=0, step=SLIDER_STEP, label=CUSTOM, visible=False, elem_id="e4e-slider-custom")
+    return dict(sliders=[by_name[n] for n in studio.names] + [custom], custom=custom, custom_file=custom_file)
+
+
+def _tools(studio: Studio, gr) -> dict[str, Any]:
+    """Reset, the downloads box and the strength strip."""
+    names = studio.names
+    with gr.Row():
+        reset = gr.Button("Reset", elem_id="e4e-reset")
+        downloads = gr.File(label="Downloads: edited PNG, latent", file_count="multiple", elem_id="e4e-downloads")
+    with gr.Row():
+        strip_name = gr.Dropdown(choices=names, value=names[0] if names else None, label="strength strip of")
+        strip_go = gr.Button("Strength strip", elem_id="e4e-strip-go")
+    strip = gr.Image(label="strength strip", interactive=False, format="png", elem_id="e4e-strip")
+    return dict(reset=reset, downloads=downloads, strip_name=strip_name, strip_go=strip_go, strip=strip)
+
+
+def _connect(c: dict[str, Any], handlers: _Handlers) -> None:
+    """The page's events, every one in the render queue and private to the page (not in the API)."""
+    state, sliders = c["state"], c["sliders"]
+    loaded = [state, c["source"], c["inverted"], c["edited"], c["status"], c["downloads"], *sliders]
+    ev = dict(concurrency_id=RENDER_QUEUE, api_visibility="private")
+    # The file boxes are emptied after each upload, ready for the next photo or direction.
+    c["photo"].upload(handlers.photo, [state, c["photo"]], loaded, **ev).then(lambda: None, None, c["photo"], **ev)
+    c["pick"].input(handlers.pick, [state, c["pick"]], loaded, **ev)
+    c["sample"].click(handlers.sample, [state, c["seed"]], loaded, **ev)
+    for s in sliders:
+        s.input(
+            handlers.slide,
+            [state, *sliders],
+            [c["edited"]],
+            trigger_mode="always_last",
+            show_progress="hidden",
+            **ev,
+        )
+        s.release(handlers.export, [state, *sliders], [c["downloads"], c["status"]], show_progress="hidden", **ev)
+    c["reset"].click(handlers.reset, [state], [c["edited"], c["downloads"], *sliders], **ev)
+    c["custom_file"].upload(handlers.custom, [state, c["custom_file"]], [state, c["custom"], c["status"]], **ev).then(
+        lambda: None, None, c["custom_file"], **ev
+    )
+    c["strip_go"].click(handlers.strip, [state, c["strip_name"], *sliders], [c["strip"], c["status"]], **ev)
+
+
+def _api(handlers: _Handlers, gr) -> None:
+    """The API's own hidden components and the named endpoints /invert and /edit (gradio_client)."""
+    with gr.Row(visible=False):
+        api_photo = gr.Image(type="filepath", label="photo")
+        api_recon = gr.Image(format="png", label="reconstruction")
+        api_latent = gr.File(label="latent (.npy)")
+        api_name = gr.Textbox(label="direction")
+        api_strength = gr.Number(label="strength")
+        api_edited = gr.Image(format="png", label="edited")
+        api_invert_go, api_edit_go = gr.Button("invert"), gr.Button("edit")
+    api_invert_go.click(
+        handlers.api_invert, [api_photo], [api_recon, api_latent], api_name="invert", concurrency_id=RENDER_QUEUE
+    )
+    api_edit_go.click(
+        handlers.api_edit,
+        [api_latent, api_name, api_strength],
+        [api_edited],
+        api_name="edit",
+        concurrency_id=RENDER_QUEUE,
+    )
 
 
 class _Handlers:
