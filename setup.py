@@ -31,7 +31,7 @@ setup(
         # torch builds the PyTorch reference models of the parity tests; nothing else needs it. The tests
         # against the real lpips / pytorch-fid packages need them too, but both require torchvision (and so
         # a torch of its choosing): .ci/run installs them with --no-deps instead of listing them here.
-        "test": ["pytest>=8", "torch>=2.2"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "torch>=2.2"],
         # Training input pipeline and metric writers; inversion and conversion need neither.
         "train": ["tensorflow-cpu", "tensorflow-datasets", "clu", "tensorboard"],
         # Face alignment of real photos (`e4e-jax align`, `invert --align`): dlib's binary wheel and

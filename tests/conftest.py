@@ -43,11 +43,17 @@ def _module_scratch_removed(request, tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _compile_cache_dir(tmp_path_factory):
-    """One JAX compilation cache for the commands the tests run in this process (JAX keeps the first
-    directory it is given for the whole process), under pytest's base temp rather than ~/.cache; made
-    before the first module starts, so no module's clean-up removes it."""
+    """One JAX compilation cache for everything compiled in this process and the commands it starts (JAX
+    keeps the first directory it is given for the whole process), under pytest's base temp rather than
+    ~/.cache; made before the first module starts, so no module's clean-up removes it."""
+    from e4e_jax.runtime import compile_cache
+
     mp = pytest.MonkeyPatch()
-    mp.setenv("E4E_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+    cache = tmp_path_factory.mktemp("xla-cache")
+    mp.setenv(compile_cache.ENV_DIR, str(cache))
+    # On from the start, for the library's own jitted functions too: modules that build the same small
+    # models reuse each other's executables (about 7 % of the run, BUILD_NOTES.md "Test suite (CI)").
+    compile_cache.enable(cache)
     yield
     mp.undo()
 
