@@ -118,7 +118,9 @@ def test_a_converted_bundle_names_its_source(tmp_path):
     from tests.refs.rosinality_stylegan2 import Generator, channel_table
     from tools.convert_weights.__main__ import main as convert_main
 
-    g = Generator(16, style_dim=512, n_mlp=2, channels={r: 8 for r in channel_table(1)}).randomize_()
+    # 256 channels: each 3x3 conv's weight (2.4 MB) is a data file above SMALL_FILE_BYTES however orbax
+    # splits the arrays over its files (with 8 channels the largest was 1 MiB, under it on a loaded machine).
+    g = Generator(16, style_dim=512, n_mlp=2, channels={r: 256 for r in channel_table(1)}).randomize_()
     src = tmp_path / "g.pt"
     torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(512)}, src)
     assert convert_main(["stylegan2", str(src), "--out", str(tmp_path / "b")]) == 0

@@ -204,9 +204,11 @@ def save(
             # A full disk: one line naming the bundle, its temporary folder removed.
             with fileio.naming_no_room(path), orbax_errors.raised_once():
                 (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-                ckptr = ocp.StandardCheckpointer(multiprocessing_options=_this_process_only())
-                ckptr.save(tmp / "params", variables)
-                ckptr.wait_until_finished()
+                # Closed (its background writes joined) before a failed save's folder is removed below: an
+                # array write still in flight would otherwise make its folders again after the removal.
+                with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as ckptr:
+                    ckptr.save(tmp / "params", variables)
+                    ckptr.wait_until_finished()
                 checksums = file_checksums(tmp, _files(tmp))  # what load checks: every file as written
                 (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=1, sort_keys=True) + "\n")
             pause_points.reached(fileio.WRITE_POINT)
