@@ -101,10 +101,9 @@ def check_output(opts: EditOptions) -> None:
 
 def check_output_free(opts: EditOptions) -> None:
     """Under the folder's lock: refuse a non-empty --output without --overwrite."""
-    if not opts.overwrite and not outdir.is_empty_dir(opts.output):
-        raise UserError(
-            f"--output {opts.output} is not empty; choose another folder or pass --overwrite "
-            "(which replaces only edit's own files: latents.npy, grid.png, images/NNNNN_s*.png)"
+    if not opts.overwrite:
+        outdir.refuse_not_empty(
+            opts.output, "--output", "replaces only edit's own files: latents.npy, grid.png, images/NNNNN_s*.png"
         )
 
 

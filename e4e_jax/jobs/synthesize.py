@@ -20,7 +20,7 @@ from tqdm import tqdm
 from e4e_jax import choices
 from e4e_jax.errors import EXIT_OK, UserError
 from e4e_jax.images import save_png
-from e4e_jax.jobs.options import option
+from e4e_jax.options import option
 from e4e_jax.runtime import pause_points
 from e4e_jax.storage import bundle, fileio, outdir
 from e4e_jax.storage.variable_checks import require_finite
@@ -95,11 +95,8 @@ def check_outputs_free(opts: SynthesizeOptions) -> None:
         return
     if opts.output.exists():
         raise UserError(f"--output {opts.output} exists; choose another file or pass --overwrite")
-    if opts.png is not None and not outdir.is_empty_dir(opts.png):
-        raise UserError(
-            f"--png {opts.png} is not empty; choose another folder or pass --overwrite "
-            "(which replaces only synthesize's NNNNNN.png files there)"
-        )
+    if opts.png is not None:
+        outdir.refuse_not_empty(opts.png, "--png", "replaces only synthesize's NNNNNN.png files there")
 
 
 def _batches(opts: SynthesizeOptions, cfg, variables, latents: np.ndarray):

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from e4e_jax import options
 from e4e_jax.errors import EXIT_OK, UserError
-from e4e_jax.jobs import options
 from e4e_jax.jobs.invert import layout as invert_layout
 from e4e_jax.jobs.invert import workers
 from e4e_jax.jobs.tune_options import TuneOptions
@@ -186,11 +186,8 @@ def _prepare_output(opts: TuneOptions, out: TuneOutput, plan: dict[str, Any]) ->
         out.clean_temps()
     elif not outdir.is_empty_dir(out.root):
         if not opts.overwrite:
-            hint = " (an unfinished run: add --resume to finish it)" if old is not None else ""
-            raise UserError(
-                f"--output {out.root} is not empty{hint}; choose another folder or pass --overwrite "
-                "(which removes only what an earlier tune wrote there)"
-            )
+            hint = outdir.UNFINISHED_HINT if old is not None else ""
+            outdir.refuse_not_empty(out.root, "--output", "removes only what an earlier tune wrote there", hint)
         out.clear_owned()
     out.write_plan(plan)
 

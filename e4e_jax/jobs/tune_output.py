@@ -27,10 +27,9 @@ import numpy as np
 
 from e4e_jax.errors import UserError
 from e4e_jax.jobs.invert import layout as invert_layout
-from e4e_jax.storage import fileio, manifest, outdir
+from e4e_jax.storage import fileio, manifest, outdir, plan_file
 
 STATE_DIR = ".e4e-tune"
-PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
 FINAL_FILES = (
     manifest.FILES,
@@ -83,17 +82,10 @@ class TuneOutput:
 
     # ---- plan -------------------------------------------------------------------------------------
     def read_plan(self) -> Optional[dict[str, Any]]:
-        path = self.state / PLAN_NAME
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path} is unreadable ({e}); rerun with --overwrite to start over") from e
+        return plan_file.read(self.state)
 
     def write_plan(self, plan: dict[str, Any]) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
-        fileio.write_text(self.state / PLAN_NAME, json.dumps({"version": PLAN_VERSION, **plan}, indent=1) + "\n")
+        plan_file.write(self.state, plan, PLAN_VERSION)
 
     # ---- batches ----------------------------------------------------------------------------------
     def batch_path(self, j: int) -> Path:

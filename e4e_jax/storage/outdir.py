@@ -430,3 +430,18 @@ def is_empty_dir(folder: Path) -> bool:
     if not folder.exists():
         return True
     return all(p.name in (LOCK_NAME, OWNER_NAME) for p in folder.iterdir())
+
+
+UNFINISHED_HINT = " (an unfinished run: add --resume to finish it)"  # where a plan without results lies
+
+
+def refuse_not_empty(folder: Path, flag: str, overwrite_does: str, hint: str = "") -> None:
+    """Refuse a folder holding more than our lock and mark (a run without --overwrite or --resume).
+
+    `overwrite_does` ends the message, e.g. "removes only what an earlier invert wrote there"; `hint`
+    follows "is not empty" (e.g. " (an unfinished run: add --resume to finish it)").
+    """
+    if not is_empty_dir(folder):
+        raise UserError(
+            f"{flag} {folder} is not empty{hint}; choose another folder or pass --overwrite (which {overwrite_does})"
+        )

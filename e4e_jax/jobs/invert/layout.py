@@ -41,10 +41,9 @@ import numpy as np
 
 from e4e_jax.errors import UserError
 from e4e_jax.runtime import pause_points
-from e4e_jax.storage import fileio, manifest, outdir
+from e4e_jax.storage import fileio, manifest, outdir, plan_file
 
 STATE_DIR = ".e4e-invert"
-PLAN_NAME = "plan.json"
 LISTING_NAME = "listing.tsv"
 PLAN_VERSION = 1
 # report.json first: it marks a finished run, so --overwrite killed half-way leaves no "finished" folder.
@@ -66,7 +65,9 @@ _OWN_IMAGES = tuple(
 )
 # Everything invert writes into OUTPUT (e4e_jax/storage/outdir.py): all that --overwrite removes, and all an output
 # folder may hold. An unfinished run of a version before the mark (its plan) is adopted by --resume.
-OUTPUTS = outdir.Outputs("invert", (*FINAL_FILES, STATE_DIR, *_OWN_IMAGES), legacy=(f"{STATE_DIR}/{PLAN_NAME}",))
+OUTPUTS = outdir.Outputs(
+    "invert", (*FINAL_FILES, STATE_DIR, *_OWN_IMAGES), legacy=(f"{STATE_DIR}/{plan_file.PLAN_NAME}",)
+)
 NO_FACE = -1  # `faces` entry of a latent that did not come from face alignment
 
 
@@ -141,17 +142,10 @@ class Layout:
 
     # ---- plan -------------------------------------------------------------------------------------
     def read_plan(self) -> Optional[dict[str, Any]]:
-        path = self.state / PLAN_NAME
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path} is unreadable ({e}); rerun with --overwrite to start over") from e
+        return plan_file.read(self.state)
 
     def write_plan(self, plan: dict[str, Any]) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
-        fileio.write_text(self.state / PLAN_NAME, json.dumps({"version": PLAN_VERSION, **plan}, indent=1) + "\n")
+        plan_file.write(self.state, plan, PLAN_VERSION)
 
     # ---- listing ----------------------------------------------------------------------------------
     def write_listing(self, stats: Sequence[tuple[str, int, int]]) -> None:

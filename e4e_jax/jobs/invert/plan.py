@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from e4e_jax import options
 from e4e_jax.errors import UserError
-from e4e_jax.jobs import options
 from e4e_jax.jobs.invert import layout as layout_lib
 from e4e_jax.jobs.invert.options import InvertOptions
-from e4e_jax.storage import manifest, outdir
+from e4e_jax.storage import manifest, outdir, plan_file
 
 # Plan fields that change the outputs: a --resume with any of them different is refused. The options among
 # them are declared so in InvertOptions (plan=True); the others are facts about the model, the listing and
@@ -85,7 +85,7 @@ def prepare_output(
             if not outdir.is_empty_dir(lay.root):
                 raise UserError(
                     f"--resume: {lay.root} holds no run to resume (no {layout_lib.STATE_DIR}/"
-                    f"{layout_lib.PLAN_NAME}); use --overwrite or another --output"
+                    f"{plan_file.PLAN_NAME}); use --overwrite or another --output"
                 )
         else:
             before = [p for p, _, _ in lay.read_listing() or []]
@@ -94,11 +94,8 @@ def prepare_output(
         lay.clean_temps()
     elif not outdir.is_empty_dir(lay.root):
         if not opts.overwrite:
-            hint = " (an unfinished run: add --resume to finish it)" if old is not None else ""
-            raise UserError(
-                f"--output {lay.root} is not empty{hint}; choose another folder or pass --overwrite "
-                "(which removes only what an earlier invert wrote there)"
-            )
+            hint = outdir.UNFINISHED_HINT if old is not None else ""
+            outdir.refuse_not_empty(lay.root, "--output", "removes only what an earlier invert wrote there", hint)
         lay.clear_owned()
     lay.root.mkdir(parents=True, exist_ok=True)
     lay.write_plan(plan)
