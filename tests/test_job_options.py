@@ -1,4 +1,4 @@
-"""jobs/options.py + commands/cli_args.add_options/options_from_args: a job's options dataclass is the one
+"""e4e_jax/options.py + commands/cli_args.add_options/options_from_args: a job's options dataclass is the one
 declaration of its command-line options and of its resume plan's keys."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Optional
 
 import pytest
 
+from e4e_jax import options
 from e4e_jax.commands import job_options
-from e4e_jax.jobs import options
 from e4e_jax.jobs.invert import plan as plan_lib
 from e4e_jax.jobs.invert.options import InvertOptions
-from e4e_jax.jobs.options import option
+from e4e_jax.options import option
 
 
 @dataclasses.dataclass(frozen=True)

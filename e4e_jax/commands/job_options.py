@@ -1,4 +1,4 @@
-"""A job's options dataclass (e4e_jax/jobs/options.py: one field per option, carrying its help, type and
+"""A job's options dataclass (e4e_jax/options.py: one field per option, carrying its help, type and
 choices) as argparse options, and the parsed arguments back as that dataclass:
 
     add_options(parser, InvertOptions)                     # in a command's add_parser
@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from e4e_jax import options
 from e4e_jax.commands import cli_args
-from e4e_jax.jobs import options
 
 
 def _value_type(spec):
-    """A jobs.options type spec -> the parser of cli_args it names ("positive_int", ("int_in", 1, 100))."""
+    """A options type spec -> the parser of cli_args it names ("positive_int", ("int_in", 1, 100))."""
     if spec is None or callable(spec):
         return spec
     if isinstance(spec, str):
@@ -25,7 +25,7 @@ def _value_type(spec):
 
 
 def add_options(parser: argparse.ArgumentParser, options_cls) -> None:
-    """Add one argparse option per `jobs.options.option` field of `options_cls`, in declaration order."""
+    """Add one argparse option per `options.option` field of `options_cls`, in declaration order."""
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in options.option_fields(options_cls):
         meta = f.metadata["option"]

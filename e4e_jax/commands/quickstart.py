@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 
-from e4e_jax import choices
-from e4e_jax.commands import cli_args
+from e4e_jax.commands import job_options
 
 
 def add_parser(sub, help_text: str) -> None:
+    from e4e_jax.jobs.quickstart import QuickstartOptions
+
     p = sub.add_parser(
         "quickstart",
         help=help_text,
@@ -28,23 +29,11 @@ def add_parser(sub, help_text: str) -> None:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workdir", required=True, type=cli_args.path, help="output folder (created; must be new or empty)")
-    p.add_argument(
-        "--steps",
-        type=cli_args.positive_int,
-        default=choices.QUICKSTART_STEPS,
-        help=f"training steps (default {choices.QUICKSTART_STEPS}; more steps give better inversions)",
-    )
-    p.add_argument(
-        "--heldout",
-        type=cli_args.positive_int,
-        default=choices.QUICKSTART_HELDOUT,
-        help=f"held-out samples to invert and edit (default {choices.QUICKSTART_HELDOUT})",
-    )
+    job_options.add_options(p, QuickstartOptions)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from e4e_jax.jobs.quickstart import QuickstartOptions, run_quickstart
 
-    return run_quickstart(QuickstartOptions(workdir=args.workdir, steps=args.steps, heldout=args.heldout))
+    return run_quickstart(job_options.options_from_args(QuickstartOptions, args))

@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from e4e_jax import choices
+from e4e_jax.inference import alignment
+from e4e_jax.options import option
 from e4e_jax.storage import manifest, outdir
 
 LANDMARKS_DIR = "landmarks"
@@ -35,17 +38,46 @@ SUBMIT_AHEAD = 2  # tasks queued per worker: keeps workers busy without reading 
 
 @dataclasses.dataclass(frozen=True)
 class AlignOptions:
-    """One align run; the fields are the `e4e-jax align` options (see its --help)."""
+    """One align run; each field is an `e4e-jax align` option, declared once (e4e_jax/options.py)."""
 
-    images: Path
-    output: Path
-    faces: str  # one of choices.FACES
-    output_size: int  # side of the aligned images, px
-    workers: Optional[int]  # None: the CPUs available
-    landmarks: Optional[Path]  # None: the model in face-recognition-models
-    detect_size: int  # 0: detect at full resolution
-    resume: bool = False
-    overwrite: bool = False
+    images: Path = option(type="path", help="folder of photos (jpg, png, bmp, webp, tif)")
+    output: Path = option(type="path", help="output folder (created; must not overlap --images)")
+    faces: str = option(
+        choices.FACES[0],
+        choices=choices.FACES,
+        help="align the largest face of each photo (default), or every face found",
+    )
+    output_size: int = option(
+        alignment.DEFAULT_OUTPUT_SIZE,
+        type=("int_in", 1, alignment.MAX_OUTPUT_SIZE),
+        help=f"side of the aligned images in px (default {alignment.DEFAULT_OUTPUT_SIZE}, as FFHQ; at most "
+        f"{alignment.MAX_OUTPUT_SIZE}: the memory grows with its square)",
+    )
+    workers: Optional[int] = option(
+        None, type="positive_int", help="worker processes (default: the CPUs available; 1 = in this process)"
+    )
+    landmarks: Optional[Path] = option(
+        None,
+        type="path",
+        metavar="FILE",
+        help="dlib 68-point shape-predictor file (default: the one in face-recognition-models)",
+    )
+    detect_size: int = option(
+        alignment.DEFAULT_DETECT_SIZE,
+        type="non_negative_int",
+        metavar="PX",
+        help="look for faces in a copy at most this long (px), then in the full photo if none is "
+        f"found (default {alignment.DEFAULT_DETECT_SIZE}; 0 = always at full resolution, slower, "
+        "finds faces down to ~40 px); landmarks are always fitted at full resolution",
+    )
+    resume: bool = option(
+        False, group="again", help="finish an earlier run into --output: photos already done are kept, not redone"
+    )
+    overwrite: bool = option(
+        False,
+        group="again",
+        help="allow an --output an earlier align wrote: its files are removed, every photo is redone",
+    )
 
 
 # ----------------------------------------------------------------------------- one photo

@@ -1,4 +1,4 @@
-"""`EditOptions`: the options of the edit job (jobs/edit.py), declared once (jobs/options.py) for the job and
+"""`EditOptions`: the options of the edit job (jobs/edit.py), declared once (e4e_jax/options.py) for the job and
 `e4e-jax edit`'s parser. Apart from the job so that building the parser imports no JAX."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from e4e_jax.jobs.options import option
+from e4e_jax.options import option
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)  # keywords only: --strengths (required) comes late in --help

@@ -1,4 +1,4 @@
-"""`EvaluateOptions`: the options of the evaluate job (jobs/evaluate.py), declared once (jobs/options.py)
+"""`EvaluateOptions`: the options of the evaluate job (jobs/evaluate.py), declared once (e4e_jax/options.py)
 for the job and `e4e-jax evaluate`'s parser. Apart from the job so that building the parser imports no JAX."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from e4e_jax.jobs.options import option
+from e4e_jax.options import option
 
 GanspaceEdit = tuple[int, int, int, float]  # (component, start layer, end layer, strength in stds)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from e4e_jax.choices import QUICKSTART_HELDOUT as N_HELDOUT
+from e4e_jax.choices import QUICKSTART_STEPS
 from e4e_jax.errors import EXIT_NOTHING, EXIT_OK, UserError
+from e4e_jax.options import option
 from e4e_jax.storage import manifest
 
 if TYPE_CHECKING:
@@ -38,11 +40,17 @@ OUTPUT_NAMES = (manifest.QUICKSTART_TRAIN_DIR, "heldout", "inversion", "edits", 
 
 @dataclasses.dataclass(frozen=True)
 class QuickstartOptions:
-    """One quickstart; the fields are the `e4e-jax quickstart` options (see its --help)."""
+    """One quickstart; each field is an `e4e-jax quickstart` option, declared once (e4e_jax/options.py)."""
 
-    workdir: Path  # output folder (created; must be new or empty)
-    steps: int  # training steps
-    heldout: int  # held-out samples to invert and edit
+    workdir: Path = option(type="path", help="output folder (created; must be new or empty)")
+    steps: int = option(
+        QUICKSTART_STEPS,
+        type="positive_int",
+        help=f"training steps (default {QUICKSTART_STEPS}; more steps give better inversions)",
+    )
+    heldout: int = option(
+        N_HELDOUT, type="positive_int", help=f"held-out samples to invert and edit (default {N_HELDOUT})"
+    )
 
 
 def write_heldout_samples(model_dir: Path, out: Path, n: int) -> "np.ndarray":

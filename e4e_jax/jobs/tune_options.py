@@ -1,4 +1,4 @@
-"""`TuneOptions`: the options of the tune job (jobs/tune.py), declared once (jobs/options.py) for the job,
+"""`TuneOptions`: the options of the tune job (jobs/tune.py), declared once (e4e_jax/options.py) for the job,
 `e4e-jax tune`'s parser and the resume plan. Apart from the job so that building the parser imports no JAX."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Optional
 
 from e4e_jax import choices
 from e4e_jax.jobs.invert.options import IMAGE_FORMATS
-from e4e_jax.jobs.options import option
+from e4e_jax.options import option
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from e4e_jax import choices
 from e4e_jax.errors import UserError
+from e4e_jax.options import option
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 # Gradio and the Hugging Face hub would otherwise phone home (this machine reaches no such host).
@@ -25,20 +27,44 @@ QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB
 
 @dataclasses.dataclass(frozen=True)
 class StudioOptions:
-    """The `e4e-jax studio` options (see its --help)."""
+    """The `e4e-jax studio` options, each declared once (e4e_jax/options.py): the parser comes from them."""
 
-    model: str
-    images: Optional[Path] = None
-    directions: Optional[Path] = None
-    lpips: Optional[str] = None
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    dtype: str = "float32"
-    modulation: str = "auto"
-    align: Optional[bool] = None  # None: for face domains
-    align_size: int = 1024
-    landmarks: Optional[str] = None
-    compile_cache: Optional[str] = None  # directory; "" switches the cache off
+    model: str = option(type="path_text", help="e4e bundle (the quickstart's: WORKDIR/train/model)")
+    images: Optional[Path] = option(None, type="path", help="a folder of photos to pick from on the page")
+    directions: Optional[Path] = option(
+        None,
+        type="path",
+        help="a folder of InterFaceGAN directions (.pt / .npy) and GANSpace PCA files (e.g. the official "
+        "editings/ folder); files that do not fit the generator are listed on the page",
+    )
+    lpips: Optional[str] = option(None, type="path_text", help="an lpips bundle: also show the reconstruction's LPIPS")
+    host: str = option(
+        DEFAULT_HOST,
+        help=f"address to serve on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens it to the network)",
+    )
+    port: int = option(DEFAULT_PORT, type=("int_in", 1, 65535), help=f"port (default {DEFAULT_PORT})")
+    dtype: str = option("float32", choices=choices.DTYPE_NAMES, help="compute dtype")
+    modulation: str = option("auto", choices=choices.MODULATIONS, help="modulated-conv formulation (same maths)")
+    no_align: bool = option(False, help="do not FFHQ-align photos of face domains (they must be aligned)")
+    align_size: int = option(
+        1024,
+        type="positive_int",
+        help="size of the aligned crop before the encoder's resize (default 1024, as invert --align)",
+    )
+    landmarks: Optional[str] = option(
+        None, type="path_text", help="dlib 68-point landmark model file (default: the packaged one)"
+    )
+    compile_cache: Optional[str] = option(
+        None,
+        type="path_text",
+        metavar="DIR",
+        help="JAX persistent compilation cache (default: $E4E_JAX_CACHE_DIR or ~/.cache/e4e-jax/xla)",
+    )  # "" switches the cache off
+
+    @property
+    def align(self) -> Optional[bool]:
+        """False with --no-align; None: align photos of face domains (the Editor decides from the domain)."""
+        return False if self.no_align else None
 
 
 def import_gradio():
@@ -56,9 +82,9 @@ def check(opts: StudioOptions) -> None:
     """Every check that needs no weights: the folders and the bundles' kinds."""
     from e4e_jax.storage import bundle
 
-    for option, folder in (("--images", opts.images), ("--directions", opts.directions)):
+    for flag, folder in (("--images", opts.images), ("--directions", opts.directions)):
         if folder is not None and not Path(folder).is_dir():
-            raise UserError(f"{option} {folder} is not a folder")
+            raise UserError(f"{flag} {folder} is not a folder")
     bundle.read_config(opts.model)  # a wrong --model (e.g. a work directory) is named here
     if opts.lpips is not None:
         bundle.read_config(opts.lpips, "lpips")

@@ -1,4 +1,4 @@
-"""`InvertOptions`: every option of the invert job, declared once (jobs/options.py): its flag, help,
+"""`InvertOptions`: every option of the invert job, declared once (e4e_jax/options.py): its flag, help,
 default and type for `e4e-jax invert`, and whether a `--resume` must match it (the plan, plan.py)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Optional
 from e4e_jax import choices
 from e4e_jax.errors import install_hint
 from e4e_jax.inference import alignment
-from e4e_jax.jobs.options import option
+from e4e_jax.options import option
 
 DEFAULT_CHUNK = 256  # files per committed chunk: what a kill can lose, and the unit of work per process
 IMAGE_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}  # reconstruction format -> PIL's name
