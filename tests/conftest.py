@@ -43,17 +43,11 @@ def _module_scratch_removed(request, tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _compile_cache_dir(tmp_path_factory):
-    """One JAX compilation cache for everything compiled in this process and the commands it starts (JAX
-    keeps the first directory it is given for the whole process), under pytest's base temp rather than
-    ~/.cache; made before the first module starts, so no module's clean-up removes it."""
-    from e4e_jax.runtime import compile_cache
-
+    """One JAX compilation cache for the commands the tests run in this process (JAX keeps the first
+    directory it is given for the whole process), under pytest's base temp rather than ~/.cache; made
+    before the first module starts, so no module's clean-up removes it."""
     mp = pytest.MonkeyPatch()
-    cache = tmp_path_factory.mktemp("xla-cache")
-    mp.setenv(compile_cache.ENV_DIR, str(cache))
-    # On from the start, for the library's own jitted functions too: modules that build the same small
-    # models reuse each other's executables (about 7 % of the run, BUILD_NOTES.md "Test suite (CI)").
-    compile_cache.enable(cache)
+    mp.setenv("E4E_JAX_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
     yield
     mp.undo()
 
@@ -63,3 +57,10 @@ def shared_dir(tmp_path_factory):
     """A folder for the files several modules share (tests/shared_files.py): made before the first module
     starts, so no module's clean-up removes it; it goes with the session's base temp."""
     return tmp_path_factory.mktemp("shared")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules marked `long_module` first, each module's tests kept together and in order: the two xdist
+    workers take whole files in this order (pytest.ini), so the run does not end with one worker alone on a
+    minutes-long module while the other is idle."""
+    items.sort(key=lambda item: item.get_closest_marker("long_module") is None)  # a stable sort

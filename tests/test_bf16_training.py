@@ -25,6 +25,8 @@ import pytest
 
 from e4e_jax.training.loss_curve import window_gaps, window_means
 
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.py"
 DTYPES = ("float32", "bfloat16")

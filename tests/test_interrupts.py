@@ -20,6 +20,8 @@ from e4e_jax.storage import fileio, outdir
 from tests import command_fixtures as fx
 from tests.assets import E4E_ASSETS
 
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
+
 FACE = E4E_ASSETS / "images" / "input_img.jpg"
 
 

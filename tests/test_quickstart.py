@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from e4e_jax.cli import main as cli_main
+
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
 
 
 def test_quickstart_runs_end_to_end(tmp_path, capsys, monkeypatch):

@@ -22,6 +22,8 @@ from tests.parity import assert_close, max_err
 from tests.refs import restyle_encoders as ref
 from tools.convert_weights.__main__ import main as convert_main
 
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
+
 SIZE = 64
 N_STYLES = 10
 N_ITERS = 5  # official --n_iters_per_batch

@@ -32,6 +32,8 @@ from e4e_jax.training.state import init_train_state
 from e4e_jax.training.step import eval_step, objective, render, train_step
 from tests.training_helpers import read_state, small_config, worst_relative_difference
 
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
+
 N_ITERS = 3
 # The step's per-iteration VJPs in a scan vs one grad of the unrolled sum: float32 reordering only.
 GRAD_RTOL = 1e-5

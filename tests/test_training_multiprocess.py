@@ -26,6 +26,8 @@ from PIL import Image
 from tests.multiprocess import describe, launch
 from tests.training_helpers import ONE_VS_MANY_RTOL, read_state, worst_relative_difference
 
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
+
 PROCESSES, DEVICES = 2, 2  # 2 processes × 2 devices, against 1 process × 4 devices
 BATCH = TEST_BATCH = PROCESSES * DEVICES  # one row per device
 STEPS, MID = 6, 4  # the resumed run continues from checkpoint MID

@@ -20,6 +20,8 @@ from e4e_jax.storage import bundle, pti_bundle
 from e4e_jax.training.networks import random_loss_network
 from tests.assets import require
 
+pytestmark = pytest.mark.long_module  # minutes long: run first (tests/conftest.py)
+
 # The quickstart's generator (configs/tiny.py): 32x32, the smallest size AlexNet's LPIPS takes.
 GEN = StyleGAN2Config(size=32, channels=(64, 64, 32, 16), n_mlp=2)
 STEPS = 20
