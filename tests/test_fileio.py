@@ -32,3 +32,20 @@ def test_temp_glob_matches_the_temporaries_of_matching_targets(tmp_path):
     assert fnmatch.fnmatchcase(made.name, pattern)
     assert not fnmatch.fnmatchcase(fileio.temp_path_beside(tmp_path / "x7.png").name, pattern)
     assert not fnmatch.fnmatchcase("07.png", pattern)
+
+
+def test_check_room_refuses_what_cannot_fit_before_anything_is_written(tmp_path):
+    """bundle.save asks first (orbax's writer threads cannot be stopped once one write fails)."""
+    import resource
+
+    fileio.check_room(tmp_path, 1000, tmp_path / "b")  # fits
+    with pytest.raises(fileio.NoRoomError, match=str(tmp_path / "b")):
+        fileio.check_room(tmp_path, 1 << 62, tmp_path / "b")  # more than the disk has free
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (500, hard))  # `ulimit -f`: lowering the soft limit only
+    try:
+        with pytest.raises(fileio.NoRoomError, match="File too large"):
+            fileio.check_room(tmp_path, 1000, tmp_path / "b")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert not list(tmp_path.iterdir())

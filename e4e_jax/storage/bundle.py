@@ -187,6 +187,7 @@ def save(
         fileio.remove_stale_temps(path.parent, target=path.name)  # left by a killed save
         check_replaceable(path, overwrite)
         # mkdir (not mkdtemp, which makes 0700): the bundle gets the umask's permissions like any file.
+        fileio.check_room(path.parent, _nbytes(variables), path)  # orbax starts only what can finish
         tmp = path.parent / f"{fileio.temp_prefix(path.name)}{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
@@ -225,6 +226,11 @@ def save(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return path
+
+
+def _nbytes(tree: Mapping[str, Any]) -> int:
+    """Bytes of the arrays of a nested dict of numpy arrays (what orbax writes, before its metadata)."""
+    return sum(_nbytes(v) if isinstance(v, Mapping) else np.asarray(v).nbytes for v in tree.values())
 
 
 def check_replaceable(path: Path, overwrite: bool) -> None:

@@ -52,6 +52,22 @@ def no_room_errno(error: BaseException) -> Optional[int]:
     return code if code in NO_ROOM_ERRNOS else None
 
 
+def check_room(folder: Path, nbytes: int, target: str | os.PathLike) -> None:
+    """Raise NoRoomError naming `target` when `nbytes` cannot be written into `folder`: more than its disk
+    has free, or more than this process's file-size limit (RLIMIT_FSIZE, `ulimit -f`). For writers whose
+    threads cannot be stopped once one fails (orbax's tensorstore writes, which made a removed temporary
+    folder again after a failed save): they start only when the data fits. The limit is compared with the
+    whole size, since orbax packs many arrays into one data file."""
+    import resource
+    import shutil
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        raise NoRoomError(errno.EFBIG, os.strerror(errno.EFBIG), str(target))
+    if nbytes > shutil.disk_usage(folder).free:
+        raise NoRoomError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+
 @contextlib.contextmanager
 def naming_no_room(path: str | os.PathLike) -> Iterator[None]:
     """Within the block, a write that finds no room raises NoRoomError naming `path` (what is written)."""
